@@ -1,0 +1,28 @@
+"""Shared fixtures. Real-data tests need ../shared/data/cifar10-subset and fail (never skip) without it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBSET = Path(os.environ.get("DFS_CIFAR_SUBSET", ROOT.parent / "shared" / "data" / "cifar10-subset"))
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def cifar_subset() -> Path:
+    if not (SUBSET / "train").is_dir():
+        pytest.fail(
+            f"real-data test needs the CIFAR-10 subset at {SUBSET} "
+            "(put the shared folder beside the repo or set DFS_CIFAR_SUBSET)"
+        )
+    return SUBSET
