@@ -1,27 +1,36 @@
 #!/usr/bin/env bash
-# Create and fill the project's virtual environment (.venv) on first use, or when
-# pyproject.toml / constraints.txt changed since the last install. Sourced by the
-# top-level scripts; prints the interpreter path on stdout when run directly.
+# Create and fill the project's virtual environment (.venv) on first use, or again when
+# pyproject.toml / constraints.txt changed since the last install. Sourced by the top-level
+# scripts (sets DFS_PYTHON); run directly it prints the interpreter path.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="${DFS_VENV:-$root/.venv}"
-stamp="$venv/.dfsnet-install-stamp"
-want="$(cat "$root/pyproject.toml" "$root/constraints.txt" | sha256sum | cut -d' ' -f1)"
-if [[ ! -x "$venv/bin/python" ]] || [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
-    py="${PYTHON:-python3}"
-    if ! command -v "$py" >/dev/null 2>&1; then
-        echo "error: $py not found; install Python >= 3.10 (or set PYTHON=/path/to/python3)" >&2
+_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+_venv="${DFS_VENV:-$_root/.venv}"
+_want="$(cat "$_root/pyproject.toml" "$_root/constraints.txt" | sha256sum | cut -d' ' -f1)"
+_ready() { [[ -x "$_venv/bin/python" && "$(cat "$_venv/.install-stamp" 2>/dev/null)" == "$_want" ]]; }
+if ! _ready; then
+    _py="${PYTHON:-python3}"
+    if ! command -v "$_py" >/dev/null 2>&1; then
+        echo "error: $_py not found; install Python >= 3.10 or set PYTHON=/path/to/python3" >&2
         exit 1
     fi
-    echo "setting up $venv (first run: installs torch, torchvision and the project) ..." >&2
-    [[ -x "$venv/bin/python" ]] || "$py" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --upgrade pip >&2
-    "$venv/bin/python" -m pip install -q -c "$root/constraints.txt" torch torchvision >&2
-    "$venv/bin/python" -m pip install -q -c "$root/constraints.txt" -e "$root[dev]" >&2
-    echo "$want" > "$stamp"
+    mkdir -p "$_venv"
+    # One installer at a time: parallel first runs (two terminals, CI jobs) wait for each other.
+    exec 9>"$_venv/.install-lock"
+    flock 9
+    if ! _ready; then
+        echo "setting up $_venv (first run installs torch, torchvision and the project; a few minutes) ..." >&2
+        [[ -x "$_venv/bin/python" ]] || "$_py" -m venv "$_venv"
+        _pip=("$_venv/bin/python" -m pip install -q --disable-pip-version-check -c "$_root/constraints.txt")
+        # pip's warnings about unreachable local index mirrors are noise; real errors still show.
+        "${_pip[@]}" torch torchvision 2> >(grep -v '^WARNING: Location' >&2)
+        "${_pip[@]}" -e "$_root[dev]" 2> >(grep -v -e '^WARNING: Location' >&2)
+        echo "$_want" > "$_venv/.install-stamp"
+        echo "environment ready: $_venv" >&2
+    fi
+    flock -u 9
+    exec 9>&-
 fi
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
-    echo "$venv/bin/python"
+    echo "$_venv/bin/python"
 fi
-DFS_PYTHON="$venv/bin/python"
-export DFS_PYTHON
+export DFS_PYTHON="$_venv/bin/python"

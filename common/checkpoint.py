@@ -1,0 +1,85 @@
+"""Atomic checkpoints, RNG state capture, and loading with one clear error per problem."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.errors import UserError
+
+FORMAT = "dfsnet-darts"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    # Write beside the target and rename: a crash mid-write leaves the old file intact.
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write_bytes(path, text.encode())
+
+
+def save_checkpoint(state: dict[str, Any], path: Path, kind: str) -> None:
+    """Save `state` atomically, tagged with the project format and a `kind` (e.g. "search")."""
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "kind": kind, **state}, buf)
+    _atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path, kind: str | None = None) -> dict[str, Any]:
+    """Load a checkpoint written by `save_checkpoint`, refusing corrupt or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; check the path")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for truncated / non-zip / pickled files
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"{path} is not a readable checkpoint (corrupt, truncated or not a torch file: "
+            f"{reason}); use another file"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"{path} is not a DFSNet-DARTS checkpoint; give a file this project wrote")
+    if kind is not None and state.get("kind") != kind:
+        raise UserError(
+            f"{path} is a {state.get('kind')!r} checkpoint, not a {kind!r} one; give the right file"
+        )
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the training loops draw from, so a resumed run continues the same streams."""
+    state = {
+        "python": list(random.getstate()[1]) + [random.getstate()[2] or 0],
+        "python_version": random.getstate()[0],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    inner = state["python"]
+    random.setstate((state["python_version"], tuple(inner[:-1]), inner[-1] or None))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,128 @@
+"""YAML presets with separate `search` and `retrain` sections, and command-line overrides.
+
+A preset is `configs/<name>.yaml` (or any YAML file path). Overrides are `key.sub=value`
+strings; values are parsed as YAML scalars/lists, and unknown keys are rejected so that a typo
+never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from common.errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"config {path} is not valid YAML ({str(e).splitlines()[0]}); fix it") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config {path} must be a YAML mapping with 'search'/'retrain' sections")
+    return data
+
+
+def load_preset(preset: str, section: str) -> dict[str, Any]:
+    """The `section` of a preset given by name (configs/<name>.yaml) or by a YAML file path.
+
+    A preset may name a `base` preset whose section it updates key by key."""
+    path = Path(preset)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        path = CONFIG_DIR / f"{preset}.yaml"
+        if not path.is_file():
+            raise UserError(
+                f"unknown preset {preset!r}; choose one of {', '.join(available_presets())} "
+                "or give a path to a YAML file"
+            )
+    data = _read_yaml(path)
+    if section not in data:
+        raise UserError(f"config {path} has no {section!r} section; add one")
+    cfg = data[section] or {}
+    base = data.get("base")
+    if base:
+        merged = load_preset(base, section)
+        deep_update(merged, cfg)
+        cfg = merged
+    return cfg
+
+
+def deep_update(dst: dict[str, Any], src: dict[str, Any]) -> dict[str, Any]:
+    """Update `dst` in place with `src`, recursing into nested mappings."""
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            deep_update(dst[k], v)
+        else:
+            dst[k] = copy.deepcopy(v)
+    return dst
+
+
+def _flat_keys(cfg: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in cfg.items():
+        keys.append(prefix + k)
+        if isinstance(v, dict):
+            keys += _flat_keys(v, prefix + k + ".")
+    return keys
+
+
+def apply_override(cfg: dict[str, Any], item: str) -> None:
+    """Apply one `a.b.c=value` override in place; unknown keys are an error."""
+    if "=" not in item:
+        raise UserError(f"override {item!r} must look like key=value (e.g. search.epochs=10)")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = cfg
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            close = difflib.get_close_matches(key, _flat_keys(cfg), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UserError(f"unknown config key {key!r}{hint}")
+        if i == len(parts) - 1:
+            old = node[part]
+            if isinstance(old, dict):
+                raise UserError(f"config key {key!r} is a section; set one of its keys instead")
+            if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            elif isinstance(old, str) and value is not None and not isinstance(value, str):
+                # YAML reads off/on/no as booleans; a string-valued key keeps the text as typed.
+                value = raw.strip()
+            node[part] = value
+        else:
+            node = node[part]
+
+
+def resolve_config(
+    section: str, preset: str, overrides: list[str] | None = None
+) -> dict[str, Any]:
+    """The preset's section with the overrides applied, in order."""
+    cfg = load_preset(preset, section)
+    for item in overrides or []:
+        apply_override(cfg, item)
+    return cfg
+
+
+def save_config(cfg: dict[str, Any], path: Path) -> None:
+    """Write the resolved config (atomically) so a run records exactly what it did."""
+    from common.checkpoint import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False))
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    return _read_yaml(path)

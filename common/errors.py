@@ -1,0 +1,33 @@
+"""User-facing errors: one clear line, no traceback."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment; its message is one line that says what
+    was wrong and what to do."""
+
+
+def cli_entry(fn: F) -> F:
+    """Wrap a CLI main: a UserError (or a known input error) prints one line on stderr and
+    exits with status 2 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except KeyboardInterrupt:
+            print("interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
+            raise SystemExit(130) from None
+
+    return wrapper  # type: ignore[return-value]

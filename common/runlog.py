@@ -1,0 +1,117 @@
+"""Run directories, the per-epoch JSONL log and the progress display."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from common.errors import UserError
+
+
+def make_run_dir(out: str | Path | None, kind: str, tag: str, overwrite: bool = False) -> Path:
+    """Create the run directory (default runs/<kind>-<tag>-<time>). An existing non-empty
+    directory is only replaced when `overwrite` is set, so no run is lost by accident."""
+    if out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"{kind}-{tag}-{stamp}"
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(
+                f"run directory {out} already exists; pass --overwrite to replace it, "
+                f"--resume {out} to continue it, or choose another --out"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+class JsonlLog:
+    """One JSON object per line (per epoch), flushed to disk at once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(_jsonable(record)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def truncate(self, epochs: int) -> None:
+        """Keep only the first `epochs` records: on resume, epochs logged after the checkpoint
+        was written are run again and must not appear twice."""
+        keep = [r for r in self.read() if r.get("epoch", 0) < epochs]
+        from common.checkpoint import atomic_write_text
+
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+class Progress:
+    """Batches of one epoch with running figures: a tqdm bar on a terminal, plain lines
+    (every `every` batches and at the end) when the output is a file or a pipe."""
+
+    def __init__(
+        self, iterable: Iterable, total: int, desc: str, enabled: bool = True,
+        every: int | None = None,
+    ) -> None:
+        self.iterable, self.total, self.desc = iterable, total, desc
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.every = every or max(1, total // 5)
+        self.figures: dict[str, str] = {}
+        self.bar = None
+        if enabled and self.tty:
+            self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+        self.start = time.perf_counter()
+        self.count = 0
+
+    def __iter__(self) -> Iterator:
+        for item in self.iterable:
+            yield item
+            self.count += 1
+            if self.bar is not None:
+                self.bar.update(1)
+            elif self.enabled and (self.count % self.every == 0 or self.count == self.total):
+                line = " ".join(f"{k} {v}" for k, v in self.figures.items())
+                print(f"{self.desc} [{self.count}/{self.total}] {line}", flush=True)
+        if self.bar is not None:
+            self.bar.close()
+
+    def update(self, **figures: Any) -> None:
+        self.figures = {
+            k: (f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in figures.items()
+        }
+        if self.bar is not None:
+            self.bar.set_postfix(self.figures, refresh=False)
+
+
+def say(msg: str, enabled: bool = True) -> None:
+    """A line for the user (only rank 0 talks in a distributed run)."""
+    if enabled:
+        print(msg, flush=True)
