@@ -1,6 +1,44 @@
-"""Genotypes: op names, the Genotype type, derivation, file formats, the zoo and drawings."""
+"""Genotypes: op names, the Genotype type, derivation, file formats, the zoo and drawings.
 
-from genotypes.genotype import FSSpec, Genotype
+The base package of the project: it imports neither torch (derivation accepts tensors by duck
+typing) nor any other project package. Drawing (`genotypes.draw`) and run plots
+(`genotypes.plot`) are imported on use, so importing `genotypes` stays light.
+"""
+
+from genotypes.derive import derive
+from genotypes.formats import (
+    from_json,
+    from_repr,
+    from_yaml,
+    load_genotype,
+    save_genotype,
+    to_json,
+    to_repr,
+    to_yaml,
+)
+from genotypes.genotype import FSSpec, Genotype, GenotypeError, from_dict, to_dict, validate
 from genotypes.primitives import NUM_EDGES, NUM_INPUTS, NUM_NODES, PRIMITIVES
+from genotypes.zoo import ZOO
 
-__all__ = ["FSSpec", "Genotype", "NUM_EDGES", "NUM_INPUTS", "NUM_NODES", "PRIMITIVES"]
+__all__ = [
+    "FSSpec",
+    "Genotype",
+    "GenotypeError",
+    "NUM_EDGES",
+    "NUM_INPUTS",
+    "NUM_NODES",
+    "PRIMITIVES",
+    "ZOO",
+    "derive",
+    "from_dict",
+    "from_json",
+    "from_repr",
+    "from_yaml",
+    "load_genotype",
+    "save_genotype",
+    "to_dict",
+    "to_json",
+    "to_repr",
+    "to_yaml",
+    "validate",
+]
