@@ -1,0 +1,372 @@
+"""Filter Summary convolutions: FSConv2d (fixed sharing offsets) and DFSConv2d (learned ones).
+
+The K = out_channels filters of n = (in_channels/groups)*kh*kw elements each are windows of one
+learned 1D vector ``fs`` of length L = ceil(K*n/ratio): filter k = fs[(offset_k + j) mod L].
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.modules.utils import _pair
+
+if TYPE_CHECKING:
+    from genotypes import FSSpec
+
+__all__ = [
+    "FSConv2d", "DFSConv2d", "is_fs_layer", "fs_layers", "offset_parameters",
+    "weight_parameters", "harden_model", "set_temperature", "pointwise_conv",
+]
+
+
+_LOG2E = 1.0 / math.log(2.0)
+_LN2 = math.log(2.0)
+
+
+def _windows(starts: Tensor, n: int, L: int) -> Tensor:
+    """Flat circular index of the n-element windows beginning at `starts` (any shape)."""
+    j = torch.arange(n, dtype=torch.long, device=starts.device)
+    return ((starts.reshape(-1, 1) + j) % L).reshape(-1)
+
+
+def _mean_grad(fs: Tensor, inv_count: Tensor) -> Tensor:
+    """Straight-through scaling: the value is fs (exactly; the added term is +0) while the
+    gradient reaching fs is multiplied by inv_count, turning the gather's sum into a mean.
+    Built from ordinary ops, so double backward works."""
+    d = fs.detach()
+    return torch.addcmul(d, fs - d, inv_count)
+
+
+class _FSConvBase(nn.Module):
+    """Geometry, the FS vector, bias, default offsets and the eval-mode filter cache shared by
+    FSConv2d and DFSConv2d. Subclasses implement `_rebuild_index` and `_gather`."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+        dilation=1, groups: int = 1, bias: bool = False, ratio: float = 1.0,
+        grad_reduce: str = "mean",
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if groups <= 0 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"{name}: in_channels={in_channels} and out_channels={out_channels}"
+                             f" must be divisible by groups={groups}")
+        if grad_reduce not in ("mean", "sum"):
+            raise ValueError(f"{name}: grad_reduce must be 'mean' or 'sum', got {grad_reduce!r}")
+        kh, kw = _pair(kernel_size)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = (kh, kw)
+        self.stride, self.dilation = _pair(stride), _pair(dilation)
+        self.padding = padding if isinstance(padding, str) else _pair(padding)
+        self.grad_reduce = grad_reduce
+        K, n = out_channels, (in_channels // groups) * kh * kw
+        shape = (f"{name}({in_channels}, {out_channels}, kernel_size={self.kernel_size}, "
+                 f"groups={groups}; K={K} filters of n={n})")
+        ratio = float(ratio)
+        if not ratio >= 1.0:  # also catches NaN
+            raise ValueError(f"{shape}: ratio={ratio} < 1 is invalid; use ratio >= 1 "
+                             "(1 = plain convolution, larger = more sharing)")
+        # Exact rational ceil: K*n/ratio computed in floats can land just above an integer.
+        L = math.ceil(Fraction(K * n) / Fraction(ratio)) if math.isfinite(ratio) else 0
+        if L < n:
+            raise ValueError(f"{shape}: ratio={ratio} gives FS length L={L} < n={n}, shorter "
+                             f"than one filter; use ratio <= {K}")
+        self.ratio, self.K, self.n, self.L = ratio, K, n, L
+        self.fs = nn.Parameter(torch.empty(L))
+        self.bias = nn.Parameter(torch.empty(K)) if bias else None
+        # Persistent so a hardened layer's (arbitrary) offsets travel with its state_dict.
+        self.register_buffer("offsets", torch.arange(K, dtype=torch.long) * L // K)
+        self._index_key: tuple | None = None
+        self._cache: tuple[tuple, Tensor] | None = None
+        self.reset_parameters()
+
+    @property
+    def compression(self) -> float:
+        """Parameter ratio of the filters: K*n / L."""
+        return self.K * self.n / self.L
+
+    def reset_parameters(self) -> None:
+        # nn.Conv2d's init: kaiming_uniform(a=sqrt(5)) on fan_in = n, i.e. U(+-1/sqrt(n)).
+        bound = nn.init.calculate_gain("leaky_relu", math.sqrt(5)) * math.sqrt(3.0 / self.n)
+        nn.init.uniform_(self.fs, -bound, bound)
+        if self.bias is not None:
+            b = 1.0 / math.sqrt(self.n)
+            nn.init.uniform_(self.bias, -b, b)
+
+    def set_offsets(self, offsets: Tensor) -> None:
+        """Set the window starts of the K filters (taken mod L) and rebuild the gather index."""
+        with torch.no_grad():
+            self.offsets.copy_(torch.as_tensor(offsets).reshape(self.K) % self.L)
+        self._rebuild_index()
+
+    def _ensure_index(self) -> None:
+        # Offsets changed behind our back (in-place edit, assign=True load): rebuild.
+        key = (self.offsets.data_ptr(), self.offsets._version)
+        if key != self._index_key:
+            self._rebuild_index()
+
+    def _starts(self) -> Tensor:
+        """Window starts to gather, flattened in filter-major order."""
+        return self.offsets
+
+    def _rebuild_index(self) -> None:
+        # Non-persistent buffers: derived from offsets, rebuilt on load / offset change.
+        index = _windows(self._starts(), self.n, self.L)
+        count = torch.bincount(index, minlength=self.L)
+        self.register_buffer("_index", index, persistent=False)
+        # ratio 1 with default offsets: the index is the identity, so FS skips the gather.
+        self._identity = bool(index.numel() == self.L and torch.equal(
+            index, torch.arange(self.L, device=index.device)))
+        # Mean and sum differ only where some element is read more than once.
+        self._multi_read = bool((count > 1).any())
+        # Elements read by nobody (only possible with custom offsets) get 1/0 -> 0, not inf.
+        inv = torch.where(count > 0, 1.0 / count.clamp(min=1).to(torch.float64), 0.0)
+        self.register_buffer("_inv_count", inv.to(self.fs.dtype), persistent=False)
+        self._index_key = (self.offsets.data_ptr(), self.offsets._version)
+        self._cache = None
+
+    def _gather(self) -> Tensor:
+        raise NotImplementedError
+
+    def _gather_params(self) -> tuple[Tensor, ...]:
+        return (self.fs,)
+
+    def _cache_key(self) -> tuple:
+        ps = self._gather_params()
+        return tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in ps) + self._index_key
+
+    def filters(self) -> Tensor:
+        """The (K, C_in/groups, kh, kw) weight tensor.
+
+        Eval mode without autograd on the FS parameters (e.g. under no_grad) returns a cached
+        tensor, reused until a parameter changes (in-place updates bump `_version`). Training
+        mode, or eval with gradients wanted, always gathers afresh so gradients are right.
+        """
+        self._ensure_index()
+        grad = torch.is_grad_enabled() and any(p.requires_grad for p in self._gather_params())
+        if self.training or grad:
+            return self._gather()
+        key = self._cache_key()
+        if self._cache is None or self._cache[0] != key:
+            # Out of inference mode so the cached tensor is usable later outside it too.
+            with torch.inference_mode(False), torch.no_grad():
+                self._cache = (key, self._gather())
+        return self._cache[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.filters(), self.bias, self.stride, self.padding,
+                        self.dilation, self.groups)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._rebuild_index()  # offsets may have changed
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+                f"groups={self.groups}, bias={self.bias is not None}, ratio={self.ratio:g}, "
+                f"L={self.L}, grad_reduce={self.grad_reduce}")
+
+    def _weight_shape(self) -> tuple[int, int, int, int]:
+        return (self.K, self.in_channels // self.groups, *self.kernel_size)
+
+
+class FSConv2d(_FSConvBase):
+    """Filter Summary Conv2d: filter k is fs[(offsets[k] + j) mod L], j < n. A drop-in for
+    nn.Conv2d; ratio=1 with the default offsets is exactly nn.Conv2d (fs = weight.flatten()).
+
+    grad_reduce="mean" gives each FS element the mean of the gradients of the filter elements
+    reading it (the paper's rule); "sum" the plain autograd sum.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = False, ratio: float = 1.0,
+                 grad_reduce: str = "mean") -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, ratio, grad_reduce)
+        self._rebuild_index()
+
+    def _gather(self) -> Tensor:
+        fs = self.fs
+        if (self.grad_reduce == "mean" and self._multi_read and torch.is_grad_enabled()
+                and fs.requires_grad):
+            fs = _mean_grad(fs, self._inv_count)
+        w = fs if self._identity else fs.index_select(0, self._index)
+        return w.view(self._weight_shape())
+
+
+class DFSConv2d(_FSConvBase):
+    """Differentiable FS conv: filter k is a softmax(offset_logits[k]/temperature) mix of its
+    M' candidate windows starting at offsets[k] + floor(m*s/M), s = L/K, m < M.
+
+    Duplicate candidates (s < M) are dropped: since s is global every filter has the same
+    M' distinct shifts, so offset_logits is (K, M') with no masking. grad_reduce="mean" gives
+    each FS element the p-weighted mean of the gradients of the filter elements reading it
+    (sum_r p_r g_r / sum_r p_r over its reads r): with one-hot logits exactly FSConv2d's rule.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = False, ratio: float = 1.0,
+                 grad_reduce: str = "mean", num_offsets: int = 4,
+                 temperature: float = 1.0) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, ratio, grad_reduce)
+        if num_offsets < 1:
+            raise ValueError(f"DFSConv2d: num_offsets must be >= 1, got {num_offsets}")
+        self.num_offsets = num_offsets
+        # floor(m*s/M) = floor(m*L/(K*M)) in exact integer arithmetic; non-decreasing in m.
+        shifts = sorted({m * self.L // (self.K * num_offsets) for m in range(num_offsets)})
+        self.register_buffer("shifts", torch.tensor(shifts, dtype=torch.long), persistent=False)
+        self.num_candidates = len(shifts)
+        self.offset_logits = nn.Parameter(torch.zeros(self.K, self.num_candidates))
+        self.temperature = temperature
+        self._rebuild_index()
+
+    @property
+    def temperature(self) -> float:
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, t: float) -> None:
+        if not t > 0:
+            raise ValueError(f"DFSConv2d: temperature must be > 0, got {t}")
+        self._temperature = float(t)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if hasattr(self, "offset_logits"):  # absent while the base __init__ runs
+            nn.init.zeros_(self.offset_logits)  # uniform mix over the candidates
+
+    def offset_parameters(self) -> list[nn.Parameter]:
+        """The offset logits, meant for the upper (architecture) level of a search."""
+        return [self.offset_logits]
+
+    def _starts(self) -> Tensor:
+        return self.offsets.reshape(-1, 1) + self.shifts.to(self.offsets.device)  # (K, M')
+
+    def _gather_params(self) -> tuple[Tensor, ...]:
+        return (self.fs, self.offset_logits)
+
+    def _cache_key(self) -> tuple:
+        return super()._cache_key() + (self._temperature,)
+
+    def _shifted_logits(self) -> Tensor:
+        """(offset_logits / T - row max) in base-2 units, i.e. times log2(e).
+
+        Softmax is spelled out with exp2: on CPU, torch.exp/softmax split even a (K, 4) tensor
+        across threads, and waking them costs more than the whole gather (milliseconds on a
+        loaded machine). Subtracting the detached row max is exact for value and gradient
+        since softmax is shift invariant.
+        """
+        z = self.offset_logits * (_LOG2E / self._temperature)
+        return z - z.detach().amax(dim=1, keepdim=True)
+
+    def mixing_weights(self) -> Tensor:
+        """softmax(offset_logits / temperature) over the candidates, shape (K, M')."""
+        e = self._shifted_logits().exp2()
+        return e / e.sum(dim=1, keepdim=True)
+
+    def _gather(self) -> Tensor:
+        K, M, n = self.K, self.num_candidates, self.n
+        p = self.mixing_weights()
+        fs = self.fs
+        if self.grad_reduce == "mean" and torch.is_grad_enabled() and fs.requires_grad:
+            with torch.no_grad():  # soft read count of each element, a constant for autograd
+                reads = p.detach().unsqueeze(-1).expand(K, M, n).reshape(-1)
+                count = torch.zeros_like(fs).index_add_(0, self._index, reads)
+                inv = torch.where(count > 0, 1.0 / count, torch.zeros_like(count))
+            fs = _mean_grad(fs, inv)
+        cand = fs.index_select(0, self._index).view(K, M, n)
+        # One batched weighted sum over the candidates: (K,1,M') @ (K,M',n).
+        return torch.bmm(p.unsqueeze(1), cand).view(self._weight_shape())
+
+    def offset_entropy(self) -> Tensor:
+        """Mean over filters of the entropy (nats) of the candidate mixing weights."""
+        z = self._shifted_logits()
+        e = z.exp2()
+        total = e.sum(dim=1, keepdim=True)
+        logp = (z - total.log2()) * _LN2  # finite even where p underflows to 0
+        return -((e / total) * logp).sum(dim=1).mean()
+
+    def harden(self) -> FSConv2d:
+        """An FSConv2d with the same fs/bias/geometry whose offsets are the argmax candidates."""
+        choice = self.offset_logits.detach().argmax(dim=1).to(self.offsets.device)
+        layer = FSConv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                         self.padding, self.dilation, self.groups, self.bias is not None,
+                         self.ratio, self.grad_reduce)
+        layer.to(device=self.fs.device, dtype=self.fs.dtype)
+        with torch.no_grad():
+            layer.fs.copy_(self.fs)
+            if self.bias is not None:
+                layer.bias.copy_(self.bias)
+        layer.set_offsets(self.offsets + self.shifts[choice])
+        return layer.train(self.training)
+
+    def extra_repr(self) -> str:
+        return (super().extra_repr() + f", num_offsets={self.num_offsets}, "
+                f"candidates={self.num_candidates}, temperature={self._temperature:g}")
+
+
+def is_fs_layer(m: nn.Module) -> bool:
+    """True for FSConv2d and DFSConv2d."""
+    return isinstance(m, (FSConv2d, DFSConv2d))
+
+
+def fs_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(qualified name, layer) of every FS/DFS layer, in `named_modules` order."""
+    return [(name, m) for name, m in model.named_modules() if is_fs_layer(m)]
+
+
+def offset_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Every DFS layer's offset_logits (each once)."""
+    seen: dict[int, nn.Parameter] = {}
+    for _, m in fs_layers(model):
+        if isinstance(m, DFSConv2d):
+            seen.setdefault(id(m.offset_logits), m.offset_logits)
+    return list(seen.values())
+
+
+def weight_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Every parameter of `model` that is not an offset logit (by identity)."""
+    offs = {id(p) for p in offset_parameters(model)}
+    return [p for p in model.parameters() if id(p) not in offs]
+
+
+def harden_model(model: nn.Module) -> nn.Module:
+    """Replace every DFSConv2d in place by its `harden()` FSConv2d; returns model (or the
+    hardened layer when model itself is a DFSConv2d). A layer shared by several parents is
+    replaced by one shared FSConv2d."""
+    if isinstance(model, DFSConv2d):
+        return model.harden()
+    done: dict[int, FSConv2d] = {}
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, DFSConv2d):
+                if id(child) not in done:
+                    done[id(child)] = child.harden()
+                setattr(parent, name, done[id(child)])
+    return model
+
+
+def set_temperature(model: nn.Module, t: float) -> None:
+    """Set the softmax temperature of every DFS layer (for annealing)."""
+    for _, m in fs_layers(model):
+        if isinstance(m, DFSConv2d):
+            m.temperature = t
+
+
+def pointwise_conv(in_channels: int, out_channels: int, stride: int = 1,
+                   fs: FSSpec | None = None) -> nn.Module:
+    """The space's 1x1 conv (bias=False): nn.Conv2d when fs is None, else FS/DFS per `fs`."""
+    if fs is None:
+        return nn.Conv2d(in_channels, out_channels, 1, stride=stride, padding=0, bias=False)
+    if fs.dfs:
+        return DFSConv2d(in_channels, out_channels, 1, stride, ratio=fs.ratio,
+                         num_offsets=fs.num_offsets)
+    return FSConv2d(in_channels, out_channels, 1, stride, ratio=fs.ratio)
