@@ -1,8 +1,16 @@
 """The DARTS operations, with every 1x1 convolution built by `pointwise_conv`.
 
-With `fs=None` each op is module-for-module the original DARTS op (same layers, same order,
-same parameter count); with an `FSSpec` the 1x1 convs become FS/DFS layers. Depthwise convs
-and the stems stay plain convolutions.
+With `fs=None` each op is module-for-module the original DARTS op: the same layers in the same
+order under the same attribute names (``op.K`` inside ReLUConvBN/DilConv/SepConv, ``conv_1``,
+``conv_2``, ``bn`` in FactorizedReduce), so parameter counts and ``state_dict`` keys equal the
+reference's. With an `FSSpec` the 1x1 convs become FS/DFS layers. Depthwise convs and the stems
+stay plain convolutions.
+
+The ReLU-led ops take two optional keyword arguments used by the search cell's fast path:
+``preactivated=True`` says the input is already ReLU'd (one ReLU per cell node instead of one
+per op), and ``scale`` multiplies the output, folded into the last BatchNorm's affine transform
+so the architecture weight costs no extra pass over the activations. Both leave the result
+equal to ``scale * op(x)``.
 """
 
 from __future__ import annotations
@@ -11,12 +19,47 @@ from collections.abc import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
 
 from genotypes import FSSpec
 from space.fs import pointwise_conv
 
 
-class ReLUConvBN(nn.Sequential):
+def batch_norm(bn: nn.BatchNorm2d, x: Tensor, scale: Tensor | None = None) -> Tensor:
+    """``bn(x) * scale`` in one pass: `scale` (a scalar tensor) becomes, or multiplies, the
+    BN's affine weight. Running statistics are updated exactly as ``bn(x)`` would."""
+    if scale is None:
+        return bn(x)
+    # Mirrors nn.BatchNorm2d.forward (momentum, num_batches_tracked, eval with/without stats).
+    momentum = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            momentum = 1.0 / float(bn.num_batches_tracked)
+    use_batch = bn.training or (bn.running_mean is None and bn.running_var is None)
+    track = not bn.training or bn.track_running_stats
+    # repeat, not expand: a stride-0 weight sends CPU batch norm down a path several times
+    # slower in channels_last.
+    weight = scale.repeat(bn.num_features) if bn.weight is None else bn.weight * scale
+    bias = None if bn.bias is None else bn.bias * scale
+    return F.batch_norm(
+        x, bn.running_mean if track else None, bn.running_var if track else None,
+        weight, bias, use_batch, momentum, bn.eps,
+    )
+
+
+def _relu_in(x: Tensor, preactivated: bool) -> Tensor:
+    return x if preactivated else F.relu(x)
+
+
+def _conv_weight(conv: nn.Module) -> Tensor:
+    """The weight tensor of a plain conv or of an FS/DFS layer (built from its FS vector)."""
+    filters = getattr(conv, "filters", None)
+    return filters() if filters is not None else conv.weight
+
+
+class ReLUConvBN(nn.Module):
     """ReLU -> conv -> BN. A 1x1 kernel (the cell preprocessing) becomes an FS layer."""
 
     def __init__(
@@ -29,14 +72,19 @@ class ReLUConvBN(nn.Sequential):
         affine: bool = True,
         fs: FSSpec | None = None,
     ) -> None:
+        super().__init__()
         if kernel_size == 1 and padding == 0:
             conv = pointwise_conv(C_in, C_out, stride=stride, fs=fs)
         else:
             conv = nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False)
-        super().__init__(nn.ReLU(inplace=False), conv, nn.BatchNorm2d(C_out, affine=affine))
+        self.op = nn.Sequential(nn.ReLU(inplace=False), conv, nn.BatchNorm2d(C_out, affine=affine))
+
+    def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
+        op = self.op
+        return batch_norm(op[2], op[1](_relu_in(x, preactivated)), scale)
 
 
-class DilConv(nn.Sequential):
+class DilConv(nn.Module):
     """ReLU -> depthwise (dilated) conv -> pointwise conv -> BN."""
 
     def __init__(
@@ -50,7 +98,8 @@ class DilConv(nn.Sequential):
         affine: bool = True,
         fs: FSSpec | None = None,
     ) -> None:
-        super().__init__(
+        super().__init__()
+        self.op = nn.Sequential(
             nn.ReLU(inplace=False),
             nn.Conv2d(
                 C_in, C_in, kernel_size, stride=stride, padding=padding,
@@ -60,8 +109,22 @@ class DilConv(nn.Sequential):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
+    def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
+        op = self.op
+        x = _relu_in(x, preactivated)
+        dw = op[1]
+        s, d, k = dw.stride[0], dw.dilation[0], dw.kernel_size[0]
+        if s == d > 1 and dw.padding[0] == d * (k - 1) // 2 and dw.stride[1] == dw.dilation[1] == s:
+            # Stride d with dilation d reads only every d-th pixel: the same sums as an
+            # undilated stride-1 conv of x[::d, ::d] (any input size). Exact, and on CPU the
+            # strided dilated depthwise backward is ~8x slower than this.
+            y = F.conv2d(x[:, :, ::d, ::d], dw.weight, dw.bias, 1, (k - 1) // 2, 1, dw.groups)
+        else:
+            y = dw(x)
+        return batch_norm(op[3], op[2](y), scale)
 
-class SepConv(nn.Sequential):
+
+class SepConv(nn.Module):
     """Two stacked DilConv blocks with dilation 1 (stride on the first), as in DARTS."""
 
     def __init__(
@@ -74,7 +137,8 @@ class SepConv(nn.Sequential):
         affine: bool = True,
         fs: FSSpec | None = None,
     ) -> None:
-        super().__init__(
+        super().__init__()
+        self.op = nn.Sequential(
             nn.ReLU(inplace=False),
             nn.Conv2d(
                 C_in, C_in, kernel_size, stride=stride, padding=padding, groups=C_in, bias=False
@@ -87,11 +151,19 @@ class SepConv(nn.Sequential):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
+    def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
+        op = self.op
+        y = op[3](op[2](op[1](_relu_in(x, preactivated))))
+        # In place is safe: BatchNorm's backward needs its input, not its output, and this
+        # saves one activation-sized tensor per SepConv (the reference's ReLU copies).
+        y = F.relu_(y)
+        return batch_norm(op[7], op[6](op[5](y)), scale)
+
 
 class Identity(nn.Module):
     """skip_connect with stride 1."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         return x
 
 
@@ -103,7 +175,7 @@ class Zero(nn.Module):
         super().__init__()
         self.stride = stride
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         if self.stride == 1:
             return x.mul(0.0)
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
@@ -123,15 +195,32 @@ class FactorizedReduce(nn.Module):
         self.conv_2 = pointwise_conv(C_in, C_out // 2, stride=2, fs=fs)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
+        x = _relu_in(x, preactivated)
+        # A stride-2 1x1 conv reads the even grid, the shifted one the odd grid: take those
+        # pixels first and convolve with stride 1 (the same sums; faster on CPU, where the
+        # strided kernels are slower). On odd sizes the odd grid is one pixel short, so it is
+        # zero-padded back (a 1x1 conv without bias maps the padding to zeros, as DARTS would
+        # need to concatenate the two halves at all).
+        even, odd = x[:, :, ::2, ::2], x[:, :, 1::2, 1::2]
+        if x.shape[-1] % 2 or x.shape[-2] % 2:
+            odd = F.pad(odd, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
+        y = torch.cat([_pointwise(self.conv_1, even), _pointwise(self.conv_2, odd)], dim=1)
+        return batch_norm(self.bn, y, scale)
+
+
+    def forward_reference(self, x: Tensor) -> Tensor:
+        """The DARTS computation as written there (the speed baseline)."""
         x = self.relu(x)
-        # The second path sees the grid shifted by one pixel. On odd sizes (any-input-size
-        # datasets) it would come out one pixel smaller, so pad it back; even sizes (CIFAR,
-        # ImageNet) take the DARTS path unchanged, without the copy.
         y = x[:, :, 1:, 1:]
         if x.shape[-1] % 2 or x.shape[-2] % 2:
-            y = nn.functional.pad(y, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
+            y = F.pad(y, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(y)], dim=1))
+
+
+def _pointwise(conv: nn.Module, x: Tensor) -> Tensor:
+    """`conv` (a stride-2 1x1 conv, plain or FS) applied to already subsampled pixels."""
+    return F.conv2d(x, _conv_weight(conv), conv.bias)
 
 
 OpFactory = Callable[[int, int, bool, "FSSpec | None"], nn.Module]
@@ -150,6 +239,18 @@ OPS: dict[str, OpFactory] = {
     "dil_conv_3x3": lambda C, stride, affine, fs: DilConv(C, C, 3, stride, 2, 2, affine, fs),
     "dil_conv_5x5": lambda C, stride, affine, fs: DilConv(C, C, 5, stride, 4, 2, affine, fs),
 }
+
+#: Ops whose first layer is a ReLU of the input: they accept ``preactivated=`` and ``scale=``.
+RELU_LED = (ReLUConvBN, DilConv, SepConv, FactorizedReduce)
+
+
+def reference_forward(op: nn.Module, x: Tensor) -> Tensor:
+    """`op(x)` computed exactly as the DARTS code does, layer by layer (no fast paths)."""
+    if isinstance(op, (ReLUConvBN, DilConv, SepConv)):
+        return op.op(x)
+    if isinstance(op, FactorizedReduce):
+        return op.forward_reference(x)
+    return op(x)
 
 
 def make_op(name: str, C: int, stride: int, affine: bool, fs: FSSpec | None = None) -> nn.Module:

@@ -1,0 +1,217 @@
+"""Time one full DARTS search step on CPU (figures, not a test).
+
+    .venv/bin/python bench/search_step.py [--fs off|fs|dfs|all] [--order 1|2|both]
+        [--steps 5] [--warmup 1] [--threads 2] [--repeat 1] [--reference PATH/TO/darts/cnn]
+        [--compile]
+
+A step is the architecture step then the weight step. 1st order: loss on a valid batch ->
+gradient to the upper level (alphas, plus DFS offset logits) -> Adam; loss on a train batch ->
+backward -> clip 5 -> SGD (momentum 0.9, wd 3e-4). 2nd order: the unrolled step (virtual SGD
+step w' = w - xi*(dL_train/dw + momentum*buf + wd*w); valid loss at w' -> gradients to alpha
+and w'; finite-difference Hessian-vector product at w +- eps*dw', eps = 0.01/||dw'||;
+grad_alpha -= xi*(g+ - g-)/(2 eps)), written here with torch.func.functional_call.
+
+Rows: `ours` (SearchNetwork, fast path), `naive` (the same network with fast=False: all 8 ops
+including none, sum(w*op(x)), contiguous format; always run) and, with --reference pointing at
+a quark0/darts checkout's cnn/ directory, `reference` (its model_search.Network, imported at
+run time with .cuda() patched to a no-op; fs off only). Each row runs in its own process so
+its peak memory (VmHWM after setup, minus the RSS before the first step) is its own; rows are
+interleaved over --repeat rounds so machine noise hits all alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ORDERS = {"1": [1], "2": [2], "both": [1, 2]}
+FS_MODES = {"off": ["off"], "fs": ["fs"], "dfs": ["dfs"], "all": ["off", "fs", "dfs"]}
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _load_reference(path: str):
+    """quark0/darts' model_search module, imported from `path` without copying its code. Its
+    top-level `genotypes`/`operations` would shadow ours, so they are swapped out meanwhile."""
+    import torch
+
+    torch.Tensor.cuda = lambda self, *a, **k: self  # the reference moves alphas to the GPU
+    names = ("genotypes", "operations", "model_search")
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in names}
+    sys.path.insert(0, path)
+    try:
+        return importlib.import_module("model_search")
+    finally:
+        sys.path.remove(path)
+        for k in [k for k in sys.modules if k.split(".")[0] in names]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+
+
+def _build(job: dict):
+    import torch
+    import torch.nn as nn
+
+    sys.path.insert(0, str(ROOT))
+    from genotypes import FSSpec
+    from space.supernet import SearchNetwork
+
+    torch.manual_seed(0)
+    if job["impl"] == "reference":
+        net = _load_reference(job["reference"]).Network(job["C"], 10, job["layers"], nn.CrossEntropyLoss())
+        return net, list(net.arch_parameters()), list(net.parameters())
+    fs = {"off": None, "fs": FSSpec(2.0, False, 4), "dfs": FSSpec(2.0, True, 4)}[job["fs"]]
+    net = SearchNetwork(job["C"], 10, job["layers"], fs=fs, fast=job["impl"] == "ours")
+    if job["compile"] and job["impl"] == "ours":
+        net.forward = torch.compile(net.forward)
+    upper = net.arch_parameters() + net.offset_parameters()
+    ids = {id(p) for p in upper}
+    return net, upper, [p for p in net.parameters() if id(p) not in ids]
+
+
+def worker(job: dict) -> dict:
+    """Run one row in this process: setup, warmup, timed steps; timings and peak memory."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from torch.func import functional_call
+
+    torch.set_num_threads(job["threads"])
+    net, upper, lower = _build(job)
+    net.train()
+    names = {id(p): n for n, p in net.named_parameters()}
+    lower_names = [names[id(p)] for p in lower]
+    g = torch.Generator().manual_seed(1)
+    n, s = job["batch"], job["size"]
+    xt, xv = torch.randn(n, 3, s, s, generator=g), torch.randn(n, 3, s, s, generator=g)
+    yt, yv = torch.randint(0, 10, (n,), generator=g), torch.randint(0, 10, (n,), generator=g)
+    w_opt = torch.optim.SGD(lower, lr=0.025, momentum=0.9, weight_decay=3e-4)
+    a_opt = torch.optim.Adam(upper, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    xi, wd, mom = 0.025, 3e-4, 0.9
+
+    def floss(ws, x, y):
+        # Functional loss at weights `ws`; cloned buffers keep the live BN statistics intact.
+        tensors = dict(zip(lower_names, ws))
+        tensors.update({k: b.clone() for k, b in net.named_buffers()})
+        return F.cross_entropy(functional_call(net, tensors, (x,)), y)
+
+    def grads(loss, inputs):
+        return torch.autograd.grad(loss, inputs, allow_unused=True, materialize_grads=True)
+
+    def arch_grad_unrolled():
+        w = [p.detach() for p in lower]
+        gw = grads(floss(lower, xt, yt), lower)
+        w1 = []
+        for p, gp in zip(lower, gw):
+            buf = w_opt.state.get(p, {}).get("momentum_buffer")
+            step = gp + wd * p.detach() + (mom * buf if buf is not None else 0.0)
+            w1.append((p.detach() - xi * step).requires_grad_(True))
+        gv = grads(floss(w1, xv, yv), [*upper, *w1])
+        d_up, d_w = gv[: len(upper)], gv[len(upper):]
+        eps = 0.01 / torch.sqrt(sum((t * t).sum() for t in d_w)).item()
+        gp = grads(floss([a + eps * b for a, b in zip(w, d_w)], xt, yt), upper)
+        gm = grads(floss([a - eps * b for a, b in zip(w, d_w)], xt, yt), upper)
+        return [d - xi * (p_ - m_) / (2 * eps) for d, p_, m_ in zip(d_up, gp, gm)]
+
+    def step():
+        if job["order"] == 1:
+            ga = grads(F.cross_entropy(net(xv), yv), upper)
+        else:
+            ga = arch_grad_unrolled()
+        for p, gp in zip(upper, ga):
+            p.grad = gp
+        a_opt.step()
+        w_opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(xt), yt).backward()
+        for p in upper:
+            p.grad = None
+        nn.utils.clip_grad_norm_(lower, 5.0)
+        w_opt.step()
+
+    rss0 = _status_kb("VmRSS")
+    for _ in range(job["warmup"]):
+        step()
+    times = []
+    for _ in range(job["steps"]):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return {"times": times, "peak_kb": _status_kb("VmHWM") - rss0}
+
+
+def _run_job(job: dict) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)],
+                         capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise SystemExit(f"bench worker failed for {job}:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=1, help="interleaved rounds of all rows")
+    ap.add_argument("--order", choices=list(ORDERS), default="both")
+    ap.add_argument("--fs", choices=list(FS_MODES), default="all")
+    ap.add_argument("--reference", help="a quark0/darts checkout's cnn/ directory")
+    ap.add_argument("--compile", action="store_true", help="torch.compile our forward")
+    ap.add_argument("--C", type=int, default=8)
+    ap.add_argument("--layers", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    if args.reference and not (Path(args.reference) / "model_search.py").is_file():
+        raise SystemExit(f"--reference {args.reference}: no model_search.py there; pass the "
+                         "cnn/ directory of a quark0/darts checkout")
+    common = {k: getattr(args, k) for k in ("steps", "warmup", "threads", "C", "layers", "batch",
+                                            "size", "compile", "reference")}
+    jobs = []
+    for order in ORDERS[args.order]:
+        for fs in FS_MODES[args.fs]:
+            impls = ["ours", "naive"] + (["reference"] if args.reference and fs == "off" else [])
+            jobs += [{**common, "impl": i, "fs": fs, "order": order} for i in impls]
+    results: dict[int, dict] = {i: {"times": [], "peak_kb": 0} for i in range(len(jobs))}
+    for r in range(args.repeat):
+        for i, job in enumerate(jobs):
+            print(f"[round {r + 1}/{args.repeat}] {job['impl']} fs={job['fs']} "
+                  f"order={job['order']} ...", file=sys.stderr, flush=True)
+            res = _run_job(job)
+            results[i]["times"] += res["times"]
+            results[i]["peak_kb"] = max(results[i]["peak_kb"], res["peak_kb"])
+    print(f"\nC={args.C}, {args.layers} cells, batch {args.batch}, {args.size}x{args.size}, "
+          f"10 classes, {args.threads} threads, {args.steps} steps x {args.repeat} rounds "
+          f"(median){', torch.compile' if args.compile else ''}\n")
+    print("| impl | fs | order | ms/step | images/s | peak MiB | vs naive | vs reference |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    med = {i: statistics.median(results[i]["times"]) for i in results}
+    key = {(j["impl"], j["fs"], j["order"]): i for i, j in enumerate(jobs)}
+    for i, job in enumerate(jobs):
+        naive = key.get(("naive", job["fs"], job["order"]))
+        ref = key.get(("reference", "off", job["order"]))
+        vs_n = f"{med[naive] / med[i]:.2f}x" if naive is not None else ""
+        vs_r = f"{med[ref] / med[i]:.2f}x" if ref is not None else ""
+        print(f"| {job['impl']} | {job['fs']} | {job['order']} | {med[i] * 1e3:.0f} | "
+              f"{args.batch / med[i]:.1f} | {results[i]['peak_kb'] / 1024:.0f} | {vs_n} | {vs_r} |")
+    print("\nimages/s: training-batch images per full search step (arch step + weight step).")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""`python -m retrain`: retrain a genotype from scratch, print its summary, or resume a run.
+
+    python -m retrain --genotype DARTS_V2 --summary [--json] [--fs off] [--ratio 4]
+    python -m retrain --genotype runs/search-x --dataset cifar10 [--preset paper] [--set k=v]
+    python -m retrain --resume runs/retrain-cifar10-20250101-120000
+    torchrun --nproc_per_node 4 -m retrain --genotype G --dataset imagenet --device cuda
+
+A run directory holds config.yaml, genotype.json, log.jsonl, latest.pt / best.pt (resumable
+checkpoints), model.pt / model-wq.pt (exports, see retrain.export) and metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from common.config import apply_override, available_presets, load_config_file, save_config
+from common.errors import UserError, cli_entry
+from common.runtime import set_threads
+from genotypes import Genotype, save_genotype, to_dict
+from retrain import setup
+from retrain.model import NetSpec
+
+#: Flags that may change when resuming (where and how fast, not what is computed).
+RESUME_OK = ("device", "threads", "data_root", "no_download")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m retrain", description="Retrain a DARTS genotype with FS/DFS 1x1 convs "
+        "(CIFAR or ImageNet network), export it compressed, or print its summary.")
+    p.add_argument("--genotype", help="genotype file (.json/.yaml/.txt), search run dir, "
+                   "DARTS repr or zoo name (DARTS_V1, DARTS_V2, PC_DARTS, PDARTS)")
+    p.add_argument("--dataset", help="cifar10, cifar100, imagenet or an ImageFolder directory "
+                   "(DIR/train, DIR/test or DIR/val); optional with --summary (CIFAR-10 shape)")
+    p.add_argument("--summary", action="store_true", help="print the per-cell parameter / "
+                   "compression / MACs / size table and exit without training")
+    p.add_argument("--json", action="store_true", help="with --summary: print JSON")
+    p.add_argument("--preset", default="paper",
+                   help=f"config preset ({', '.join(available_presets())}) or a YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set optimizer.lr=0.05 (repeatable)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--fs", choices=setup.FS_MODES, help="1x1 convs: off (plain DARTS), fs "
+                   "(fixed offsets), dfs (learned, then hardened; default) or genotype")
+    p.add_argument("--ratio", type=float, help="FS compression ratio (default: the genotype's, "
+                   f"else {setup.DEFAULT_RATIO:g})")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (AMP on CUDA)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--data-root", help="where named datasets live")
+    p.add_argument("--no-download", action="store_true", help="never download a dataset")
+    p.add_argument("--out", help="run directory (default runs/retrain-<dataset>-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    return p
+
+
+class _Data:
+    """Opens the dataset once, when the config resolution first needs its shape."""
+
+    def __init__(self, spec: str | None, need_files: bool) -> None:
+        self.spec, self.need_files = spec, need_files
+        self.opened: tuple | None = None
+        self.shape: tuple[int, tuple[int, int]] | None = None
+
+    def imagenet_like(self, cfg: dict[str, Any]) -> bool:
+        shape = None if self.need_files else setup.dataset_shape(self.spec, cfg)
+        if shape is None:
+            self.opened = setup.open_data(self.spec, cfg)
+            info = self.opened[2]
+            shape = (info.num_classes, info.input_size)
+        self.shape = shape
+        return setup.stem_for(cfg, shape[1]) == "imagenet"
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from retrain.summary import format_json, format_table, summarize
+
+    genotype = setup.read_genotype(args.genotype)
+    data = _Data(args.dataset, need_files=False)
+    cfg = setup.resolve(args.preset, args.overrides + setup.flag_overrides(args), data.imagenet_like)
+    classes, size = data.shape
+    set_threads(cfg["runtime"]["threads"])
+    spec = _spec(cfg, genotype, classes, size)
+    report = summarize(spec)
+    print(format_json(report) if args.json else format_table(report))
+    return 0
+
+
+def _spec(cfg: dict[str, Any], genotype: Genotype, classes: int,
+          size: tuple[int, int]) -> NetSpec:
+    """The run's NetSpec, built once here so that geometry errors are one clear line."""
+    try:
+        spec = setup.make_spec(cfg, genotype, classes, size)
+        from retrain.model import build_network
+
+        build_network(spec)  # geometry errors (e.g. a ratio above a layer's filter count) now
+    except ValueError as e:
+        raise UserError(f"cannot build the network: {e}") from None
+    return spec
+
+
+def _resume_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    run_dir = Path(args.resume)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not a retrain run directory (no config.yaml); give the "
+                        "directory of the run to continue")
+    given = [k for k, v in vars(args).items() if k not in RESUME_OK + ("resume",) and v
+             and k not in ("preset", "overrides")]
+    if args.overrides or args.preset != "paper" or given:
+        flags = ", ".join(["--set"] * bool(args.overrides) + [f"--{k.replace('_', '-')}" for k in given])
+        raise UserError(f"--resume continues the run exactly as configured in {run_dir}/config.yaml; "
+                        f"drop {flags or '--preset'} (only --device, --threads, --data-root, "
+                        "--no-download may change)")
+    data = load_config_file(run_dir / "config.yaml")
+    if not all(k in data for k in ("retrain", "genotype", "dataset")):
+        raise UserError(f"{run_dir}/config.yaml is not a retrain run's config; give a retrain run")
+    cfg = data.pop("retrain")
+    for item in setup.flag_overrides(args):
+        apply_override(cfg, item)
+    return cfg, data
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.summary:
+        if not args.genotype:
+            raise UserError("--summary needs --genotype G")
+        return _summary(args)
+    from retrain.run import run_training
+
+    if args.resume:
+        cfg, run = _resume_config(args)
+        return run_training(cfg, run, Path(args.resume), resume=True)
+    if not args.genotype or not args.dataset:
+        raise UserError("training needs --genotype G and --dataset D (or --resume RUN_DIR, "
+                        "or --summary)")
+    genotype = setup.read_genotype(args.genotype)
+    data = _Data(args.dataset, need_files=True)
+    cfg = setup.resolve(args.preset, args.overrides + setup.flag_overrides(args), data.imagenet_like)
+    if setup.resolve_fs(cfg, genotype) is None and args.ratio is not None:
+        raise UserError("--ratio has no effect without FS layers; drop it or use --fs dfs/fs")
+    _spec(cfg, genotype, *data.shape)
+    dataset = args.dataset
+    if Path(dataset).expanduser().is_dir() and dataset.lower() not in setup.KNOWN_SHAPES:
+        dataset = str(Path(dataset).expanduser().resolve())
+    run = {"dataset": dataset, "preset": args.preset, "genotype": to_dict(genotype),
+           "command": shlex.join([Path(sys.executable).name, "-m", "retrain", *(argv or sys.argv[1:])])}
+    return run_training(cfg, run, args.out, resume=False, overwrite=args.overwrite,
+                        opened=data.opened)
+
+
+def write_run_files(run_dir: Path, cfg: dict[str, Any], run: dict[str, Any]) -> None:
+    """config.yaml (dataset, preset, genotype, command line and the resolved `retrain`
+    section: usable as a --preset) and genotype.json."""
+    from genotypes import from_dict
+
+    save_config({**run, "retrain": cfg}, run_dir / "config.yaml")
+    save_genotype(from_dict(run["genotype"]), run_dir / "genotype.json")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

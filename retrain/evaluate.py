@@ -1,0 +1,145 @@
+"""Test-set evaluation, and the command that evaluates an exported model on its own.
+
+    python -m retrain.evaluate runs/retrain-.../model.pt --dataset cifar10 [--data-root DIR]
+    python -m retrain.evaluate runs/retrain-.../model-wq.pt --dataset PATH --json
+
+The network is rebuilt from what the file holds (genotype, widths, FS settings, weights) and
+the test split is normalised with the statistics recorded at training time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from common.distributed import DistInfo, all_reduce_sum
+from common.errors import UserError, cli_entry
+from common.runtime import autocast, resolve_device, set_threads
+
+
+class _Shard(torch.utils.data.Sampler):
+    """Every world_size-th index from `rank`, no padding: the ranks' shards partition the
+    set exactly, so summed metrics equal a single-process evaluation."""
+
+    def __init__(self, n: int, dist: DistInfo) -> None:
+        self.idx = list(range(dist.rank, n, dist.world_size))
+
+    def __iter__(self):
+        return iter(self.idx)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, batch_size: int, device: torch.device,
+             dist: DistInfo | None = None, amp: bool = False, channels_last: bool = False,
+             workers: int = 0) -> dict[str, float]:
+    """Mean loss, top-1 and top-5 accuracy (percent) of `model` on `dataset`; with a
+    distributed `dist`, each rank takes its shard and the sums are reduced over ranks. The
+    model is left in eval mode."""
+    dist = dist or DistInfo()
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=_Shard(len(dataset), dist),
+                        num_workers=workers, pin_memory=device.type == "cuda")
+    sums = [0.0, 0.0, 0.0, 0.0]  # loss*n, top1 correct, top5 correct, n
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            logits = model(x)[0]
+        logits = logits.float()
+        sums[0] += float(F.cross_entropy(logits, y, reduction="sum"))
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hit = top.eq(y.view(-1, 1))
+        sums[1] += float(hit[:, :1].any(1).sum())
+        sums[2] += float(hit.any(1).sum())
+        sums[3] += y.shape[0]
+    # Only a distributed evaluation reduces: rank 0 alone evaluating an export must not
+    # wait for ranks that are not evaluating.
+    loss, c1, c5, n = all_reduce_sum(sums, device) if dist.enabled else sums
+    n = max(n, 1)
+    return {"loss": loss / n, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "count": int(n)}
+
+
+def evaluate_exported(model: nn.Module, meta: dict[str, Any], dataset, device: torch.device,
+                      batch_size: int | None = None) -> dict[str, float]:
+    """`evaluate` with the batch size and memory format the training run used (recorded in
+    the export), so the figures equal those of the run's own evaluation."""
+    cl = bool(meta.get("channels_last", False))
+    model = model.to(device)
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    bs = batch_size or int(meta.get("batch_size", 96))
+    return evaluate(model, dataset, bs, device, channels_last=cl)
+
+
+def load_test_split(dataset: str, data_root: str, download: bool, data: dict[str, Any],
+               test_limit: int | None = None):
+    """The test split of `dataset` as the retrain run that wrote `data` (the export's dataset
+    record: classes, input size, normalisation) saw it."""
+    from common.data import open_dataset
+    from retrain.data import test_set
+    from retrain.setup import info_from_meta
+
+    size = int(data["input_size"][0]) if data else None
+    train, test, info = open_dataset(dataset, data_root, download, size)
+    if data:
+        if info.num_classes != int(data["num_classes"]):
+            raise UserError(f"dataset {dataset} has {info.num_classes} classes but the model was "
+                            f"trained on {data['num_classes']} ({data['name']}); give its dataset")
+        info = info_from_meta(data)
+    return test_set(train, test, info, test_limit)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m retrain.evaluate",
+        description="Evaluate an exported model (model.pt or model-wq.pt) on a test set.")
+    p.add_argument("model", help="exported model file written by a retrain run")
+    p.add_argument("--dataset", required=True, help="cifar10, cifar100, imagenet or a folder")
+    p.add_argument("--data-root", default="data", help="where named datasets live (default data)")
+    p.add_argument("--no-download", action="store_true", help="never download a dataset")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="default: the training batch size recorded in the file")
+    p.add_argument("--test-limit", type=int, default=None,
+                   help="evaluate a class-balanced subset of this many images")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    return p.parse_args(argv)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    from retrain.export import load_exported_full
+
+    args = parse_args(argv)
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    model, spec, info = load_exported_full(args.model)
+    meta = info["meta"]
+    limit = args.test_limit if args.test_limit is not None else meta.get("test_limit")
+    ds = load_test_split(args.dataset, args.data_root, not args.no_download, info["data"], limit)
+    r = evaluate_exported(model, meta, ds, device, args.batch_size)
+    out = {"model": str(args.model), "weights": info["weights"], "dataset": args.dataset,
+           "images": r["count"], "top1": r["top1"], "top5": r["top5"], "loss": r["loss"]}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"{args.model} ({info['weights']} weights) on {args.dataset}: top-1 "
+              f"{r['top1']:.2f}%  top-5 {r['top5']:.2f}%  loss {r['loss']:.4f}  "
+              f"({r['count']} images)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

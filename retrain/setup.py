@@ -1,0 +1,161 @@
+"""From command-line choices to a resolved config, a NetSpec and the datasets of a retrain run.
+
+Config order (later wins): the preset's `retrain` section; its `imagenet` sub-section when the
+network gets the ImageNet stems (dataset `imagenet`, or any dataset whose images are at least
+128 px, see retrain.model.pick_stem); `--set key=value` overrides; the dedicated flags
+(--epochs, --batch-size, --seed, --fs, --ratio, --device, --threads, --data-root,
+--no-download). The resolved config is what config.yaml records, with `imagenet: null`
+meaning "already applied".
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from common.config import apply_override, deep_update, load_preset
+from common.data import DatasetInfo, open_dataset
+from common.errors import UserError
+from genotypes import FSSpec, Genotype, GenotypeError, load_genotype
+from retrain.model import NetSpec, pick_stem
+
+#: FS ratio when neither the command line nor the genotype names one (zoo genotypes).
+DEFAULT_RATIO = 2.0
+DEFAULT_OFFSETS = 4
+FS_MODES = ("off", "fs", "dfs", "genotype")
+#: Shapes of the named datasets, so `--summary` needs no data on disk.
+KNOWN_SHAPES = {"cifar10": (10, 32), "cifar100": (100, 32), "imagenet": (1000, 224)}
+
+
+def read_genotype(spec: str) -> Genotype:
+    """load_genotype with its error as a one-line UserError."""
+    try:
+        return load_genotype(spec)
+    except GenotypeError as e:
+        raise UserError(f"bad genotype: {e}") from None
+
+
+def _base_config(preset: str) -> dict[str, Any]:
+    # Fill keys a user's own YAML leaves out from the paper preset, so partial files work.
+    cfg = load_preset("paper", "retrain")
+    if preset != "paper":
+        deep_update(cfg, load_preset(preset, "retrain"))
+    return cfg
+
+
+def flag_overrides(args: Any) -> list[str]:
+    """The dedicated flags as `key=value` overrides (applied after --set)."""
+    pairs = [("epochs", args.epochs), ("batch_size", args.batch_size), ("seed", args.seed),
+             ("fs.mode", args.fs), ("fs.ratio", args.ratio), ("runtime.device", args.device),
+             ("runtime.threads", args.threads), ("data.root", args.data_root)]
+    out = [f"{k}={v}" for k, v in pairs if v is not None]
+    if args.no_download:
+        out.append("data.download=false")
+    return out
+
+
+def resolve(preset: str, overrides: list[str], imagenet_like) -> dict[str, Any]:
+    """The resolved retrain config; `imagenet_like(cfg)` says whether the ImageNet
+    sub-section applies, given the config with the overrides but without that section."""
+    base = _base_config(preset)
+    ima_items = [o for o in overrides if o.strip().startswith("imagenet.")]
+    other = [o for o in overrides if o not in ima_items]
+    for item in ima_items:
+        apply_override(base, item)
+    trial = copy.deepcopy(base)
+    trial["imagenet"] = None
+    for item in other:
+        apply_override(trial, item)
+    ima = base.get("imagenet")
+    if not imagenet_like(trial) or not ima:
+        cfg = trial
+    else:
+        cfg = copy.deepcopy(base)
+        cfg["imagenet"] = None
+        deep_update(cfg, ima)
+        for item in other:
+            apply_override(cfg, item)
+    check(cfg)
+    return cfg
+
+
+def check(cfg: dict[str, Any]) -> None:
+    """Reject values that would only fail later (or silently do something else)."""
+    mode = str(cfg["fs"]["mode"])
+    if mode not in FS_MODES:
+        raise UserError(f"fs mode {mode!r} is unknown; use one of {', '.join(FS_MODES)}")
+    if cfg["optimizer"]["schedule"] not in ("cosine", "step"):
+        raise UserError(f"optimizer.schedule {cfg['optimizer']['schedule']!r} is unknown; "
+                        "use cosine or step")
+    if cfg.get("stem", "auto") not in ("auto", "cifar", "imagenet"):
+        raise UserError(f"stem {cfg['stem']!r} is unknown; use auto, cifar or imagenet")
+    for key in ("epochs", "batch_size", "init_channels", "layers"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise UserError(f"{key} must be a positive integer, got {cfg[key]!r}")
+    if cfg["init_channels"] % 2:
+        raise UserError(f"init_channels must be even (FactorizedReduce halves it), got "
+                        f"{cfg['init_channels']}")
+    ratio = cfg["fs"]["ratio"]
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float))
+                              or not ratio >= 1.0):
+        raise UserError(f"FS ratio must be a number >= 1, got {ratio!r}")
+
+
+def resolve_fs(cfg: dict[str, Any], genotype: Genotype) -> FSSpec | None:
+    """The FS settings of the network: `off` plain convs; `genotype` the genotype's own
+    (plain when it has none); `fs`/`dfs` fixed/learned offsets at the configured ratio, else
+    the genotype's, else DEFAULT_RATIO."""
+    f = cfg["fs"]
+    mode = str(f["mode"])
+    if mode == "off":
+        return None
+    g = genotype.fs
+    if mode == "genotype":
+        if g is None:
+            return None
+        dfs = g.dfs
+    else:
+        dfs = mode == "dfs"
+    ratio = f["ratio"] if f["ratio"] is not None else (g.ratio if g else DEFAULT_RATIO)
+    offsets = f["num_offsets"] or (g.num_offsets if g else DEFAULT_OFFSETS)
+    return FSSpec(ratio=float(ratio), dfs=bool(dfs), num_offsets=int(offsets))
+
+
+def dataset_shape(spec: str | None, cfg: dict[str, Any]) -> tuple[int, tuple[int, int]] | None:
+    """(classes, input size) of a named dataset without opening it (None for folders)."""
+    key = (spec or "cifar10").lower()
+    if key not in KNOWN_SHAPES:
+        return None
+    classes, size = KNOWN_SHAPES[key]
+    size = cfg["data"]["input_size"] or size
+    return classes, (int(size), int(size))
+
+
+def stem_for(cfg: dict[str, Any], input_size: tuple[int, int]) -> str:
+    return pick_stem(input_size) if cfg.get("stem", "auto") == "auto" else cfg["stem"]
+
+
+def make_spec(cfg: dict[str, Any], genotype: Genotype, num_classes: int,
+              input_size: tuple[int, int]) -> NetSpec:
+    return NetSpec(genotype=genotype, init_channels=int(cfg["init_channels"]),
+                   layers=int(cfg["layers"]), num_classes=int(num_classes),
+                   input_size=input_size, auxiliary=bool(cfg["auxiliary"]),
+                   fs=resolve_fs(cfg, genotype), stem=stem_for(cfg, input_size))
+
+
+def open_data(spec: str, cfg: dict[str, Any]):
+    """(train, test or None, info) of the configured dataset (one clear line if missing)."""
+    d = cfg["data"]
+    return open_dataset(spec, d["root"], bool(d["download"]), d["input_size"])
+
+
+def data_meta(info: DatasetInfo) -> dict[str, Any]:
+    """What an export records about its dataset (normalisation, size, class names)."""
+    return {"name": info.name, "num_classes": info.num_classes,
+            "input_size": list(info.input_size), "mean": list(info.mean),
+            "std": list(info.std), "classes": list(info.classes)}
+
+
+def info_from_meta(meta: dict[str, Any]) -> DatasetInfo:
+    return DatasetInfo(meta["name"], int(meta["num_classes"]), tuple(meta["input_size"]),
+                       tuple(meta["mean"]), tuple(meta["std"]), list(meta.get("classes", [])))

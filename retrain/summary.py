@@ -1,0 +1,192 @@
+"""The `--summary` report: parameters, FS compression, MACs and model size, per cell and total.
+
+Counts follow DARTS: the auxiliary head is left out of the totals (it is reported on its own
+line, and never exported). MACs are counted for one input by forward hooks on every Conv2d,
+FS/DFS layer and Linear, from the actual output shapes; an FS layer counts the MACs of the
+convolution it stands for. Sizes are the exported bytes (packed float32 / 8-bit WQ).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from retrain.export import exported_size, manifest_of, pack_state_dict
+from retrain.model import NetSpec, build_network
+from space.wq import quantized_state_dict
+
+COLUMNS = [
+    ("params", "params"), ("fs", "FS params"), ("effective", "effective"),
+    ("effective_wq", "eff. WQ"), ("uncompressed", "uncompressed"), ("compression", "compr."),
+    ("macs", "MACs"), ("bytes", "bytes"), ("bytes_wq", "bytes WQ"),
+]
+
+
+def _is_fs(m: nn.Module) -> bool:
+    from space.fs import is_fs_layer
+
+    return is_fs_layer(m)
+
+
+def param_stats(module: nn.Module, hardened: nn.Module) -> dict[str, float]:
+    """Counts of `module` (as trained) and of `hardened` (the same part as exported), from
+    space.report.param_report, the project's one definition of these figures: params (all
+    trained parameters, DFS offset logits included), fs (FS vector elements), offset_logits,
+    effective (parameters exported), effective_wq (FS elements counting 1/4: 8-bit),
+    uncompressed (every FS layer as the plain conv it stands for; = the --fs off count),
+    compression and compression_wq (uncompressed / effective[_wq])."""
+    from space.report import param_report
+
+    r, h = param_report(module), param_report(hardened)
+    return {"params": r["total"], "fs": r["fs"], "offset_logits": r["offset_logits"],
+            "effective": h["total"], "effective_wq": h["effective_wq"],
+            "uncompressed": h["uncompressed"], "compression": h["compression"],
+            "compression_wq": h["compression_wq"]}
+
+
+def count_macs(model: nn.Module, input_size: tuple[int, int], in_channels: int = 3) -> dict[str, int]:
+    """MACs of one eval-mode forward on a single input, keyed by qualified layer name."""
+    macs: dict[str, int] = {}
+    hooks = []
+
+    def hook(name: str):
+        def fn(m: nn.Module, inp: Any, out: torch.Tensor) -> None:
+            per_out = out[0].numel()  # batch of one
+            if isinstance(m, nn.Linear):
+                macs[name] = macs.get(name, 0) + per_out * m.in_features
+            else:  # Conv2d and FS layers: each output element reads C_in/groups * kh * kw
+                kh, kw = m.kernel_size
+                macs[name] = macs.get(name, 0) + per_out * (m.in_channels // m.groups) * kh * kw
+        return fn
+
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)) or _is_fs(m):
+            hooks.append(m.register_forward_hook(hook(name)))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            p = next(model.parameters())
+            model(torch.zeros(1, in_channels, *input_size, device=p.device, dtype=p.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return macs
+
+
+def _part_of(key: str) -> str:
+    """The table row a parameter/layer name belongs to: stem(s), cells.N, classifier, aux."""
+    head = key.split(".")[0]
+    if head == "cells":
+        return ".".join(key.split(".")[:2])
+    return {"stem0": "stem", "stem1": "stem"}.get(head, head)
+
+
+def _bytes_by_part(sd: dict[str, torch.Tensor]) -> dict[str, int]:
+    packed = pack_state_dict(sd)
+    blobs = packed["blobs"]
+    out: dict[str, int] = {}
+    for key, stored, _, shape, _ in manifest_of(packed):
+        n = 1
+        for s in shape:
+            n *= int(s)
+        out[_part_of(key)] = out.get(_part_of(key), 0) + n * blobs[stored].element_size()
+    return out
+
+
+def summarize(spec: NetSpec, model: nn.Module | None = None) -> dict[str, Any]:
+    """The report as a dict: {network, rows: [...], auxiliary_head, totals}."""
+    from space.fs import harden_model
+
+    model = build_network(spec) if model is None else model
+    # Sizes are those of the export, which is always hardened and has no auxiliary head.
+    hard = harden_model(copy.deepcopy(model)).eval()
+    data = {"name": "summary", "mean": [0.0], "std": [1.0]}
+    sizes = _bytes_by_part(hard.state_dict())
+    sizes_wq = _bytes_by_part(quantized_state_dict(hard))
+    macs = count_macs(model, spec.input_size, spec.in_channels)
+    stems = [n for n in ("stem", "stem0", "stem1") if hasattr(model, n)]
+    groups = {"stem": stems}
+    groups.update({f"cells.{i}": [f"cells.{i}"] for i in range(len(model.cells))})
+    groups["classifier"] = ["classifier"]
+    rows = []
+    for part, names in groups.items():
+        row: dict[str, Any] = {"part": part}
+        if part.startswith("cells."):
+            cell = model.get_submodule(part)
+            row["type"] = "reduce" if cell.reduction else "normal"
+        row.update(param_stats(nn.ModuleList(model.get_submodule(n) for n in names),
+                               nn.ModuleList(hard.get_submodule(n) for n in names)))
+        row["macs"] = sum(v for k, v in macs.items() if _part_of(k) == part)
+        row["bytes"] = sizes.get(part, 0)
+        row["bytes_wq"] = sizes_wq.get(part, 0)
+        rows.append(row)
+    # Totals over everything but the auxiliary head (DARTS's count).
+    def body(net: nn.Module) -> nn.Module:
+        return nn.ModuleList(m for n, m in net.named_children() if n != "auxiliary_head")
+
+    totals = param_stats(body(model), body(hard))
+    totals["macs"] = sum(r["macs"] for r in rows)
+    totals["bytes"] = sum(r["bytes"] for r in rows)
+    totals["bytes_wq"] = sum(r["bytes_wq"] for r in rows)
+    totals["file_bytes"] = exported_size(hard, spec, data, wq=False)
+    totals["file_bytes_wq"] = exported_size(hard, spec, data, wq=True)
+    aux = None
+    if hasattr(model, "auxiliary_head"):
+        aux = {"part": "auxiliary_head", **param_stats(model.auxiliary_head, hard.auxiliary_head)}
+    return {"network": spec.to_dict(), "rows": rows, "auxiliary_head": aux, "totals": totals}
+
+
+def _fmt(v: Any, key: str) -> str:
+    if v is None:
+        return "-"
+    if key.startswith("compression"):
+        return f"{v:.2f}x"
+    if isinstance(v, float) and not v.is_integer():
+        return f"{v:,.1f}"
+    return f"{int(v):,}"
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A fixed-width text table of `summarize`'s report."""
+    net = report["network"]
+    fs = net["fs"]
+    fs_txt = "off (plain DARTS)" if fs is None else (
+        f"{'DFS' if fs['dfs'] else 'FS'} ratio {fs['ratio']:g}"
+        + (f", {fs['num_offsets']} offsets" if fs["dfs"] else ""))
+    head = (f"network: {net['stem']} stem, C={net['init_channels']}, {net['layers']} cells, "
+            f"{net['num_classes']} classes, input {net['input_size'][0]}x{net['input_size'][1]}; "
+            f"1x1 convs: {fs_txt}")
+    cols = [("part", "part"), ("type", "type")] + COLUMNS
+    lines = []
+    for r in report["rows"] + [{"part": "total", **report["totals"]}]:
+        lines.append([str(r.get("part"))] + [str(r.get("type", ""))]
+                     + [_fmt(r.get(k), k) for k, _ in COLUMNS])
+    widths = [max(len(t), *(len(x[i]) for x in lines)) for i, (_, t) in enumerate(cols)]
+    fmt_row = lambda xs: "  ".join(x.ljust(w) if i < 2 else x.rjust(w)  # noqa: E731
+                                   for i, (x, w) in enumerate(zip(xs, widths, strict=True)))
+    out = [head, fmt_row([t for _, t in cols]), "-" * (sum(widths) + 2 * (len(widths) - 1))]
+    out += [fmt_row(x) for x in lines[:-1]] + [out[2], fmt_row(lines[-1])]
+    t = report["totals"]
+    out.append("")
+    out.append(f"parameters {_fmt(t['params'], '')} (auxiliary head excluded, as DARTS counts)"
+               f"; FS {_fmt(t['fs'], '')}; effective {_fmt(t['effective'], '')}"
+               f" ({_fmt(t.get('effective_wq'), '')} with 8-bit WQ)")
+    out.append(f"uncompressed equivalent {_fmt(t['uncompressed'], '')}; compression "
+               f"{_fmt(t['compression'], 'compression')} ({_fmt(t.get('compression_wq'), 'compression')}"
+               f" with WQ); MACs {_fmt(t['macs'], '')} per input")
+    out.append(f"model.pt {_fmt(t['file_bytes'], '')} bytes; model-wq.pt "
+               f"{_fmt(t['file_bytes_wq'], '')} bytes")
+    if report["auxiliary_head"]:
+        out.append(f"auxiliary head (training only, not exported): "
+                   f"{_fmt(report['auxiliary_head']['params'], '')} parameters")
+    return "\n".join(out)
+
+
+def format_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2)

@@ -1,0 +1,218 @@
+"""The retrain loop: SGD with the DARTS recipe, DFS hardening, checkpoints, resume and DDP.
+
+Determinism: every epoch reseeds the RNGs from (seed, epoch, rank) and the data order depends
+only on (seed, epoch), so a run resumed from the checkpoint of epoch e repeats exactly what an
+uninterrupted run does from e on (on the same device and thread count).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from common.checkpoint import load_checkpoint, save_checkpoint
+from common.distributed import DistInfo, all_reduce_sum
+from common.loader import make_loader
+from common.runlog import JsonlLog, Progress, say
+from common.runtime import autocast, grad_scaler, seed_everything
+from retrain.evaluate import evaluate
+from retrain.model import NetSpec, build_network
+
+CKPT_KIND = "retrain"
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return (int(seed) * 1_000_003 + epoch * 10_007 + rank) % (2**63)
+
+
+def harden_epoch(cfg: dict[str, Any]) -> int:
+    """The epoch at whose start DFS offsets become fixed (default: half of training)."""
+    e = cfg["fs"]["harden_epoch"]
+    return cfg["epochs"] // 2 if e is None else int(e)
+
+
+def harden_in_place(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Harden every DFS layer and point the optimizer at the surviving parameters.
+
+    Each hardened layer gets a new `fs` Parameter; its momentum buffer moves over with it
+    (same values, same group, same position), so SGD continues as if nothing happened. The
+    offset logits leave their group (which stays, empty, so the scheduler's per-group lists
+    keep their length)."""
+    from space.fs import harden_model
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    harden_model(model)
+    new = dict(model.named_parameters())
+    for group in optimizer.param_groups:
+        kept = []
+        for p in group["params"]:
+            q = new.get(names[id(p)])
+            state = optimizer.state.pop(p, None)
+            if q is None:  # an offset logit: gone with its layer
+                continue
+            if state is not None:
+                optimizer.state[q] = state
+            kept.append(q)
+        group["params"] = kept
+
+
+class Trainer:
+    """Trains one network on one dataset in `run_dir`; rank 0 writes all files."""
+
+    def __init__(self, cfg: dict[str, Any], spec: NetSpec, run_dir: Path, dist: DistInfo,
+                 device: torch.device, train_set, test_set) -> None:
+        self.cfg, self.spec, self.run_dir = cfg, spec, Path(run_dir)
+        self.dist, self.device = dist, device
+        self.epochs = int(cfg["epochs"])
+        seed_everything(int(cfg["seed"]))  # the initial weights depend on the seed only
+        self.model = build_network(spec).to(device)
+        self.channels_last = bool(cfg["runtime"]["channels_last"])
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.amp = bool(cfg["runtime"]["amp"])
+        opt = cfg["optimizer"]
+        from space.fs import offset_parameters
+
+        offs = {id(p) for p in offset_parameters(self.model)}
+        weights = [p for p in self.model.parameters() if id(p) not in offs]
+        logits = [p for p in self.model.parameters() if id(p) in offs]
+        # Offset logits pick among candidate windows; weight decay would pull them back to a
+        # uniform mix, so their group has none.
+        self.optimizer = torch.optim.SGD(
+            [{"params": weights, "weight_decay": float(opt["weight_decay"])},
+             {"params": logits, "weight_decay": 0.0}],
+            lr=float(opt["lr"]), momentum=float(opt["momentum"]))
+        if opt["schedule"] == "cosine":
+            self.scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizer, self.epochs, eta_min=float(opt["lr_min"]))
+        else:
+            self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, 1, float(opt["decay"]))
+        self.scaler = grad_scaler(device, self.amp)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=float(cfg["label_smoothing"]))
+        self.hardened = not logits
+        self.harden_at = harden_epoch(cfg)
+        self.start_epoch, self.best_acc, self.best_epoch, self.elapsed = 0, -1.0, -1, 0.0
+        bs, workers = int(cfg["batch_size"]), int(cfg["data"]["workers"])
+        pin = device.type == "cuda"
+        self.train_loader = make_loader(train_set, bs, dist, shuffle=True, seed=int(cfg["seed"]),
+                                        workers=workers, drop_last=False, pin_memory=pin)
+        self.test_set = test_set
+        self.log = JsonlLog(self.run_dir / "log.jsonl")
+        self._wrap()
+
+    # --- state -----------------------------------------------------------------------------
+    def _wrap(self) -> None:
+        self.net = DDP(self.model) if self.dist.enabled else self.model
+
+    def harden(self) -> None:
+        if not self.hardened:
+            harden_in_place(self.model, self.optimizer)
+            self.hardened = True
+            self._wrap()  # DDP must see the new parameters
+
+    def state_dict(self, epoch: int) -> dict[str, Any]:
+        return {"epoch": epoch, "spec": self.spec.to_dict(), "config": self.cfg,
+                "hardened": self.hardened, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "best_acc": self.best_acc, "best_epoch": self.best_epoch,
+                "elapsed": self.elapsed}
+
+    def resume(self, path: Path) -> None:
+        """Continue from a `latest.pt` written by this trainer."""
+        state = load_checkpoint(path, CKPT_KIND)
+        if state["hardened"]:
+            self.harden()
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch = int(state["epoch"])
+        self.best_acc, self.best_epoch = float(state["best_acc"]), int(state["best_epoch"])
+        self.elapsed = float(state["elapsed"])
+        if self.dist.is_main:  # epochs logged after this checkpoint run again
+            self.log.truncate(self.start_epoch)
+
+    # --- loops ------------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        aux_w = float(self.cfg["auxiliary_weight"])
+        clip = self.cfg["optimizer"]["grad_clip"]
+        sampler = self.train_loader.sampler
+        sampler.set_epoch(epoch)
+        self.train_loader.generator.manual_seed(epoch_seed(self.cfg["seed"], epoch, 0))
+        sums = [0.0, 0.0, 0.0]  # loss*n, correct, n
+        progress = Progress(self.train_loader, len(self.train_loader),
+                            f"epoch {epoch + 1}/{self.epochs}", enabled=self.dist.is_main)
+        for x, y in progress:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            self.optimizer.zero_grad(set_to_none=True)
+            with autocast(self.device, self.amp):
+                logits, logits_aux = self.net(x)
+                loss = self.criterion(logits, y)
+                if logits_aux is not None and aux_w > 0:
+                    loss = loss + aux_w * self.criterion(logits_aux, y)
+            self.scaler.scale(loss).backward()
+            if clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            n = y.shape[0]
+            sums[0] += float(loss.detach()) * n
+            sums[1] += float((logits.detach().argmax(1) == y).sum())
+            sums[2] += n
+            progress.update(loss=sums[0] / sums[2], acc=100.0 * sums[1] / sums[2])
+        loss_sum, correct, count = all_reduce_sum(sums, self.device)
+        return {"train_loss": loss_sum / max(count, 1), "train_acc": 100.0 * correct / max(count, 1),
+                "images": count}
+
+    def test(self) -> dict[str, float]:
+        r = evaluate(self.model, self.test_set, int(self.cfg["batch_size"]), self.device,
+                     self.dist, amp=self.amp, channels_last=self.channels_last)
+        return {"test_loss": r["loss"], "test_acc": r["top1"], "test_top5": r["top5"]}
+
+    def fit(self) -> dict[str, Any]:
+        """Train from `start_epoch` to the end; returns the last epoch's record."""
+        main = self.dist.is_main
+        record: dict[str, Any] = {}
+        for epoch in range(self.start_epoch, self.epochs):
+            seed_everything(epoch_seed(self.cfg["seed"], epoch, self.dist.rank))
+            if epoch >= self.harden_at:
+                self.harden()
+            self.model.drop_path_prob = float(self.cfg["drop_path_prob"]) * epoch / self.epochs
+            lr = self.optimizer.param_groups[0]["lr"]
+            t0 = time.perf_counter()
+            tr = self.train_epoch(epoch)
+            train_s = time.perf_counter() - t0
+            self.scheduler.step()
+            te = self.test()
+            seconds = time.perf_counter() - t0
+            self.elapsed += seconds
+            record = {"epoch": epoch, "train_loss": tr["train_loss"], "train_acc": tr["train_acc"],
+                      **te, "lr": lr, "drop_path_prob": self.model.drop_path_prob,
+                      "hardened": self.hardened, "seconds": round(seconds, 3),
+                      "images_per_s": round(tr["images"] / max(train_s, 1e-9), 2)}
+            best = te["test_acc"] > self.best_acc
+            if best:
+                self.best_acc, self.best_epoch = te["test_acc"], epoch
+            if main:
+                self.log.write(record)
+                state = self.state_dict(epoch + 1)
+                save_checkpoint(state, self.run_dir / "latest.pt", CKPT_KIND)
+                if best:
+                    save_checkpoint(state, self.run_dir / "best.pt", CKPT_KIND)
+                say(f"epoch {epoch + 1}/{self.epochs}  train loss {tr['train_loss']:.4f} "
+                    f"acc {tr['train_acc']:.2f}  test loss {te['test_loss']:.4f} acc "
+                    f"{te['test_acc']:.2f} top5 {te['test_top5']:.2f}  lr {lr:.5f}  "
+                    f"{'hardened ' if self.hardened else ''}{seconds:.1f}s "
+                    f"({record['images_per_s']:.0f} img/s)")
+        self.harden()  # the exported model is always hardened
+        return record

@@ -1,0 +1,197 @@
+"""`python -m search DATASET [options]` (./run_search.sh): parse, check, set up, search.
+
+Everything that can be wrong with the input (preset, keys, values, dataset, run directory)
+is checked before the run directory is created or replaced, so a mistake costs one line
+(exit status 2) and never an earlier run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from common.checkpoint import load_checkpoint
+from common.config import load_config_file, resolve_config
+from common.data import open_dataset
+from common.distributed import cleanup, init_distributed, local_device
+from common.errors import UserError, cli_entry
+from common.runlog import JsonlLog, make_run_dir, say
+from common.runtime import resolve_device, seed_everything, set_threads
+from search.ddp import rank0_first
+from search.outputs import CHECKPOINT, CONFIG, LOG, save_run_config
+from search.settings import check_config
+
+EPILOG = """\
+examples:
+  ./run_search.sh cifar10                                   # the DARTS setting (preset paper)
+  ./run_search.sh ../shared/data/cifar10-subset --preset smoke  # minutes on a laptop CPU
+  ./run_search.sh cifar10 --order second --fs fs --ratio 4 --set arch.warmup_epochs=10
+  ./run_search.sh /data/flowers --set data.input_size=64 --set data.max_images=2000
+  ./run_search.sh --resume runs/search-cifar10-20250101-120000
+  torchrun --nproc_per_node 4 -m search cifar10             # DDP, first order; batch per process
+
+DATASET is cifar10, cifar100 (downloaded into --data-root), imagenet (DATA_ROOT/imagenet/
+{train,val}) or a folder with train/<class>/<image> (and optionally test/ or val/).
+Every key of the `search:` section of configs/PRESET.yaml can be set with --set KEY=VALUE
+(see --print-config); the shorthand flags below are applied after the --set items.
+"""
+
+# Shorthand flag -> config key.
+SHORTHANDS = {
+    "epochs": "epochs", "batch_size": "batch_size", "seed": "seed", "fs": "fs.mode",
+    "ratio": "fs.ratio", "order": "arch.order", "device": "runtime.device",
+    "threads": "runtime.threads", "data_root": "data.root", "workers": "data.workers",
+    "max_images": "data.max_images",
+}
+# What --resume may change: where and how it runs, never what it computes.
+RESUMABLE = ("runtime.", "data.root", "data.workers", "data.download")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_search.sh", description="DARTS search over FS/DFS convolutions.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset", nargs="?", help="cifar10 | cifar100 | imagenet | PATH (ImageFolder)")
+    p.add_argument("--preset", default="paper", help="configs/NAME.yaml or a YAML path (default: paper)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set weights.lr=0.05 (repeatable)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="per process under torchrun")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--fs", choices=["off", "fs", "dfs"], help="1x1 convs: plain, FS, or DFS")
+    p.add_argument("--ratio", type=float, help="FS compression ratio (>= 1)")
+    p.add_argument("--order", choices=["first", "second"], help="DARTS approximation order")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--workers", type=int, help="DataLoader workers")
+    p.add_argument("--max-images", type=int, help="cap the training images (stratified)")
+    p.add_argument("--data-root", help="where cifar10/100 and imagenet live (default ./data)")
+    p.add_argument("--no-download", action="store_true", help="never download a dataset")
+    p.add_argument("--out", help="run directory (default runs/search-DATASET-TIME)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    items = [re.sub(r"^search\.", "", s.strip()) for s in args.overrides]
+    for flag, key in SHORTHANDS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            items.append(f"{key}={value}")
+    if args.no_download:
+        items.append("data.download=false")
+    return items
+
+
+def _tag(dataset: str) -> str:
+    name = Path(dataset.rstrip("/")).name or "data"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _prepare_resume(args: argparse.Namespace, items: list[str]):
+    """(config, dataset, preset, checkpoint state) of the run to continue."""
+    run_dir = Path(args.resume)
+    if not (run_dir / CONFIG).is_file():
+        raise UserError(f"{run_dir} is not a search run directory (no {CONFIG}); check the path")
+    if args.out or args.overwrite:
+        raise UserError("--resume continues a run in place; drop --out/--overwrite")
+    fixed = [s for s in items if not s.split("=", 1)[0].strip().startswith(RESUMABLE)]
+    if fixed or args.preset != "paper":
+        what = fixed[0].split("=", 1)[0] if fixed else "--preset"
+        raise UserError(f"--resume continues {run_dir} with its saved config, so {what} cannot "
+                        "change (only runtime.*, data.root, data.workers, data.download can)")
+    saved = load_config_file(run_dir / CONFIG)
+    if "search" not in saved or "dataset" not in saved:
+        raise UserError(f"{run_dir / CONFIG} has no search section or dataset; was it written by a search?")
+    preset_file = run_dir / CONFIG
+    cfg = resolve_config("search", str(preset_file), items)
+    if not (run_dir / CHECKPOINT).is_file():
+        raise UserError(f"{run_dir} has no {CHECKPOINT} yet (it stopped during its first epoch); "
+                        f"start it again with --out {run_dir} --overwrite")
+    state = load_checkpoint(run_dir / CHECKPOINT, "search")
+    return run_dir, cfg, args.dataset or saved["dataset"], saved.get("preset", "paper"), state
+
+
+def _check_out_dir(out: str | None, overwrite: bool) -> None:
+    # --overwrite deletes a tree: only ever one that looks like a run directory.
+    if out and overwrite and Path(out).is_dir() and any(Path(out).iterdir()):
+        if not any((Path(out) / f).exists() for f in (CONFIG, LOG, CHECKPOINT)):
+            raise UserError(f"{out} exists and is not a run directory; refusing to delete it "
+                            "with --overwrite (choose another --out)")
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    items = _overrides(args)
+    state = None
+    if args.resume:
+        run_dir, cfg, dataset, preset, state = _prepare_resume(args, items)
+    else:
+        run_dir, dataset, preset = None, args.dataset, args.preset
+        cfg = resolve_config("search", preset, items)
+    check_config(cfg)
+    if args.print_config:
+        print(yaml.safe_dump(cfg, sort_keys=False), end="")
+        return
+    if not dataset:
+        raise UserError("give a DATASET (cifar10, cifar100, imagenet or an ImageFolder path), "
+                        "or --resume RUN_DIR; see --help")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and cfg["arch"]["order"] == "second":
+        raise UserError("second-order search is single-process only (its unrolled step would "
+                        "need DDP inside the architect); use --order first with torchrun")
+    if state is None:
+        _check_out_dir(args.out, args.overwrite)
+    device = resolve_device(cfg["runtime"]["device"])
+    dist_info = init_distributed(device)
+    try:
+        device = local_device(device, dist_info)
+        set_threads(cfg["runtime"]["threads"])
+        seed_everything(int(cfg["seed"]))
+        data = cfg["data"]
+        # Rank 0 first: it alone may download, and its error is the one reported.
+        train_set, _, info = rank0_first(dist_info, lambda first: open_dataset(
+            dataset, data["root"], bool(data["download"]) and first, data["input_size"]))
+        command = ["python", "-m", "search", *(sys.argv[1:] if argv is None else argv)]
+        if state is None:
+            # Created (or replaced) only now that the config and the dataset are known good.
+            run_dir = Path(rank0_first(dist_info, lambda first: str(make_run_dir(
+                args.out, "search", _tag(dataset), args.overwrite)), share=True))
+            if dist_info.is_main:
+                save_run_config(run_dir, cfg, dataset, preset, command)
+        elif dist_info.is_main:
+            JsonlLog(run_dir / LOG).truncate(int(state["epoch"]))
+            saved = load_config_file(run_dir / CONFIG)
+            save_run_config(run_dir, cfg, dataset, preset, shlex.split(saved.get("command", "")),
+                            list(saved.get("resumed") or []) + [shlex.join(command)])
+        _start(cfg, train_set, info, run_dir, dataset, device, dist_info, state)
+    finally:
+        cleanup()
+
+
+def _start(cfg: dict[str, Any], train_set, info, run_dir: Path, dataset: str, device, dist_info,
+           state: dict[str, Any] | None) -> None:
+    from search.data import build_search_data
+    from search.run import run_search
+    from search.trainer import fs_spec
+
+    sd = build_search_data(train_set, info, cfg, dist_info, pin_memory=device.type == "cuda")
+    fs = fs_spec(cfg["fs"])
+    fs_text = "off" if fs is None else f"{cfg['fs']['mode']} (ratio {fs.ratio:g}, M={fs.num_offsets})"
+    where = f"resuming {run_dir} at epoch {int(state['epoch']) + 1}" if state else f"run dir {run_dir}"
+    procs = f" x {dist_info.world_size} processes" if dist_info.enabled else ""
+    say(f"search on {dataset}: {info.num_classes} classes, {info.input_size[0]}x{info.input_size[1]}, "
+        f"{sd.num_train} + {sd.num_valid} images; C={cfg['init_channels']} layers={cfg['layers']} "
+        f"fs={fs_text} order={cfg['arch']['order']}; {cfg['epochs']} epochs on {device}{procs}; "
+        f"{where}", dist_info.is_main)
+    run_search(cfg, sd, run_dir, dataset, device, dist_info, resume_state=state)

@@ -1,0 +1,124 @@
+"""What a search leaves in its run directory, and what it tells the user.
+
+    RUN_DIR/config.yaml            resolved config, dataset spec, command line (a valid preset)
+    RUN_DIR/log.jsonl              one record per epoch (read by genotypes.plot.plot_run)
+    RUN_DIR/genotypes/epoch-NNN.json, RUN_DIR/genotype.json (current, then final)
+    RUN_DIR/checkpoint.pt          latest complete epoch (atomic; --resume)
+    RUN_DIR/cells/                 cell drawings (every runtime.draw_every epochs, and final)
+    RUN_DIR/plots/                 alphas / curves / offset entropy plots (at the end;
+                                   runtime.plot: false skips them)
+
+Only rank 0 writes. Drawing and plotting are conveniences: a failure there is one warning
+line and never stops a search.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from common.checkpoint import rng_state, save_checkpoint
+from common.config import save_config
+from common.runlog import JsonlLog, say
+from genotypes import Genotype, save_genotype, to_dict, to_repr
+
+LOG, GENOTYPE, CHECKPOINT, CONFIG = "log.jsonl", "genotype.json", "checkpoint.pt", "config.yaml"
+
+
+def warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+
+
+def save_run_config(run_dir: Path, cfg: dict[str, Any], dataset: str, preset: str,
+                    command: list[str], resumed: list[str] | None = None) -> None:
+    """config.yaml: the resolved `search` section plus what it ran on. It is itself a preset
+    (`--preset RUN_DIR/config.yaml` repeats the run); its `base: paper` fills in keys that a
+    later version adds, so old runs stay resumable."""
+    doc: dict[str, Any] = {"base": "paper", "dataset": dataset, "preset": preset,
+                           "command": shlex.join(command)}
+    if resumed:
+        doc["resumed"] = resumed
+    doc["search"] = cfg
+    save_config(doc, run_dir / CONFIG)
+
+
+class RunOutputs:
+    """The run directory of one search (inactive on ranks other than 0)."""
+
+    def __init__(self, run_dir: Path, enabled: bool, draw_every: int, epochs: int,
+                 plot: bool = True) -> None:
+        self.dir, self.enabled, self.plot = Path(run_dir), enabled, plot
+        self.draw_every, self.epochs = int(draw_every), int(epochs)
+        self.log = JsonlLog(self.dir / LOG)
+
+    def epoch_done(self, epoch: int, record: dict[str, Any], g: Genotype,
+                   checkpoint: dict[str, Any]) -> None:
+        """Log line and genotype files first, then the checkpoint: a kill in between leaves
+        a log line the resumed run truncates and repeats, never a missing one."""
+        if not self.enabled:
+            return
+        self.log.write(record)
+        save_genotype(g, self.dir / "genotypes" / f"epoch-{epoch:03d}.json")
+        save_genotype(g, self.dir / GENOTYPE)
+        save_checkpoint({**checkpoint, "rng": rng_state()}, self.dir / CHECKPOINT, "search")
+        last = epoch + 1 == self.epochs
+        if not last and self.draw_every > 0 and (epoch + 1) % self.draw_every == 0:
+            self.draw(g, f"epoch-{epoch:03d}-")
+
+    def draw(self, g: Genotype, stem: str = "") -> None:
+        try:
+            from genotypes.draw import draw_genotype
+
+            draw_genotype(g, self.dir / "cells", fmt="png", stem=stem)
+        except Exception as e:  # drawing is a convenience; never let it stop a search
+            warn(f"could not draw the cells ({_short(e)}); the search goes on")
+
+    def finish(self, g: Genotype, dataset: str, last: dict[str, Any] | None) -> None:
+        """Final drawings and plots, and the summary: genotype, its file, the retrain command."""
+        if not self.enabled:
+            return
+        self.draw(g)
+        try:
+            if self.plot:
+                from genotypes.plot import plot_run
+
+                plot_run(self.dir)
+        except Exception as e:
+            warn(f"could not plot the run ({_short(e)}); log.jsonl has every figure")
+        if last is not None:
+            say(f"search finished: train acc {last['train_acc']:.2f}%, valid acc "
+                f"{last['valid_acc']:.2f}% after {last['epoch'] + 1} epochs")
+        say(f"genotype: {to_repr(g)}")
+        say(f"genotype file: {self.dir / GENOTYPE}")
+        say(f"retrain it: python -m retrain --genotype {shlex.quote(str(self.dir / GENOTYPE))} "
+            f"--dataset {shlex.quote(dataset)}")
+
+
+def epoch_record(epoch: int, stats: dict[str, Any], valid: tuple[float, float], arch_state: dict,
+                 entropy: float | None, temperature: float | None, g: Genotype) -> dict[str, Any]:
+    """The log.jsonl record of one epoch (the keys genotypes.plot.plot_run reads, and a few)."""
+    return {
+        "epoch": epoch,
+        "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
+        "valid_loss": valid[0], "valid_acc": valid[1],
+        "arch_loss": stats["arch_loss"], "lr": stats["lr"],
+        "alphas_normal": arch_state["normal"], "alphas_reduce": arch_state["reduce"],
+        "offset_entropy": entropy, "temperature": temperature,
+        "genotype": to_dict(g),
+        "seconds": stats["seconds"], "images_per_s": stats["images_per_s"],
+    }
+
+
+def summary_line(rec: dict[str, Any], epochs: int) -> str:
+    h = rec["offset_entropy"]
+    extra = "" if h is None else f"  H(offsets) {h:.3f}  T {rec['temperature']:.3g}"
+    return (f"epoch {rec['epoch'] + 1}/{epochs}  train {rec['train_loss']:.4f} / "
+            f"{rec['train_acc']:.2f}%  valid {rec['valid_loss']:.4f} / {rec['valid_acc']:.2f}%  "
+            f"lr {rec['lr']:.4g}{extra}  {rec['seconds']:.1f}s  {rec['images_per_s']:.0f} img/s")

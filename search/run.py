@@ -1,0 +1,63 @@
+"""The epoch loop of a search: train, evaluate, derive the genotype, log and checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.checkpoint import set_rng_state
+from common.distributed import DistInfo
+from common.runlog import say
+from genotypes import Genotype
+from search.data import SearchData
+from search.ddp import ranks_agree
+from search.outputs import RunOutputs, epoch_record, summary_line
+from search.trainer import SearchTrainer, temperature_at
+
+
+def run_search(
+    cfg: dict[str, Any], data: SearchData, run_dir: Path, dataset: str, device: torch.device,
+    dist_info: DistInfo, resume_state: dict[str, Any] | None = None,
+) -> tuple[Genotype, SearchTrainer]:
+    """Search from epoch 0, or from a checkpoint's epoch; returns the final genotype."""
+    from space.fs import set_temperature
+
+    trainer = SearchTrainer(cfg, data, device, dist_info)
+    net, main = trainer.net, dist_info.is_main
+    epochs = int(cfg["epochs"])
+    start = 0
+    if resume_state is not None:
+        trainer.load_state_dict(resume_state)
+        set_rng_state(resume_state["rng"])
+        start = int(resume_state["epoch"])
+    outputs = RunOutputs(run_dir, main, cfg["runtime"]["draw_every"], epochs, cfg["runtime"]["plot"])
+    dfs = cfg["fs"]["mode"] == "dfs"
+    last: dict[str, Any] | None = None
+    for epoch in range(start, epochs):
+        temperature = temperature_at(cfg["fs"]["temperature"], epoch, epochs) if dfs else None
+        if temperature is not None:
+            set_temperature(net, temperature)
+        stats = trainer.train_epoch(epoch, show=main)
+        valid = trainer.evaluate()
+        trainer.check_finite(epoch)  # before anything of this epoch is written
+        trainer.scheduler.step()
+        g = net.genotype()
+        last = epoch_record(epoch, stats, valid, net.arch_state(), net.offset_entropy(),
+                            temperature, g)
+        state = {"epoch": epoch + 1, "temperature": temperature, "config": cfg,
+                 "dataset": dataset, "world_size": dist_info.world_size, **trainer.state_dict()}
+        outputs.epoch_done(epoch, last, g, state)
+        say(summary_line(last, epochs), main)
+    if last is None and main:  # resumed a finished run: report what it found
+        records = outputs.log.read()
+        last = records[-1] if records else None
+        say(f"{run_dir} had already finished all {epochs} epochs", main)
+    if dist_info.enabled:
+        if not ranks_agree(trainer.upper):
+            raise RuntimeError("the architecture parameters differ between ranks; please report")
+        say(f"architecture parameters identical on all {dist_info.world_size} ranks", main)
+    g = net.genotype()
+    outputs.finish(g, dataset, last)
+    return g, trainer

@@ -1,0 +1,218 @@
+"""One search epoch: an architecture step on a validation batch, then a weight step on a
+training batch (the DARTS alternation), with AMP on CUDA and DDP for the weights.
+
+Parameters are split by identity into the upper level (alphas, and the DFS offset logits
+with `fs.offsets_with: arch`) and the lower level (everything else: convolution weights,
+FS vectors, and the offset logits with `fs.offsets_with: weights`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from common.distributed import DistInfo, all_reduce_sum
+from common.errors import UserError
+from common.loader import CyclingLoader
+from common.runlog import Progress
+from common.runtime import autocast, grad_scaler
+from genotypes import FSSpec
+from search.architect import Architect
+from search.data import SearchData
+
+
+class Diverged(UserError):
+    """A loss or the architecture became NaN/inf; the run stops before saving that state."""
+
+
+def fs_spec(fs_cfg: dict[str, Any]) -> FSSpec | None:
+    """The FSSpec of `fs.mode` (off: plain DARTS 1x1 convolutions)."""
+    mode = fs_cfg["mode"]
+    if mode == "off":
+        return None
+    return FSSpec(ratio=float(fs_cfg["ratio"]), dfs=mode == "dfs", num_offsets=int(fs_cfg["num_offsets"]))
+
+
+def temperature_at(t_cfg: dict[str, Any], epoch: int, epochs: int) -> float:
+    """DFS softmax temperature of `epoch`: start at epoch 0, end at the last epoch."""
+    start, end, schedule = float(t_cfg["start"]), float(t_cfg["end"]), t_cfg["schedule"]
+    if schedule == "constant" or epochs <= 1:
+        return start
+    f = epoch / (epochs - 1)
+    if schedule == "linear":
+        return start + (end - start) * f
+    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * f))
+
+
+def build_network(cfg: dict[str, Any], num_classes: int, in_channels: int) -> nn.Module:
+    from space.supernet import SearchNetwork
+
+    try:
+        return SearchNetwork(
+            C=int(cfg["init_channels"]), num_classes=num_classes, layers=int(cfg["layers"]),
+            fs=fs_spec(cfg["fs"]), in_channels=in_channels,
+        )
+    except ValueError as e:  # e.g. a width the FS ratio cannot compress
+        raise UserError(f"cannot build the search network: {e}") from None
+
+
+class SearchTrainer:
+    """The network, both optimizers, the cosine schedule, the architect and the cycling
+    validation iterator of one search, and their (checkpointable) state."""
+
+    def __init__(self, cfg: dict[str, Any], data: SearchData, device: torch.device,
+                 dist_info: DistInfo) -> None:
+        self.cfg, self.data, self.device, self.dist = cfg, data, device, dist_info
+        rt, wcfg, acfg = cfg["runtime"], cfg["weights"], cfg["arch"]
+        self.amp = bool(rt["amp"]) and device.type == "cuda"
+        # The network feeds its convolutions NHWC activations itself; on CUDA, NHWC weights and
+        # inputs as well spare cuDNN a layout conversion per call.
+        self.channels_last = bool(rt["channels_last"]) and device.type == "cuda"
+        net = build_network(cfg, data.info.num_classes, data.info.in_channels).to(device)
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        self.net = net
+        offsets = list(net.offset_parameters()) if cfg["fs"]["mode"] == "dfs" else []
+        upper = list(net.arch_parameters())
+        if cfg["fs"]["offsets_with"] == "arch":
+            upper += offsets
+        ids = {id(p) for p in upper}
+        self.upper = upper
+        self.lower = [p for p in net.parameters() if id(p) not in ids]
+        self.w_optimizer = torch.optim.SGD(
+            self.lower, lr=float(wcfg["lr"]), momentum=float(wcfg["momentum"]),
+            weight_decay=float(wcfg["weight_decay"]),
+        )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.w_optimizer, T_max=int(cfg["epochs"]), eta_min=float(wcfg["lr_min"])
+        )
+        self.architect = Architect(
+            net, upper, self.lower, self.w_optimizer, lr=float(acfg["lr"]),
+            betas=tuple(float(b) for b in acfg["betas"]), weight_decay=float(acfg["weight_decay"]),
+            order=acfg["order"], fd_eps=float(acfg["fd_eps"]), distributed=dist_info.enabled,
+        )
+        self.model: nn.Module = net
+        if dist_info.enabled:
+            # The upper level is not DDP's business: its gradients come from the architect and
+            # are averaged there (average_gradients), so DDP neither reduces nor broadcasts it.
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                net, self.architect.upper_names)
+            ids = [device.index] if device.type == "cuda" else None
+            self.model = DistributedDataParallel(net, device_ids=ids)
+        self.valid_iter = CyclingLoader(data.valid)
+        self.scaler = grad_scaler(device, self.amp)
+        self.grad_clip = float(wcfg["grad_clip"])
+
+    @property
+    def lr(self) -> float:
+        return float(self.w_optimizer.param_groups[0]["lr"])
+
+    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(self.device, non_blocking=True)
+
+    def weight_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The lower-level loss (a method so that tests can inject a divergence)."""
+        return F.cross_entropy(logits, y)
+
+    def train_epoch(self, epoch: int, show: bool = True) -> dict[str, float]:
+        """Alternate architecture and weight steps over the weights half; return the epoch's
+        training figures (averaged over ranks)."""
+        self.model.train()
+        loader = self.data.train
+        loader.sampler.set_epoch(epoch)
+        lr, search_arch = self.lr, epoch >= int(self.cfg["arch"]["warmup_epochs"])
+        sums = torch.zeros(4, dtype=torch.float64)  # loss*n, correct, n, arch loss sum
+        arch_steps = 0
+        epochs = int(self.cfg["epochs"])
+        bar = Progress(loader, len(loader), f"epoch {epoch + 1}/{epochs}", enabled=show)
+        start = time.perf_counter()
+        for step, (x, y) in enumerate(bar):
+            x, y = self._to_device(x, y)
+            if search_arch:
+                xv, yv = self._to_device(*next(self.valid_iter))
+                arch_loss = self.architect.step(x, y, xv, yv, xi=lr).item()
+                if not math.isfinite(arch_loss):
+                    raise self._diverged(epoch, step, f"architecture step's loss is {arch_loss}")
+                sums[3] += arch_loss
+                arch_steps += 1
+            self.w_optimizer.zero_grad(set_to_none=True)
+            with autocast(self.device, self.amp):
+                logits = self.model(x)
+                loss = self.weight_loss(logits, y)
+            self.scaler.scale(loss).backward()
+            for p in self.upper:  # the weight step's by-product; the architect sets its own
+                p.grad = None
+            loss_v, correct = torch.stack(
+                [loss.detach().float(), (logits.argmax(1) == y).sum().float()]).tolist()
+            if not math.isfinite(loss_v):
+                raise self._diverged(epoch, step, f"training loss is {loss_v}")
+            self.scaler.unscale_(self.w_optimizer)
+            nn.utils.clip_grad_norm_(self.lower, self.grad_clip)
+            self.scaler.step(self.w_optimizer)
+            self.scaler.update()
+            n = y.size(0)
+            sums[:3] += torch.tensor([loss_v * n, correct, n], dtype=torch.float64)
+            seen = sums[2].item() * self.dist.world_size
+            bar.update(loss=sums[0].item() / sums[2].item(), acc=100.0 * sums[1].item() / sums[2].item(),
+                       img_s=round(seen / (time.perf_counter() - start)))
+        seconds = time.perf_counter() - start
+        loss_sum, correct, n, arch_sum, steps = all_reduce_sum(
+            [*sums.tolist(), float(arch_steps)], self.device)
+        return {
+            "train_loss": loss_sum / n, "train_acc": 100.0 * correct / n,
+            "arch_loss": arch_sum / steps if steps else None, "lr": lr,
+            "seconds": seconds, "images_per_s": n / seconds,
+        }
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        """(loss, top-1 %) on the architecture half with the evaluation transform."""
+        self.net.eval()
+        loader = self.data.valid_eval
+        loader.sampler.set_epoch(0)
+        loss_sum = correct = n = 0.0
+        for x, y in loader:
+            x, y = self._to_device(x, y)
+            with autocast(self.device, self.amp):
+                logits = self.net(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            n += y.size(0)
+        self.net.train()
+        loss_sum, correct, n = all_reduce_sum([loss_sum, correct, n], self.device)
+        return loss_sum / n, 100.0 * correct / n
+
+    def check_finite(self, epoch: int) -> None:
+        bad = [n for n, p in zip(self.architect.upper_names, self.upper, strict=True)
+               if not torch.isfinite(p).all()]
+        if bad:
+            raise self._diverged(epoch, None, f"{', '.join(bad)} became NaN/inf")
+
+    def _diverged(self, epoch: int, step: int | None, what: str) -> Diverged:
+        where = f"epoch {epoch}" + (f", batch {step}" if step is not None else "")
+        return Diverged(f"the search diverged at {where} ({what}); the last good checkpoint is "
+                        "kept: lower weights.lr or arch.lr (--set) and continue with --resume")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.net.state_dict(), "w_optimizer": self.w_optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "architect": self.architect.state_dict(),
+            "valid_iter": self.valid_iter.state_dict(), "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["model"])
+        self.w_optimizer.load_state_dict(state["w_optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.architect.load_state_dict(state["architect"])
+        self.valid_iter.load_state_dict(state["valid_iter"])
+        self.scaler.load_state_dict(state["scaler"])

@@ -1,0 +1,131 @@
+"""The DARTS mixed op: the softmax(alpha)-weighted sum of the 8 candidate ops on one edge.
+
+Two evaluation paths compute the same sum:
+
+* `MixedOp.forward_naive` is the reference ``sum(w * op(x))`` over all 8 ops, `none` included.
+* `MixedOp.accumulate` (and `forward`, built on it) is the fast path. `none` is skipped (its
+  term is exactly zero; the softmax still runs over all 8 alphas, so alpha gradients are
+  DARTS's). The ReLU that starts every conv op is taken once per input node from a
+  `NodeInput` shared by all edges leaving that node. Each conv op's alpha is folded into its
+  last BatchNorm, and terms are added in place into one node accumulator instead of building
+  a tree of temporaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from genotypes import PRIMITIVES, FSSpec
+from space.ops import RELU_LED, Identity, Zero, make_op, reference_forward
+
+_NONE, _POOL, _IDENTITY, _RELU_LED = range(4)
+
+
+class NodeInput:
+    """A cell node's tensor plus what every edge leaving it can share: ReLU(x) (computed on
+    first use) and, in training mode, the BN'd pooling outputs.
+
+    Sharing the pooled outputs is exact: every edge's `BN(affine=False)(pool(x))` sees the same
+    input, so in training mode (batch statistics) all edges compute the same tensor and make
+    the same running-statistics update; the later edges copy the first edge's updated
+    statistics instead of recomputing (their buffers are equal before the step, because they
+    have always been updated with equal values).
+    """
+
+    __slots__ = ("x", "_relu", "share_pools", "pooled")
+
+    def __init__(self, x: Tensor, relu: Tensor | None = None, share_pools: bool = True) -> None:
+        self.x = x
+        self._relu = relu
+        self.share_pools = share_pools
+        self.pooled: dict[int, tuple[Tensor, nn.BatchNorm2d]] = {}
+
+    @property
+    def relu(self) -> Tensor:
+        if self._relu is None:
+            self._relu = F.relu(self.x)
+        return self._relu
+
+
+def _copy_stats(src: nn.BatchNorm2d, dst: nn.BatchNorm2d) -> None:
+    """Give `dst` the running statistics `src` just computed from the same batch."""
+    with torch.no_grad():
+        if dst.running_mean is not None and src.running_mean is not None:
+            dst.running_mean.copy_(src.running_mean)
+            dst.running_var.copy_(src.running_var)
+        if dst.num_batches_tracked is not None and src.num_batches_tracked is not None:
+            dst.num_batches_tracked.copy_(src.num_batches_tracked)
+
+
+class MixedOp(nn.Module):
+    """One DARTS edge: the 8 PRIMITIVES (pools followed by BN(affine=False), as in DARTS) in
+    `_ops`, in PRIMITIVES order, so state_dict keys are DARTS's (``_ops.K...``)."""
+
+    def __init__(self, C: int, stride: int, fs: FSSpec | None = None) -> None:
+        super().__init__()
+        self._ops = nn.ModuleList()
+        kinds = []
+        for primitive in PRIMITIVES:
+            op = make_op(primitive, C, stride, False, fs)
+            if "pool" in primitive:
+                op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
+                kinds.append(_POOL)
+            elif isinstance(op, Zero):
+                kinds.append(_NONE)
+            elif isinstance(op, Identity):
+                kinds.append(_IDENTITY)
+            elif isinstance(op, RELU_LED):
+                kinds.append(_RELU_LED)
+            else:  # a primitive this file does not know: take the plain path for it
+                raise ValueError(f"MixedOp: no fast path for primitive {primitive!r}")
+            self._ops.append(op)
+        # ReLU-led ops first, so the node accumulator usually starts as a fresh BN output
+        # (no extra multiply to create it); skip_connect and pools are added into it.
+        self._order = tuple(
+            sorted((k for k, kind in enumerate(kinds) if kind != _NONE), key=lambda k: kinds[k] != _RELU_LED)
+        )
+        self._kinds = tuple(kinds)
+
+    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
+        """sum_k weights[k] * op_k(x) over the 8 ops, by the fast path (none skipped)."""
+        return self.accumulate(None, NodeInput(x, share_pools=False), weights.unbind(0))
+
+    def forward_naive(self, x: Tensor, weights: Tensor) -> Tensor:
+        """The reference DARTS evaluation: all 8 ops, `none` included, summed out of place."""
+        return sum(w * reference_forward(op, x) for w, op in zip(weights, self._ops, strict=True))
+
+    def accumulate(self, acc: Tensor | None, src: NodeInput, w: Sequence[Tensor]) -> Tensor:
+        """Add this edge's weighted ops on `src` into `acc` (created when None); `w` holds the
+        8 weights as scalar tensors. `acc` must be a tensor only this cell node owns."""
+        for k in self._order:
+            kind, op = self._kinds[k], self._ops[k]
+            if kind == _RELU_LED:
+                y = op(src.relu, preactivated=True, scale=w[k])
+                acc = y if acc is None else acc.add_(y)
+                continue
+            if kind == _IDENTITY:
+                y = src.x
+            else:  # _POOL
+                y = self._pooled(k, src)
+            # y is shared (an input node or another edge's pool), so never accumulate into it.
+            acc = y * w[k] if acc is None else acc.addcmul_(y, w[k])
+        assert acc is not None  # at least one non-none op exists
+        return acc
+
+    def _pooled(self, k: int, src: NodeInput) -> Tensor:
+        pool, bn = self._ops[k]
+        if not (self.training and src.share_pools):
+            return bn(pool(src.x))
+        hit = src.pooled.get(k)
+        if hit is None:
+            y = bn(pool(src.x))
+            src.pooled[k] = (y, bn)
+            return y
+        y, first = hit
+        _copy_stats(first, bn)
+        return y

@@ -1,0 +1,92 @@
+"""The DARTS search cell: two preprocessed inputs, `steps` nodes, each the sum of a MixedOp on
+every earlier node, output the concat of the last `multiplier` nodes."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from genotypes import FSSpec
+from space.mixed import MixedOp, NodeInput
+from space.ops import FactorizedReduce, ReLUConvBN, reference_forward
+
+
+class SearchCell(nn.Module):
+    """A DARTS search cell (model_search.Cell), module for module: ``preprocess0`` (a
+    FactorizedReduce after a reduction cell, else a 1x1 ReLUConvBN), ``preprocess1``, ``_ops``
+    (one MixedOp per edge, edge order: node 0 from inputs 0,1; node 1 from 0,1,2; ...) and the
+    empty ``_bns`` list the reference also has. BN is affine=False throughout, as in search."""
+
+    def __init__(
+        self,
+        steps: int,
+        multiplier: int,
+        C_prev_prev: int,
+        C_prev: int,
+        C: int,
+        reduction: bool,
+        reduction_prev: bool,
+        fs: FSSpec | None = None,
+    ) -> None:
+        super().__init__()
+        self.reduction = reduction
+        if reduction_prev:
+            self.preprocess0: nn.Module = FactorizedReduce(C_prev_prev, C, affine=False, fs=fs)
+        else:
+            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False, fs=fs)
+        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False, fs=fs)
+        self._steps = steps
+        self._multiplier = multiplier
+        self._ops = nn.ModuleList()
+        self._bns = nn.ModuleList()  # unused; kept so named_modules matches the reference
+        for i in range(steps):
+            for j in range(2 + i):
+                # Only edges reading the cell inputs are strided in a reduction cell.
+                stride = 2 if reduction and j < 2 else 1
+                self._ops.append(MixedOp(C, stride, fs))
+
+    def forward(
+        self,
+        s0: Tensor,
+        s1: Tensor,
+        weights: Tensor,
+        *,
+        fast: bool = True,
+        preactivated: bool = False,
+    ) -> Tensor:
+        """The cell output for inputs `s0` (c_{k-2}) and `s1` (c_{k-1}) and the (edges, ops)
+        softmaxed architecture `weights`. `preactivated`: s0 and s1 are already ReLU'd (both
+        preprocessing ops start with a ReLU; the network computes it once per cell output)."""
+        if not fast:
+            return self._forward_naive(s0, s1, weights)
+        s0 = self.preprocess0(s0, preactivated=preactivated)
+        s1 = self.preprocess1(s1, preactivated=preactivated)
+        share = self.training
+        nodes = [NodeInput(s0, share_pools=share), NodeInput(s1, share_pools=share)]
+        # One unbind per row: scalar views whose backward is a single stack, instead of
+        # 14 * 8 separate indexing ops.
+        rows = weights.unbind(0)
+        offset = 0
+        for _ in range(self._steps):
+            acc = None
+            for j, src in enumerate(nodes):
+                acc = self._ops[offset + j].accumulate(acc, src, rows[offset + j].unbind(0))
+            offset += len(nodes)
+            nodes.append(NodeInput(acc, share_pools=share))
+        return torch.cat([n.x for n in nodes[-self._multiplier :]], dim=1)
+
+    def _forward_naive(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
+        # The reference Cell.forward, line for line (the in-repo speed baseline).
+        s0 = reference_forward(self.preprocess0, s0)
+        s1 = reference_forward(self.preprocess1, s1)
+        states = [s0, s1]
+        offset = 0
+        for _ in range(self._steps):
+            s = sum(
+                self._ops[offset + j].forward_naive(h, weights[offset + j])
+                for j, h in enumerate(states)
+            )
+            offset += len(states)
+            states.append(s)
+        return torch.cat(states[-self._multiplier :], dim=1)

@@ -1,0 +1,136 @@
+"""The DARTS search network (supernet) with FS/DFS 1x1 convolutions.
+
+With ``fs=None`` it is quark0/darts ``cnn/model_search.py``'s Network module for module: the
+same parameters in the same creation order (so a seed gives the same initial weights), and the
+same ``state_dict`` keys (``stem.0.weight``, ``cells.0.preprocess0.op.1.weight``,
+``cells.0._ops.0._ops.4.op.1.weight``, ``classifier.weight``, ...); only the alphas differ,
+being registered parameters here (``alphas_normal``/``alphas_reduce``) instead of loose tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from genotypes import PRIMITIVES, FSSpec, Genotype, derive
+from space import fs as fsmod
+from space.search_cell import SearchCell
+
+
+class SearchNetwork(nn.Module):
+    """DARTS supernet: stem (3x3 conv + BN, `stem_multiplier * C` channels), `layers` search
+    cells with reductions at layers//3 and 2*layers//3, global average pooling and a linear
+    classifier. Every 1x1 conv is an FS layer (a DFS layer when ``fs.dfs``) when `fs` is given.
+
+    `fast=False` evaluates exactly as the reference code does (all 8 ops including `none`,
+    ``sum(w * op(x))``, contiguous memory format): the in-repo speed baseline. `fast=True` (the
+    default) computes the same function faster; see space/mixed.py and the README.
+    """
+
+    def __init__(
+        self,
+        C: int = 16,
+        num_classes: int = 10,
+        layers: int = 8,
+        fs: FSSpec | None = None,
+        steps: int = 4,
+        multiplier: int = 4,
+        stem_multiplier: int = 3,
+        in_channels: int = 3,
+        *,
+        fast: bool = True,
+    ) -> None:
+        super().__init__()
+        if not 1 <= multiplier <= steps:
+            raise ValueError(f"multiplier={multiplier} must be in 1..steps={steps}")
+        self._C, self._num_classes, self._layers = C, num_classes, layers
+        self._steps, self._multiplier = steps, multiplier
+        self.fs = fs
+        self.fast = fast
+        C_curr = stem_multiplier * C
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr)
+        )
+        C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                C_curr *= 2
+            self.cells.append(
+                SearchCell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, fs)
+            )
+            reduction_prev = reduction
+            C_prev_prev, C_prev = C_prev, multiplier * C_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+        # Created last, as in DARTS, so a seed gives the reference's weights and alphas.
+        k = steps * (steps + 3) // 2  # edges per cell: 14 for DARTS's 4 steps
+        self.alphas_normal = nn.Parameter(1e-3 * torch.randn(k, len(PRIMITIVES)))
+        self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(k, len(PRIMITIVES)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits for a batch of images (any size >= 8 px: the network pools globally)."""
+        # Softmax per call, never cached: functional_call may swap the alphas between calls.
+        w_normal = F.softmax(self.alphas_normal, dim=-1)
+        w_reduce = F.softmax(self.alphas_reduce, dim=-1)
+        if not self.fast:
+            s0 = s1 = self.stem(x)
+            for cell in self.cells:
+                s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal, fast=False)
+            return self.classifier(self.global_pooling(s1).flatten(1))
+        # channels_last: oneDNN's depthwise/pointwise convs and pools are several times faster
+        # in NHWC on CPU; every later op keeps the format of its input.
+        x = x.contiguous(memory_format=torch.channels_last)
+        out = self.stem(x)
+        # Both preprocessing ops of a cell start with a ReLU of a previous cell's output, and
+        # each output feeds two cells: take that ReLU once.
+        r0 = r1 = F.relu(out)
+        last = len(self.cells) - 1
+        for i, cell in enumerate(self.cells):
+            w = w_reduce if cell.reduction else w_normal
+            out = cell(r0, r1, w, preactivated=True)
+            if i < last:
+                r0, r1 = r1, F.relu(out)
+        return self.classifier(self.global_pooling(out).flatten(1))
+
+    # -- parameter groups ------------------------------------------------------------------
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture weights: [alphas_normal, alphas_reduce], each (14, 8)."""
+        return [self.alphas_normal, self.alphas_reduce]
+
+    def offset_parameters(self) -> list[nn.Parameter]:
+        """The offset logits of every DFS layer (empty without DFS)."""
+        return fsmod.offset_parameters(self)
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every other parameter: convs, FS vectors, BN affines (stem), the classifier."""
+        skip = {id(p) for p in self.arch_parameters()} | {id(p) for p in self.offset_parameters()}
+        return [p for p in self.parameters() if id(p) not in skip]
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def genotype(self) -> Genotype:
+        """The DARTS derivation of the current alphas, recording this network's FSSpec
+        (genotypes are defined for DARTS's 14-edge cells, i.e. steps=4)."""
+        return derive(self.alphas_normal, self.alphas_reduce, fs=self.fs)
+
+    def arch_state(self) -> dict[str, list[list[float]]]:
+        """Softmaxed alphas as nested lists (rows: edges, columns: PRIMITIVES), for logs."""
+        with torch.no_grad():
+            return {
+                "normal": F.softmax(self.alphas_normal, dim=-1).tolist(),
+                "reduce": F.softmax(self.alphas_reduce, dim=-1).tolist(),
+            }
+
+    def offset_entropy(self) -> float | None:
+        """Mean over DFS layers of their offset entropy (nats); None without DFS layers."""
+        layers = [m for _, m in fsmod.fs_layers(self) if isinstance(m, fsmod.DFSConv2d)]
+        if not layers:
+            return None
+        with torch.no_grad():
+            return float(torch.stack([m.offset_entropy() for m in layers]).mean())

@@ -1,0 +1,145 @@
+"""`python -m retrain` and `python -m retrain.evaluate`: summary, a tiny training run with
+every output file, and one clear line (exit status 2, nothing lost) for each user error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from retrain import load_exported
+from retrain.cli import main
+from retrain.evaluate import main as evaluate_main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--preset", "smoke", "--set", "init_channels=4", "--set", "layers=3", "--batch-size", "8",
+        "--threads", "1", "--set", "data.workers=0"]
+LOG_KEYS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr",
+            "drop_path_prob", "hardened", "seconds", "images_per_s"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny convolutions: one thread avoids OpenMP oversubscription on a shared 2-core box.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_folder(root: Path, per_class: int = 12, test_per_class: int = 4, size: int = 12) -> Path:
+    """A 3-class ImageFolder of colour-coded noise (learnable in a few steps)."""
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", per_class), ("test", test_per_class)):
+        for c in range(3):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = torch.rand(size, size, 3, generator=g) * 0.5
+                img[..., c] += 0.5
+                arr = (img * 255).to(torch.uint8).numpy()
+                Image.fromarray(arr).save(d / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> Path:
+    return make_folder(tmp_path_factory.mktemp("tiny"))
+
+
+def _fail(capsys, argv, fn=main) -> str:
+    with pytest.raises(SystemExit) as e:
+        fn(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2, err
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_summary_table_and_json(capsys):
+    small = ["--set", "init_channels=16", "--set", "layers=8"]
+    assert main(["--genotype", "DARTS_V2", "--summary", *small]) == 0
+    out = capsys.readouterr().out
+    assert "cells.7" in out and "246,106" in out and "DFS ratio 2" in out
+    assert main(["--genotype", "DARTS_V2", "--summary", "--json", "--fs", "off", *small]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["totals"]["params"] == rep["totals"]["uncompressed"] == 246_106
+    assert main(["--genotype", "PDARTS", "--summary", "--json", "--ratio", "4", *small,
+                 "--dataset", "cifar100"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["network"]["num_classes"] == 100 and rep["totals"]["compression"] > 2.2
+
+
+def test_imagenet_summary_uses_imagenet_stems_and_widths(capsys):
+    assert main(["--genotype", "DARTS_V2", "--summary", "--json", "--dataset", "imagenet",
+                 "--fs", "off", "--set", "layers=5", "--set", "imagenet.init_channels=8"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    net = rep["network"]
+    assert net["stem"] == "imagenet" and net["init_channels"] == 8 and net["layers"] == 5
+    assert net["input_size"] == [224, 224] and rep["rows"][0]["part"] == "stem"
+
+
+def test_user_errors_are_one_line_and_lose_nothing(capsys, tmp_path, tiny_folder):
+    base = ["--dataset", str(tiny_folder), *TINY]
+    assert "bad genotype" in _fail(capsys, ["--genotype", "NOT_A_GENOTYPE", *base])
+    bad = tmp_path / "bad.json"
+    cell = [["conv_9x9", 0], ["skip_connect", 1]] * 4
+    bad.write_text(json.dumps({"normal": cell, "normal_concat": [2, 3, 4, 5], "reduce": cell,
+                               "reduce_concat": [2, 3, 4, 5]}))
+    assert "unknown op 'conv_9x9'" in _fail(capsys, ["--genotype", str(bad), *base])
+    assert "neither" in _fail(capsys, ["--genotype", "DARTS_V2", "--dataset", "cifar11"])
+    assert "neither" in _fail(capsys, ["--genotype", "DARTS_V2", "--dataset", str(tmp_path / "no")])
+    assert "unknown config key 'optimizer.lrr'" in _fail(
+        capsys, ["--genotype", "DARTS_V2", *base, "--set", "optimizer.lrr=0.1"])
+    assert "unknown preset" in _fail(capsys, ["--genotype", "DARTS_V2", *base, "--preset", "nope"])
+    assert "--ratio" in _fail(capsys, ["--genotype", "DARTS_V2", *base, "--fs", "off",
+                                       "--ratio", "2"])
+    assert "cannot build" in _fail(capsys, ["--genotype", "DARTS_V2", *base, "--ratio", "99"])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "precious.txt").write_text("keep me")
+    assert "already exists" in _fail(capsys, ["--genotype", "DARTS_V2", *base, "--out", str(run)])
+    assert (run / "precious.txt").read_text() == "keep me" and len(list(run.iterdir())) == 1
+    assert "not a retrain run" in _fail(capsys, ["--resume", str(run)])
+    assert "needs --genotype" in _fail(capsys, ["--dataset", str(tiny_folder)])
+    assert "does not exist" in _fail(capsys, [str(tmp_path / "none.pt"), "--dataset", "cifar10"],
+                                     evaluate_main)
+
+
+def test_error_exit_status_in_a_real_process(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "retrain", "--genotype", "DARTS_V2", "--dataset",
+                        str(tmp_path / "missing")], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("error: ")
+
+
+def test_tiny_run_writes_every_file_and_evaluate_reproduces_it(capsys, tmp_path, tiny_folder):
+    out = tmp_path / "run"
+    argv = ["--genotype", "PC_DARTS", "--dataset", str(tiny_folder), *TINY, "--epochs", "2",
+            "--out", str(out)]
+    assert main(argv) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"config.yaml", "genotype.json", "log.jsonl", "latest.pt", "best.pt", "model.pt",
+            "model-wq.pt", "metrics.json"} <= names
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [0, 1] and all(LOG_KEYS <= set(r) for r in log)
+    assert [r["hardened"] for r in log] == [False, True]  # default: hardened at half
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["test_acc"] == log[-1]["test_acc"] and m["test_images"] == 12
+    assert m["file_bytes"]["model.pt"] == (out / "model.pt").stat().st_size
+    assert {"params", "effective", "effective_wq", "uncompressed", "compression", "macs"} <= set(
+        m["counts"])
+    capsys.readouterr()
+    assert evaluate_main([str(out / "model.pt"), "--dataset", str(tiny_folder), "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["top1"] == m["test_acc"] and ev["images"] == 12
+    net = load_exported(out / "model-wq.pt")
+    assert net(torch.zeros(1, 3, 12, 12))[0].shape == (1, 3)
+    # The run's config.yaml is a preset that reproduces the run's settings.
+    assert main(["--genotype", str(out), "--summary", "--json", "--preset",
+                 str(out / "config.yaml")]) == 0
+    assert "already exists" in _fail(capsys, argv)

@@ -1,0 +1,51 @@
+"""DDP: `torch.distributed.run --nproc_per_node 2 -m retrain` on CPU (gloo) trains, reduces
+metrics over both ranks exactly, and only rank 0 writes or talks."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_retrain_cli import make_folder
+
+from retrain.export import load_exported_full
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run(tmp_path):
+    data = make_folder(tmp_path / "data", per_class=12, test_per_class=5)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(_free_port()), "-m", "retrain", "--genotype", "DARTS_V1",
+           "--dataset", str(data), "--preset", "smoke", "--set", "init_channels=4", "--set",
+           "layers=3", "--batch-size", "4", "--threads", "1", "--set", "data.workers=0",
+           "--epochs", "2", "--out", str(out)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
+                       env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    # Rank 0 alone prints the epoch lines and writes the files.
+    assert r.stdout.count("epoch 1/2  train") == 1 and r.stdout.count("exported") == 1
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in log] == [0, 1]
+    m = json.loads((out / "metrics.json").read_text())
+    # Both ranks' test shards add up to the whole test set, each image once: the sharded
+    # evaluation of the last epoch equals rank 0's evaluation of the reloaded export.
+    assert m["test_images"] == 15
+    assert log[-1]["test_acc"] == m["test_acc"]
+    model, spec, info = load_exported_full(out / "model.pt")
+    assert spec.num_classes == 3 and info["meta"]["batch_size"] == 4
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["best.pt", "config.yaml", "genotype.json", "latest.pt", "log.jsonl", "metrics.json",
+         "model-wq.pt", "model.pt"])

@@ -1,0 +1,273 @@
+"""retrain networks, hardening, export and summary (in process, no data on disk).
+
+Reference figures below come from running the reference DARTS implementation, quark0/darts
+at commit f276dd346a09ae3160f8e3aca5c7b193fda1da37, cnn/model.py (NetworkCIFAR /
+NetworkImageNet, counted as its utils.count_parameters_in_MB does: every parameter whose name
+does not contain "auxiliary"), outside this repository on torch 2.14 CPU. The genotypes are
+quark0/darts cnn/genotypes.py DARTS_V1/DARTS_V2, yuhuixu1993/PC-DARTS genotypes.py
+PC_DARTS_cifar (b74702f) and chenxin061/pdarts genotypes.py PDARTS (b880e87).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+import torch
+import torch.nn as nn
+
+from common.checkpoint import save_checkpoint
+from common.errors import UserError
+from genotypes import FSSpec
+from genotypes.zoo import ZOO
+from retrain.export import load_exported, pack_state_dict, save_exported, unpack_state_dict
+from retrain.model import NetSpec, NetworkCIFAR, NetworkImageNet, build_network, drop_path
+from retrain.summary import count_macs, format_json, format_table, summarize
+from retrain.trainer import harden_in_place
+from space.fs import DFSConv2d, FSConv2d, fs_layers
+
+# (genotype, C, layers, classes, imagenet) -> reference parameter count, auxiliary head excluded.
+REFERENCE_PARAMS = {
+    ("DARTS_V1", 36, 20, 10, False): 3_169_414,
+    ("DARTS_V2", 36, 20, 10, False): 3_349_342,
+    ("PC_DARTS", 36, 20, 10, False): 3_634_678,
+    ("PDARTS", 36, 20, 10, False): 3_433_798,
+    ("DARTS_V2", 36, 20, 100, False): 3_401_272,
+    ("DARTS_V2", 16, 8, 10, False): 246_106,
+    ("DARTS_V2", 48, 14, 1000, True): 4_718_752,
+    ("DARTS_V1", 48, 14, 1000, True): 4_510_432,
+}
+# sha256 (first 16 hex) of "key:shape" lines of the reference state_dict, in order.
+REFERENCE_KEYS = {
+    ("DARTS_V2", 36, 20, 10, False): ("3d3540cb367530a4", 1650),
+    ("DARTS_V2", 48, 14, 1000, True): ("a2a34e2f436f8fd7", 1124),
+}
+# Reference logits (eval, seed 0 init, input linspace(-2, 2)) of sample 0.
+REFERENCE_LOGITS = {
+    ("DARTS_V2", 16, 8, 10, False): [0.025156, -0.013413, 0.039397, -0.028577, -0.029225,
+                                     0.042215, -0.029687, -0.041783, 0.061548, 0.056935],
+    ("DARTS_V2", 8, 5, 5, True): [0.04567, 0.005674, 0.090136, 0.021131, -0.065998],
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny convolutions: one thread avoids OpenMP oversubscription on a shared 2-core box.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _net(name, C, layers, classes, imagenet, fs=None, aux=True):
+    cls = NetworkImageNet if imagenet else NetworkCIFAR
+    return cls(C, classes, layers, aux, ZOO[name], fs)
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if "auxiliary" not in n)
+
+
+@pytest.mark.parametrize("key", list(REFERENCE_PARAMS))
+def test_fs_off_parameter_count_equals_reference_darts(key):
+    assert _count(_net(*key)) == REFERENCE_PARAMS[key]
+
+
+@pytest.mark.parametrize("key", list(REFERENCE_KEYS))
+def test_fs_off_state_dict_keys_and_shapes_equal_reference(key):
+    sd = _net(*key).state_dict()
+    text = "\n".join(f"{k}:{tuple(v.shape)}" for k, v in sd.items())
+    assert (hashlib.sha256(text.encode()).hexdigest()[:16], len(sd)) == REFERENCE_KEYS[key]
+    assert "cells.3._ops.0.op.1.weight" in sd and "auxiliary_head.classifier.weight" in sd
+
+
+@pytest.mark.parametrize("key", list(REFERENCE_LOGITS))
+def test_fs_off_same_init_and_outputs_as_reference(key):
+    torch.manual_seed(0)
+    m = _net(*key).eval()
+    size, batch = (224, 1) if key[-1] else (32, 2)
+    x = torch.linspace(-2, 2, batch * 3 * size * size).view(batch, 3, size, size)
+    with torch.no_grad():
+        out = m(x)[0][0]
+    assert torch.allclose(out, torch.tensor(REFERENCE_LOGITS[key]), atol=2e-5)
+
+
+@pytest.mark.parametrize("dfs", [False, True])
+def test_every_1x1_conv_is_an_fs_layer_with_the_ratio(dfs):
+    m = _net("DARTS_V2", 16, 8, 10, False, FSSpec(3.0, dfs, 4))
+    body = [(n, c) for n, c in m.named_modules() if not n.startswith("auxiliary_head")]
+    plain_1x1 = [n for n, c in body if isinstance(c, nn.Conv2d) and c.kernel_size == (1, 1)]
+    assert plain_1x1 == []
+    layers = fs_layers(m)
+    kinds = {type(c) for _, c in layers}
+    assert kinds == {DFSConv2d if dfs else FSConv2d}
+    assert all(c.ratio == 3.0 for _, c in layers)
+    names = [n for n, _ in layers]
+    assert any("preprocess0" in n for n in names) and any("conv_1" in n for n in names)
+    # The uncompressed equivalent of the FS network is the plain DARTS count.
+    from space.report import param_report
+
+    off = _net("DARTS_V2", 16, 8, 10, False)
+    body_m = nn.ModuleList(c for n, c in m.named_children() if n != "auxiliary_head")
+    assert param_report(body_m)["uncompressed"] == _count(off)
+
+
+@pytest.mark.parametrize("size,classes,stem", [(20, 7, "cifar"), (9, 3, "cifar"),
+                                                (40, 2, "cifar"), (128, 4, "imagenet")])
+def test_any_input_size_and_class_count(size, classes, stem):
+    spec = NetSpec(ZOO["PC_DARTS"], 8, 5, classes, (size, size), fs=FSSpec(2.0, True, 4))
+    assert spec.stem == stem
+    m = build_network(spec)
+    m.drop_path_prob = 0.2
+    x = torch.randn(2, 3, size, size)
+    logits, aux = m.train()(x)
+    assert logits.shape == (2, classes) and aux.shape == (2, classes)
+    (logits.sum() + aux.sum()).backward()
+    assert m.eval()(x)[1] is None
+
+
+def test_drop_path_zeroes_whole_samples_and_keeps_the_mean():
+    torch.manual_seed(1)
+    x = torch.ones(4000, 2, 3, 3)
+    y = drop_path(x, 0.3)
+    per = y.flatten(1)
+    assert torch.allclose(per.unique(), torch.tensor([0.0, 1 / 0.7]))
+    assert (per == per[:, :1]).all() and abs(y.mean().item() - 1.0) < 0.05
+    assert drop_path(x, 0.0) is x
+
+
+def test_harden_keeps_momentum_and_drops_offset_logits():
+    torch.manual_seed(0)
+    m = _net("DARTS_V2", 8, 5, 10, False, FSSpec(2.0, True, 4), aux=False)
+    from space.fs import offset_parameters
+
+    logits = offset_parameters(m)
+    weights = [p for p in m.parameters() if all(p is not q for q in logits)]
+    opt = torch.optim.SGD([{"params": weights}, {"params": logits, "weight_decay": 0.0}],
+                          lr=0.1, momentum=0.9, weight_decay=3e-4)
+    x = torch.randn(4, 3, 16, 16)
+    m(x)[0].sum().backward()
+    opt.step()
+    old = {n: (p, opt.state[p]["momentum_buffer"].clone()) for n, p in m.named_parameters()}
+    with torch.no_grad():
+        before = m.eval()(x)[0]
+    harden_in_place(m, opt)
+    assert not any(isinstance(c, DFSConv2d) for c in m.modules())
+    assert opt.param_groups[1]["params"] == [] and len(opt.state) == len(weights)
+    new = dict(m.named_parameters())
+    assert set(new) == {n for n in old if not n.endswith("offset_logits")}
+    for n, p in new.items():
+        assert any(p is q for q in opt.param_groups[0]["params"])
+        assert torch.equal(opt.state[p]["momentum_buffer"], old[n][1])
+    m.train()(x)[0].sum().backward()
+    opt.step()  # continues without error on the new parameters
+    assert before.shape == (4, 10)
+
+
+def test_pack_round_trip_is_exact_and_narrows_offsets():
+    m = _net("DARTS_V2", 8, 5, 10, False, FSSpec(2.0, False, 4))
+    sd = m.state_dict()
+    packed = pack_state_dict(sd)
+    assert set(packed["blobs"]) <= {"float32", "int16", "int32", "int8"}
+    back = unpack_state_dict(packed)
+    assert list(back) == list(sd)
+    assert all(torch.equal(back[k], sd[k]) and back[k].dtype == sd[k].dtype for k in sd)
+
+
+def _spec(fs, C=16, layers=8):
+    return NetSpec(ZOO["DARTS_V2"], C, layers, 10, (32, 32), auxiliary=True, fs=fs)
+
+
+def test_export_size_follows_compression_and_reload_is_exact(tmp_path):
+    data = {"name": "x", "num_classes": 10, "input_size": [32, 32], "mean": [0.5] * 3,
+            "std": [0.25] * 3, "classes": []}
+    sizes, models = {}, {}
+    for name, fs in (("off", None), ("fs", FSSpec(4.0, False, 4))):
+        spec = _spec(fs)
+        models[name] = build_network(spec).eval()
+        sizes[name] = save_exported(models[name], spec, data, tmp_path / f"{name}.pt")
+    # The FS-covered part: 1x1 filters (K*n floats) become FS vectors (L = K*n/4) + offsets.
+    fs_layers_ = fs_layers(models["fs"])
+    kn = sum(c.K * c.n for _, c in fs_layers_)
+    stored = sum(4 * c.L + 2 * c.K for _, c in fs_layers_)  # float32 fs, int16 offsets
+    saved = sizes["off"] - sizes["fs"]
+    assert abs(saved - (4 * kn - stored)) < 0.01 * sizes["off"]
+    assert sizes["fs"] < sizes["off"] / 2.5
+    x = torch.randn(3, 3, 32, 32)
+    for name in ("off", "fs"):
+        loaded = load_exported(tmp_path / f"{name}.pt")
+        assert not hasattr(loaded, "auxiliary_head")
+        with torch.no_grad():
+            assert torch.equal(loaded(x)[0], models[name](x)[0])
+
+
+def test_export_refuses_dfs_and_wq_export_is_close(tmp_path):
+    spec = _spec(FSSpec(2.0, True, 4), C=8, layers=5)
+    m = build_network(spec).eval()
+    data = {"name": "x", "num_classes": 10, "input_size": [32, 32], "mean": [0.0] * 3,
+            "std": [1.0] * 3}
+    with pytest.raises(ValueError, match="harden"):
+        save_exported(m, spec, data, tmp_path / "m.pt")
+    from space.fs import harden_model
+
+    harden_model(m)
+    f = save_exported(m, spec, data, tmp_path / "m.pt")
+    q = save_exported(m, spec, data, tmp_path / "q.pt", wq=True)
+    assert q < f
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        a, b = load_exported(tmp_path / "m.pt")(x)[0], load_exported(tmp_path / "q.pt")(x)[0]
+    assert torch.allclose(a, m(x)[0]) and (a - b).abs().max() < 0.05 * a.abs().max() + 1e-3
+
+
+def test_corrupt_or_foreign_files_give_one_clear_error(tmp_path):
+    spec = _spec(None, C=8, layers=5)
+    good = tmp_path / "good.pt"
+    save_exported(build_network(spec).eval(), spec, {"name": "x"}, good)
+    blob = good.read_bytes()
+    cases = {
+        "truncated.pt": blob[: len(blob) // 2],
+        "random.pt": bytes(torch.randint(0, 256, (5000,), dtype=torch.uint8).tolist()),
+    }
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    buf = io.BytesIO()
+    torch.save({"state_dict": {"w": torch.zeros(3)}, "epoch": 3}, buf)
+    (tmp_path / "foreign.pt").write_bytes(buf.getvalue())
+    save_checkpoint({"epoch": 1, "alphas": torch.zeros(2)}, tmp_path / "search.pt", "search")
+    expect = {"truncated.pt": "not a readable", "random.pt": "not a readable",
+              "foreign.pt": "not a DFSNet-DARTS", "search.pt": "'search' checkpoint",
+              "missing.pt": "does not exist"}
+    for name, msg in expect.items():
+        with pytest.raises(UserError, match=msg) as e:
+            load_exported(tmp_path / name)
+        assert "\n" not in str(e.value)
+
+
+def test_macs_by_hooks_match_a_hand_count():
+    conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), FSConv2d(8, 6, 1, stride=2, ratio=2.0),
+                         nn.Flatten(), nn.Linear(6 * 8 * 8, 5))
+    macs = count_macs(conv, (16, 16))
+    assert macs == {"0": 8 * 16 * 16 * 27, "1": 6 * 8 * 8 * 8, "3": 6 * 8 * 8 * 5}
+    # FS layers count the MACs of the conv they stand for: equal to the plain network.
+    off = sum(count_macs(_net("DARTS_V2", 8, 5, 10, False), (32, 32)).values())
+    fs = sum(count_macs(_net("DARTS_V2", 8, 5, 10, False, FSSpec(2.0, True, 4)), (32, 32)).values())
+    assert off == fs > 0
+
+
+def test_summary_totals_table_and_json():
+    rep = summarize(_spec(FSSpec(2.0, True, 4)))
+    t = rep["totals"]
+    assert t["uncompressed"] == REFERENCE_PARAMS[("DARTS_V2", 16, 8, 10, False)]
+    assert t["params"] == t["effective"] + t["offset_logits"]
+    assert 1.5 < t["compression"] < 2.0 < t["compression_wq"]
+    assert t["file_bytes_wq"] < t["file_bytes"] and len(rep["rows"]) == 8 + 2
+    assert sum(r["params"] for r in rep["rows"]) == t["params"]
+    text = format_table(rep)
+    assert "cells.7" in text and "compression" in text and "MACs" in text
+    import json
+
+    assert json.loads(format_json(rep))["totals"]["macs"] == t["macs"]
+    off = summarize(_spec(None))["totals"]
+    assert off["params"] == off["effective"] == off["uncompressed"] and off["macs"] == t["macs"]

@@ -1,0 +1,187 @@
+"""The search command line: its one-line errors (exit 2, nothing lost), the config plumbing,
+a complete tiny run directory, and NaN handling."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from common.checkpoint import load_checkpoint
+from search.cli import main
+from search.trainer import SearchTrainer
+
+ROOT = Path(__file__).resolve().parents[1]
+# A small, fast search: 4 channels, 5 cells, 16x16 images, 8-image batches, 1 thread.
+TINY = ["--preset", "smoke", "--set", "init_channels=4", "--set", "layers=5", "--batch-size", "8",
+        "--threads", "1", "--set", "runtime.draw_every=0"]
+
+
+def make_image_folder(root: Path, classes: int = 4, per_class: int = 20, size: int = 16) -> Path:
+    """A learnable ImageFolder: one base colour per class plus noise."""
+    g = torch.Generator().manual_seed(0)
+    for c in range(classes):
+        d = root / "train" / f"class{c}"
+        d.mkdir(parents=True)
+        base = torch.rand(3, generator=g) * 255
+        for i in range(per_class):
+            noise = torch.randn(size, size, 3, generator=g) * 40
+            arr = (base + noise).clamp(0, 255).to(torch.uint8).numpy()
+            Image.fromarray(arr).save(d / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return make_image_folder(tmp_path / "imgs")
+
+
+def _fail(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    return err
+
+
+def test_bad_preset(folder, capsys):
+    err = _fail([str(folder), "--preset", "nosuch"], capsys)
+    assert "unknown preset 'nosuch'" in err and "paper" in err and "smoke" in err
+
+
+def test_unknown_set_key_suggests(folder, capsys):
+    err = _fail([str(folder), "--set", "weigths.lr=0.1"], capsys)
+    assert "unknown config key 'weigths.lr'" in err and "weights.lr" in err
+
+
+def test_bad_value_is_one_line(folder, capsys):
+    err = _fail([str(folder), "--set", "arch.order=third"], capsys)
+    assert "arch.order" in err and "first, second" in err
+    err = _fail([str(folder), "--set", "epochs=abc"], capsys)
+    assert "epochs='abc'" in err and "integer" in err
+
+
+def test_missing_dataset_path(tmp_path, capsys):
+    err = _fail([str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")], capsys)
+    assert "nowhere" in err and not (tmp_path / "run").exists()
+
+
+def test_cifar_without_data_or_network(tmp_path, capsys):
+    err = _fail(["cifar10", "--data-root", str(tmp_path / "d"), "--no-download",
+                 "--out", str(tmp_path / "run")], capsys)
+    assert "cifar-10-batches-py" in err and str(tmp_path / "d") in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_dir_is_kept(folder, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"epoch": 0}\n')
+    err = _fail([str(folder), "--out", str(run)], capsys)
+    assert "--overwrite" in err and "--resume" in err
+    assert (run / "log.jsonl").read_text() == '{"epoch": 0}\n'
+
+
+def test_overwrite_refuses_a_non_run_directory(folder, tmp_path, capsys):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("x")
+    err = _fail([str(folder), "--out", str(precious), "--overwrite"], capsys)
+    assert "not a run directory" in err and (precious / "thesis.tex").exists()
+
+
+def test_overwrite_keeps_old_run_when_input_is_bad(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("search: {}\n")
+    _fail([str(tmp_path / "missing"), "--out", str(run), "--overwrite"], capsys)
+    assert (run / "config.yaml").exists()  # the dataset is checked before anything is deleted
+
+
+def test_second_order_refused_under_ddp(folder, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    err = _fail([str(folder), "--order", "second"], capsys)
+    assert "second-order" in err and "--order first" in err
+
+
+def test_resume_errors(tmp_path, capsys):
+    err = _fail(["--resume", str(tmp_path)], capsys)
+    assert "not a search run directory" in err
+    err = _fail([], capsys)
+    assert "DATASET" in err
+
+
+def test_print_config_applies_flags_in_order(capsys):
+    main(["--print-config", "--set", "search.epochs=7", "--set", "fs.temperature.end=0.5",
+          "--fs", "off", "--order", "second", "--ratio", "4"])
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["epochs"] == 7 and cfg["fs"]["mode"] == "off" and cfg["arch"]["order"] == "second"
+    assert cfg["fs"]["ratio"] == 4.0 and cfg["fs"]["temperature"]["end"] == 0.5
+    assert cfg["weights"]["lr"] == 0.025 and cfg["batch_size"] == 64  # paper preset defaults
+
+
+def test_tiny_run_directory(folder, tmp_path, capsys):
+    run = tmp_path / "run"
+    main([str(folder), *TINY, "--epochs", "2", "--out", str(run), "--set", "runtime.draw_every=1",
+          "--set", "fs.temperature.start=2.0", "--set", "fs.temperature.end=0.5"])
+    out = capsys.readouterr().out
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    keys = {"epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr", "alphas_normal",
+            "alphas_reduce", "offset_entropy", "temperature", "genotype", "seconds", "images_per_s"}
+    assert [r["epoch"] for r in records] == [0, 1] and keys <= set(records[0])
+    assert [r["temperature"] for r in records] == [2.0, 0.5]  # cosine from start to end
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert records[0]["lr"] == saved["search"]["weights"]["lr"] > records[1]["lr"]  # cosine
+    a = torch.tensor(records[-1]["alphas_normal"])
+    assert a.shape == (14, 8) and torch.allclose(a.sum(1), torch.ones(14), atol=1e-5)
+    assert isinstance(records[-1]["offset_entropy"], float)
+    for name in ("genotype.json", "genotypes/epoch-000.json", "genotypes/epoch-001.json",
+                 "checkpoint.pt", "config.yaml", "cells/normal.png", "cells/reduce.png",
+                 "cells/epoch-000-normal.png", "plots/curves.png"):
+        assert (run / name).exists(), name
+    g = json.loads((run / "genotype.json").read_text())
+    assert g == records[-1]["genotype"]
+    assert saved["dataset"] == str(folder) and "--epochs 2" in saved["command"]
+    assert saved["search"]["epochs"] == 2
+    assert f"python -m retrain --genotype {run / 'genotype.json'} --dataset {folder}" in out
+    assert "genotype: Genotype(normal=[" in out
+    # The saved config is a preset that repeats the run.
+    main([str(folder), "--preset", str(run / "config.yaml"), "--print-config"])
+    assert yaml.safe_load(capsys.readouterr().out) == saved["search"]
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(folder, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    real = SearchTrainer.weight_loss
+
+    def poisoned(self, logits, y):
+        loss = real(self, logits, y)
+        return loss * float("nan") if self.scheduler.last_epoch >= 1 else loss
+
+    monkeypatch.setattr(SearchTrainer, "weight_loss", poisoned)
+    err = _fail([str(folder), *TINY, "--epochs", "2", "--out", str(run), "--set", "runtime.plot=false"],
+                capsys)
+    assert "diverged at epoch 1, batch 0" in err and "--resume" in err
+    state = load_checkpoint(run / "checkpoint.pt", "search")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    assert len((run / "log.jsonl").read_text().splitlines()) == 1
+    monkeypatch.setattr(SearchTrainer, "weight_loss", real)
+    main(["--resume", str(run)])  # and the kept checkpoint really continues
+    assert len((run / "log.jsonl").read_text().splitlines()) == 2
+
+
+def test_entry_script_error_is_one_line(tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    r = subprocess.run([str(ROOT / "run_search.sh"), str(tmp_path / "nope")], cwd=tmp_path,
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "neither one of" in r.stderr
+    assert r.stdout == "" and not (tmp_path / "runs").exists()

@@ -1,0 +1,46 @@
+"""The `smoke` preset end to end on real CIFAR-10 images (../shared/data/cifar10-subset):
+a complete run directory, a valid genotype, and a network that learns (above chance)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from common.checkpoint import load_checkpoint
+from genotypes import FSSpec, load_genotype, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = {"epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr", "alphas_normal",
+        "alphas_reduce", "offset_entropy", "temperature", "genotype", "seconds", "images_per_s"}
+
+
+@pytest.mark.slow
+def test_smoke_preset_on_cifar_subset(cifar_subset, tmp_path):
+    run = tmp_path / "run"
+    r = subprocess.run([str(ROOT / "run_search.sh"), str(cifar_subset), "--preset", "smoke",
+                        "--out", str(run)], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "10 classes, 32x32" in r.stdout
+
+    g = validate(load_genotype(run / "genotype.json"))
+    assert g.fs == FSSpec(ratio=2.0, dfs=True, num_offsets=4)
+    records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert len(records) >= 1 and KEYS <= set(records[-1])
+    last = records[-1]
+    assert last["train_acc"] > 10.0, f"the smoke preset did not learn: {last['train_acc']:.2f}%"
+    assert all(math.isfinite(last[k]) for k in ("train_loss", "valid_loss", "offset_entropy"))
+    assert load_genotype(json.dumps(last["genotype"])) == g
+    state = load_checkpoint(run / "checkpoint.pt", "search")
+    assert state["epoch"] == len(records)
+    for e in range(len(records)):
+        validate(load_genotype(run / "genotypes" / f"epoch-{e:03d}.json"))
+    cells = {p.name for p in (run / "cells").iterdir()}
+    assert {"normal.png", "reduce.png"} <= cells or {"normal.gv", "reduce.gv"} <= cells
+    assert (run / "plots" / "curves.png").is_file()
+    assert (run / "config.yaml").is_file()
+    assert f"python -m retrain --genotype {run / 'genotype.json'}" in r.stdout
