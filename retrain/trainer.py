@@ -22,6 +22,7 @@ from common.runlog import JsonlLog, Progress, say
 from common.runtime import autocast, grad_scaler, seed_everything
 from retrain.evaluate import evaluate
 from retrain.model import NetSpec, build_network
+from space.fs import set_temperature
 
 CKPT_KIND = "retrain"
 
@@ -34,6 +35,17 @@ def harden_epoch(cfg: dict[str, Any]) -> int:
     """The epoch at whose start DFS offsets become fixed (default: half of training)."""
     e = cfg["fs"]["harden_epoch"]
     return cfg["epochs"] // 2 if e is None else int(e)
+
+
+def temperature_at(cfg: dict[str, Any], epoch: int, harden_at: int) -> float:
+    """DFS softmax temperature for `epoch`: geometric from fs.temperature.start (first epoch)
+    to .end (last epoch before hardening). An end below the start sharpens the candidate mix
+    towards its argmax, so that hardening changes the filters less."""
+    t = cfg["fs"].get("temperature") or {}
+    start, end = float(t.get("start", 1.0)), float(t.get("end", 1.0))
+    if harden_at <= 1 or start == end:
+        return start
+    return start * (end / start) ** (min(epoch, harden_at - 1) / (harden_at - 1))
 
 
 def harden_in_place(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -187,6 +199,8 @@ class Trainer:
             seed_everything(epoch_seed(self.cfg["seed"], epoch, self.dist.rank))
             if epoch >= self.harden_at:
                 self.harden()
+            else:
+                set_temperature(self.model, temperature_at(self.cfg, epoch, self.harden_at))
             self.model.drop_path_prob = float(self.cfg["drop_path_prob"]) * epoch / self.epochs
             lr = self.optimizer.param_groups[0]["lr"]
             t0 = time.perf_counter()
@@ -212,7 +226,7 @@ class Trainer:
                 say(f"epoch {epoch + 1}/{self.epochs}  train loss {tr['train_loss']:.4f} "
                     f"acc {tr['train_acc']:.2f}  test loss {te['test_loss']:.4f} acc "
                     f"{te['test_acc']:.2f} top5 {te['test_top5']:.2f}  lr {lr:.5f}  "
-                    f"{'hardened ' if self.hardened else ''}{seconds:.1f}s "
+                    f"{'hardened ' if self.hardened and self.spec.fs else ''}{seconds:.1f}s "
                     f"({record['images_per_s']:.0f} img/s)")
         self.harden()  # the exported model is always hardened
         return record

@@ -46,6 +46,15 @@ class ToySearchNet(nn.Module):
         return self.head(torch.tanh(h))
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models: threads only add synchronisation (and contention on a shared CPU).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _setup(order: str, offsets_with: str = "arch", dtype=torch.float64, momentum_steps: int = 2):
     torch.manual_seed(1)
     net = ToySearchNet().to(dtype)
@@ -210,3 +219,105 @@ def test_ddp_architecture_gradients_are_averaged():
         p.grad = (x + y) / 2
     arch.optimizer.step()
     assert all(torch.allclose(p.detach(), a, atol=1e-7) for p, a in zip(upper, a0, strict=True))
+
+
+@pytest.mark.parametrize("mode, offsets_with", [("dfs", "arch"), ("dfs", "weights"), ("fs", "arch"),
+                                                ("off", "arch")])
+def test_trainer_splits_upper_and_lower_levels(mode, offsets_with):
+    from common.config import resolve_config
+    from common.data import DatasetInfo
+    from common.distributed import DistInfo
+    from search.data import SearchData
+    from search.trainer import SearchTrainer
+    from space.fs import offset_parameters
+
+    cfg = resolve_config("search", "smoke", [f"fs.mode={mode}", f"fs.offsets_with={offsets_with}",
+                                             "init_channels=4"])
+    info = DatasetInfo("toy", 10, (16, 16), (0.5,) * 3, (0.25,) * 3)
+    t = SearchTrainer(cfg, SearchData(info, None, None, None, 0, 0), torch.device("cpu"), DistInfo())
+    offsets = {id(p) for p in offset_parameters(t.net)}
+    assert bool(offsets) == (mode == "dfs")
+    upper = {id(p) for p in t.upper}
+    want = {id(p) for p in t.net.arch_parameters()} | (offsets if offsets_with == "arch" else set())
+    assert upper == want
+    lower = {id(p) for p in t.lower}
+    assert lower.isdisjoint(upper) and lower | upper == {id(p) for p in t.net.parameters()}
+    assert {id(p) for g in t.w_optimizer.param_groups for p in g["params"]} == lower
+    assert {id(p) for g in t.architect.optimizer.param_groups for p in g["params"]} == upper
+    sgd = t.w_optimizer.param_groups[0]
+    assert (sgd["lr"], sgd["momentum"], sgd["weight_decay"]) == (0.05, 0.9, 3e-4)  # smoke lr
+    assert t.scheduler.T_max == cfg["epochs"] and t.scheduler.eta_min == 0.001
+
+
+def _tiny_supernet(dfs: bool, grad_reduce: str = "mean"):
+    from genotypes import FSSpec
+    from space.fs import fs_layers
+    from space.supernet import SearchNetwork
+
+    torch.manual_seed(0)
+    net = SearchNetwork(C=2, num_classes=3, layers=3, fs=FSSpec(2.0, True, 4) if dfs else None)
+    net = net.double()
+    for _, m in fs_layers(net):
+        m.grad_reduce = grad_reduce
+        m._rebuild_index()
+    with torch.no_grad():
+        for p in net.arch_parameters() + net.offset_parameters():
+            p.normal_(0, 0.5)
+    upper = net.arch_parameters() + net.offset_parameters()
+    lower = [p for p in net.parameters() if id(p) not in {id(q) for q in upper}]
+    opt = torch.optim.SGD(lower, lr=0.05, momentum=0.9, weight_decay=3e-4)
+    xs = [torch.randn(4, 3, 8, 8, dtype=torch.float64) for _ in range(3)]
+    ys = [torch.randint(0, 3, (4,)) for _ in range(3)]
+    for _ in range(2):
+        opt.zero_grad()
+        F.cross_entropy(net(xs[0]), ys[0]).backward()
+        opt.step()
+    opt.zero_grad()
+    # A ReLU network is only piecewise smooth: at this toy size the loss is rough at the 1e-5
+    # scale, so the difference step is smaller than DARTS's and xi is small.
+    return net, upper, lower, opt, Architect(net, upper, lower, opt, order="second", fd_eps=1e-7), xs, ys
+
+
+@pytest.mark.parametrize("dfs", [False, True])
+def test_second_order_on_the_real_supernet(dfs):
+    """The double-backprop check through SearchNetwork (functional_call over its fast path,
+    FS/DFS layers, BatchNorm), comparing the implicit (Hessian) term on its own. FS layers
+    use plain autograd gradients here (grad_reduce="sum"); see the next test for the default."""
+    net, upper, lower, opt, arch, xs, ys = _tiny_supernet(dfs, grad_reduce="sum")
+    xi = 1e-3
+    fd, _ = arch.gradient(xs[1], ys[1], xs[2], ys[2], xi)
+    exact = _exact_second_order(net, upper, lower, opt, xs[1], ys[1], xs[2], ys[2], xi)
+    direct = arch._grads(arch._loss(arch.unrolled_weights(xs[1], ys[1], xi), upper, xs[2], ys[2]), upper)
+    implicit_fd = [a - b for a, b in zip(fd, direct, strict=True)]
+    implicit_exact = [a - b for a, b in zip(exact, direct, strict=True)]
+    assert _rel(implicit_fd, implicit_exact) < 1e-4
+
+
+def test_second_order_with_fs_mean_gradients_is_the_true_derivative():
+    """FS layers' default mean-gradient rule is a straight-through preconditioner P: autograd
+    returns P*grad, not the gradient. Double backprop through the unrolled step then applies
+    P twice, so it is not the derivative of the unrolled objective; the finite difference
+    perturbs the weights in the forward pass and is. Checked against a central difference of
+    alpha -> L_val(w - xi*(P*grad_w L_train(w, alpha) + ...), alpha) along a random direction."""
+    net, upper, lower, opt, arch, xs, ys = _tiny_supernet(True)
+    xi, h = 1e-3, 1e-6
+    fd, _ = arch.gradient(xs[1], ys[1], xs[2], ys[2], xi)
+    d = [torch.randn_like(p) for p in upper]
+
+    def objective(sign: float) -> float:
+        live = [p.detach().clone() for p in upper]
+        with torch.no_grad():
+            for p, di in zip(upper, d, strict=True):
+                p.add_(sign * h * di)
+        value = arch._loss(arch.unrolled_weights(xs[1], ys[1], xi), upper, xs[2], ys[2]).item()
+        with torch.no_grad():
+            for p, v in zip(upper, live, strict=True):
+                p.copy_(v)
+        return value
+
+    numeric = (objective(1.0) - objective(-1.0)) / (2 * h)
+    along = sum((g * di).sum() for g, di in zip(fd, d, strict=True)).item()
+    assert abs(along - numeric) < 1e-3 * abs(numeric)
+    exact = _exact_second_order(net, upper, lower, opt, xs[1], ys[1], xs[2], ys[2], xi)
+    along_exact = sum((g * di).sum() for g, di in zip(exact, d, strict=True)).item()
+    assert abs(along_exact - numeric) > 10 * abs(along - numeric)  # double backprop is off

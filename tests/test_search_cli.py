@@ -130,13 +130,15 @@ def test_print_config_applies_flags_in_order(capsys):
 def test_tiny_run_directory(folder, tmp_path, capsys):
     run = tmp_path / "run"
     main([str(folder), *TINY, "--epochs", "2", "--out", str(run), "--set", "runtime.draw_every=1",
-          "--set", "fs.temperature.start=2.0", "--set", "fs.temperature.end=0.5"])
+          "--set", "fs.temperature.start=2.0", "--set", "fs.temperature.end=0.5",
+          "--set", "arch.warmup_epochs=1"])
     out = capsys.readouterr().out
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     keys = {"epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr", "alphas_normal",
             "alphas_reduce", "offset_entropy", "temperature", "genotype", "seconds", "images_per_s"}
     assert [r["epoch"] for r in records] == [0, 1] and keys <= set(records[0])
     assert [r["temperature"] for r in records] == [2.0, 0.5]  # cosine from start to end
+    assert records[0]["arch_loss"] is None and records[1]["arch_loss"] > 0  # warm-up epoch
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert records[0]["lr"] == saved["search"]["weights"]["lr"] > records[1]["lr"]  # cosine
     a = torch.tensor(records[-1]["alphas_normal"])
