@@ -31,7 +31,12 @@ RESUME_OK = ("device", "threads", "data_root", "no_download")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m retrain", description="Retrain a DARTS genotype with FS/DFS 1x1 convs "
-        "(CIFAR or ImageNet network), export it compressed, or print its summary.")
+        "(CIFAR or ImageNet network), export it compressed, or print its summary.",
+        epilog="Network: inputs below 128 px get the DARTS CIFAR network (3x3 stem, default "
+        "C=36, 20 cells), larger ones the DARTS ImageNet network (two stride-2 stems, C=48, 14 "
+        "cells, and the preset's `imagenet` settings); override with --set stem=cifar|imagenet. "
+        "Both end in global average pooling, so any input size and class count works. "
+        "Config: the preset's `retrain` section, then --set, then the flags below.")
     p.add_argument("--genotype", help="genotype file (.json/.yaml/.txt), search run dir, "
                    "DARTS repr or zoo name (DARTS_V1, DARTS_V2, PC_DARTS, PDARTS)")
     p.add_argument("--dataset", help="cifar10, cifar100, imagenet or an ImageFolder directory "
@@ -43,9 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"config preset ({', '.join(available_presets())}) or a YAML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optimizer.lr=0.05 (repeatable)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--epochs", type=int, help="training epochs (paper: 600 CIFAR, 250 ImageNet)")
+    p.add_argument("--batch-size", type=int, help="batch size per process")
+    p.add_argument("--seed", type=int, help="seed of initial weights, data order, augmentation")
     p.add_argument("--fs", choices=setup.FS_MODES, help="1x1 convs: off (plain DARTS), fs "
                    "(fixed offsets), dfs (learned, then hardened; default) or genotype")
     p.add_argument("--ratio", type=float, help="FS compression ratio (default: the genotype's, "

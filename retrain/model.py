@@ -61,7 +61,7 @@ class AugmentCell(nn.Module):
     def __init__(self, genotype: Genotype, C_pp: int, C_p: int, C: int, reduction: bool,
                  reduction_prev: bool, fs: FSSpec | None = None) -> None:
         super().__init__()
-        self.reduction = reduction
+        self.reduction, self.C = reduction, C
         if reduction_prev:
             self.preprocess0 = FactorizedReduce(C_pp, C, fs=fs)
         else:

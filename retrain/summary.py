@@ -119,7 +119,7 @@ def summarize(spec: NetSpec, model: nn.Module | None = None) -> dict[str, Any]:
         row: dict[str, Any] = {"part": part}
         if part.startswith("cells."):
             cell = model.get_submodule(part)
-            row["type"] = "reduce" if cell.reduction else "normal"
+            row["type"] = f"{'reduce' if cell.reduction else 'normal'} C={cell.C}"
         row.update(param_stats(nn.ModuleList(model.get_submodule(n) for n in names),
                                nn.ModuleList(hard.get_submodule(n) for n in names)))
         row["macs"] = sum(v for k, v in macs.items() if _part_of(k) == part)

@@ -119,7 +119,12 @@ class Trainer:
 
     # --- state -----------------------------------------------------------------------------
     def _wrap(self) -> None:
-        self.net = DDP(self.model) if self.dist.enabled else self.model
+        if not self.dist.enabled:
+            self.net = self.model
+        elif self.device.type == "cuda":
+            self.net = DDP(self.model, device_ids=[self.device.index])
+        else:
+            self.net = DDP(self.model)
 
     def harden(self) -> None:
         if not self.hardened:

@@ -14,6 +14,12 @@ weights are plain tensors fed to the network with `torch.func.functional_call`: 
 deep-copied and the live weights, their gradients and the BatchNorm statistics are never
 touched (BatchNorm statistics are cloned per call, so the extra forwards do not move them).
 
+With FS layers' default mean-gradient rule (`grad_reduce="mean"`, a straight-through
+preconditioner P: autograd returns P*grad), w' uses P*grad as SGD does, and the finite
+difference gives the true derivative of this unrolled objective, because it perturbs the
+weights in the forward pass. Double backprop through the unrolled step would apply P twice
+(tests/test_architect.py checks both facts).
+
 The step runs in fp32 (outside autocast) on every device: the finite difference divides by a
 small eps, which half precision would swamp with rounding error, and the alphas are tiny.
 """

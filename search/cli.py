@@ -194,4 +194,7 @@ def _start(cfg: dict[str, Any], train_set, info, run_dir: Path, dataset: str, de
         f"{sd.num_train} + {sd.num_valid} images; C={cfg['init_channels']} layers={cfg['layers']} "
         f"fs={fs_text} order={cfg['arch']['order']}; {cfg['epochs']} epochs on {device}{procs}; "
         f"{where}", dist_info.is_main)
+    if state is not None and int(state.get("world_size", 1)) != dist_info.world_size:
+        say(f"note: {run_dir} ran with {state['world_size']} process(es), this resume with "
+            f"{dist_info.world_size}: the batches differ from an uninterrupted run", dist_info.is_main)
     run_search(cfg, sd, run_dir, dataset, device, dist_info, resume_state=state)

@@ -41,7 +41,7 @@ def run_search(
             set_temperature(net, temperature)
         stats = trainer.train_epoch(epoch, show=main)
         valid = trainer.evaluate()
-        trainer.check_finite(epoch)  # before anything of this epoch is written
+        trainer.check_finite(epoch, valid[0])  # before anything of this epoch is written
         trainer.scheduler.step()
         g = net.genotype()
         last = epoch_record(epoch, stats, valid, net.arch_state(), net.offset_entropy(),

@@ -191,11 +191,15 @@ class SearchTrainer:
         loss_sum, correct, n = all_reduce_sum([loss_sum, correct, n], self.device)
         return loss_sum / n, 100.0 * correct / n
 
-    def check_finite(self, epoch: int) -> None:
+    def check_finite(self, epoch: int, valid_loss: float) -> None:
+        """Raise Diverged when the architecture or the evaluation went NaN/inf (a weight that
+        did shows up as a non-finite validation loss)."""
         bad = [n for n, p in zip(self.architect.upper_names, self.upper, strict=True)
                if not torch.isfinite(p).all()]
         if bad:
             raise self._diverged(epoch, None, f"{', '.join(bad)} became NaN/inf")
+        if not math.isfinite(valid_loss):
+            raise self._diverged(epoch, None, f"validation loss is {valid_loss}")
 
     def _diverged(self, epoch: int, step: int | None, what: str) -> Diverged:
         where = f"epoch {epoch}" + (f", batch {step}" if step is not None else "")

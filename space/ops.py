@@ -111,17 +111,33 @@ class DilConv(nn.Module):
 
     def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
         op = self.op
-        x = _relu_in(x, preactivated)
-        dw = op[1]
-        s, d, k = dw.stride[0], dw.dilation[0], dw.kernel_size[0]
-        if s == d > 1 and dw.padding[0] == d * (k - 1) // 2 and dw.stride[1] == dw.dilation[1] == s:
-            # Stride d with dilation d reads only every d-th pixel: the same sums as an
-            # undilated stride-1 conv of x[::d, ::d] (any input size). Exact, and on CPU the
-            # strided dilated depthwise backward is ~8x slower than this.
-            y = F.conv2d(x[:, :, ::d, ::d], dw.weight, dw.bias, 1, (k - 1) // 2, 1, dw.groups)
-        else:
-            y = dw(x)
-        return batch_norm(op[3], op[2](y), scale)
+        return batch_norm(op[3], op[2](_dilated_depthwise(op[1], _relu_in(x, preactivated))), scale)
+
+
+def _dilated_depthwise(dw: nn.Conv2d, x: Tensor) -> Tensor:
+    """`dw(x)` for a depthwise conv with dilation d and 'same'-style padding d*(k-1)/2,
+    rewritten where oneDNN's CPU kernels are slow; every rewrite is the same sums.
+
+    * stride d: only every d-th pixel is read, so it is an undilated stride-1 conv of
+      x[::d, ::d] (any size). The strided dilated backward is ~8x slower than this.
+    * stride 1 on a map smaller than the dilated kernel (5x5 dilation 2 on 8x8): the d*d
+      polyphase components are independent undilated convs, batched as channels by
+      pixel_unshuffle (~2.5x faster there; slower on larger maps, so only there).
+    """
+    (k, _), (d, _), (s, _) = dw.kernel_size, dw.dilation, dw.stride
+    regular = (dw.kernel_size[0] == dw.kernel_size[1] and dw.dilation[0] == dw.dilation[1]
+               and dw.stride[0] == dw.stride[1] and dw.padding == (d * (k - 1) // 2,) * 2
+               and dw.groups == dw.in_channels == dw.out_channels and k % 2 == 1)
+    if not regular or d == 1:
+        return dw(x)
+    if s == d:
+        return F.conv2d(x[:, :, ::d, ::d], dw.weight, dw.bias, 1, (k - 1) // 2, 1, dw.groups)
+    H, W = x.shape[-2:]
+    if s == 1 and d * (k - 1) + 1 > min(H, W) and H % d == 0 and W % d == 0 and dw.bias is None:
+        y = F.conv2d(F.pixel_unshuffle(x, d), dw.weight.repeat_interleave(d * d, 0), None, 1,
+                     (k - 1) // 2, 1, dw.groups * d * d)
+        return F.pixel_shuffle(y, d)
+    return dw(x)
 
 
 class SepConv(nn.Module):

@@ -19,7 +19,7 @@ def test_presets_resolve_and_smoke_inherits_paper():
     paper = resolve_config("search", "paper")
     smoke = resolve_config("search", "smoke")
     assert paper["weights"]["lr"] == 0.025 and paper["epochs"] == 50
-    assert smoke["weights"]["lr"] == paper["weights"]["lr"]  # inherited from base
+    assert smoke["weights"]["momentum"] == paper["weights"]["momentum"]  # inherited from base
     assert smoke["epochs"] < paper["epochs"]
 
 

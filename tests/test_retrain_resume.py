@@ -57,7 +57,7 @@ def _final(run: Path) -> dict:
 
 @pytest.mark.slow
 def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path):
-    data = make_folder(tmp_path / "data", per_class=40, test_per_class=4)
+    data = make_folder(tmp_path / "data", per_class=30, test_per_class=4)
     full, cut = tmp_path / "full", tmp_path / "cut"
     base = ARGS + ["--dataset", str(data)]
     subprocess.run(_cmd(*base, "--out", str(full)), cwd=ROOT, check=True,

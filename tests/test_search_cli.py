@@ -23,7 +23,7 @@ TINY = ["--preset", "smoke", "--set", "init_channels=4", "--set", "layers=5", "-
         "--threads", "1", "--set", "runtime.draw_every=0"]
 
 
-def make_image_folder(root: Path, classes: int = 4, per_class: int = 20, size: int = 16) -> Path:
+def make_image_folder(root: Path, classes: int = 4, per_class: int = 12, size: int = 16) -> Path:
     """A learnable ImageFolder: one base colour per class plus noise."""
     g = torch.Generator().manual_seed(0)
     for c in range(classes):
@@ -131,7 +131,7 @@ def test_tiny_run_directory(folder, tmp_path, capsys):
     run = tmp_path / "run"
     main([str(folder), *TINY, "--epochs", "2", "--out", str(run), "--set", "runtime.draw_every=1",
           "--set", "fs.temperature.start=2.0", "--set", "fs.temperature.end=0.5",
-          "--set", "arch.warmup_epochs=1"])
+          "--set", "arch.warmup_epochs=1", "--order", "second"])
     out = capsys.readouterr().out
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     keys = {"epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr", "alphas_normal",
@@ -151,7 +151,7 @@ def test_tiny_run_directory(folder, tmp_path, capsys):
     g = json.loads((run / "genotype.json").read_text())
     assert g == records[-1]["genotype"]
     assert saved["dataset"] == str(folder) and "--epochs 2" in saved["command"]
-    assert saved["search"]["epochs"] == 2
+    assert saved["search"]["epochs"] == 2 and saved["search"]["arch"]["order"] == "second"
     assert f"python -m retrain --genotype {run / 'genotype.json'} --dataset {folder}" in out
     assert "genotype: Genotype(normal=[" in out
     # The saved config is a preset that repeats the run.

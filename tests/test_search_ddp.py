@@ -21,7 +21,7 @@ from genotypes import load_genotype, validate
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_image_folder(root: Path, classes: int = 4, per_class: int = 20, size: int = 16) -> Path:
+def make_image_folder(root: Path, classes: int = 4, per_class: int = 12, size: int = 16) -> Path:
     g = torch.Generator().manual_seed(0)
     for c in range(classes):
         d = root / "train" / f"class{c}"

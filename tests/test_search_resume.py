@@ -25,7 +25,7 @@ TINY = ["--preset", "smoke", "--set", "init_channels=4", "--set", "layers=5", "-
         "--epochs", str(EPOCHS), "--seed", "3"]
 
 
-def make_image_folder(root: Path, classes: int = 4, per_class: int = 20, size: int = 16) -> Path:
+def make_image_folder(root: Path, classes: int = 4, per_class: int = 12, size: int = 16) -> Path:
     g = torch.Generator().manual_seed(0)
     for c in range(classes):
         d = root / "train" / f"class{c}"
