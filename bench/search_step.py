@@ -103,7 +103,7 @@ def worker(job: dict) -> dict:
 
     def floss(ws, x, y):
         # Functional loss at weights `ws`; cloned buffers keep the live BN statistics intact.
-        tensors = dict(zip(lower_names, ws))
+        tensors = dict(zip(lower_names, ws, strict=True))
         tensors.update({k: b.clone() for k, b in net.named_buffers()})
         return F.cross_entropy(functional_call(net, tensors, (x,)), y)
 
@@ -114,23 +114,23 @@ def worker(job: dict) -> dict:
         w = [p.detach() for p in lower]
         gw = grads(floss(lower, xt, yt), lower)
         w1 = []
-        for p, gp in zip(lower, gw):
+        for p, gp in zip(lower, gw, strict=True):
             buf = w_opt.state.get(p, {}).get("momentum_buffer")
             step = gp + wd * p.detach() + (mom * buf if buf is not None else 0.0)
             w1.append((p.detach() - xi * step).requires_grad_(True))
         gv = grads(floss(w1, xv, yv), [*upper, *w1])
         d_up, d_w = gv[: len(upper)], gv[len(upper):]
         eps = 0.01 / torch.sqrt(sum((t * t).sum() for t in d_w)).item()
-        gp = grads(floss([a + eps * b for a, b in zip(w, d_w)], xt, yt), upper)
-        gm = grads(floss([a - eps * b for a, b in zip(w, d_w)], xt, yt), upper)
-        return [d - xi * (p_ - m_) / (2 * eps) for d, p_, m_ in zip(d_up, gp, gm)]
+        gp = grads(floss([a + eps * b for a, b in zip(w, d_w, strict=True)], xt, yt), upper)
+        gm = grads(floss([a - eps * b for a, b in zip(w, d_w, strict=True)], xt, yt), upper)
+        return [d - xi * (p_ - m_) / (2 * eps) for d, p_, m_ in zip(d_up, gp, gm, strict=True)]
 
     def step():
         if job["order"] == 1:
             ga = grads(F.cross_entropy(net(xv), yv), upper)
         else:
             ga = arch_grad_unrolled()
-        for p, gp in zip(upper, ga):
+        for p, gp in zip(upper, ga, strict=True):
             p.grad = gp
         a_opt.step()
         w_opt.zero_grad(set_to_none=True)

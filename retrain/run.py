@@ -59,7 +59,10 @@ def run_training(cfg: dict[str, Any], run: dict[str, Any], out: str | Path | Non
         latest = run_dir / "latest.pt"
         if resume and latest.is_file():
             trainer.resume(latest)
-            say(f"resuming {run_dir} at epoch {trainer.start_epoch + 1}/{trainer.epochs}", main)
+            if trainer.start_epoch >= trainer.epochs:
+                say(f"{run_dir} is trained ({trainer.epochs} epochs); exporting again", main)
+            else:
+                say(f"resuming {run_dir} at epoch {trainer.start_epoch + 1}/{trainer.epochs}", main)
         else:
             say(f"retraining into {run_dir}: {len(train_ds)} train / {len(test_ds)} test images, "
                 f"{spec.stem} network C={spec.init_channels} x {spec.layers} cells, FS "

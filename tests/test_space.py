@@ -158,12 +158,13 @@ def test_mixed_op_skipping_none_equals_naive_sum(stride: int, spec: str) -> None
     x = torch.randn(2, 4, 9, 9, requires_grad=True)
     fast = op(x, F.softmax(alphas, dim=-1))
     w = F.softmax(alphas, dim=-1)
-    naive = sum(wk * m(x) for wk, m in zip(w, ref._ops))  # all 8 ops, Zero included
+    naive = sum(wk * m(x) for wk, m in zip(w, ref._ops, strict=True))  # all 8 ops, Zero included
     torch.testing.assert_close(fast, naive)
     params, ref_params = list(op.parameters()), list(ref.parameters())
-    for a, b in zip(_grads(fast, [x, alphas, *params]), _grads(naive, [x, alphas, *ref_params])):
+    ga, gb = _grads(fast, [x, alphas, *params]), _grads(naive, [x, alphas, *ref_params])
+    for a, b in zip(ga, gb, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    for a, b in zip(op.buffers(), ref.buffers()):
+    for a, b in zip(op.buffers(), ref.buffers(), strict=True):
         torch.testing.assert_close(a, b)
 
 
@@ -179,10 +180,10 @@ def test_cell_fast_path_equals_naive(reduction: bool, reduction_prev: bool) -> N
     torch.testing.assert_close(fast, naive)
     ga = _grads(fast, [alphas, *cell.parameters()])
     gb = _grads(naive, [alphas, *ref.parameters()])
-    for a, b in zip(ga, gb):
+    for a, b in zip(ga, gb, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     # Shared pooling outputs still leave every edge's BN with DARTS's running statistics.
-    for a, b in zip(cell.buffers(), ref.buffers()):
+    for a, b in zip(cell.buffers(), ref.buffers(), strict=True):
         torch.testing.assert_close(a, b)
 
 
@@ -200,7 +201,7 @@ def test_network_fast_equals_naive(spec: str) -> None:
         torch.testing.assert_close(out, expect, rtol=1e-4, atol=1e-5)
         ga = _grads(out, list(net.parameters()))
         gb = _grads(expect, list(ref.parameters()))
-        for a, b in zip(ga, gb):
+        for a, b in zip(ga, gb, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
 
 
@@ -302,7 +303,8 @@ def test_against_reference_checkout() -> None:
     for k, v in ref.state_dict().items():
         assert torch.equal(v, net_sd[k]), k
     assert torch.equal(ref.alphas_normal, net.alphas_normal)
-    net.load_state_dict(ref.state_dict(), strict=False)
+    missing, unexpected = net.load_state_dict(ref.state_dict(), strict=False)
+    assert sorted(missing) == ["alphas_normal", "alphas_reduce"] and not unexpected
     x = torch.randn(2, 3, 32, 32)
     expect = ref(x)
     net.fast = False
