@@ -51,10 +51,10 @@ def load_checkpoint(path: Path, kind: str | None = None) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated / non-zip / pickled files
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        # torch's own messages run to paragraphs; the exception type is enough to tell them apart.
         raise UserError(
-            f"{path} is not a readable checkpoint (corrupt, truncated or not a torch file: "
-            f"{reason}); use another file"
+            f"{path} is not a readable checkpoint (corrupt, truncated, or not a torch file "
+            f"saved by this project: {type(e).__name__}); use another file"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is not a DFSNet-DARTS checkpoint; give a file this project wrote")
