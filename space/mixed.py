@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genotypes import PRIMITIVES, FSSpec
-from space.ops import RELU_LED, Identity, Zero, make_op, reference_forward
+from space.ops import RELU_LED, Identity, Zero, batch_norm, make_op, reference_forward
 
 _NONE, _POOL, _IDENTITY, _RELU_LED = range(4)
 
@@ -120,10 +120,10 @@ class MixedOp(nn.Module):
     def _pooled(self, k: int, src: NodeInput) -> Tensor:
         pool, bn = self._ops[k]
         if not (self.training and src.share_pools):
-            return bn(pool(src.x))
+            return batch_norm(bn, pool(src.x))
         hit = src.pooled.get(k)
         if hit is None:
-            y = bn(pool(src.x))
+            y = batch_norm(bn, pool(src.x))
             src.pooled[k] = (y, bn)
             return y
         y, first = hit

@@ -23,14 +23,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genotypes import FSSpec
+from space.cpu_kernels import batch_norm_train, conv1x1, depthwise_same
 from space.fs import pointwise_conv
 
 
 def batch_norm(bn: nn.BatchNorm2d, x: Tensor, scale: Tensor | None = None) -> Tensor:
-    """``bn(x) * scale`` in one pass: `scale` (a scalar tensor) becomes, or multiplies, the
-    BN's affine weight. Running statistics are updated exactly as ``bn(x)`` would."""
-    if scale is None:
-        return bn(x)
+    """``bn(x) * scale`` in one pass: `scale` (a scalar tensor, or None for plain ``bn(x)``)
+    becomes, or multiplies, the BN's affine weight. Running statistics are updated exactly as
+    ``bn(x)`` would; training mode takes space/cpu_kernels.py's batch norm."""
     # Mirrors nn.BatchNorm2d.forward (momentum, num_batches_tracked, eval with/without stats).
     momentum = 0.0 if bn.momentum is None else bn.momentum
     if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
@@ -39,14 +39,17 @@ def batch_norm(bn: nn.BatchNorm2d, x: Tensor, scale: Tensor | None = None) -> Te
             momentum = 1.0 / float(bn.num_batches_tracked)
     use_batch = bn.training or (bn.running_mean is None and bn.running_var is None)
     track = not bn.training or bn.track_running_stats
-    # repeat, not expand: a stride-0 weight sends CPU batch norm down a path several times
-    # slower in channels_last.
-    weight = scale.repeat(bn.num_features) if bn.weight is None else bn.weight * scale
-    bias = None if bn.bias is None else bn.bias * scale
-    return F.batch_norm(
-        x, bn.running_mean if track else None, bn.running_var if track else None,
-        weight, bias, use_batch, momentum, bn.eps,
-    )
+    if scale is None:
+        weight, bias = bn.weight, bn.bias
+    else:
+        # repeat, not expand: a stride-0 weight sends CPU batch norm down a path several times
+        # slower in channels_last.
+        weight = scale.repeat(bn.num_features) if bn.weight is None else bn.weight * scale
+        bias = None if bn.bias is None else bn.bias * scale
+    mean, var = (bn.running_mean, bn.running_var) if track else (None, None)
+    if use_batch:
+        return batch_norm_train(x, mean, var, weight, bias, momentum, bn.eps)
+    return F.batch_norm(x, mean, var, weight, bias, False, momentum, bn.eps)
 
 
 def _relu_in(x: Tensor, preactivated: bool) -> Tensor:
@@ -57,6 +60,15 @@ def _conv_weight(conv: nn.Module) -> Tensor:
     """The weight tensor of a plain conv or of an FS/DFS layer (built from its FS vector)."""
     filters = getattr(conv, "filters", None)
     return filters() if filters is not None else conv.weight
+
+
+def apply_conv(m: nn.Module, x: Tensor) -> Tensor:
+    """`m(x)` for a plain or FS/DFS conv; a 1x1, stride-1, ungrouped one as a matrix product
+    (space/cpu_kernels.py)."""
+    if (tuple(m.kernel_size) == (1, 1) and tuple(m.stride) == (1, 1) and m.groups == 1
+            and m.padding in (0, (0, 0))):
+        return conv1x1(x, _conv_weight(m), m.bias)
+    return m(x)
 
 
 class ReLUConvBN(nn.Module):
@@ -81,7 +93,7 @@ class ReLUConvBN(nn.Module):
 
     def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
         op = self.op
-        return batch_norm(op[2], op[1](_relu_in(x, preactivated)), scale)
+        return batch_norm(op[2], apply_conv(op[1], _relu_in(x, preactivated)), scale)
 
 
 class DilConv(nn.Module):
@@ -111,10 +123,10 @@ class DilConv(nn.Module):
 
     def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
         op = self.op
-        return batch_norm(op[3], op[2](_dilated_depthwise(op[1], _relu_in(x, preactivated))), scale)
+        return batch_norm(op[3], apply_conv(op[2], depthwise(op[1], _relu_in(x, preactivated))), scale)
 
 
-def _dilated_depthwise(dw: nn.Conv2d, x: Tensor) -> Tensor:
+def depthwise(dw: nn.Conv2d, x: Tensor) -> Tensor:
     """`dw(x)` for a depthwise conv with dilation d and 'same'-style padding d*(k-1)/2,
     rewritten where oneDNN's CPU kernels are slow; every rewrite is the same sums.
 
@@ -123,12 +135,14 @@ def _dilated_depthwise(dw: nn.Conv2d, x: Tensor) -> Tensor:
     * stride 1 on a map smaller than the dilated kernel (5x5 dilation 2 on 8x8): the d*d
       polyphase components are independent undilated convs, batched as channels by
       pixel_unshuffle (~2.5x faster there; slower on larger maps, so only there).
+    * other stride-1 dilated convs: space/cpu_kernels.py's depthwise conv (a faster input
+      gradient). Undilated ones keep the native kernels, which are as fast there.
     """
     (k, _), (d, _), (s, _) = dw.kernel_size, dw.dilation, dw.stride
     regular = (dw.kernel_size[0] == dw.kernel_size[1] and dw.dilation[0] == dw.dilation[1]
                and dw.stride[0] == dw.stride[1] and dw.padding == (d * (k - 1) // 2,) * 2
                and dw.groups == dw.in_channels == dw.out_channels and k % 2 == 1)
-    if not regular or d == 1:
+    if not regular or (s > 1 and d == 1):
         return dw(x)
     if s == d:
         return F.conv2d(x[:, :, ::d, ::d], dw.weight, dw.bias, 1, (k - 1) // 2, 1, dw.groups)
@@ -137,6 +151,8 @@ def _dilated_depthwise(dw: nn.Conv2d, x: Tensor) -> Tensor:
         y = F.conv2d(F.pixel_unshuffle(x, d), dw.weight.repeat_interleave(d * d, 0), None, 1,
                      (k - 1) // 2, 1, dw.groups * d * d)
         return F.pixel_shuffle(y, d)
+    if s == 1:
+        return depthwise_same(x, dw.weight, dw.padding[0], d)
     return dw(x)
 
 
@@ -169,11 +185,11 @@ class SepConv(nn.Module):
 
     def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
         op = self.op
-        y = op[3](op[2](op[1](_relu_in(x, preactivated))))
+        y = batch_norm(op[3], apply_conv(op[2], depthwise(op[1], _relu_in(x, preactivated))))
         # In place is safe: BatchNorm's backward needs its input, not its output, and this
         # saves one activation-sized tensor per SepConv (the reference's ReLU copies).
         y = F.relu_(y)
-        return batch_norm(op[7], op[6](op[5](y)), scale)
+        return batch_norm(op[7], apply_conv(op[6], depthwise(op[5], y)), scale)
 
 
 class Identity(nn.Module):
@@ -236,7 +252,7 @@ class FactorizedReduce(nn.Module):
 
 def _pointwise(conv: nn.Module, x: Tensor) -> Tensor:
     """`conv` (a stride-2 1x1 conv, plain or FS) applied to already subsampled pixels."""
-    return F.conv2d(x, _conv_weight(conv), conv.bias)
+    return conv1x1(x, _conv_weight(conv), conv.bias)
 
 
 OpFactory = Callable[[int, int, bool, "FSSpec | None"], nn.Module]

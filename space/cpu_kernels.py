@@ -1,0 +1,128 @@
+"""Two CPU backward passes that oneDNN/ATen compute slowly for the search network's shapes,
+replaced by the same sums computed another way. Forward passes are the native ones.
+
+* Depthwise convolution, stride 1, 'same' padding (the depthwise convs of sep_conv and
+  dil_conv): the input gradient is the correlation of the output gradient with the flipped
+  kernel, i.e. a forward depthwise convolution, which oneDNN runs 3-7x faster than its
+  backward-data kernel in channels_last (most for dilated kernels). The weight gradient is the
+  native one.
+* Training-mode batch norm on channels_last tensors whose channel count is not a multiple of
+  the CPU's vector width (C=8 or 24 on AVX-512: the bench's and smoke preset's widths): ATen's
+  channels_last backward falls to a scalar tail loop there and is 2-3x slower than its
+  contiguous-format kernel plus the two layout copies this path pays.
+
+Both apply only to float32 CPU tensors in channels_last that need gradients, and their
+backward is once-differentiable (double backprop through them raises); everything else takes
+the native path, which is also what float64 gradient checks exercise. Results equal the
+native ones up to float rounding (tests/test_cpu_kernels.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+_CL = torch.channels_last
+
+
+def _vector_width() -> int:
+    cap = torch.backends.cpu.get_cpu_capability()
+    return 16 if "512" in cap else 8
+
+
+_WIDTH = _vector_width()
+
+
+def _eligible(x: Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.dim() == 4
+        and x.requires_grad
+        and torch.is_grad_enabled()
+        and x.is_contiguous(memory_format=_CL)
+    )
+
+
+class _DepthwiseSame(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, padding: int, dilation: int) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.conf = (padding, dilation)
+        return F.conv2d(x, weight, None, 1, padding, dilation, x.shape[1])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        padding, dilation = ctx.conf
+        groups = x.shape[1]
+        grad = grad.contiguous(memory_format=_CL)
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = F.conv2d(grad, weight.flip(-1, -2), None, 1, padding, dilation, groups)
+        if ctx.needs_input_grad[1]:
+            gw = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, (1, 1), (padding, padding), (dilation, dilation),
+                False, (0, 0), groups, (False, True, False),
+            )[1]
+        return gx, gw, None, None
+
+
+def depthwise_same(x: Tensor, weight: Tensor, padding: int, dilation: int) -> Tensor:
+    """A stride-1 depthwise conv (weight (C, 1, k, k), k odd) with padding dilation*(k-1)/2,
+    so the output has the input's size; no bias."""
+    if _eligible(x):
+        return _DepthwiseSame.apply(x, weight, padding, dilation)
+    return F.conv2d(x, weight, None, 1, padding, dilation, x.shape[1])
+
+
+class _BatchNormCL(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum: float, eps: float):
+        y, mean, invstd = torch.ops.aten.native_batch_norm(
+            x, weight, bias, running_mean, running_var, True, momentum, eps
+        )
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.eps = eps
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, weight, mean, invstd = ctx.saved_tensors
+        mask = list(ctx.needs_input_grad[:3])
+        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
+            grad.contiguous(), x.contiguous(), weight, None, None, mean, invstd, True, ctx.eps, mask
+        )
+        if gx is not None:
+            gx = gx.contiguous(memory_format=_CL)
+        return gx, gw, gb, None, None, None, None
+
+
+def batch_norm_train(
+    x: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    momentum: float,
+    eps: float,
+) -> Tensor:
+    """`F.batch_norm(x, ..., training=True, ...)`, with the contiguous-format backward where
+    ATen's channels_last one is slow (see the module docstring)."""
+    if x.shape[1] % _WIDTH and _eligible(x):
+        return _BatchNormCL.apply(x, weight, bias, running_mean, running_var, momentum, eps)
+    return F.batch_norm(x, running_mean, running_var, weight, bias, True, momentum, eps)
+
+
+def conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """`F.conv2d(x, weight, bias)` for a 1x1 kernel, stride 1, one group. On CPU, with channels
+    innermost in memory (channels_last, or a strided view of it), this is a matrix product over
+    the pixels: F.linear on the NHWC view runs forward and backward 1.5-3x faster than
+    oneDNN's 1x1 convolution at these widths, and its output is channels_last again."""
+    if x.device.type == "cpu" and x.dim() == 4 and x.stride(1) == 1:
+        return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)
+    return F.conv2d(x, weight, bias)

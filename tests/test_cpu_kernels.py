@@ -1,0 +1,89 @@
+"""space/cpu_kernels.py computes the native ops' values and gradients, another way."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.testing import assert_close
+
+from space import cpu_kernels
+from space.cpu_kernels import batch_norm_train, conv1x1, depthwise_same
+
+CL = torch.channels_last
+
+
+def _input(c: int, hw: int = 9, dtype=torch.float32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(c * 31 + hw)
+    x = torch.randn(3, c, hw, hw, generator=g, dtype=dtype)
+    return x.contiguous(memory_format=CL).requires_grad_()
+
+
+def _grads(out: torch.Tensor, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(5)
+    return torch.autograd.grad((out * torch.randn(out.shape, generator=g)).sum(), inputs)
+
+
+@pytest.mark.parametrize(("k", "d"), [(3, 1), (5, 1), (3, 2), (5, 2)])
+def test_depthwise_same_equals_conv2d(k: int, d: int) -> None:
+    x = _input(12)
+    w = torch.randn(12, 1, k, k, requires_grad=True)
+    pad = d * (k - 1) // 2
+    got = depthwise_same(x, w, pad, d)
+    want = F.conv2d(x, w, None, 1, pad, d, 12)
+    assert got.grad_fn.name().startswith("_DepthwiseSame")  # the rewritten backward ran
+    assert_close(got, want)
+    for a, b in zip(_grads(got, [x, w]), _grads(want, [x, w]), strict=True):
+        assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("c", [8, 24, 16])
+def test_batch_norm_train_equals_native(c: int) -> None:
+    x = _input(c)
+    weight = torch.rand(c, requires_grad=True)
+    bias = torch.randn(c, requires_grad=True)
+    stats = [torch.zeros(c), torch.ones(c)]
+    stats_ref = [t.clone() for t in stats]
+    got = batch_norm_train(x, *stats, weight, bias, 0.1, 1e-5)
+    want = F.batch_norm(x, *stats_ref, weight, bias, True, 0.1, 1e-5)
+    assert_close(got, want)
+    assert got.is_contiguous(memory_format=CL)
+    assert_close(stats[0], stats_ref[0]) and assert_close(stats[1], stats_ref[1])
+    for a, b in zip(_grads(got, [x, weight, bias]), _grads(want, [x, weight, bias]), strict=True):
+        assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # The custom backward only where the channel count leaves a vector tail.
+    custom = got.grad_fn.name().startswith("_BatchNormCL")
+    assert custom == bool(c % cpu_kernels._WIDTH)
+
+
+def test_batch_norm_without_affine_or_stats() -> None:
+    x = _input(8)
+    got = batch_norm_train(x, None, None, None, None, 0.1, 1e-5)
+    want = F.batch_norm(x, None, None, None, None, True, 0.1, 1e-5)
+    assert_close(got, want)
+    assert_close(_grads(got, [x])[0], _grads(want, [x])[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("strided", [False, True])
+def test_conv1x1_equals_conv2d(strided: bool) -> None:
+    x = _input(16, hw=10)
+    src = x[:, :, ::2, ::2] if strided else x  # FactorizedReduce feeds a strided view
+    w = torch.randn(24, 16, 1, 1, requires_grad=True)
+    got, want = conv1x1(src, w), F.conv2d(src, w)
+    assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert got.shape == want.shape and got.is_contiguous(memory_format=CL)
+    for a, b in zip(_grads(got, [x, w]), _grads(want, [x, w]), strict=True):
+        assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_other_inputs_take_the_native_path_and_double_backward() -> None:
+    """float64 (gradient checks) and contiguous tensors use the native, twice-differentiable ops."""
+    x = _input(8, hw=5, dtype=torch.float64)
+    w = torch.randn(8, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    y = depthwise_same(x, w, 1, 1)
+    assert not y.grad_fn.name().startswith("_DepthwiseSame")
+    assert torch.autograd.gradgradcheck(lambda a, b: depthwise_same(a, b, 1, 1), (x, w))
+    bn = batch_norm_train(x, None, None, None, None, 0.1, 1e-5)
+    assert not bn.grad_fn.name().startswith("_BatchNormCL")
+    plain = torch.randn(2, 8, 5, 5, requires_grad=True)
+    assert not depthwise_same(plain, w.float(), 1, 1).grad_fn.name().startswith("_Depthwise")
