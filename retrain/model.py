@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genotypes import FSSpec, Genotype, from_dict, to_dict
+from space.fs_bank import batched_filters
 from space.ops import FactorizedReduce, Identity, ReLUConvBN, make_op
 
 #: Smallest input side (pixels) that gets the ImageNet stems; below it the CIFAR stem.
@@ -176,11 +177,13 @@ class _Network(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         logits_aux = None
-        s0, s1 = self.stem_forward(x)
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            if i == self._aux_at and self._auxiliary and self.training:
-                logits_aux = self.auxiliary_head(s1)
+        # All FS/DFS filters in one batch while training (space/fs_bank.py).
+        with batched_filters(self):
+            s0, s1 = self.stem_forward(x)
+            for i, cell in enumerate(self.cells):
+                s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+                if i == self._aux_at and self._auxiliary and self.training:
+                    logits_aux = self.auxiliary_head(s1)
         out = self.global_pooling(s1)
         return self.classifier(out.flatten(1)), logits_aux
 

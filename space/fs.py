@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.modules.utils import _pair
 
+from space.fs_gather import LOG2E, dfs_filters, entropy, fs_filters, mixing_weights
+
 if TYPE_CHECKING:
     from genotypes import FSSpec
 
@@ -25,22 +27,16 @@ __all__ = [
 ]
 
 
-_LOG2E = 1.0 / math.log(2.0)
-_LN2 = math.log(2.0)
+# Bumped whenever harden_model swaps layers, so batched filter banks (space/fs_bank.py)
+# know to look for the model's layers again.
+structure_version = 0
 
 
 def _windows(starts: Tensor, n: int, L: int) -> Tensor:
-    """Flat circular index of the n-element windows beginning at `starts` (any shape)."""
-    j = torch.arange(n, dtype=torch.long, device=starts.device)
-    return ((starts.reshape(-1, 1) + j) % L).reshape(-1)
-
-
-def _mean_grad(fs: Tensor, inv_count: Tensor) -> Tensor:
-    """Straight-through scaling: the value is fs (exactly; the added term is +0) while the
-    gradient reaching fs is multiplied by inv_count, turning the gather's sum into a mean.
-    Built from ordinary ops, so double backward works."""
-    d = fs.detach()
-    return torch.addcmul(d, fs - d, inv_count)
+    """Flat circular index of n-element windows, laid out (filter, element, candidate):
+    starts is (K, M) (M candidate window starts per filter)."""
+    j = torch.arange(n, dtype=torch.long, device=starts.device).view(1, n, 1)
+    return ((starts.unsqueeze(1) + j) % L).reshape(-1)
 
 
 class _FSConvBase(nn.Module):
@@ -84,6 +80,8 @@ class _FSConvBase(nn.Module):
         self.register_buffer("offsets", torch.arange(K, dtype=torch.long) * L // K)
         self._index_key: tuple | None = None
         self._cache: tuple[tuple, Tensor] | None = None
+        # Filters handed in by a FilterBank for the duration of one batched forward.
+        self._provided: Tensor | None = None
         self.reset_parameters()
 
     @property
@@ -112,22 +110,12 @@ class _FSConvBase(nn.Module):
             self._rebuild_index()
 
     def _starts(self) -> Tensor:
-        """Window starts to gather, flattened in filter-major order."""
-        return self.offsets
+        """Window starts, (K, candidates per filter)."""
+        return self.offsets.view(-1, 1)
 
     def _rebuild_index(self) -> None:
         # Non-persistent buffers: derived from offsets, rebuilt on load / offset change.
-        index = _windows(self._starts(), self.n, self.L)
-        count = torch.bincount(index, minlength=self.L)
-        self.register_buffer("_index", index, persistent=False)
-        # ratio 1 with default offsets: the index is the identity, so FS skips the gather.
-        self._identity = bool(index.numel() == self.L and torch.equal(
-            index, torch.arange(self.L, device=index.device)))
-        # Mean and sum differ only where some element is read more than once.
-        self._multi_read = bool((count > 1).any())
-        # Elements read by nobody (only possible with custom offsets) get 1/0 -> 0, not inf.
-        inv = torch.where(count > 0, 1.0 / count.clamp(min=1).to(torch.float64), 0.0)
-        self.register_buffer("_inv_count", inv.to(self.fs.dtype), persistent=False)
+        self.register_buffer("_index", _windows(self._starts(), self.n, self.L), persistent=False)
         self._index_key = (self.offsets.data_ptr(), self.offsets._version)
         self._cache = None
 
@@ -147,7 +135,10 @@ class _FSConvBase(nn.Module):
         Eval mode without autograd on the FS parameters (e.g. under no_grad) returns a cached
         tensor, reused until a parameter changes (in-place updates bump `_version`). Training
         mode, or eval with gradients wanted, always gathers afresh so gradients are right.
+        Inside a FilterBank's batched forward, the filters the bank computed for this layer.
         """
+        if self._provided is not None:
+            return self._provided
         self._ensure_index()
         grad = torch.is_grad_enabled() and any(p.requires_grad for p in self._gather_params())
         if self.training or grad:
@@ -192,12 +183,22 @@ class FSConv2d(_FSConvBase):
                          groups, bias, ratio, grad_reduce)
         self._rebuild_index()
 
+    def _rebuild_index(self) -> None:
+        super()._rebuild_index()
+        index = self._index
+        count = torch.bincount(index, minlength=self.L)
+        # ratio 1 with default offsets: the index is the identity, so the gather is skipped.
+        self._identity = bool(index.numel() == self.L and torch.equal(
+            index, torch.arange(self.L, device=index.device)))
+        # Mean and sum differ only where some element is read more than once.
+        self._multi_read = bool((count > 1).any())
+        # Elements read by nobody (only possible with custom offsets) get 1/0 -> 0, not inf.
+        inv = torch.where(count > 0, 1.0 / count.clamp(min=1).to(torch.float64), 0.0)
+        self.register_buffer("_inv_count", inv.to(self.fs.dtype), persistent=False)
+
     def _gather(self) -> Tensor:
-        fs = self.fs
-        if (self.grad_reduce == "mean" and self._multi_read and torch.is_grad_enabled()
-                and fs.requires_grad):
-            fs = _mean_grad(fs, self._inv_count)
-        w = fs if self._identity else fs.index_select(0, self._index)
+        inv = self._inv_count if self.grad_reduce == "mean" and self._multi_read else None
+        w = fs_filters(self.fs, None if self._identity else self._index, inv)
         return w.view(self._weight_shape())
 
 
@@ -248,7 +249,13 @@ class DFSConv2d(_FSConvBase):
         return [self.offset_logits]
 
     def _starts(self) -> Tensor:
-        return self.offsets.reshape(-1, 1) + self.shifts.to(self.offsets.device)  # (K, M')
+        return self.offsets.view(-1, 1) + self.shifts.to(self.offsets.device)  # (K, M')
+
+    def _rebuild_index(self) -> None:
+        super()._rebuild_index()
+        # The filter row of each (filter, element) pair of the index.
+        rows = torch.arange(self.K, device=self.offsets.device).repeat_interleave(self.n)
+        self.register_buffer("_rows", rows, persistent=False)
 
     def _gather_params(self) -> tuple[Tensor, ...]:
         return (self.fs, self.offset_logits)
@@ -256,43 +263,23 @@ class DFSConv2d(_FSConvBase):
     def _cache_key(self) -> tuple:
         return super()._cache_key() + (self._temperature,)
 
-    def _shifted_logits(self) -> Tensor:
-        """(offset_logits / T - row max) in base-2 units, i.e. times log2(e).
-
-        Softmax is spelled out with exp2: on CPU, torch.exp/softmax split even a (K, 4) tensor
-        across threads, and waking them costs more than the whole gather (milliseconds on a
-        loaded machine). Subtracting the detached row max is exact for value and gradient
-        since softmax is shift invariant.
-        """
-        z = self.offset_logits * (_LOG2E / self._temperature)
-        return z - z.detach().amax(dim=1, keepdim=True)
+    @property
+    def logit_scale(self) -> float:
+        """log2(e) / temperature: the factor space/fs_gather.py's softmax takes."""
+        return LOG2E / self._temperature
 
     def mixing_weights(self) -> Tensor:
         """softmax(offset_logits / temperature) over the candidates, shape (K, M')."""
-        e = self._shifted_logits().exp2()
-        return e / e.sum(dim=1, keepdim=True)
+        return mixing_weights(self.offset_logits, self.logit_scale)
 
     def _gather(self) -> Tensor:
-        K, M, n = self.K, self.num_candidates, self.n
-        p = self.mixing_weights()
-        fs = self.fs
-        if self.grad_reduce == "mean" and torch.is_grad_enabled() and fs.requires_grad:
-            with torch.no_grad():  # soft read count of each element, a constant for autograd
-                reads = p.detach().unsqueeze(-1).expand(K, M, n).reshape(-1)
-                count = torch.zeros_like(fs).index_add_(0, self._index, reads)
-                inv = torch.where(count > 0, 1.0 / count, torch.zeros_like(count))
-            fs = _mean_grad(fs, inv)
-        cand = fs.index_select(0, self._index).view(K, M, n)
-        # One batched weighted sum over the candidates: (K,1,M') @ (K,M',n).
-        return torch.bmm(p.unsqueeze(1), cand).view(self._weight_shape())
+        w = dfs_filters(self.fs, self.mixing_weights(), self._index, self._rows,
+                        self.grad_reduce == "mean")
+        return w.view(self._weight_shape())
 
     def offset_entropy(self) -> Tensor:
         """Mean over filters of the entropy (nats) of the candidate mixing weights."""
-        z = self._shifted_logits()
-        e = z.exp2()
-        total = e.sum(dim=1, keepdim=True)
-        logp = (z - total.log2()) * _LN2  # finite even where p underflows to 0
-        return -((e / total) * logp).sum(dim=1).mean()
+        return entropy(self.offset_logits, self.logit_scale).mean()
 
     def harden(self) -> FSConv2d:
         """An FSConv2d with the same fs/bias/geometry whose offsets are the argmax candidates."""
@@ -342,8 +329,10 @@ def harden_model(model: nn.Module) -> nn.Module:
     """Replace every DFSConv2d in place by its `harden()` FSConv2d; returns model (or the
     hardened layer when model itself is a DFSConv2d). A layer shared by several parents is
     replaced by one shared FSConv2d."""
+    global structure_version
     if isinstance(model, DFSConv2d):
         return model.harden()
+    structure_version += 1
     done: dict[int, FSConv2d] = {}
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):

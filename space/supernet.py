@@ -16,6 +16,8 @@ from torch import Tensor
 
 from genotypes import PRIMITIVES, FSSpec, Genotype, derive
 from space import fs as fsmod
+from space.fs_bank import batched_filters
+from space.ops import batch_norm
 from space.search_cell import SearchCell
 
 
@@ -85,16 +87,18 @@ class SearchNetwork(nn.Module):
         # channels_last: oneDNN's depthwise/pointwise convs and pools are several times faster
         # in NHWC on CPU; every later op keeps the format of its input.
         x = x.contiguous(memory_format=torch.channels_last)
-        out = self.stem(x)
-        # Both preprocessing ops of a cell start with a ReLU of a previous cell's output, and
-        # each output feeds two cells: take that ReLU once.
-        r0 = r1 = F.relu(out)
-        last = len(self.cells) - 1
-        for i, cell in enumerate(self.cells):
-            w = w_reduce if cell.reduction else w_normal
-            out = cell(r0, r1, w, preactivated=True)
-            if i < last:
-                r0, r1 = r1, F.relu(out)
+        # All FS/DFS filters of the supernet in one batch (space/fs_bank.py).
+        with batched_filters(self):
+            out = batch_norm(self.stem[1], self.stem[0](x))
+            # Both preprocessing ops of a cell start with a ReLU of a previous cell's output,
+            # and each output feeds two cells: take that ReLU once.
+            r0 = r1 = F.relu(out)
+            last = len(self.cells) - 1
+            for i, cell in enumerate(self.cells):
+                w = w_reduce if cell.reduction else w_normal
+                out = cell(r0, r1, w, preactivated=True)
+                if i < last:
+                    r0, r1 = r1, F.relu(out)
         return self.classifier(self.global_pooling(out).flatten(1))
 
     # -- parameter groups ------------------------------------------------------------------

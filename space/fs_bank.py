@@ -1,0 +1,135 @@
+"""Batched filters: every FS/DFS layer of a model computed by a handful of tensor ops.
+
+A DFS layer's filters cost about twenty small ops (softmax, soft read counts, gather, mix),
+and the DARTS supernet has some 90 such layers per cell: per-layer, that is thousands of tiny
+ops per forward and as many autograd nodes, a large share of a CPU search step. A FilterBank
+concatenates the FS vectors (and offset logits) of all layers of one kind and runs
+space/fs_gather.py's functions once on the packed tensors, the same functions a layer runs
+alone, then hands each layer its slice for the duration of the forward.
+
+Parameters are read from the layers at every forward, so `torch.func.functional_call` (the
+second-order architect swaps weights in) and optimiser steps are seen; the packed index is
+rebuilt when a layer's offsets, device, dtype or temperature change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from space import fs as fsmod
+from space.fs_gather import dfs_filters, fs_filters, mixing_weights
+
+
+class _Group:
+    """Layers of one kind (FS, or DFS with the same number of candidates), one gradient rule,
+    one device and dtype: their filters come from one packed call."""
+
+    def __init__(self, layers: list[nn.Module]) -> None:
+        self.layers = layers
+        self.dfs = isinstance(layers[0], fsmod.DFSConv2d)
+        self.mean = layers[0].grad_reduce == "mean"
+        self._key: tuple | None = None
+
+    def _state_key(self) -> tuple:
+        for m in self.layers:
+            m._ensure_index()
+        key = tuple(m._index_key for m in self.layers) + (self.layers[0].fs.device,)
+        if self.dfs:
+            key += tuple(m.temperature for m in self.layers)
+        return key
+
+    def _pack(self) -> None:
+        # Each layer's index shifted into the concatenated FS vector (and, for DFS, its rows
+        # shifted into the concatenated logits).
+        idx, rows = [], []
+        base = base_rows = 0
+        for m in self.layers:
+            idx.append(m._index + base)
+            base += m.L
+            if self.dfs:
+                rows.append(m._rows + base_rows)
+                base_rows += m.K
+        self.index = torch.cat(idx)
+        self.sizes = [m.K * m.n for m in self.layers]
+        self.shapes = [m._weight_shape() for m in self.layers]
+        if self.dfs:
+            self.rows = torch.cat(rows)
+            scales = [m.logit_scale for m in self.layers]
+            # One temperature for all (the usual case): the same Python float a layer uses.
+            self.scale = scales[0] if len(set(scales)) == 1 else torch.cat([
+                m.offset_logits.new_full((m.K, 1), s) for m, s in zip(self.layers, scales, strict=True)
+            ])
+        else:
+            multi = self.mean and any(m._multi_read for m in self.layers)
+            self.inv = torch.cat([m._inv_count for m in self.layers]) if multi else None
+
+    def filters(self) -> list[Tensor]:
+        key = self._state_key()
+        if key != self._key:
+            self._pack()
+            self._key = key
+        fs = torch.cat([m.fs for m in self.layers])
+        if self.dfs:
+            p = mixing_weights(torch.cat([m.offset_logits for m in self.layers]), self.scale)
+            flat = dfs_filters(fs, p, self.index, self.rows, self.mean)
+        else:
+            flat = fs_filters(fs, self.index, self.inv)
+        return [w.view(s) for w, s in zip(flat.split(self.sizes), self.shapes, strict=True)]
+
+
+class FilterBank:
+    """The FS/DFS layers of a model, grouped for batched filter computation (see the module
+    docstring). Use `batched_filters(model)` rather than building one by hand."""
+
+    def __init__(self, layers: Sequence[nn.Module]) -> None:
+        groups: dict[tuple, list[nn.Module]] = {}
+        seen: set[int] = set()
+        for m in layers:
+            if id(m) in seen:  # a layer shared by two parents is computed once
+                continue
+            seen.add(id(m))
+            kind = m.num_candidates if isinstance(m, fsmod.DFSConv2d) else 0
+            key = (kind, m.grad_reduce, m.fs.device, m.fs.dtype)
+            groups.setdefault(key, []).append(m)
+        self.groups = [_Group(g) for g in groups.values()]
+        self.version = fsmod.structure_version
+
+    @contextmanager
+    def provide(self) -> Iterator[None]:
+        """Compute every layer's filters now; inside the block each layer's `filters()`
+        returns them (restored afterwards, also on error)."""
+        handed = [(m, w) for g in self.groups for m, w in zip(g.layers, g.filters(), strict=True)]
+        before = [m._provided for m, _ in handed]
+        for m, w in handed:
+            m._provided = w
+        try:
+            yield
+        finally:
+            for (m, _), old in zip(handed, before, strict=True):
+                m._provided = old
+
+
+@contextmanager
+def batched_filters(model: nn.Module) -> Iterator[None]:
+    """Run the block (a forward of `model`) with all FS/DFS filters computed in one batch.
+
+    Only where gradients flow or the model trains: in eval mode under no_grad each layer's own
+    filter cache is cheaper still. The bank is kept on the model and rebuilt when
+    `harden_model` has swapped layers since."""
+    if not (model.training or torch.is_grad_enabled()):
+        yield
+        return
+    bank = model.__dict__.get("_fs_bank")
+    if bank is None or bank.version != fsmod.structure_version:
+        bank = FilterBank([m for _, m in fsmod.fs_layers(model)])
+        model.__dict__["_fs_bank"] = bank
+    if not bank.groups:
+        yield
+        return
+    with bank.provide():
+        yield

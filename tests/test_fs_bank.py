@@ -1,0 +1,138 @@
+"""Batched FS/DFS filters (space/fs_bank.py) equal each layer's own, values and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+from torch.func import functional_call
+from torch.testing import assert_close
+
+from space import fs as fsmod
+from space.fs import DFSConv2d, FSConv2d, harden_model
+from space.fs_bank import FilterBank, batched_filters
+
+
+def _mixed_model() -> nn.Sequential:
+    """FS and DFS layers of several shapes, candidate counts, temperatures and gradient rules."""
+    torch.manual_seed(0)
+    layers = [
+        DFSConv2d(8, 8, 1, ratio=2.0, num_offsets=4),
+        DFSConv2d(8, 16, 1, ratio=2.0, num_offsets=4, temperature=0.5),
+        DFSConv2d(4, 6, 1, ratio=2.0, num_offsets=4),  # 2 distinct candidates: its own group
+        DFSConv2d(8, 8, 3, padding=1, groups=2, ratio=3.0, num_offsets=3, grad_reduce="sum"),
+        FSConv2d(8, 8, 1, ratio=2.0),
+        FSConv2d(8, 8, 1, ratio=1.0),  # identity gather
+        FSConv2d(16, 8, 3, padding=1, ratio=4.0, grad_reduce="sum"),
+    ]
+    model = nn.Sequential(*layers).double()
+    with torch.no_grad():
+        for p in fsmod.offset_parameters(model):
+            p.normal_(std=2.0)
+    return model
+
+
+def _filters(model: nn.Module) -> list[torch.Tensor]:
+    return [m.filters() for m in model]
+
+
+def _loss(filters: list[torch.Tensor]) -> torch.Tensor:
+    g = torch.Generator().manual_seed(3)
+    return sum((w * torch.randn(w.shape, generator=g, dtype=w.dtype)).sum() for w in filters)
+
+
+def test_batched_filters_equal_per_layer_values_and_gradients() -> None:
+    model = _mixed_model()
+    alone = _filters(model)
+    params = list(model.parameters())
+    g_alone = torch.autograd.grad(_loss(alone), params)
+    with batched_filters(model):
+        batched = _filters(model)
+        assert all(m._provided is w for m, w in zip(model, batched, strict=True))
+    assert all(m._provided is None for m in model)
+    assert len(model._fs_bank.groups) == 5  # DFS M'=4, M'=2, M'=3 (sum rule); FS mean, FS sum
+    for a, b in zip(alone, batched, strict=True):
+        assert a.shape == b.shape
+        assert_close(b, a, rtol=1e-14, atol=1e-15)
+    g_batched = torch.autograd.grad(_loss(batched), params)
+    for a, b in zip(g_alone, g_batched, strict=True):
+        assert_close(b, a, rtol=1e-12, atol=1e-14)
+
+
+def test_groups_split_by_kind_and_rule() -> None:
+    model = _mixed_model()
+    bank = FilterBank(list(model))
+    kinds = sorted((type(g.layers[0]).__name__, len(g.layers)) for g in bank.groups)
+    # DFS with 4 candidates (2 layers), 2 candidates, 3 candidates (sum rule); FS mean, FS sum.
+    assert len(bank.groups) == 5
+    assert kinds == [("DFSConv2d", 1), ("DFSConv2d", 1), ("DFSConv2d", 2), ("FSConv2d", 1),
+                     ("FSConv2d", 2)]
+
+
+class _Sum(nn.Module):
+    """Applies every layer of `layers` taking 8 input channels, inside a batched forward."""
+
+    def __init__(self, layers: nn.Sequential) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with batched_filters(self):
+            return sum(m(x).sum() for m in self.layers if m.in_channels == 8)
+
+
+def test_functional_call_parameters_are_the_ones_used() -> None:
+    net = _Sum(_mixed_model())
+    x = torch.randn(2, 8, 5, 5, dtype=torch.float64)
+    swapped = {n: (p.detach() * 1.5).requires_grad_() for n, p in net.named_parameters()}
+    got = functional_call(net, swapped, (x,))
+    ref = _Sum(_mixed_model())
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.mul_(1.5)
+    # The bank reads parameters at forward time: swapped-in tensors are the ones used.
+    assert_close(got, ref(x), rtol=1e-12, atol=1e-12)
+    grads = torch.autograd.grad(got, list(swapped.values()), allow_unused=True)
+    used = [g for n, g in zip(swapped, grads, strict=True) if n.split(".")[1] not in ("2", "6")]
+    assert used and all(g is not None and g.abs().sum() > 0 for g in used)
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_rebuilds_after_offsets_temperature_and_hardening() -> None:
+    model = _mixed_model()
+    with batched_filters(model):
+        pass
+    bank = model._fs_bank
+    model[4].set_offsets(torch.randint(0, model[4].L, (8,)))
+    model[0].temperature = 0.2
+    alone = _filters(model)
+    with batched_filters(model):
+        assert model._fs_bank is bank
+        for a, m in zip(alone, model, strict=True):
+            assert_close(m.filters(), a, rtol=1e-14, atol=1e-15)
+    harden_model(model)
+    assert not any(isinstance(m, DFSConv2d) for m in model)
+    with batched_filters(model):
+        assert model._fs_bank is not bank
+        assert {type(g.layers[0]) for g in model._fs_bank.groups} == {FSConv2d}
+        assert all(m._provided is not None for m in model)
+
+
+def test_provided_filters_restored_on_error_and_skipped_in_eval() -> None:
+    model = _mixed_model()
+    with pytest.raises(RuntimeError, match="boom"), batched_filters(model):
+        raise RuntimeError("boom")
+    assert all(m._provided is None for m in model)
+    model.eval()
+    with torch.no_grad(), batched_filters(model):
+        # Inference uses each layer's own filter cache instead.
+        assert all(m._provided is None for m in model)
+        w = model[0].filters()
+        assert model[0].filters() is w
+
+
+def test_shared_layer_computed_once() -> None:
+    layer = DFSConv2d(8, 8, 1, ratio=2.0)
+    model = nn.Sequential(layer, nn.ReLU(), layer)
+    bank = FilterBank([m for _, m in fsmod.fs_layers(model)] + [layer])
+    assert sum(len(g.layers) for g in bank.groups) == 1
