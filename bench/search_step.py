@@ -11,12 +11,23 @@ step w' = w - xi*(dL_train/dw + momentum*buf + wd*w); valid loss at w' -> gradie
 and w'; finite-difference Hessian-vector product at w +- eps*dw', eps = 0.01/||dw'||;
 grad_alpha -= xi*(g+ - g-)/(2 eps)), written here with torch.func.functional_call.
 
-Rows: `ours` (SearchNetwork, fast path), `naive` (the same network with fast=False: all 8 ops
-including none, sum(w*op(x)), contiguous format; always run) and, with --reference pointing at
-a quark0/darts checkout's cnn/ directory, `reference` (its model_search.Network, imported at
-run time with .cuda() patched to a no-op; fs off only). Each row runs in its own process so
-its peak memory (VmHWM after setup, minus the RSS before the first step) is its own; rows are
-interleaved over --repeat rounds so machine noise hits all alike.
+Rows:
+
+* `ours`: SearchNetwork (fast path) stepped by search/architect.py's Architect: the code the
+  search runs.
+* `naive`: the same network with fast=False (all 8 ops including none, sum(w*op(x)),
+  contiguous format), stepped by the architecture step written out above; always run.
+* with --reference pointing at a quark0/darts checkout's cnn/ directory (fs off only; its
+  modules are imported at run time, never copied, with .cuda() patched to a no-op):
+  `reference`, its own code as train_search.py runs it (model_search.Network stepped by
+  architect.Architect, then the weight step), and `ref-lean`, its Network stepped by the
+  step written out above. The lean step asks autograd for the upper-level gradients only,
+  where the reference's first-order step also computes every weight gradient and its
+  second-order step builds a fresh network per step: `ref-lean` is the stricter baseline.
+
+Each row runs in its own process so its peak memory (VmHWM after setup, minus the RSS before
+the first step) is its own; rows are interleaved over --repeat rounds so machine noise hits
+all alike.
 """
 
 from __future__ import annotations
@@ -42,17 +53,20 @@ def _status_kb(field: str) -> int:
     return 0
 
 
-def _load_reference(path: str):
-    """quark0/darts' model_search module, imported from `path` without copying its code. Its
-    top-level `genotypes`/`operations` would shadow ours, so they are swapped out meanwhile."""
+def _load_reference(path: str, module: str = "model_search"):
+    """A quark0/darts module (model_search, architect), imported from `path` without copying
+    its code. Its top-level `genotypes`/`operations` would shadow ours, so they are swapped
+    out meanwhile."""
     import torch
 
-    torch.Tensor.cuda = lambda self, *a, **k: self  # the reference moves alphas to the GPU
-    names = ("genotypes", "operations", "model_search")
+    # The reference moves tensors and new networks to the GPU; here everything stays on CPU.
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    names = ("genotypes", "operations", "model_search", "architect")
     saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in names}
     sys.path.insert(0, path)
     try:
-        return importlib.import_module("model_search")
+        return importlib.import_module(module)
     finally:
         sys.path.remove(path)
         for k in [k for k in sys.modules if k.split(".")[0] in names]:
@@ -69,7 +83,7 @@ def _build(job: dict):
     from space.supernet import SearchNetwork
 
     torch.manual_seed(0)
-    if job["impl"] == "reference":
+    if job["impl"] in ("reference", "ref-lean"):
         net = _load_reference(job["reference"]).Network(job["C"], 10, job["layers"], nn.CrossEntropyLoss())
         return net, list(net.arch_parameters()), list(net.parameters())
     fs = {"off": None, "fs": FSSpec(2.0, False, 4), "dfs": FSSpec(2.0, True, 4)}[job["fs"]]
@@ -101,10 +115,13 @@ def worker(job: dict) -> dict:
     a_opt = torch.optim.Adam(upper, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
     xi, wd, mom = 0.025, 3e-4, 0.9
 
+    stats = [k for k, _ in net.named_buffers() if k.rsplit(".", 1)[-1].startswith(("running_", "num_"))]
+
     def floss(ws, x, y):
-        # Functional loss at weights `ws`; cloned buffers keep the live BN statistics intact.
+        # Functional loss at weights `ws`; cloned statistics keep the live BN ones intact.
         tensors = dict(zip(lower_names, ws, strict=True))
-        tensors.update({k: b.clone() for k, b in net.named_buffers()})
+        buffers = dict(net.named_buffers())
+        tensors.update({k: buffers[k].clone() for k in stats})
         return F.cross_entropy(functional_call(net, tensors, (x,)), y)
 
     def grads(loss, inputs):
@@ -125,14 +142,33 @@ def worker(job: dict) -> dict:
         gm = grads(floss([a - eps * b for a, b in zip(w, d_w, strict=True)], xt, yt), upper)
         return [d - xi * (p_ - m_) / (2 * eps) for d, p_, m_ in zip(d_up, gp, gm, strict=True)]
 
+    arch_step = None
+    if job["impl"] == "ours":  # the search loop's own architect
+        from search.architect import Architect
+
+        ours = Architect(net, upper, lower, w_opt, order={1: "first", 2: "second"}[job["order"]])
+
+        def arch_step():
+            ours.step(xt, yt, xv, yv, xi)
+    elif job["impl"] == "reference":  # quark0/darts's own architect, as train_search.py calls it
+        args = argparse.Namespace(momentum=mom, weight_decay=wd, arch_learning_rate=3e-4,
+                                  arch_weight_decay=1e-3)
+        theirs = _load_reference(job["reference"], "architect").Architect(net, args)
+
+        def arch_step():
+            theirs.step(xt, yt, xv, yv, xi, w_opt, unrolled=job["order"] == 2)
+
     def step():
-        if job["order"] == 1:
-            ga = grads(F.cross_entropy(net(xv), yv), upper)
+        if arch_step is not None:
+            arch_step()
         else:
-            ga = arch_grad_unrolled()
-        for p, gp in zip(upper, ga, strict=True):
-            p.grad = gp
-        a_opt.step()
+            if job["order"] == 1:
+                ga = grads(F.cross_entropy(net(xv), yv), upper)
+            else:
+                ga = arch_grad_unrolled()
+            for p, gp in zip(upper, ga, strict=True):
+                p.grad = gp
+            a_opt.step()
         w_opt.zero_grad(set_to_none=True)
         F.cross_entropy(net(xt), yt).backward()
         for p in upper:
@@ -186,7 +222,7 @@ def main() -> None:
     jobs = []
     for order in ORDERS[args.order]:
         for fs in FS_MODES[args.fs]:
-            impls = ["ours", "naive"] + (["reference"] if args.reference and fs == "off" else [])
+            impls = ["ours", "naive"] + (["reference", "ref-lean"] if args.reference and fs == "off" else [])
             jobs += [{**common, "impl": i, "fs": fs, "order": order} for i in impls]
     results: dict[int, dict] = {i: {"times": [], "peak_kb": 0} for i in range(len(jobs))}
     for r in range(args.repeat):
@@ -199,17 +235,26 @@ def main() -> None:
     print(f"\nC={args.C}, {args.layers} cells, batch {args.batch}, {args.size}x{args.size}, "
           f"10 classes, {args.threads} threads, {args.steps} steps x {args.repeat} rounds "
           f"(median){', torch.compile' if args.compile else ''}\n")
-    print("| impl | fs | order | ms/step | images/s | peak MiB | vs naive | vs reference |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print("| impl | fs | order | ms/step | images/s | peak MiB | vs naive | vs reference | vs ref-lean |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     med = {i: statistics.median(results[i]["times"]) for i in results}
     key = {(j["impl"], j["fs"], j["order"]): i for i, j in enumerate(jobs)}
+
+    def speedup(base: int | None, i: int) -> str:
+        return f"{med[base] / med[i]:.2f}x" if base is not None else ""
+
     for i, job in enumerate(jobs):
-        naive = key.get(("naive", job["fs"], job["order"]))
-        ref = key.get(("reference", "off", job["order"]))
-        vs_n = f"{med[naive] / med[i]:.2f}x" if naive is not None else ""
-        vs_r = f"{med[ref] / med[i]:.2f}x" if ref is not None else ""
+        vs = [speedup(key.get(b), i) for b in (("naive", job["fs"], job["order"]),
+                                               ("reference", "off", job["order"]),
+                                               ("ref-lean", "off", job["order"]))]
         print(f"| {job['impl']} | {job['fs']} | {job['order']} | {med[i] * 1e3:.0f} | "
-              f"{args.batch / med[i]:.1f} | {results[i]['peak_kb'] / 1024:.0f} | {vs_n} | {vs_r} |")
+              f"{args.batch / med[i]:.1f} | {results[i]['peak_kb'] / 1024:.0f} | {' | '.join(vs)} |")
+    off = {o: key.get(("ours", "off", o)) for o in ORDERS[args.order]}
+    for i, job in enumerate(jobs):
+        if job["impl"] == "ours" and job["fs"] != "off" and off.get(job["order"]) is not None:
+            print(f"\n{job['fs'].upper()} vs FS off (ours, order {job['order']}): "
+                  f"{med[i] / med[off[job['order']]]:.2f}x the time", end="")
+    print()
     print("\nimages/s: training-batch images per full search step (arch step + weight step).")
 
 
