@@ -7,6 +7,7 @@ missing dataset is one clear line saying where to put it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,14 +204,20 @@ def targets_of(dataset) -> list[int]:
     return [t for _, t in dataset.samples]
 
 
-def split_indices(dataset, portion: float, seed: int) -> tuple[list[int], list[int]]:
-    """A class-stratified random split of the training set into (weights, architecture) parts.
+def split_indices(
+    dataset, portion: float, seed: int, indices: Sequence[int] | None = None
+) -> tuple[list[int], list[int]]:
+    """A class-stratified random split of `indices` (all of `dataset` when None) into two
+    parts, the first holding `portion` of each class: the search's (weights, architecture)
+    halves, and every class-balanced subset of the project. Returns dataset indices.
 
     DARTS splits by index order, which on a class-sorted ImageFolder would put different
     classes in each half; stratifying keeps both halves balanced on every dataset."""
     if not 0.0 < portion < 1.0:
         raise UserError(f"train_portion must be between 0 and 1, got {portion}")
-    targets = torch.tensor(targets_of(dataset))
+    all_targets = targets_of(dataset)
+    base = list(range(len(all_targets))) if indices is None else list(indices)
+    targets = torch.tensor([all_targets[i] for i in base])
     g = torch.Generator().manual_seed(seed)
     first, second = [], []
     for c in torch.unique(targets).tolist():
@@ -219,4 +226,4 @@ def split_indices(dataset, portion: float, seed: int) -> tuple[list[int], list[i
         k = int(round(len(idx) * portion))
         first += idx[:k]
         second += idx[k:]
-    return sorted(first), sorted(second)
+    return [base[i] for i in sorted(first)], [base[i] for i in sorted(second)]

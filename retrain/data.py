@@ -9,19 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.data import DatasetInfo, TransformedSubset, make_transforms, split_indices, targets_of
+from common.data import DatasetInfo, TransformedSubset, make_transforms, split_indices
 from common.errors import UserError
 
 #: Seed of the held-out split and of the limited subsets: fixed, so evaluation reproduces them.
 SPLIT_SEED = 0
 HOLDOUT = 0.1
-
-
-class _Targets:
-    """Just the labels of some indices, for split_indices."""
-
-    def __init__(self, targets: list[int]) -> None:
-        self.targets = targets
 
 
 def balanced_subset(dataset, indices: list[int] | None, limit: int | None) -> list[int] | None:
@@ -31,10 +24,7 @@ def balanced_subset(dataset, indices: list[int] | None, limit: int | None) -> li
         return indices
     if limit < 1:
         raise UserError(f"image limits must be positive, got {limit}")
-    base = list(range(n)) if indices is None else list(indices)
-    all_t = targets_of(dataset)
-    keep, _ = split_indices(_Targets([all_t[i] for i in base]), limit / n, SPLIT_SEED)
-    return [base[i] for i in keep]
+    return split_indices(dataset, limit / n, SPLIT_SEED, indices)[0]
 
 
 def splits(train, test) -> tuple[Any, list[int] | None, Any, list[int] | None]:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from common.data import DatasetInfo, TransformedSubset, make_transforms, split_indices, targets_of
+from common.data import DatasetInfo, TransformedSubset, make_transforms, split_indices
 from common.distributed import DistInfo
 from common.errors import UserError
 from common.loader import ResumableSampler, worker_seed_init
@@ -74,13 +73,6 @@ def make_search_loader(
     )
 
 
-def _subset_split(targets: list[int], indices: list[int], portion: float, seed: int):
-    """Stratified split of `indices` (positions into `targets`) into two lists."""
-    sub = SimpleNamespace(targets=[targets[i] for i in indices])
-    a, b = split_indices(sub, portion, seed)
-    return [indices[i] for i in a], [indices[i] for i in b]
-
-
 @dataclass
 class SearchData:
     """The loaders of one search and the figures the run reports about them."""
@@ -99,8 +91,7 @@ def build_search_data(
     """Split the training set (capped to `data.max_images`, class-stratified) into the weights
     and architecture halves (`train_portion`) and build their loaders."""
     seed = int(cfg["seed"])
-    targets = targets_of(train_set)
-    indices = list(range(len(targets)))
+    indices = list(range(len(train_set)))
     cap = cfg["data"].get("max_images")
     if cap is not None:
         cap = int(cap)
@@ -108,8 +99,8 @@ def build_search_data(
             raise UserError(f"data.max_images={cap} is too small: it needs at least 2 images per "
                             f"class ({2 * info.num_classes}) for the two search halves")
         if cap < len(indices):
-            indices, _ = _subset_split(targets, indices, cap / len(indices), seed)
-    w_idx, a_idx = _subset_split(targets, indices, float(cfg["train_portion"]), seed)
+            indices, _ = split_indices(train_set, cap / len(indices), seed, indices)
+    w_idx, a_idx = split_indices(train_set, float(cfg["train_portion"]), seed, indices)
     bs, workers = int(cfg["batch_size"]), int(cfg["data"]["workers"])
     if min(len(w_idx), len(a_idx)) < bs * dist_info.world_size:
         raise UserError(

@@ -138,6 +138,12 @@ def test_stratified_split_is_balanced_and_disjoint(cifar_subset):
     counts_b = torch.bincount(targets[b], minlength=10)
     assert (counts_a - counts_b).abs().max() <= 1
     assert 0.4 < info.mean[0] < 0.55  # CIFAR-like statistics measured from the images
+    # A split of a subset stays inside it, still stratified, and is reproducible.
+    c, d = split_indices(train, 0.25, seed=3, indices=b)
+    assert set(c) | set(d) == set(b) and not set(c) & set(d)
+    counts_c = torch.bincount(targets[c], minlength=10)
+    assert ((counts_c - 0.25 * counts_b).abs() <= 0.5).all()
+    assert (c, d) == split_indices(train, 0.25, seed=3, indices=b)
 
 
 def test_dataset_errors_are_one_line(tmp_path):
