@@ -192,7 +192,7 @@ def _start(cfg: dict[str, Any], train_set, info, run_dir: Path, dataset: str, de
     procs = f" x {dist_info.world_size} processes" if dist_info.enabled else ""
     say(f"search on {dataset}: {info.num_classes} classes, {info.input_size[0]}x{info.input_size[1]}, "
         f"{sd.num_train} + {sd.num_valid} images; C={cfg['init_channels']} layers={cfg['layers']} "
-        f"fs={fs_text} order={cfg['arch']['order']}; {cfg['epochs']} epochs on {device}{procs}; "
+        f"fs={fs_text} order={cfg['arch']['order']}; {cfg['epochs']} epoch(s) on {device}{procs}; "
         f"{where}", dist_info.is_main)
     if state is not None and int(state.get("world_size", 1)) != dist_info.world_size:
         say(f"note: {run_dir} ran with {state['world_size']} process(es), this resume with "

@@ -94,7 +94,7 @@ class RunOutputs:
             warn(f"could not plot the run ({_short(e)}); log.jsonl has every figure")
         if last is not None:
             say(f"search finished: train acc {last['train_acc']:.2f}%, valid acc "
-                f"{last['valid_acc']:.2f}% after {last['epoch'] + 1} epochs")
+                f"{last['valid_acc']:.2f}% after {last['epoch'] + 1} epoch(s)")
         say(f"genotype: {to_repr(g)}")
         say(f"genotype file: {self.dir / GENOTYPE}")
         say(f"retrain it: python -m retrain --genotype {shlex.quote(str(self.dir / GENOTYPE))} "

@@ -32,7 +32,10 @@ def test_smoke_preset_on_cifar_subset(cifar_subset, tmp_path):
     records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert len(records) >= 1 and KEYS <= set(records[-1])
     last = records[-1]
-    assert last["train_acc"] > 10.0, f"the smoke preset did not learn: {last['train_acc']:.2f}%"
+    # 10 classes: chance is 10%. Three epochs reach about 28% / 22% here.
+    assert last["train_acc"] > 15.0, f"the smoke preset did not learn: {last['train_acc']:.2f}%"
+    assert last["valid_acc"] > 12.0, f"no better than chance on held-out: {last['valid_acc']:.2f}%"
+    assert last["train_loss"] < records[0]["train_loss"]
     assert all(math.isfinite(last[k]) for k in ("train_loss", "valid_loss", "offset_entropy"))
     assert load_genotype(json.dumps(last["genotype"])) == g
     state = load_checkpoint(run / "checkpoint.pt", "search")
