@@ -95,14 +95,14 @@ def _cifar(name: str, root: Path, download: bool):
     except RuntimeError:
         if not download:
             raise UserError(
-                f"{name} is not in {root}: put {folder}/ (or the torchvision archive) there, "
+                f"{name} is not in {root.resolve()}: put {folder}/ (or the torchvision archive) there, "
                 "or pass --data-root DIR"
             ) from None
         try:
             train = cls(str(root), train=True, download=True)
         except Exception:
             raise UserError(
-                f"{name} is not in {root} and could not be downloaded (no network?): put "
+                f"{name} is not in {root.resolve()} and could not be downloaded (no network?): put "
                 f"{folder}/ there (from https://www.cs.toronto.edu/~kriz/), or pass --data-root DIR"
             ) from None
     test = cls(str(root), train=False, download=False)
