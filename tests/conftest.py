@@ -19,6 +19,17 @@ def _seed_and_threads():
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread for tests of tiny tensors: a second thread only adds wake-up
+    latency, which on a shared machine (other jobs holding the cores) makes each op
+    milliseconds slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def cifar_subset() -> Path:
     if not (SUBSET / "train").is_dir():
         pytest.fail(

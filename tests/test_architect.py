@@ -46,13 +46,7 @@ class ToySearchNet(nn.Module):
         return self.head(torch.tanh(h))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: threads only add synchronisation (and contention on a shared CPU).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (see conftest)
 
 
 def _setup(order: str, offsets_with: str = "arch", dtype=torch.float64, momentum_steps: int = 2):

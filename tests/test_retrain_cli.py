@@ -23,13 +23,7 @@ LOG_KEYS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_t
             "drop_path_prob", "hardened", "seconds", "images_per_s"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convolutions: one thread avoids OpenMP oversubscription on a shared 2-core box.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (see conftest)
 
 
 def make_folder(root: Path, per_class: int = 12, test_per_class: int = 4, size: int = 12) -> Path:

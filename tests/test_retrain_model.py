@@ -51,13 +51,7 @@ REFERENCE_LOGITS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convolutions: one thread avoids OpenMP oversubscription on a shared 2-core box.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (see conftest)
 
 
 def _net(name, C, layers, classes, imagenet, fs=None, aux=True):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from PIL import Image
+from image_folders import make_image_folder
 
 from common.checkpoint import load_checkpoint
 from search.cli import main
@@ -21,20 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # A small, fast search: 4 channels, 5 cells, 16x16 images, 8-image batches, 1 thread.
 TINY = ["--preset", "smoke", "--set", "init_channels=4", "--set", "layers=5", "--batch-size", "8",
         "--threads", "1", "--set", "runtime.draw_every=0"]
-
-
-def make_image_folder(root: Path, classes: int = 4, per_class: int = 12, size: int = 16) -> Path:
-    """A learnable ImageFolder: one base colour per class plus noise."""
-    g = torch.Generator().manual_seed(0)
-    for c in range(classes):
-        d = root / "train" / f"class{c}"
-        d.mkdir(parents=True)
-        base = torch.rand(3, generator=g) * 255
-        for i in range(per_class):
-            noise = torch.randn(size, size, 3, generator=g) * 40
-            arr = (base + noise).clamp(0, 255).to(torch.uint8).numpy()
-            Image.fromarray(arr).save(d / f"{i}.png")
-    return root
 
 
 @pytest.fixture

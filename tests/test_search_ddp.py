@@ -12,25 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from PIL import Image
+from image_folders import make_image_folder
 
 from common.checkpoint import load_checkpoint
 from genotypes import load_genotype, validate
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_image_folder(root: Path, classes: int = 4, per_class: int = 12, size: int = 16) -> Path:
-    g = torch.Generator().manual_seed(0)
-    for c in range(classes):
-        d = root / "train" / f"class{c}"
-        d.mkdir(parents=True)
-        base = torch.rand(3, generator=g) * 255
-        for i in range(per_class):
-            arr = (base + torch.randn(size, size, 3, generator=g) * 40).clamp(0, 255)
-            Image.fromarray(arr.to(torch.uint8).numpy()).save(d / f"{i}.png")
-    return root
 
 
 def _free_port() -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
+from image_folders import make_image_folder
 
 from common.checkpoint import load_checkpoint
 
@@ -23,18 +23,6 @@ EPOCHS = 3
 TINY = ["--preset", "smoke", "--set", "init_channels=4", "--set", "layers=5", "--batch-size", "8",
         "--threads", "1", "--set", "runtime.draw_every=0", "--set", "runtime.plot=false",
         "--epochs", str(EPOCHS), "--seed", "3"]
-
-
-def make_image_folder(root: Path, classes: int = 4, per_class: int = 12, size: int = 16) -> Path:
-    g = torch.Generator().manual_seed(0)
-    for c in range(classes):
-        d = root / "train" / f"class{c}"
-        d.mkdir(parents=True)
-        base = torch.rand(3, generator=g) * 255
-        for i in range(per_class):
-            arr = (base + torch.randn(size, size, 3, generator=g) * 40).clamp(0, 255)
-            Image.fromarray(arr.to(torch.uint8).numpy()).save(d / f"{i}.png")
-    return root
 
 
 def _search(*args: str, cwd: Path) -> subprocess.Popen:

@@ -40,14 +40,7 @@ REF_CELL_MODULES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These tensors are tiny: a second intra-op thread only adds wake-up latency, which on a
-    # shared machine (other jobs holding the cores) makes each op milliseconds slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (see conftest)
 
 
 def _sha(lines: list[str]) -> tuple[int, str]:
