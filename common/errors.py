@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -29,5 +30,15 @@ def cli_entry(fn: F) -> F:
         except KeyboardInterrupt:
             print("interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
             raise SystemExit(130) from None
+        except BrokenPipeError:
+            quiet_broken_pipe()
+            raise SystemExit(0) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def quiet_broken_pipe() -> None:
+    """The reader of stdout went away (`... | head`): point stdout at /dev/null so that
+    Python's exit-time flush does not complain, and let the caller exit quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

@@ -1,8 +1,8 @@
 """The `--summary` report: parameters, FS compression, MACs and model size, per cell and total.
 
 Counts follow DARTS: the auxiliary head is left out of the totals (it is reported on its own
-line, and never exported). MACs are counted for one input by forward hooks on every Conv2d,
-FS/DFS layer and Linear, from the actual output shapes; an FS layer counts the MACs of the
+line, and never exported). MACs are those of the convolutions and matrix products of one
+eval-mode forward on one input (see count_macs); an FS layer counts the MACs of the
 convolution it stands for. Sizes are the exported bytes (packed float32 / 8-bit WQ).
 """
 
@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from retrain.export import exported_size, manifest_of, pack_state_dict
 from retrain.model import NetSpec, build_network
@@ -24,12 +25,6 @@ COLUMNS = [
     ("effective_wq", "eff. WQ"), ("uncompressed", "uncompressed"), ("compression", "compr."),
     ("macs", "MACs"), ("bytes", "bytes"), ("bytes_wq", "bytes WQ"),
 ]
-
-
-def _is_fs(m: nn.Module) -> bool:
-    from space.fs import is_fs_layer
-
-    return is_fs_layer(m)
 
 
 def param_stats(module: nn.Module, hardened: nn.Module) -> dict[str, float]:
@@ -49,33 +44,26 @@ def param_stats(module: nn.Module, hardened: nn.Module) -> dict[str, float]:
 
 
 def count_macs(model: nn.Module, input_size: tuple[int, int], in_channels: int = 3) -> dict[str, int]:
-    """MACs of one eval-mode forward on a single input, keyed by qualified layer name."""
-    macs: dict[str, int] = {}
-    hooks = []
+    """MACs of one eval-mode forward on a single input, per module: qualified name -> MACs of
+    that module and its submodules ('' is the whole model).
 
-    def hook(name: str):
-        def fn(m: nn.Module, inp: Any, out: torch.Tensor) -> None:
-            per_out = out[0].numel()  # batch of one
-            if isinstance(m, nn.Linear):
-                macs[name] = macs.get(name, 0) + per_out * m.in_features
-            else:  # Conv2d and FS layers: each output element reads C_in/groups * kh * kw
-                kh, kw = m.kernel_size
-                macs[name] = macs.get(name, 0) + per_out * (m.in_channels // m.groups) * kh * kw
-        return fn
-
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)) or _is_fs(m):
-            hooks.append(m.register_forward_hook(hook(name)))
+    Counted at the operator level by torch's FlopCounterMode (convolutions and matrix
+    products; MACs = FLOPs / 2), so the fast paths that call F.conv2d / F.linear directly
+    (space/ops.py) are counted like module calls. An FS layer counts the convolution it runs,
+    i.e. the plain conv it stands for; its cached filters cost no MACs."""
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad():
-            p = next(model.parameters())
+        p = next(model.parameters())
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(torch.zeros(1, in_channels, *input_size, device=p.device, dtype=p.dtype))
     finally:
-        for h in hooks:
-            h.remove()
         model.train(was_training)
+    root = type(model).__name__
+    macs = {}
+    for name, ops in counter.get_flop_counts().items():
+        if name == root or name.startswith(root + "."):
+            macs[name[len(root) + 1:]] = sum(ops.values()) // 2
     return macs
 
 
@@ -122,7 +110,7 @@ def summarize(spec: NetSpec, model: nn.Module | None = None) -> dict[str, Any]:
             row["type"] = f"{'reduce' if cell.reduction else 'normal'} C={cell.C}"
         row.update(param_stats(nn.ModuleList(model.get_submodule(n) for n in names),
                                nn.ModuleList(hard.get_submodule(n) for n in names)))
-        row["macs"] = sum(v for k, v in macs.items() if _part_of(k) == part)
+        row["macs"] = sum(macs.get(n, 0) for n in names)
         row["bytes"] = sizes.get(part, 0)
         row["bytes_wq"] = sizes_wq.get(part, 0)
         rows.append(row)

@@ -1,20 +1,21 @@
 """Two CPU backward passes that oneDNN/ATen compute slowly for the search network's shapes,
 replaced by the same sums computed another way. Forward passes are the native ones.
 
-* Depthwise convolution, stride 1, 'same' padding (the depthwise convs of sep_conv and
-  dil_conv): the input gradient is the correlation of the output gradient with the flipped
-  kernel, i.e. a forward depthwise convolution, which oneDNN runs 3-7x faster than its
-  backward-data kernel in channels_last (most for dilated kernels). The weight gradient is the
-  native one.
+* Dilated depthwise convolution, stride 1, 'same' padding (dil_conv's depthwise convs on
+  maps larger than the dilated kernel): the input gradient is the correlation of the output
+  gradient with the flipped kernel, i.e. a forward depthwise convolution, which oneDNN runs
+  several times faster than its dilated backward-data kernel in channels_last. The weight
+  gradient is the native one. (Undilated ones, sep_conv's, keep the native backward: as fast.)
 * Training-mode batch norm on channels_last tensors whose channel count is not a multiple of
   the CPU's vector width (C=8 or 24 on AVX-512: the bench's and smoke preset's widths): ATen's
   channels_last backward falls to a scalar tail loop there and is 2-3x slower than its
   contiguous-format kernel plus the two layout copies this path pays.
 
 Both apply only to float32 CPU tensors in channels_last that need gradients, and their
-backward is once-differentiable (double backprop through them raises); everything else takes
-the native path, which is also what float64 gradient checks exercise. Results equal the
-native ones up to float rounding (tests/test_cpu_kernels.py).
+backward is once-differentiable (double backprop through them raises; torch.func transforms
+work, as the Functions define setup_context); everything else takes the native path, which
+is also what float64 gradient checks exercise. Results equal the native ones up to float
+rounding (tests/test_cpu_kernels.py).
 """
 
 from __future__ import annotations
@@ -48,10 +49,14 @@ def _eligible(x: Tensor) -> bool:
 
 class _DepthwiseSame(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, padding: int, dilation: int) -> Tensor:
+    def forward(x: Tensor, weight: Tensor, padding: int, dilation: int) -> Tensor:
+        return F.conv2d(x, weight, None, 1, padding, dilation, x.shape[1])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, weight, padding, dilation = inputs
         ctx.save_for_backward(x, weight)
         ctx.conf = (padding, dilation)
-        return F.conv2d(x, weight, None, 1, padding, dilation, x.shape[1])
 
     @staticmethod
     @once_differentiable
@@ -81,17 +86,23 @@ def depthwise_same(x: Tensor, weight: Tensor, padding: int, dilation: int) -> Te
 
 class _BatchNormCL(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, momentum: float, eps: float):
+    def forward(x, weight, bias, running_mean, running_var, momentum: float, eps: float):
         y, mean, invstd = torch.ops.aten.native_batch_norm(
             x, weight, bias, running_mean, running_var, True, momentum, eps
         )
+        return y, mean, invstd
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, weight, _, _, _, _, eps = inputs
+        _, mean, invstd = output
+        ctx.mark_non_differentiable(mean, invstd)
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.eps = eps
-        return y
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor):
+    def backward(ctx, grad: Tensor, _gmean: Tensor | None = None, _ginvstd: Tensor | None = None):
         x, weight, mean, invstd = ctx.saved_tensors
         mask = list(ctx.needs_input_grad[:3])
         gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
@@ -114,7 +125,7 @@ def batch_norm_train(
     """`F.batch_norm(x, ..., training=True, ...)`, with the contiguous-format backward where
     ATen's channels_last one is slow (see the module docstring)."""
     if x.shape[1] % _WIDTH and _eligible(x):
-        return _BatchNormCL.apply(x, weight, bias, running_mean, running_var, momentum, eps)
+        return _BatchNormCL.apply(x, weight, bias, running_mean, running_var, momentum, eps)[0]
     return F.batch_norm(x, running_mean, running_var, weight, bias, True, momentum, eps)
 
 

@@ -7,6 +7,7 @@ learned 1D vector ``fs`` of length L = ceil(K*n/ratio): filter k = fs[(offset_k 
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,9 @@ __all__ = [
 # Bumped whenever harden_model swaps layers, so batched filter banks (space/fs_bank.py)
 # know to look for the model's layers again.
 structure_version = 0
+
+#: Filters a FilterBank computed for the forward running in this context, by id(layer).
+provided_filters: ContextVar[dict[int, Tensor] | None] = ContextVar("fs_provided_filters", default=None)
 
 
 def _windows(starts: Tensor, n: int, L: int) -> Tensor:
@@ -80,8 +84,6 @@ class _FSConvBase(nn.Module):
         self.register_buffer("offsets", torch.arange(K, dtype=torch.long) * L // K)
         self._index_key: tuple | None = None
         self._cache: tuple[tuple, Tensor] | None = None
-        # Filters handed in by a FilterBank for the duration of one batched forward.
-        self._provided: Tensor | None = None
         self.reset_parameters()
 
     @property
@@ -137,8 +139,11 @@ class _FSConvBase(nn.Module):
         mode, or eval with gradients wanted, always gathers afresh so gradients are right.
         Inside a FilterBank's batched forward, the filters the bank computed for this layer.
         """
-        if self._provided is not None:
-            return self._provided
+        provided = provided_filters.get()
+        if provided is not None:
+            w = provided.get(id(self))
+            if w is not None:
+                return w
         self._ensure_index()
         grad = torch.is_grad_enabled() and any(p.requires_grad for p in self._gather_params())
         if self.training or grad:

@@ -9,7 +9,10 @@ alone, then hands each layer its slice for the duration of the forward.
 
 Parameters are read from the layers at every forward, so `torch.func.functional_call` (the
 second-order architect swaps weights in) and optimiser steps are seen; the packed index is
-rebuilt when a layer's offsets, device, dtype or temperature change.
+rebuilt when a layer's offsets or temperature change, and the whole bank when a layer's
+kind, gradient rule, device or dtype does, when `harden_model` swapped layers, or when the
+model is another object (a deep copy, a DataParallel replica). The filters are handed over
+through a context variable, not module state, so threads never see each other's.
 """
 
 from __future__ import annotations
@@ -25,12 +28,19 @@ from space import fs as fsmod
 from space.fs_gather import dfs_filters, fs_filters, mixing_weights
 
 
+def _kind(m: nn.Module) -> tuple:
+    """What layers must share to be packed together: kind (FS, or DFS with its number of
+    candidates), gradient rule, device and dtype."""
+    dfs = m.num_candidates if isinstance(m, fsmod.DFSConv2d) else 0
+    return (dfs, m.grad_reduce, m.fs.device, m.fs.dtype)
+
+
 class _Group:
-    """Layers of one kind (FS, or DFS with the same number of candidates), one gradient rule,
-    one device and dtype: their filters come from one packed call."""
+    """Layers of one `_kind`: their filters come from one packed call."""
 
     def __init__(self, layers: list[nn.Module]) -> None:
         self.layers = layers
+        self.kind = _kind(layers[0])
         self.dfs = isinstance(layers[0], fsmod.DFSConv2d)
         self.mean = layers[0].grad_reduce == "mean"
         self._key: tuple | None = None
@@ -38,7 +48,7 @@ class _Group:
     def _state_key(self) -> tuple:
         for m in self.layers:
             m._ensure_index()
-        key = tuple(m._index_key for m in self.layers) + (self.layers[0].fs.device,)
+        key = tuple(m._index_key for m in self.layers)
         if self.dfs:
             key += tuple(m.temperature for m in self.layers)
         return key
@@ -86,32 +96,35 @@ class FilterBank:
     """The FS/DFS layers of a model, grouped for batched filter computation (see the module
     docstring). Use `batched_filters(model)` rather than building one by hand."""
 
-    def __init__(self, layers: Sequence[nn.Module]) -> None:
+    def __init__(self, layers: Sequence[nn.Module], owner: nn.Module | None = None) -> None:
         groups: dict[tuple, list[nn.Module]] = {}
         seen: set[int] = set()
         for m in layers:
             if id(m) in seen:  # a layer shared by two parents is computed once
                 continue
             seen.add(id(m))
-            kind = m.num_candidates if isinstance(m, fsmod.DFSConv2d) else 0
-            key = (kind, m.grad_reduce, m.fs.device, m.fs.dtype)
-            groups.setdefault(key, []).append(m)
+            groups.setdefault(_kind(m), []).append(m)
         self.groups = [_Group(g) for g in groups.values()]
         self.version = fsmod.structure_version
+        self.owner = None if owner is None else id(owner)
+
+    def current(self, owner: nn.Module) -> bool:
+        """Still valid for `owner`: built for that very object, no layer swapped by
+        harden_model since, and every layer still of its group's kind."""
+        return (self.owner == id(owner) and self.version == fsmod.structure_version
+                and all(_kind(m) == g.kind for g in self.groups for m in g.layers))
 
     @contextmanager
     def provide(self) -> Iterator[None]:
-        """Compute every layer's filters now; inside the block each layer's `filters()`
-        returns them (restored afterwards, also on error)."""
-        handed = [(m, w) for g in self.groups for m, w in zip(g.layers, g.filters(), strict=True)]
-        before = [m._provided for m, _ in handed]
-        for m, w in handed:
-            m._provided = w
+        """Compute every layer's filters now; inside the block (in this thread or task) each
+        layer's `filters()` returns them."""
+        handed = {id(m): w for g in self.groups for m, w in zip(g.layers, g.filters(), strict=True)}
+        outer = fsmod.provided_filters.get()
+        token = fsmod.provided_filters.set({**outer, **handed} if outer else handed)
         try:
             yield
         finally:
-            for (m, _), old in zip(handed, before, strict=True):
-                m._provided = old
+            fsmod.provided_filters.reset(token)
 
 
 @contextmanager
@@ -119,14 +132,14 @@ def batched_filters(model: nn.Module) -> Iterator[None]:
     """Run the block (a forward of `model`) with all FS/DFS filters computed in one batch.
 
     Only where gradients flow or the model trains: in eval mode under no_grad each layer's own
-    filter cache is cheaper still. The bank is kept on the model and rebuilt when
-    `harden_model` has swapped layers since."""
+    filter cache is cheaper still. The bank is kept on the model and rebuilt when it no longer
+    fits (`FilterBank.current`)."""
     if not (model.training or torch.is_grad_enabled()):
         yield
         return
     bank = model.__dict__.get("_fs_bank")
-    if bank is None or bank.version != fsmod.structure_version:
-        bank = FilterBank([m for _, m in fsmod.fs_layers(model)])
+    if bank is None or not bank.current(model):
+        bank = FilterBank([m for _, m in fsmod.fs_layers(model)], owner=model)
         model.__dict__["_fs_bank"] = bank
     if not bank.groups:
         yield

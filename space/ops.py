@@ -151,7 +151,7 @@ def depthwise(dw: nn.Conv2d, x: Tensor) -> Tensor:
         y = F.conv2d(F.pixel_unshuffle(x, d), dw.weight.repeat_interleave(d * d, 0), None, 1,
                      (k - 1) // 2, 1, dw.groups * d * d)
         return F.pixel_shuffle(y, d)
-    if s == 1:
+    if s == 1 and dw.bias is None:
         return depthwise_same(x, dw.weight, dw.padding[0], d)
     return dw(x)
 

@@ -167,3 +167,19 @@ def test_accuracy_topk():
     logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.15, 0.05]])
     top1, top2 = accuracy(logits, torch.tensor([1, 2]), topk=(1, 2))
     assert top1 == 50.0 and top2 == 50.0
+
+
+@pytest.mark.parametrize("argv", [["genotypes", "show", "DARTS_V2"],
+                                  ["retrain", "--genotype", "DARTS_V2", "--summary"]])
+def test_closed_stdout_ends_quietly(argv):
+    """`python -m ... | head`: the reader is gone before the first write; no error, status 0."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.Popen([sys.executable, "-m", *argv], cwd=root, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.close()  # long before the interpreter has imported torch
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0 and err == b"", err.decode()[-2000:]

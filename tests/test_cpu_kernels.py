@@ -24,7 +24,7 @@ def _grads(out: torch.Tensor, inputs: list[torch.Tensor]) -> tuple[torch.Tensor,
     return torch.autograd.grad((out * torch.randn(out.shape, generator=g)).sum(), inputs)
 
 
-@pytest.mark.parametrize(("k", "d"), [(3, 1), (5, 1), (3, 2), (5, 2)])
+@pytest.mark.parametrize(("k", "d"), [(3, 2), (5, 2), (3, 1)])
 def test_depthwise_same_equals_conv2d(k: int, d: int) -> None:
     x = _input(12)
     w = torch.randn(12, 1, k, k, requires_grad=True)
@@ -37,8 +37,10 @@ def test_depthwise_same_equals_conv2d(k: int, d: int) -> None:
         assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("c", [8, 24, 16])
-def test_batch_norm_train_equals_native(c: int) -> None:
+@pytest.mark.parametrize(("c", "width"), [(8, 16), (24, 16), (16, 16), (12, 8), (16, 8)])
+def test_batch_norm_train_equals_native(c: int, width: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The vector width decides the path; set it so both paths run on any CPU.
+    monkeypatch.setattr(cpu_kernels, "_WIDTH", width)
     x = _input(c)
     weight = torch.rand(c, requires_grad=True)
     bias = torch.randn(c, requires_grad=True)
@@ -48,12 +50,13 @@ def test_batch_norm_train_equals_native(c: int) -> None:
     want = F.batch_norm(x, *stats_ref, weight, bias, True, 0.1, 1e-5)
     assert_close(got, want)
     assert got.is_contiguous(memory_format=CL)
-    assert_close(stats[0], stats_ref[0]) and assert_close(stats[1], stats_ref[1])
+    assert_close(stats[0], stats_ref[0])
+    assert_close(stats[1], stats_ref[1])
     for a, b in zip(_grads(got, [x, weight, bias]), _grads(want, [x, weight, bias]), strict=True):
         assert_close(a, b, rtol=1e-4, atol=1e-5)
     # The custom backward only where the channel count leaves a vector tail.
     custom = got.grad_fn.name().startswith("_BatchNormCL")
-    assert custom == bool(c % cpu_kernels._WIDTH)
+    assert custom == bool(c % width)
 
 
 def test_batch_norm_without_affine_or_stats() -> None:
@@ -87,3 +90,26 @@ def test_other_inputs_take_the_native_path_and_double_backward() -> None:
     assert not bn.grad_fn.name().startswith("_BatchNormCL")
     plain = torch.randn(2, 8, 5, 5, requires_grad=True)
     assert not depthwise_same(plain, w.float(), 1, 1).grad_fn.name().startswith("_Depthwise")
+
+
+def test_torch_func_transforms_work() -> None:
+    x = _input(8, hw=9)
+    w = torch.randn(8, 1, 3, 3)
+
+    def f(w_: torch.Tensor) -> torch.Tensor:
+        return depthwise_same(x, w_, 2, 2).square().sum()
+
+    assert_close(torch.func.grad(f)(w), torch.autograd.grad(f(w.requires_grad_()), w)[0])
+    y = torch.func.vmap(lambda t: batch_norm_train(t, None, None, None, None, 0.1, 1e-5))(
+        torch.stack([x.detach(), 2 * x.detach()]))
+    assert y.shape == (2, *x.shape)
+
+
+def test_depthwise_with_bias_keeps_the_native_conv() -> None:
+    from space.ops import depthwise
+
+    dw = torch.nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8, bias=True)
+    with torch.no_grad():
+        dw.bias.fill_(5.0)
+    x = _input(8, hw=16)
+    assert_close(depthwise(dw, x), dw(x))

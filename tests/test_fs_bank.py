@@ -13,6 +13,11 @@ from space.fs import DFSConv2d, FSConv2d, harden_model
 from space.fs_bank import FilterBank, batched_filters
 
 
+def _handed(m: nn.Module) -> torch.Tensor | None:
+    """The filters a bank handed to layer `m` in the current context, if any."""
+    return (fsmod.provided_filters.get() or {}).get(id(m))
+
+
 def _mixed_model() -> nn.Sequential:
     """FS and DFS layers of several shapes, candidate counts, temperatures and gradient rules."""
     torch.manual_seed(0)
@@ -48,8 +53,8 @@ def test_batched_filters_equal_per_layer_values_and_gradients() -> None:
     g_alone = torch.autograd.grad(_loss(alone), params)
     with batched_filters(model):
         batched = _filters(model)
-        assert all(m._provided is w for m, w in zip(model, batched, strict=True))
-    assert all(m._provided is None for m in model)
+        assert all(_handed(m) is w for m, w in zip(model, batched, strict=True))
+    assert fsmod.provided_filters.get() is None
     assert len(model._fs_bank.groups) == 5  # DFS M'=4, M'=2, M'=3 (sum rule); FS mean, FS sum
     for a, b in zip(alone, batched, strict=True):
         assert a.shape == b.shape
@@ -98,6 +103,22 @@ def test_functional_call_parameters_are_the_ones_used() -> None:
     assert all(p.grad is None for p in net.parameters())
 
 
+def _assert_bank_matches_layers(model: nn.Module, rtol: float = 1e-14, atol: float = 1e-15) -> None:
+    alone = _filters(model)
+    params = list(model.parameters())
+    g_alone = torch.autograd.grad(_loss(alone), params, allow_unused=True)
+    with batched_filters(model):
+        batched = _filters(model)
+        assert all(_handed(m) is w for m, w in zip(model, batched, strict=True))
+    for a, b in zip(alone, batched, strict=True):
+        assert_close(b, a, rtol=rtol, atol=atol)
+    g_batched = torch.autograd.grad(_loss(batched), params, allow_unused=True)
+    for a, b in zip(g_alone, g_batched, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert_close(b, a, rtol=rtol * 100, atol=atol * 100)
+
+
 def test_rebuilds_after_offsets_temperature_and_hardening() -> None:
     model = _mixed_model()
     with batched_filters(model):
@@ -105,28 +126,116 @@ def test_rebuilds_after_offsets_temperature_and_hardening() -> None:
     bank = model._fs_bank
     model[4].set_offsets(torch.randint(0, model[4].L, (8,)))
     model[0].temperature = 0.2
-    alone = _filters(model)
-    with batched_filters(model):
-        assert model._fs_bank is bank
-        for a, m in zip(alone, model, strict=True):
-            assert_close(m.filters(), a, rtol=1e-14, atol=1e-15)
+    _assert_bank_matches_layers(model)
+    assert model._fs_bank is bank  # repacked, not rebuilt
     harden_model(model)
     assert not any(isinstance(m, DFSConv2d) for m in model)
-    with batched_filters(model):
-        assert model._fs_bank is not bank
-        assert {type(g.layers[0]) for g in model._fs_bank.groups} == {FSConv2d}
-        assert all(m._provided is not None for m in model)
+    _assert_bank_matches_layers(model)
+    assert model._fs_bank is not bank
+    assert {type(g.layers[0]) for g in model._fs_bank.groups} == {FSConv2d}
+
+
+def test_rebuilds_after_dtype_and_gradient_rule_changes() -> None:
+    model = _mixed_model()
+    model[1].temperature = 0.7  # two temperatures in one group: a per-row scale tensor
+    _assert_bank_matches_layers(model)
+    model.float()  # packed scales and inverse counts must follow the dtype
+    _assert_bank_matches_layers(model, rtol=1e-5, atol=1e-6)
+    model.double()
+    _assert_bank_matches_layers(model)
+    model[0].grad_reduce = "sum"  # now belongs with the sum-rule layers
+    model[4].grad_reduce = "sum"
+    _assert_bank_matches_layers(model)
+
+
+def test_copies_get_their_own_bank() -> None:
+    import copy
+
+    model = _mixed_model()
+    _assert_bank_matches_layers(model)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.mul_(2.0)
+    _assert_bank_matches_layers(twin)
+    assert twin._fs_bank is not model._fs_bank
+    assert all(m in list(twin) for g in twin._fs_bank.groups for m in g.layers)
+
+
+def test_threads_never_see_each_others_filters() -> None:
+    import threading
+
+    models = [_mixed_model() for _ in range(3)]
+    for i, m in enumerate(models):
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(float(i))
+    want = [[w.detach() for w in _filters(m)] for m in models]
+    errors: list[str] = []
+    barrier = threading.Barrier(len(models))
+
+    def work(i: int) -> None:
+        for _ in range(20):
+            with batched_filters(models[i]):
+                barrier.wait(timeout=30)  # all threads inside a batched forward at once
+                for m, w in zip(models[i], want[i], strict=True):
+                    if not torch.allclose(m.filters(), w, rtol=1e-12, atol=1e-12):
+                        errors.append(f"thread {i}: wrong filters")
+                barrier.wait(timeout=30)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(models))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and fsmod.provided_filters.get() is None
+
+
+def test_interleaved_threads_leave_no_filters_behind() -> None:
+    """Thread A enters, B enters, A leaves, B leaves: with filters kept as module state, B
+    would restore A's stale filters on the layers for good."""
+    import copy
+    import threading
+
+    model = _mixed_model()
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, torch.Tensor | None] = {}
+
+    def a() -> None:
+        with batched_filters(model):
+            a_in.set()
+            b_in.wait(30)
+            seen["a"] = _handed(model[0])
+        a_out.set()
+
+    def b() -> None:
+        a_in.wait(30)
+        with batched_filters(model):
+            b_in.set()
+            a_out.wait(30)
+            seen["b"] = _handed(model[0])
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen["a"] is not None and seen["b"] is not None and seen["a"] is not seen["b"]
+    with torch.no_grad():
+        model[0].fs.mul_(2.0)
+    assert_close(model[0].filters(), copy.deepcopy(model[0]).filters(), rtol=0, atol=0)
 
 
 def test_provided_filters_restored_on_error_and_skipped_in_eval() -> None:
     model = _mixed_model()
     with pytest.raises(RuntimeError, match="boom"), batched_filters(model):
+        assert _handed(model[0]) is not None
         raise RuntimeError("boom")
-    assert all(m._provided is None for m in model)
+    assert fsmod.provided_filters.get() is None
     model.eval()
     with torch.no_grad(), batched_filters(model):
         # Inference uses each layer's own filter cache instead.
-        assert all(m._provided is None for m in model)
+        assert fsmod.provided_filters.get() is None
         w = model[0].filters()
         assert model[0].filters() is w
 

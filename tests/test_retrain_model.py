@@ -26,6 +26,7 @@ from retrain.model import NetSpec, NetworkCIFAR, NetworkImageNet, build_network,
 from retrain.summary import count_macs, format_json, format_table, summarize
 from retrain.trainer import harden_in_place
 from space.fs import DFSConv2d, FSConv2d, fs_layers
+from space.ops import FactorizedReduce, make_op
 
 # (genotype, C, layers, classes, imagenet) -> reference parameter count, auxiliary head excluded.
 REFERENCE_PARAMS = {
@@ -239,15 +240,29 @@ def test_corrupt_or_foreign_files_give_one_clear_error(tmp_path):
         assert "\n" not in str(e.value)
 
 
-def test_macs_by_hooks_match_a_hand_count():
+def test_macs_match_a_hand_count():
     conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), FSConv2d(8, 6, 1, stride=2, ratio=2.0),
                          nn.Flatten(), nn.Linear(6 * 8 * 8, 5))
     macs = count_macs(conv, (16, 16))
-    assert macs == {"0": 8 * 16 * 16 * 27, "1": 6 * 8 * 8 * 8, "3": 6 * 8 * 8 * 5}
+    hand = {"0": 8 * 16 * 16 * 27, "1": 6 * 8 * 8 * 8, "3": 6 * 8 * 8 * 5}
+    assert {k: macs[k] for k in hand} == hand and macs[""] == sum(hand.values())
+    # The DARTS ops run their convs functionally (space/ops.py fast paths); all are counted.
+    C, hw = 8, 8
+    dw3, pw = C * hw * hw * 9, C * hw * hw * C
+    ops = nn.ModuleDict({
+        "sep": make_op("sep_conv_3x3", C, 1, True, FSSpec(2.0, True, 4)),
+        "dil": make_op("dil_conv_3x3", C, 1, True, None),
+        "dil5": make_op("dil_conv_5x5", C, 1, True, None),  # 5x5 dilation 2 on 8x8: polyphase
+        "fr": FactorizedReduce(C, 2 * C, fs=FSSpec(2.0, False, 4)),
+    })
+    for name, want in {"sep": 2 * (dw3 + pw), "dil": dw3 + pw, "dil5": C * hw * hw * 25 + pw,
+                       "fr": 2 * (C * 4 * 4 * C)}.items():
+        assert count_macs(ops[name], (hw, hw), C)[""] == want, name
     # FS layers count the MACs of the conv they stand for: equal to the plain network.
-    off = sum(count_macs(_net("DARTS_V2", 8, 5, 10, False), (32, 32)).values())
-    fs = sum(count_macs(_net("DARTS_V2", 8, 5, 10, False, FSSpec(2.0, True, 4)), (32, 32)).values())
-    assert off == fs > 0
+    off = count_macs(_net("DARTS_V2", 8, 5, 10, False), (32, 32))
+    fs = count_macs(_net("DARTS_V2", 8, 5, 10, False, FSSpec(2.0, True, 4)), (32, 32))
+    parts = ("stem", "classifier", *(f"cells.{i}" for i in range(5)))
+    assert off == fs and off[""] == sum(off[k] for k in parts)
 
 
 def test_summary_totals_table_and_json():
