@@ -11,8 +11,10 @@ Parameters are read from the layers at every forward, so `torch.func.functional_
 second-order architect swaps weights in) and optimiser steps are seen; the packed index is
 rebuilt when a layer's offsets or temperature change, and the whole bank when a layer's
 kind, gradient rule, device or dtype does, when `harden_model` swapped layers, or when the
-model is another object (a deep copy, a DataParallel replica). The filters are handed over
-through a context variable, not module state, so threads never see each other's.
+model is another object (a deep copy, a DataParallel replica). A layer swapped in by hand
+(setattr) computes its own filters, correct but unbatched, until one of those happens. The
+filters are handed over through a context variable, not module state, so threads never see
+each other's.
 """
 
 from __future__ import annotations
