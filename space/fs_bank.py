@@ -43,8 +43,7 @@ class _Group:
     def __init__(self, layers: list[nn.Module]) -> None:
         self.layers = layers
         self.kind = _kind(layers[0])
-        self.dfs = isinstance(layers[0], fsmod.DFSConv2d)
-        self.mean = layers[0].grad_reduce == "mean"
+        self.dfs, self.mean = self.kind[0] > 0, self.kind[1] == "mean"
         self._key: tuple | None = None
 
     def _state_key(self) -> tuple:
