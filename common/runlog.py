@@ -17,22 +17,55 @@ from tqdm import tqdm
 
 from common.errors import UserError
 
+#: Written into every run directory when it is created: what makes a folder "a run" that
+#: --overwrite may delete. Folders from before the marker are recognised by their files.
+RUN_MARKER = ".dfs-run"
+_RUN_FILES = ("config.yaml", "log.jsonl", "checkpoint.pt", "latest.pt", "metrics.json")
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """True for a folder this project created as a run directory (search or retrain)."""
+    path = Path(path)
+    if (path / RUN_MARKER).is_file():
+        return True
+    # Older runs: config.yaml plus one of the files only a run writes.
+    return (path / "config.yaml").is_file() and any((path / f).exists() for f in _RUN_FILES[1:])
+
+
+def check_run_dir(out: str | Path | None, overwrite: bool = False) -> None:
+    """Raise the one-line error `make_run_dir` would raise for `out`, without creating it:
+    CLIs call it before opening a dataset so a mistake costs nothing."""
+    if out is None:
+        return
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; choose another --out")
+    if not (out.is_dir() and any(out.iterdir())):
+        return
+    if not overwrite:
+        raise UserError(
+            f"run directory {out} already exists; pass --overwrite to replace it, "
+            f"--resume {out} to continue it, or choose another --out"
+        )
+    if not is_run_dir(out):
+        # --overwrite deletes a tree: only ever one this project created as a run.
+        raise UserError(f"{out} exists and is not a run directory; refusing to delete it "
+                        "with --overwrite (choose another --out)")
+
 
 def make_run_dir(out: str | Path | None, kind: str, tag: str, overwrite: bool = False) -> Path:
     """Create the run directory (default runs/<kind>-<tag>-<time>). An existing non-empty
-    directory is only replaced when `overwrite` is set, so no run is lost by accident."""
+    directory is only replaced when `overwrite` is set and it is a run directory
+    (`is_run_dir`), so neither a run nor a user's folder is lost by accident."""
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{kind}-{tag}-{stamp}"
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise UserError(
-                f"run directory {out} already exists; pass --overwrite to replace it, "
-                f"--resume {out} to continue it, or choose another --out"
-            )
+    check_run_dir(out, overwrite)
+    if out.is_dir() and any(out.iterdir()):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / RUN_MARKER).write_text(f"{kind}\n")
     return out
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from common.config import apply_override, available_presets, load_config_file, save_config
 from common.errors import UserError, cli_entry
+from common.runlog import check_run_dir
 from common.runtime import set_threads
 from genotypes import Genotype, save_genotype, to_dict
 from retrain import setup
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if setup.resolve_fs(cfg, genotype) is None and args.ratio is not None:
         raise UserError("--ratio has no effect without FS layers; drop it or use --fs dfs/fs")
     _spec(cfg, genotype, *data.shape)
+    check_run_dir(args.out, args.overwrite)  # before any training: a wrong --out costs one line
     dataset = args.dataset
     if Path(dataset).expanduser().is_dir() and dataset.lower() not in setup.KNOWN_SHAPES:
         dataset = str(Path(dataset).expanduser().resolve())

@@ -22,7 +22,7 @@ from common.config import load_config_file, resolve_config
 from common.data import open_dataset
 from common.distributed import cleanup, init_distributed, local_device
 from common.errors import UserError, cli_entry
-from common.runlog import JsonlLog, make_run_dir, say
+from common.runlog import JsonlLog, check_run_dir, make_run_dir, say
 from common.runtime import resolve_device, seed_everything, set_threads
 from search.ddp import rank0_first
 from search.outputs import CHECKPOINT, CONFIG, LOG, save_run_config
@@ -121,14 +121,6 @@ def _prepare_resume(args: argparse.Namespace, items: list[str]):
     return run_dir, cfg, args.dataset or saved["dataset"], saved.get("preset", "paper"), state
 
 
-def _check_out_dir(out: str | None, overwrite: bool) -> None:
-    # --overwrite deletes a tree: only ever one that looks like a run directory.
-    if out and overwrite and Path(out).is_dir() and any(Path(out).iterdir()):
-        if not any((Path(out) / f).exists() for f in (CONFIG, LOG, CHECKPOINT)):
-            raise UserError(f"{out} exists and is not a run directory; refusing to delete it "
-                            "with --overwrite (choose another --out)")
-
-
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
@@ -151,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError("second-order search is single-process only (its unrolled step would "
                         "need DDP inside the architect); use --order first with torchrun")
     if state is None:
-        _check_out_dir(args.out, args.overwrite)
+        check_run_dir(args.out, args.overwrite)
     device = resolve_device(cfg["runtime"]["device"])
     dist_info = init_distributed(device)
     try:

@@ -11,7 +11,7 @@ from common.data import Cutout, open_dataset, split_indices
 from common.distributed import DistInfo
 from common.errors import UserError
 from common.loader import CyclingLoader, make_loader
-from common.runlog import JsonlLog, make_run_dir
+from common.runlog import JsonlLog, is_run_dir, make_run_dir
 from common.runtime import accuracy
 
 
@@ -49,6 +49,27 @@ def test_run_dir_is_never_overwritten_silently(tmp_path):
     assert (out / "checkpoint.pt").read_text() == "precious"
     make_run_dir(out, "search", "x", overwrite=True)
     assert not (out / "checkpoint.pt").exists()
+
+
+def test_overwrite_never_deletes_a_folder_that_is_not_a_run(tmp_path):
+    # The guard lives in make_run_dir itself, so no caller can skip it.
+    folder = tmp_path / "thesis"
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("three years of work")
+    with pytest.raises(UserError, match="not a run directory"):
+        make_run_dir(folder, "retrain", "x", overwrite=True)
+    assert (folder / "thesis.txt").read_text() == "three years of work"
+    # A folder a user keeps a config.yaml in is not a run either.
+    (folder / "config.yaml").write_text("lr: 0.1")
+    with pytest.raises(UserError, match="not a run directory"):
+        make_run_dir(folder, "search", "x", overwrite=True)
+    # A run created before the marker existed (config.yaml + a run's own files) may be replaced.
+    old = tmp_path / "old-run"
+    old.mkdir()
+    (old / "config.yaml").write_text("search: {}")
+    (old / "log.jsonl").write_text("{}")
+    assert make_run_dir(old, "search", "x", overwrite=True) == old
+    assert not (old / "log.jsonl").exists() and is_run_dir(old)
 
 
 def test_checkpoint_round_trip_and_clear_errors(tmp_path):

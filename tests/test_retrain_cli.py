@@ -99,6 +99,10 @@ def test_user_errors_are_one_line_and_lose_nothing(capsys, tmp_path, tiny_folder
     (run / "precious.txt").write_text("keep me")
     assert "already exists" in _fail(capsys, ["--genotype", "DARTS_V2", *base, "--out", str(run)])
     assert (run / "precious.txt").read_text() == "keep me" and len(list(run.iterdir())) == 1
+    # --overwrite replaces runs only: a folder that is not one survives (it used to be wiped).
+    assert "not a run directory" in _fail(
+        capsys, ["--genotype", "DARTS_V2", *base, "--out", str(run), "--overwrite"])
+    assert (run / "precious.txt").read_text() == "keep me" and len(list(run.iterdir())) == 1
     assert "not a retrain run" in _fail(capsys, ["--resume", str(run)])
     assert "needs --genotype" in _fail(capsys, ["--dataset", str(tiny_folder)])
     assert "does not exist" in _fail(capsys, [str(tmp_path / "none.pt"), "--dataset", "cifar10"],
