@@ -36,15 +36,14 @@ def _vector_width() -> int:
 _WIDTH = _vector_width()
 
 
+def _channels_last_f32(x: Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
+            and x.is_contiguous(memory_format=_CL))
+
+
 def _eligible(x: Tensor) -> bool:
-    return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and x.dim() == 4
-        and x.requires_grad
-        and torch.is_grad_enabled()
-        and x.is_contiguous(memory_format=_CL)
-    )
+    """A float32 CPU channels_last tensor whose gradient will be computed."""
+    return _channels_last_f32(x) and x.requires_grad and torch.is_grad_enabled()
 
 
 class _DepthwiseSame(torch.autograd.Function):
@@ -84,13 +83,33 @@ def depthwise_same(x: Tensor, weight: Tensor, padding: int, dilation: int) -> Te
     return F.conv2d(x, weight, None, 1, padding, dilation, x.shape[1])
 
 
+def _batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and biased variance of an NCHW tensor in two passes, each a torch
+    reduction (pairwise/cascade sums): accurate in float32 in any memory format."""
+    mean = x.mean((0, 2, 3))
+    var = (x - mean[:, None, None]).square_().mean((0, 2, 3))
+    return mean, var
+
+
+def _update_running(running_mean: Tensor | None, running_var: Tensor | None, mean: Tensor,
+                    var: Tensor, momentum: float, n: int) -> None:
+    """What training-mode batch norm does to its running statistics (unbiased variance)."""
+    with torch.no_grad():
+        if running_mean is not None:
+            running_mean.lerp_(mean, momentum)
+        if running_var is not None:
+            running_var.lerp_(var * (n / max(n - 1, 1)), momentum)
+
+
 class _BatchNormCL(torch.autograd.Function):
     @staticmethod
     def forward(x, weight, bias, running_mean, running_var, momentum: float, eps: float):
-        y, mean, invstd = torch.ops.aten.native_batch_norm(
-            x, weight, bias, running_mean, running_var, True, momentum, eps
-        )
-        return y, mean, invstd
+        mean, var = _batch_stats(x)
+        _update_running(running_mean, running_var, mean, var, momentum, x.numel() // x.shape[1])
+        # Eval-mode batch norm with the batch's own statistics: the training-mode output,
+        # one elementwise pass in the input's layout.
+        y = F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
+        return y, mean, (var + eps).rsqrt()
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -105,8 +124,10 @@ class _BatchNormCL(torch.autograd.Function):
     def backward(ctx, grad: Tensor, _gmean: Tensor | None = None, _ginvstd: Tensor | None = None):
         x, weight, mean, invstd = ctx.saved_tensors
         mask = list(ctx.needs_input_grad[:3])
+        if x.shape[1] % _WIDTH:  # a vector tail: the contiguous kernel is the fast one
+            grad, x = grad.contiguous(), x.contiguous()
         gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
-            grad.contiguous(), x.contiguous(), weight, None, None, mean, invstd, True, ctx.eps, mask
+            grad, x, weight, None, None, mean, invstd, True, ctx.eps, mask
         )
         if gx is not None:
             gx = gx.contiguous(memory_format=_CL)
@@ -122,10 +143,15 @@ def batch_norm_train(
     momentum: float,
     eps: float,
 ) -> Tensor:
-    """`F.batch_norm(x, ..., training=True, ...)`, with the contiguous-format backward where
-    ATen's channels_last one is slow (see the module docstring)."""
-    if x.shape[1] % _WIDTH and _eligible(x):
-        return _BatchNormCL.apply(x, weight, bias, running_mean, running_var, momentum, eps)[0]
+    """`F.batch_norm(x, ..., training=True, ...)`, with batch statistics ATen's channels_last
+    kernel would get wrong in float32, and its backward in the faster memory format (see
+    the module docstring)."""
+    if _channels_last_f32(x):
+        if x.requires_grad and torch.is_grad_enabled():
+            return _BatchNormCL.apply(x, weight, bias, running_mean, running_var, momentum, eps)[0]
+        mean, var = _batch_stats(x)
+        _update_running(running_mean, running_var, mean, var, momentum, x.numel() // x.shape[1])
+        return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
     return F.batch_norm(x, running_mean, running_var, weight, bias, True, momentum, eps)
 
 
