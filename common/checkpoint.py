@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import shlex
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,15 @@ import torch
 from common.errors import UserError
 
 FORMAT = "dfsnet-darts"
+
+
+class UnreadableCheckpoint(UserError):
+    """A file that is not an intact checkpoint of this project; `reason` says why, without
+    the advice the message ends with."""
+
+    def __init__(self, path: Path, reason: str, advice: str) -> None:
+        super().__init__(f"{path} {reason}; {advice}")
+        self.path, self.reason = Path(path), reason
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -52,17 +62,40 @@ def load_checkpoint(path: Path, kind: str | None = None) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated / non-zip / pickled files
         # torch's own messages run to paragraphs; the exception type is enough to tell them apart.
-        raise UserError(
-            f"{path} is not a readable checkpoint (corrupt, truncated, or not a torch file "
-            f"saved by this project: {type(e).__name__}); use another file"
-        ) from None
+        raise UnreadableCheckpoint(
+            path, f"is not a readable checkpoint (corrupt, truncated, or not a torch file saved "
+            f"by this project: {type(e).__name__})", "use another file") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise UserError(f"{path} is not a DFSNet-DARTS checkpoint; give a file this project wrote")
+        raise UnreadableCheckpoint(path, "is not a DFSNet-DARTS checkpoint",
+                                   "give a file this project wrote")
     if kind is not None and state.get("kind") != kind:
         raise UserError(
             f"{path} is a {state.get('kind')!r} checkpoint, not a {kind!r} one; give the right file"
         )
     return state
+
+
+def load_resume_checkpoint(run_dir: Path, name: str, kind: str,
+                           older: str | None = None) -> dict[str, Any]:
+    """`load_checkpoint(run_dir / name)` for --resume RUN_DIR: when that file is unreadable,
+    the one-line error names it and says what to do: copy `older` (another checkpoint the
+    run keeps, e.g. retrain's best.pt) over it when that one is intact, or start again."""
+    run_dir = Path(run_dir)
+    path = run_dir / name
+    try:
+        return load_checkpoint(path, kind)
+    except UnreadableCheckpoint as e:
+        from common.runlog import start_again
+
+        advice = start_again(run_dir)
+        if older and (run_dir / older).is_file():
+            try:
+                epoch = int(load_checkpoint(run_dir / older, kind)["epoch"])
+                advice = (f"`cp {shlex.quote(str(run_dir / older))} {shlex.quote(str(path))}` "
+                          f"then --resume continues at epoch {epoch + 1}; or {advice}")
+            except UserError:
+                pass
+        raise UserError(f"cannot resume {run_dir}: {path.name} {e.reason}; {advice}") from None
 
 
 def rng_state() -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_preset(preset: str, section: str) -> dict[str, Any]:
-    """The `section` of a preset given by name (configs/<name>.yaml) or by a YAML file path.
-
-    A preset may name a `base` preset whose section it updates key by key."""
+def _preset_path(preset: str) -> Path:
     path = Path(preset)
     if not (path.suffix in (".yaml", ".yml") and path.is_file()):
         path = CONFIG_DIR / f"{preset}.yaml"
@@ -45,6 +43,14 @@ def load_preset(preset: str, section: str) -> dict[str, Any]:
                 f"unknown preset {preset!r}; choose one of {', '.join(available_presets())} "
                 "or give a path to a YAML file"
             )
+    return path
+
+
+def load_preset(preset: str, section: str) -> dict[str, Any]:
+    """The `section` of a preset given by name (configs/<name>.yaml) or by a YAML file path.
+
+    A preset may name a `base` preset whose section it updates key by key."""
+    path = _preset_path(preset)
     data = _read_yaml(path)
     if section not in data:
         raise UserError(f"config {path} has no {section!r} section; add one")
@@ -55,6 +61,32 @@ def load_preset(preset: str, section: str) -> dict[str, Any]:
         deep_update(merged, cfg)
         cfg = merged
     return cfg
+
+
+def preset_with_section(preset: str, section: str, _depth: int = 0) -> str | None:
+    """The preset whose `section` applies for `preset`: itself when it has one; for a run's
+    config.yaml (which records the preset it ran with) that preset; else its `base`. None
+    when there is none (e.g. a search-only YAML file)."""
+    try:
+        data = _read_yaml(_preset_path(preset))
+    except UserError:
+        return None
+    if section in data:
+        return preset
+    for key in ("preset", "base"):
+        if isinstance(data.get(key), str) and _depth < 8:
+            found = preset_with_section(data[key], section, _depth + 1)
+            if found:
+                return found
+    return None
+
+
+def check_fs_ratio(value: Any) -> float:
+    """The FS compression ratio as a float, or the one-line error both CLIs give for it."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 1.0 <= value < math.inf:
+        raise UserError(f"FS ratio {value!r} is invalid: it must be a number >= 1 (--ratio or "
+                        "fs.ratio; 1 shares nothing, 2 halves each 1x1 layer)")
+    return float(value)
 
 
 def deep_update(dst: dict[str, Any], src: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ missing dataset is one clear line saying where to put it.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,14 @@ def _image_folder(path: Path, name: str, imagenet: bool):
     return train, test, DatasetInfo(name, len(train.classes), size, mean, std, list(train.classes))
 
 
+def suggest_dataset(spec: str) -> str:
+    """The end of the unknown-dataset error: the named dataset a typo is closest to."""
+    if "/" in spec or "\\" in spec:  # a path: a folder that is not there, not a typo of a name
+        return "check the path"
+    close = difflib.get_close_matches(spec.strip().lower(), KNOWN, n=1, cutoff=0.7)
+    return f"did you mean {close[0]}?" if close else "check the name or the path"
+
+
 def open_dataset(
     spec: str, data_root: str | Path = "data", download: bool = True,
     input_size: int | None = None,
@@ -171,10 +180,8 @@ def open_dataset(
     else:
         path = Path(spec).expanduser()
         if not path.is_dir():
-            raise UserError(
-                f"dataset {spec!r} is neither one of {', '.join(KNOWN)} nor an existing folder; "
-                "check the name or the path"
-            )
+            raise UserError(f"dataset {spec!r} is neither one of {', '.join(KNOWN)} nor an "
+                            f"existing folder; {suggest_dataset(spec)}")
         train, test, info = _image_folder(path, path.name, imagenet=False)
     if input_size:
         info.input_size = (int(input_size), int(input_size))

@@ -16,6 +16,11 @@ class UserError(Exception):
     was wrong and what to do."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C during a run; the message says what the run directory holds and how to go on
+    (empty on ranks other than 0, which stay quiet)."""
+
+
 def cli_entry(fn: F) -> F:
     """Wrap a CLI main: a UserError (or a known input error) prints one line on stderr and
     exits with status 2 instead of a traceback."""
@@ -27,8 +32,12 @@ def cli_entry(fn: F) -> F:
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
-        except KeyboardInterrupt:
-            print("interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
+        except Interrupted as e:
+            if str(e):
+                print(e, file=sys.stderr)
+            raise SystemExit(130) from None
+        except KeyboardInterrupt:  # before a run directory exists: nothing to keep or resume
+            print("interrupted", file=sys.stderr)
             raise SystemExit(130) from None
         except BrokenPipeError:
             quiet_broken_pipe()

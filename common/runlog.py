@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -15,7 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from common.errors import UserError
+from common.errors import Interrupted, UserError
 
 #: Written into every run directory when it is created: what makes a folder "a run" that
 #: --overwrite may delete. Folders from before the marker are recognised by their files.
@@ -67,6 +69,43 @@ def make_run_dir(out: str | Path | None, kind: str, tag: str, overwrite: bool = 
     out.mkdir(parents=True, exist_ok=True)
     (out / RUN_MARKER).write_text(f"{kind}\n")
     return out
+
+
+#: Set by run_search.sh to the way it was called, so that config.yaml records that command.
+LAUNCHER_ENV = "DFS_LAUNCHER"
+
+
+def command_line(module: str, argv: list[str] | None = None) -> list[str]:
+    """The command that started this run, for config.yaml: `./run_search.sh ARGS` when the
+    script launched it, else `python -m MODULE ARGS` (argv None: this process's arguments)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    launcher = os.environ.get(LAUNCHER_ENV)
+    return [launcher, *args] if launcher else ["python", "-m", module, *args]
+
+
+def start_again(run_dir: str | Path) -> str:
+    """How to start a run again that has no checkpoint to resume from."""
+    return f"start it again with the same options and --out {shlex.quote(str(run_dir))} --overwrite"
+
+
+def interrupted_message(run_dir: str | Path, checkpoint: str) -> str:
+    """What Ctrl-C leaves: the last epoch's checkpoint to resume, or (first epoch) nothing."""
+    run_dir = Path(run_dir)
+    if (run_dir / checkpoint).is_file():
+        return (f"interrupted; {run_dir / checkpoint} (the last completed epoch) is kept: "
+                f"continue with --resume {shlex.quote(str(run_dir))}")
+    return (f"interrupted during the first epoch, so {run_dir} has no checkpoint yet "
+            f"(--resume cannot continue it); {start_again(run_dir)}")
+
+
+@contextlib.contextmanager
+def interrupt_advice(run_dir: str | Path, checkpoint: str, enabled: bool = True) -> Iterator[None]:
+    """Turn Ctrl-C inside the block into `Interrupted` with `interrupted_message` (rank 0
+    only; the other ranks exit quietly)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_message(run_dir, checkpoint) if enabled else "") from None
 
 
 def _jsonable(v: Any) -> Any:

@@ -19,6 +19,7 @@ import yaml
 from genotypes.genotype import (
     FIELDS,
     FS_FIELDS,
+    FSSpec,
     Genotype,
     GenotypeError,
     from_dict,
@@ -82,15 +83,42 @@ def _concat_repr(c: tuple[int, ...]) -> str:
     return repr(list(c))
 
 
-def to_repr(g: Genotype) -> str:
-    """The DARTS `Genotype(normal=[...], normal_concat=[...], ...)` line; `fs=FSSpec(...)` is
-    appended only when fs is set, so plain-DARTS genotypes print exactly as DARTS does."""
-    parts = [
+def _darts_parts(g: Genotype) -> list[str]:
+    return [
         f"normal={[tuple(e) for e in g.normal]!r}",
         f"normal_concat={_concat_repr(g.normal_concat)}",
         f"reduce={[tuple(e) for e in g.reduce]!r}",
         f"reduce_concat={_concat_repr(g.reduce_concat)}",
     ]
+
+
+def to_darts_repr(g: Genotype) -> str:
+    """The cells alone as DARTS prints them, `Genotype(normal=[...], normal_concat=[...],
+    reduce=[...], reduce_concat=[...])`: accepted by DARTS's own namedtuple `Genotype` (its
+    code pastes it); the FS spec, which DARTS has no field for, is left out."""
+    return f"Genotype({', '.join(_darts_parts(g))})"
+
+
+def describe_fs(fs: FSSpec | None) -> str:
+    """The FS spec in words, e.g. `ratio 2, DFS, 4 offsets`."""
+    if fs is None:
+        return "off (plain DARTS 1x1 convolutions)"
+    text = f"ratio {fs.ratio:g}, {'DFS' if fs.dfs else 'FS'}"
+    return text + (f", {fs.num_offsets} offsets" if fs.dfs else "")
+
+
+def genotype_lines(g: Genotype) -> list[str]:
+    """What search and retrain print for a genotype: the DARTS line (pasteable into DARTS
+    code) and, on its own line, the FS spec."""
+    return [f"genotype: {to_darts_repr(g)}", f"fs: {describe_fs(g.fs)}"]
+
+
+def to_repr(g: Genotype) -> str:
+    """The DARTS `Genotype(normal=[...], normal_concat=[...], ...)` line; `fs=FSSpec(...)` is
+    appended only when fs is set, so plain-DARTS genotypes print exactly as DARTS does. This
+    is the round-trip form (.txt files, `genotypes show`); to paste into DARTS code, use
+    `to_darts_repr`."""
+    parts = _darts_parts(g)
     if g.fs is not None:
         f = to_dict(g)["fs"]
         parts.append(

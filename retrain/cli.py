@@ -2,6 +2,7 @@
 
     python -m retrain --genotype DARTS_V2 --summary [--json] [--fs off] [--ratio 4]
     python -m retrain --genotype runs/search-x --dataset cifar10 [--preset paper] [--set k=v]
+    python -m retrain --arch DARTS_V2 --dataset cifar10 --print-config   # DARTS's --arch
     python -m retrain --resume runs/retrain-cifar10-20250101-120000
     torchrun --nproc_per_node 4 -m retrain --genotype G --dataset imagenet --device cuda
 
@@ -17,15 +18,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from common.config import apply_override, available_presets, load_config_file, save_config
+from common.cpu import cpu_budget
 from common.errors import UserError, cli_entry
-from common.runlog import check_run_dir
+from common.runlog import check_run_dir, command_line
 from common.runtime import set_threads
 from genotypes import Genotype, save_genotype, to_dict
 from retrain import setup
 from retrain.model import NetSpec
 
-#: Flags that may change when resuming (where and how fast, not what is computed).
+#: Flags that may change when resuming (where and how fast, not what is computed; the
+#: worker count is not one of them: retrain's augmentation draws differ with it).
 RESUME_OK = ("device", "threads", "data_root", "no_download")
 
 
@@ -38,13 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
         "cells, and the preset's `imagenet` settings); override with --set stem=cifar|imagenet. "
         "Both end in global average pooling, so any input size and class count works. "
         "Config: the preset's `retrain` section, then --set, then the flags below.")
-    p.add_argument("--genotype", help="genotype file (.json/.yaml/.txt), search run dir, "
-                   "DARTS repr or zoo name (DARTS_V1, DARTS_V2, PC_DARTS, PDARTS)")
+    p.add_argument("--genotype", "--arch", dest="genotype", help="genotype file (.json/.yaml/"
+                   ".txt), search run dir, DARTS repr or zoo name (DARTS_V1, DARTS_V2, PC_DARTS, "
+                   "PDARTS); --arch is DARTS's name for it")
     p.add_argument("--dataset", help="cifar10, cifar100, imagenet or an ImageFolder directory "
                    "(DIR/train, DIR/test or DIR/val); optional with --summary (CIFAR-10 shape)")
     p.add_argument("--summary", action="store_true", help="print the per-cell parameter / "
                    "compression / MACs / size table and exit without training")
     p.add_argument("--json", action="store_true", help="with --summary: print JSON")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved retrain config (YAML) and exit")
     p.add_argument("--preset", default="paper",
                    help=f"config preset ({', '.join(available_presets())}) or a YAML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -57,7 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=float, help="FS compression ratio (default: the genotype's, "
                    f"else {setup.DEFAULT_RATIO:g})")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (AMP on CUDA)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: the cores left "
+                   "after the loader workers; 1 on a machine another job keeps busy)")
+    p.add_argument("--workers", type=int, help="DataLoader workers (default: 0 on CPU for "
+                   "images below 128 px, else a few)")
     p.add_argument("--data-root", help="where named datasets live")
     p.add_argument("--no-download", action="store_true", help="never download a dataset")
     p.add_argument("--out", help="run directory (default runs/retrain-<dataset>-<time>)")
@@ -84,6 +95,18 @@ class _Data:
         return setup.stem_for(cfg, shape[1]) == "imagenet"
 
 
+    def record(self, cfg: dict[str, Any]) -> dict[str, Any] | None:
+        """The dataset record an export of this run holds (setup.data_meta), or None when
+        the dataset cannot be read cheaply (no --dataset; ImageNet; not on disk)."""
+        if self.opened is None and self.spec and self.spec.lower() in ("cifar10", "cifar100"):
+            try:
+                self.opened = setup.open_data(self.spec, {**cfg, "data": {**cfg["data"],
+                                                                           "download": False}})
+            except UserError:
+                return None
+        return None if self.opened is None else setup.data_meta(self.opened[2])
+
+
 def _summary(args: argparse.Namespace) -> int:
     from retrain.summary import format_json, format_table, summarize
 
@@ -91,10 +114,26 @@ def _summary(args: argparse.Namespace) -> int:
     data = _Data(args.dataset, need_files=False)
     cfg = setup.resolve(args.preset, args.overrides + setup.flag_overrides(args), data.imagenet_like)
     classes, size = data.shape
-    set_threads(cfg["runtime"]["threads"])
+    set_threads(cpu_budget(cfg["runtime"]["threads"], 0, "cpu", min(size)).threads)
     spec = _spec(cfg, genotype, classes, size)
-    report = summarize(spec)
+    # With the dataset's record and the run's meta, the predicted file sizes are those of the
+    # files this configuration exports (see retrain.export.exported_size).
+    record = data.record(cfg)
+    meta = steps = None
+    if record is not None:
+        meta = setup.export_meta(cfg, setup.dataset_spec(args.dataset))
+        steps = setup.train_steps(cfg, data.opened)
+    report = summarize(spec, data=record, meta=meta, train_steps=steps)
     print(format_json(report) if args.json else format_table(report))
+    return 0
+
+
+def _print_config(args: argparse.Namespace) -> int:
+    """The resolved `retrain` config as YAML (as config.yaml will record it, but with null
+    threads/workers: they are chosen at start-up)."""
+    data = _Data(args.dataset, need_files=False)
+    cfg = setup.resolve(args.preset, args.overrides + setup.flag_overrides(args), data.imagenet_like)
+    print(yaml.safe_dump(cfg, sort_keys=False), end="")
     return 0
 
 
@@ -135,6 +174,11 @@ def _resume_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.print_config:
+        if args.resume:
+            raise UserError(f"--print-config shows a preset's config; {args.resume}/config.yaml "
+                            "holds the run's")
+        return _print_config(args)
     if args.summary:
         if not args.genotype:
             raise UserError("--summary needs --genotype G")
@@ -154,11 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--ratio has no effect without FS layers; drop it or use --fs dfs/fs")
     _spec(cfg, genotype, *data.shape)
     check_run_dir(args.out, args.overwrite)  # before any training: a wrong --out costs one line
-    dataset = args.dataset
-    if Path(dataset).expanduser().is_dir() and dataset.lower() not in setup.KNOWN_SHAPES:
-        dataset = str(Path(dataset).expanduser().resolve())
-    run = {"dataset": dataset, "preset": args.preset, "genotype": to_dict(genotype),
-           "command": shlex.join([Path(sys.executable).name, "-m", "retrain", *(argv or sys.argv[1:])])}
+    run = {"dataset": setup.dataset_spec(args.dataset), "preset": args.preset,
+           "genotype": to_dict(genotype), "command": shlex.join(command_line("retrain", argv))}
     return run_training(cfg, run, args.out, resume=False, overwrite=args.overwrite,
                         opened=data.opened)
 

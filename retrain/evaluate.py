@@ -14,14 +14,20 @@ import json
 import sys
 from typing import Any
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from torch.utils.data import DataLoader
+if __name__ == "__main__":  # python -m retrain.evaluate: before torch loads OpenMP
+    from common.cpu import prefer_passive_openmp
 
-from common.distributed import DistInfo, all_reduce_sum
-from common.errors import UserError, cli_entry
-from common.runtime import autocast, resolve_device, set_threads
+    prefer_passive_openmp()
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from common.cpu import cpu_budget  # noqa: E402
+from common.distributed import DistInfo, all_reduce_sum  # noqa: E402
+from common.errors import UserError, cli_entry  # noqa: E402
+from common.runtime import autocast, resolve_device, set_threads  # noqa: E402
 
 
 class _Shard(torch.utils.data.Sampler):
@@ -113,7 +119,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--test-limit", type=int, default=None,
                    help="evaluate a class-balanced subset of this many images")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: this process's share of the cores)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return p.parse_args(argv)
 
@@ -123,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     from retrain.export import load_exported_full
 
     args = parse_args(argv)
-    set_threads(args.threads)
     device = resolve_device(args.device)
     model, spec, info = load_exported_full(args.model)
+    # Evaluation loads in this process (no workers): every core computes.
+    set_threads(cpu_budget(args.threads, 0, device.type, min(spec.input_size)).threads)
     meta = info["meta"]
     limit = args.test_limit if args.test_limit is not None else meta.get("test_limit")
     ds = load_test_split(args.dataset, args.data_root, not args.no_download, info["data"], limit)

@@ -111,12 +111,15 @@ def save_exported(model: nn.Module, spec: NetSpec, data: dict[str, Any], path: P
     return Path(path).stat().st_size
 
 
-def exported_size(model: nn.Module, spec: NetSpec, data: dict[str, Any], wq: bool = False) -> int:
-    """Bytes the export of `model` would take on disk (serialised in memory, nothing written)."""
+def exported_size(model: nn.Module, spec: NetSpec, data: dict[str, Any], wq: bool = False,
+                  meta: dict[str, Any] | None = None) -> int:
+    """Bytes `save_exported(model, spec, data, wq=wq, meta=meta)` writes, serialised in memory
+    the same way (nothing written). Equal to the file's size when `data` and `meta` are the
+    run's and `model` holds the run's integer buffers (see retrain.summary.summarize)."""
     from common.checkpoint import FORMAT
 
     buf = io.BytesIO()
-    torch.save({"format": FORMAT, "kind": KIND, **export_payload(model, spec, data, wq)}, buf)
+    torch.save({"format": FORMAT, "kind": KIND, **export_payload(model, spec, data, wq, meta)}, buf)
     return buf.tell()
 
 

@@ -3,6 +3,7 @@ metrics.json. Called by retrain.cli with a resolved config."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -10,11 +11,12 @@ from typing import Any
 
 import torch
 
-from common.checkpoint import atomic_write_text
+from common.checkpoint import atomic_write_text, load_resume_checkpoint
+from common.cpu import busy_note, cpu_budget
 from common.distributed import barrier, cleanup, init_distributed, local_device
-from common.runlog import make_run_dir, say
+from common.runlog import interrupt_advice, make_run_dir, say
 from common.runtime import resolve_device, set_threads
-from genotypes import from_dict
+from genotypes import Genotype, from_dict, genotype_lines
 from retrain import data as rdata
 from retrain import setup
 
@@ -35,8 +37,9 @@ def run_training(cfg: dict[str, Any], run: dict[str, Any], out: str | Path | Non
                  overwrite: bool = False, opened: tuple | None = None) -> int:
     """Train (or continue) the run; rank 0 writes every file. Returns the exit status."""
     from retrain.cli import write_run_files
-    from retrain.trainer import Trainer
+    from retrain.trainer import BEST, CKPT_KIND, LATEST, Trainer
 
+    started = time.perf_counter()
     set_threads(cfg["runtime"]["threads"])
     device = resolve_device(str(cfg["runtime"]["device"]))
     dist = init_distributed(device)
@@ -45,6 +48,11 @@ def run_training(cfg: dict[str, Any], run: dict[str, Any], out: str | Path | Non
     try:
         genotype = from_dict(run["genotype"])
         train, test, info = opened or setup.open_data(run["dataset"], cfg)
+        # Recorded in config.yaml as chosen: --resume and --preset RUN/config.yaml keep them.
+        budget = cpu_budget(cfg["runtime"]["threads"], cfg["data"]["workers"], device.type,
+                            min(info.input_size))
+        cfg["runtime"]["threads"], cfg["data"]["workers"] = budget.threads, budget.workers
+        set_threads(budget.threads)
         spec = setup.make_spec(cfg, genotype, info.num_classes, info.input_size)
         if resume:
             run_dir = Path(out)
@@ -56,38 +64,59 @@ def run_training(cfg: dict[str, Any], run: dict[str, Any], out: str | Path | Non
         train_ds = rdata.train_set(train, test, info, d.get("max_images"), cfg["cutout"])
         test_ds = rdata.test_set(train, test, info, d.get("max_test_images"))
         trainer = Trainer(cfg, spec, run_dir, dist, device, train_ds, test_ds)
-        latest = run_dir / "latest.pt"
-        if resume and latest.is_file():
-            trainer.resume(latest)
-            if trainer.start_epoch >= trainer.epochs:
-                say(f"{run_dir} is trained ({trainer.epochs} epochs); exporting again", main)
+        with interrupt_advice(run_dir, LATEST, main):
+            if resume and (run_dir / LATEST).is_file():
+                trainer.resume(load_resume_checkpoint(run_dir, LATEST, CKPT_KIND, older=BEST))
+                if trainer.start_epoch >= trainer.epochs:
+                    say(f"{run_dir} is trained ({trainer.epochs} epochs); exporting again", main)
+                else:
+                    say(f"resuming {run_dir} at epoch {trainer.start_epoch + 1}/{trainer.epochs} "
+                        f"on {device} with {budget.describe()}", main)
             else:
-                say(f"resuming {run_dir} at epoch {trainer.start_epoch + 1}/{trainer.epochs}", main)
-        else:
-            say(f"retraining into {run_dir}: {len(train_ds)} train / {len(test_ds)} test images, "
-                f"{spec.stem} network C={spec.init_channels} x {spec.layers} cells, FS "
-                f"{'off' if spec.fs is None else spec.fs}", main)
-        trainer.fit()
-        if main:
-            export(trainer, run, run_dir, info, test_ds)
+                say(f"retraining into {run_dir}: {len(train_ds)} train / {len(test_ds)} test "
+                    f"images, {spec.stem} network C={spec.init_channels} x {spec.layers} cells; "
+                    f"{trainer.epochs} epoch(s) on {device} with {budget.describe()}", main)
+            for line in _genotype_lines(genotype, spec, trainer):
+                say(line, main)
+            note = busy_note(budget) if main else None
+            if note:
+                say(note)
+            trainer.fit()
+            if main:
+                export(trainer, run, run_dir, info, test_ds, started)
         barrier()
     finally:
         cleanup()
     return 0
 
 
-def export(trainer, run: dict[str, Any], run_dir: Path, info, test_ds) -> dict[str, Any]:
+def _genotype_lines(genotype: Genotype, spec, trainer) -> list[str]:
+    """The genotype as DARTS prints it, and the FS settings of the network being trained
+    (which --fs/--ratio may have changed from the genotype's)."""
+    lines = genotype_lines(dataclasses.replace(genotype, fs=spec.fs))
+    if spec.fs is not None and spec.fs.dfs:
+        when = (f"from epoch {trainer.harden_at + 1}" if trainer.harden_at < trainer.epochs
+                else "at export")
+        lines[-1] += f" (offsets fixed {when})"
+    return lines
+
+
+def export(trainer, run: dict[str, Any], run_dir: Path, info, test_ds,
+           started: float | None = None) -> dict[str, Any]:
     """Write model.pt and model-wq.pt, reload each from disk and evaluate it, write
-    metrics.json. Accuracies are those of the reloaded files, i.e. what evaluate reports."""
+    metrics.json. Accuracies are those of the reloaded files, i.e. what evaluate reports.
+
+    Times: train_seconds / train_minutes sum the completed epochs (train + test), over every
+    session of a resumed run, never time lost in an interrupted epoch; wall_minutes is the
+    wall-clock time of this session (`started`: time.perf_counter() at its start), data
+    loading and export included."""
     from retrain.evaluate import evaluate_exported
     from retrain.export import load_exported_full, save_exported
     from retrain.summary import summarize
 
     cfg, model = trainer.cfg, trainer.model
     model.eval()
-    meta = {"dataset": run["dataset"], "batch_size": int(cfg["batch_size"]),
-            "test_limit": cfg["data"].get("max_test_images"), "epochs": trainer.epochs,
-            "seed": cfg["seed"], "channels_last": bool(cfg["runtime"]["channels_last"])}
+    meta = setup.export_meta(cfg, run["dataset"])
     dmeta = setup.data_meta(info)
     t0 = time.perf_counter()
     files, results, specs = {}, {}, {}
@@ -104,6 +133,7 @@ def export(trainer, run: dict[str, Any], run_dir: Path, info, test_ds) -> dict[s
         "best_test_acc": trainer.best_acc, "best_epoch": trainer.best_epoch,
         "epochs": trainer.epochs, "train_seconds": round(trainer.elapsed, 1),
         "train_minutes": round(trainer.elapsed / 60, 2),
+        "wall_minutes": round((time.perf_counter() - (started or t0)) / 60, 2),
         "file_bytes": files,
         "counts": {k: v for k, v in report["totals"].items() if not k.startswith("file_bytes")},
         "auxiliary_head_params": (report["auxiliary_head"] or {}).get("params"),
@@ -114,5 +144,6 @@ def export(trainer, run: dict[str, Any], run_dir: Path, info, test_ds) -> dict[s
     say(f"exported {run_dir / 'model.pt'} ({files['model.pt']:,} bytes, top-1 {f['top1']:.2f}%) "
         f"and model-wq.pt ({files['model-wq.pt']:,} bytes, top-1 {q['top1']:.2f}%); "
         f"{report['totals']['effective']:,} effective parameters, compression "
-        f"{report['totals']['compression']:.2f}x; {trainer.elapsed / 60:.1f} min")
+        f"{report['totals']['compression']:.2f}x; training {trainer.elapsed / 60:.1f} min, "
+        f"{metrics['wall_minutes']:.1f} min wall clock")
     return metrics

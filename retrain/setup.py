@@ -3,7 +3,7 @@
 Config order (later wins): the preset's `retrain` section; its `imagenet` sub-section when the
 network gets the ImageNet stems (dataset `imagenet`, or any dataset whose images are at least
 128 px, see retrain.model.pick_stem); `--set key=value` overrides; the dedicated flags
-(--epochs, --batch-size, --seed, --fs, --ratio, --device, --threads, --data-root,
+(--epochs, --batch-size, --seed, --fs, --ratio, --device, --threads, --workers, --data-root,
 --no-download). The resolved config is what config.yaml records, with `imagenet: null`
 meaning "already applied".
 """
@@ -11,9 +11,11 @@ meaning "already applied".
 from __future__ import annotations
 
 import copy
+import math
+from pathlib import Path
 from typing import Any
 
-from common.config import apply_override, deep_update, load_preset
+from common.config import apply_override, check_fs_ratio, deep_update, load_preset
 from common.data import DatasetInfo, open_dataset
 from common.errors import UserError
 from genotypes import FSSpec, Genotype, GenotypeError, load_genotype
@@ -47,7 +49,8 @@ def flag_overrides(args: Any) -> list[str]:
     """The dedicated flags as `key=value` overrides (applied after --set)."""
     pairs = [("epochs", args.epochs), ("batch_size", args.batch_size), ("seed", args.seed),
              ("fs.mode", args.fs), ("fs.ratio", args.ratio), ("runtime.device", args.device),
-             ("runtime.threads", args.threads), ("data.root", args.data_root)]
+             ("runtime.threads", args.threads), ("data.workers", args.workers),
+             ("data.root", args.data_root)]
     out = [f"{k}={v}" for k, v in pairs if v is not None]
     if args.no_download:
         out.append("data.download=false")
@@ -95,10 +98,13 @@ def check(cfg: dict[str, Any]) -> None:
     if cfg["init_channels"] % 2:
         raise UserError(f"init_channels must be even (FactorizedReduce halves it), got "
                         f"{cfg['init_channels']}")
-    ratio = cfg["fs"]["ratio"]
-    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float))
-                              or not ratio >= 1.0):
-        raise UserError(f"FS ratio must be a number >= 1, got {ratio!r}")
+    if cfg["fs"]["ratio"] is not None:  # null: the genotype's
+        check_fs_ratio(cfg["fs"]["ratio"])  # worded as the search words it
+    for key, section, lo in (("workers", "data", 0), ("threads", "runtime", 1)):
+        v = cfg[section][key]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
+            raise UserError(f"{section}.{key} must be an integer >= {lo} or null (chosen to fit "
+                            f"the cores), got {v!r}")
 
 
 def resolve_fs(cfg: dict[str, Any], genotype: Genotype) -> FSSpec | None:
@@ -147,6 +153,32 @@ def open_data(spec: str, cfg: dict[str, Any]):
     """(train, test or None, info) of the configured dataset (one clear line if missing)."""
     d = cfg["data"]
     return open_dataset(spec, d["root"], bool(d["download"]), d["input_size"])
+
+
+def dataset_spec(dataset: str) -> str:
+    """The dataset as a run records it: a folder as its absolute path (the run can be resumed
+    or evaluated from elsewhere), a named dataset as its name."""
+    if Path(dataset).expanduser().is_dir() and dataset.lower() not in KNOWN_SHAPES:
+        return str(Path(dataset).expanduser().resolve())
+    return dataset
+
+
+def export_meta(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """What an export records about its run (retrain.evaluate repeats the run's evaluation
+    from it); the summary predicts file sizes from the same dict."""
+    return {"dataset": dataset, "batch_size": int(cfg["batch_size"]),
+            "test_limit": cfg["data"].get("max_test_images"), "epochs": int(cfg["epochs"]),
+            "seed": cfg["seed"], "channels_last": bool(cfg["runtime"]["channels_last"])}
+
+
+def train_steps(cfg: dict[str, Any], opened: tuple) -> int:
+    """Optimizer steps of a single-process run on the opened dataset (every batch, the last
+    partial one included, every epoch)."""
+    from retrain.data import train_set
+
+    train, test, info = opened
+    n = len(train_set(train, test, info, cfg["data"].get("max_images"), 0))
+    return int(cfg["epochs"]) * math.ceil(n / int(cfg["batch_size"]))
 
 
 def data_meta(info: DatasetInfo) -> dict[str, Any]:

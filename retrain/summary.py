@@ -4,6 +4,12 @@ Counts follow DARTS: the auxiliary head is left out of the totals (it is reporte
 line, and never exported). MACs are those of the convolutions and matrix products of one
 eval-mode forward on one input (see count_macs); an FS layer counts the MACs of the
 convolution it stands for. Sizes are the exported bytes (packed float32 / 8-bit WQ).
+
+The model.pt / model-wq.pt sizes are the export serialised in memory. They equal the files a
+run writes when the summary knows what the export records besides the weights: the
+dataset's record (class names, normalisation), the run's settings, and the BatchNorm step
+counters (integers stored in the narrowest type that holds them); without the dataset they
+are estimates, and say so.
 """
 
 from __future__ import annotations
@@ -87,14 +93,29 @@ def _bytes_by_part(sd: dict[str, torch.Tensor]) -> dict[str, int]:
     return out
 
 
-def summarize(spec: NetSpec, model: nn.Module | None = None) -> dict[str, Any]:
-    """The report as a dict: {network, rows: [...], auxiliary_head, totals}."""
+def _set_batch_counters(model: nn.Module, steps: int) -> None:
+    """Give every BatchNorm the step counter training leaves it with (one per step)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.num_batches_tracked is not None:
+            m.num_batches_tracked.fill_(int(steps))
+
+
+def summarize(spec: NetSpec, model: nn.Module | None = None, data: dict[str, Any] | None = None,
+              meta: dict[str, Any] | None = None, train_steps: int | None = None) -> dict[str, Any]:
+    """The report as a dict: {network, rows: [...], auxiliary_head, totals}.
+
+    `data` (retrain.setup.data_meta), `meta` (retrain.setup.export_meta) and `train_steps`
+    (the optimizer steps of the run) make totals' file_bytes / file_bytes_wq exact
+    (`file_bytes_exact`); without `data` they leave out the dataset's record."""
     from space.fs import harden_model
 
     model = build_network(spec) if model is None else model
     # Sizes are those of the export, which is always hardened and has no auxiliary head.
     hard = harden_model(copy.deepcopy(model)).eval()
-    data = {"name": "summary", "mean": [0.0], "std": [1.0]}
+    if train_steps is not None:
+        _set_batch_counters(hard, train_steps)
+    exact = data is not None
+    data = data if exact else {"name": "summary", "mean": [0.0], "std": [1.0]}
     sizes = _bytes_by_part(hard.state_dict())
     sizes_wq = _bytes_by_part(quantized_state_dict(hard))
     macs = count_macs(model, spec.input_size, spec.in_channels)
@@ -122,8 +143,9 @@ def summarize(spec: NetSpec, model: nn.Module | None = None) -> dict[str, Any]:
     totals["macs"] = sum(r["macs"] for r in rows)
     totals["bytes"] = sum(r["bytes"] for r in rows)
     totals["bytes_wq"] = sum(r["bytes_wq"] for r in rows)
-    totals["file_bytes"] = exported_size(hard, spec, data, wq=False)
-    totals["file_bytes_wq"] = exported_size(hard, spec, data, wq=True)
+    totals["file_bytes"] = exported_size(hard, spec, data, wq=False, meta=meta)
+    totals["file_bytes_wq"] = exported_size(hard, spec, data, wq=True, meta=meta)
+    totals["file_bytes_exact"] = exact
     aux = None
     if hasattr(model, "auxiliary_head"):
         aux = {"part": "auxiliary_head", **param_stats(model.auxiliary_head, hard.auxiliary_head)}
@@ -168,8 +190,14 @@ def format_table(report: dict[str, Any]) -> str:
     out.append(f"uncompressed equivalent {_fmt(t['uncompressed'], '')}; compression "
                f"{_fmt(t['compression'], 'compression')} ({_fmt(t.get('compression_wq'), 'compression')}"
                f" with WQ); MACs {_fmt(t['macs'], '')} per input")
-    out.append(f"model.pt {_fmt(t['file_bytes'], '')} bytes; model-wq.pt "
-               f"{_fmt(t['file_bytes_wq'], '')} bytes")
+    if t.get("file_bytes_exact"):
+        out.append(f"model.pt {_fmt(t['file_bytes'], '')} bytes; model-wq.pt "
+                   f"{_fmt(t['file_bytes_wq'], '')} bytes (the files a run with these settings "
+                   "writes)")
+    else:
+        out.append(f"model.pt about {_fmt(t['file_bytes'], '')} bytes; model-wq.pt about "
+                   f"{_fmt(t['file_bytes_wq'], '')} bytes (estimates: the files also hold the "
+                   "dataset's class names and statistics; --dataset on disk makes them exact)")
     if report["auxiliary_head"]:
         out.append(f"auxiliary head (training only, not exported): "
                    f"{_fmt(report['auxiliary_head']['params'], '')} parameters")

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common.checkpoint import load_checkpoint, save_checkpoint
+from common.checkpoint import save_checkpoint
 from common.distributed import DistInfo, all_reduce_sum
 from common.loader import make_loader
 from common.runlog import JsonlLog, Progress, say
@@ -25,6 +25,7 @@ from retrain.model import NetSpec, build_network
 from space.fs import set_temperature
 
 CKPT_KIND = "retrain"
+LATEST, BEST = "latest.pt", "best.pt"  # the last completed epoch's checkpoint; the best one's
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -140,9 +141,9 @@ class Trainer:
                 "best_acc": self.best_acc, "best_epoch": self.best_epoch,
                 "elapsed": self.elapsed}
 
-    def resume(self, path: Path) -> None:
-        """Continue from a `latest.pt` written by this trainer."""
-        state = load_checkpoint(path, CKPT_KIND)
+    def resume(self, state: dict[str, Any]) -> None:
+        """Continue from the state of a `latest.pt` this trainer wrote (see
+        common.checkpoint.load_resume_checkpoint)."""
         if state["hardened"]:
             self.harden()
         self.model.load_state_dict(state["model"])
@@ -225,9 +226,9 @@ class Trainer:
             if main:
                 self.log.write(record)
                 state = self.state_dict(epoch + 1)
-                save_checkpoint(state, self.run_dir / "latest.pt", CKPT_KIND)
+                save_checkpoint(state, self.run_dir / LATEST, CKPT_KIND)
                 if best:
-                    save_checkpoint(state, self.run_dir / "best.pt", CKPT_KIND)
+                    save_checkpoint(state, self.run_dir / BEST, CKPT_KIND)
                 say(f"epoch {epoch + 1}/{self.epochs}  train loss {tr['train_loss']:.4f} "
                     f"acc {tr['train_acc']:.2f}  test loss {te['test_loss']:.4f} acc "
                     f"{te['test_acc']:.2f} top5 {te['test_top5']:.2f}  lr {lr:.5f}  "

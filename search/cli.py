@@ -11,19 +11,28 @@ import argparse
 import os
 import re
 import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from common.checkpoint import load_checkpoint
+from common.checkpoint import load_resume_checkpoint
 from common.config import load_config_file, resolve_config
+from common.cpu import CpuBudget, busy_note, cpu_budget
 from common.data import open_dataset
 from common.distributed import cleanup, init_distributed, local_device
 from common.errors import UserError, cli_entry
-from common.runlog import JsonlLog, check_run_dir, make_run_dir, say
+from common.runlog import (
+    JsonlLog,
+    check_run_dir,
+    command_line,
+    interrupt_advice,
+    make_run_dir,
+    say,
+    start_again,
+)
 from common.runtime import resolve_device, seed_everything, set_threads
+from genotypes import describe_fs
 from search.ddp import rank0_first
 from search.outputs import CHECKPOINT, CONFIG, LOG, save_run_config
 from search.settings import check_config
@@ -33,6 +42,7 @@ examples:
   ./run_search.sh cifar10                                   # the DARTS setting (preset paper)
   ./run_search.sh ../shared/data/cifar10-subset --preset smoke  # minutes on a laptop CPU
   ./run_search.sh cifar10 --order second --fs fs --ratio 4 --set arch.warmup_epochs=10
+  ./run_search.sh cifar10 --threads 1      # on a machine where another job is running
   ./run_search.sh /data/flowers --set data.input_size=64 --set data.max_images=2000
   ./run_search.sh --resume runs/search-cifar10-20250101-120000
   torchrun --nproc_per_node 4 -m search cifar10             # DDP, first order; batch per process
@@ -41,6 +51,7 @@ DATASET is cifar10, cifar100 (downloaded into --data-root), imagenet (DATA_ROOT/
 {train,val}) or a folder with train/<class>/<image> (and optionally test/ or val/).
 Every key of the `search:` section of configs/PRESET.yaml can be set with --set KEY=VALUE
 (see --print-config); the shorthand flags below are applied after the --set items.
+Threads and loader workers not set are chosen to fit the cores (shown at start-up).
 """
 
 # Shorthand flag -> config key.
@@ -68,9 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fs", choices=["off", "fs", "dfs"], help="1x1 convs: plain, FS, or DFS")
     p.add_argument("--ratio", type=float, help="FS compression ratio (>= 1)")
     p.add_argument("--order", choices=["first", "second"], help="DARTS approximation order")
+    p.add_argument("--unrolled", action="store_true",
+                   help="DARTS's name for --order second (the unrolled step)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--workers", type=int, help="DataLoader workers")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: the cores left "
+                   "after the loader workers; 1 on a machine another job keeps busy)")
+    p.add_argument("--workers", type=int, help="DataLoader workers (default: 0 on CPU for "
+                   "images below 128 px, else a few)")
     p.add_argument("--max-images", type=int, help="cap the training images (stratified)")
     p.add_argument("--data-root", help="where cifar10/100 and imagenet live (default ./data)")
     p.add_argument("--no-download", action="store_true", help="never download a dataset")
@@ -82,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
+    if args.unrolled:  # DARTS's train_search.py flag
+        if args.order == "first":
+            raise UserError("--unrolled is DARTS's name for --order second; drop --order first "
+                            "or --unrolled")
+        args.order = "second"
     items = [re.sub(r"^search\.", "", s.strip()) for s in args.overrides]
     for flag, key in SHORTHANDS.items():
         value = getattr(args, flag)
@@ -116,8 +136,8 @@ def _prepare_resume(args: argparse.Namespace, items: list[str]):
     cfg = resolve_config("search", str(preset_file), items)
     if not (run_dir / CHECKPOINT).is_file():
         raise UserError(f"{run_dir} has no {CHECKPOINT} yet (it stopped during its first epoch); "
-                        f"start it again with --out {run_dir} --overwrite")
-    state = load_checkpoint(run_dir / CHECKPOINT, "search")
+                        f"{start_again(run_dir)}")
+    state = load_resume_checkpoint(run_dir, CHECKPOINT, "search")
     return run_dir, cfg, args.dataset or saved["dataset"], saved.get("preset", "paper"), state
 
 
@@ -154,7 +174,12 @@ def main(argv: list[str] | None = None) -> None:
         # Rank 0 first: it alone may download, and its error is the one reported.
         train_set, _, info = rank0_first(dist_info, lambda first: open_dataset(
             dataset, data["root"], bool(data["download"]) and first, data["input_size"]))
-        command = ["python", "-m", "search", *(sys.argv[1:] if argv is None else argv)]
+        # Recorded in config.yaml as chosen, so that --preset RUN/config.yaml repeats the run.
+        budget = cpu_budget(cfg["runtime"]["threads"], data["workers"], device.type,
+                            min(info.input_size))
+        cfg["runtime"]["threads"], data["workers"] = budget.threads, budget.workers
+        set_threads(budget.threads)
+        command = command_line("search", argv)
         if state is None:
             # Created (or replaced) only now that the config and the dataset are known good.
             run_dir = Path(rank0_first(dist_info, lambda first: str(make_run_dir(
@@ -166,27 +191,32 @@ def main(argv: list[str] | None = None) -> None:
             saved = load_config_file(run_dir / CONFIG)
             save_run_config(run_dir, cfg, dataset, preset, shlex.split(saved.get("command", "")),
                             list(saved.get("resumed") or []) + [shlex.join(command)])
-        _start(cfg, train_set, info, run_dir, dataset, device, dist_info, state)
+        with interrupt_advice(run_dir, CHECKPOINT, dist_info.is_main):
+            _start(cfg, train_set, info, run_dir, dataset, preset, device, dist_info, state,
+                   budget)
     finally:
         cleanup()
 
 
-def _start(cfg: dict[str, Any], train_set, info, run_dir: Path, dataset: str, device, dist_info,
-           state: dict[str, Any] | None) -> None:
+def _start(cfg: dict[str, Any], train_set, info, run_dir: Path, dataset: str, preset: str,
+           device, dist_info, state: dict[str, Any] | None, budget: CpuBudget) -> None:
     from search.data import build_search_data
     from search.run import run_search
     from search.trainer import fs_spec
 
     sd = build_search_data(train_set, info, cfg, dist_info, pin_memory=device.type == "cuda")
     fs = fs_spec(cfg["fs"])
-    fs_text = "off" if fs is None else f"{cfg['fs']['mode']} (ratio {fs.ratio:g}, M={fs.num_offsets})"
     where = f"resuming {run_dir} at epoch {int(state['epoch']) + 1}" if state else f"run dir {run_dir}"
     procs = f" x {dist_info.world_size} processes" if dist_info.enabled else ""
+    is_main = dist_info.is_main
     say(f"search on {dataset}: {info.num_classes} classes, {info.input_size[0]}x{info.input_size[1]}, "
         f"{sd.num_train} + {sd.num_valid} images; C={cfg['init_channels']} layers={cfg['layers']} "
-        f"fs={fs_text} order={cfg['arch']['order']}; {cfg['epochs']} epoch(s) on {device}{procs}; "
-        f"{where}", dist_info.is_main)
+        f"order={cfg['arch']['order']}; fs: {describe_fs(fs)}; {cfg['epochs']} epoch(s) on "
+        f"{device}{procs} with {budget.describe()}; {where}", is_main)
+    note = busy_note(budget) if is_main else None
+    if note:
+        say(note)
     if state is not None and int(state.get("world_size", 1)) != dist_info.world_size:
         say(f"note: {run_dir} ran with {state['world_size']} process(es), this resume with "
-            f"{dist_info.world_size}: the batches differ from an uninterrupted run", dist_info.is_main)
-    run_search(cfg, sd, run_dir, dataset, device, dist_info, resume_state=state)
+            f"{dist_info.world_size}: the batches differ from an uninterrupted run", is_main)
+    run_search(cfg, sd, run_dir, dataset, device, dist_info, resume_state=state, preset=preset)

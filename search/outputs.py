@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from common.checkpoint import rng_state, save_checkpoint
-from common.config import save_config
+from common.config import preset_with_section, save_config
+from common.data import KNOWN as KNOWN_DATASETS
 from common.runlog import JsonlLog, say
-from genotypes import Genotype, save_genotype, to_dict, to_repr
+from genotypes import Genotype, genotype_lines, save_genotype, to_dict
 
 LOG, GENOTYPE, CHECKPOINT, CONFIG = "log.jsonl", "genotype.json", "checkpoint.pt", "config.yaml"
+DEFAULT_DATA_ROOT = "data"  # both presets' data.root
 
 
 def warn(msg: str) -> None:
@@ -80,7 +82,8 @@ class RunOutputs:
         except Exception as e:  # drawing is a convenience; never let it stop a search
             warn(f"could not draw the cells ({_short(e)}); the search goes on")
 
-    def finish(self, g: Genotype, dataset: str, last: dict[str, Any] | None) -> None:
+    def finish(self, g: Genotype, dataset: str, last: dict[str, Any] | None,
+               preset: str = "paper", data_root: str = DEFAULT_DATA_ROOT) -> None:
         """Final drawings and plots, and the summary: genotype, its file, the retrain command."""
         if not self.enabled:
             return
@@ -95,10 +98,23 @@ class RunOutputs:
         if last is not None:
             say(f"search finished: train acc {last['train_acc']:.2f}%, valid acc "
                 f"{last['valid_acc']:.2f}% after {last['epoch'] + 1} epoch(s)")
-        say(f"genotype: {to_repr(g)}")
+        for line in genotype_lines(g):
+            say(line)
         say(f"genotype file: {self.dir / GENOTYPE}")
-        say(f"retrain it: python -m retrain --genotype {shlex.quote(str(self.dir / GENOTYPE))} "
-            f"--dataset {shlex.quote(dataset)}")
+        say(f"retrain it: {retrain_command(self.dir / GENOTYPE, dataset, preset, data_root)}")
+
+
+def retrain_command(genotype_file: Path, dataset: str, preset: str, data_root: str) -> str:
+    """The retrain command for a search's genotype: the retrain section of the search's preset
+    (a smoke search gets a smoke retrain, not the 600-epoch paper one), its data root for a
+    named dataset, and this interpreter's full path (it works without activating the venv)."""
+    cmd = [sys.executable, "-m", "retrain", "--genotype", str(genotype_file), "--dataset", dataset]
+    retrain_preset = preset_with_section(preset, "retrain")
+    if retrain_preset:
+        cmd += ["--preset", retrain_preset]
+    if dataset.lower() in KNOWN_DATASETS and str(data_root) != DEFAULT_DATA_ROOT:
+        cmd += ["--data-root", str(data_root)]
+    return shlex.join(cmd)
 
 
 def epoch_record(epoch: int, stats: dict[str, Any], valid: tuple[float, float], arch_state: dict,

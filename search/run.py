@@ -19,9 +19,10 @@ from search.trainer import SearchTrainer, temperature_at
 
 def run_search(
     cfg: dict[str, Any], data: SearchData, run_dir: Path, dataset: str, device: torch.device,
-    dist_info: DistInfo, resume_state: dict[str, Any] | None = None,
+    dist_info: DistInfo, resume_state: dict[str, Any] | None = None, preset: str = "paper",
 ) -> tuple[Genotype, SearchTrainer]:
-    """Search from epoch 0, or from a checkpoint's epoch; returns the final genotype."""
+    """Search from epoch 0, or from a checkpoint's epoch; returns the final genotype.
+    `preset` is the one the search ran with (the retrain command it prints uses its own)."""
     from space.fs import set_temperature
 
     trainer = SearchTrainer(cfg, data, device, dist_info)
@@ -59,5 +60,5 @@ def run_search(
             raise RuntimeError("the architecture parameters differ between ranks; please report")
         say(f"architecture parameters identical on all {dist_info.world_size} ranks", main)
     g = net.genotype()
-    outputs.finish(g, dataset, last)
+    outputs.finish(g, dataset, last, preset, cfg["data"]["root"])
     return g, trainer

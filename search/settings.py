@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from common.config import check_fs_ratio
 from common.errors import UserError
 
 CHOICES = {
@@ -71,7 +72,7 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     _number(cfg, "train_portion", float, 0.0, 1.0, lo_open=True)
     if _get(cfg, "train_portion") >= 1.0:
         raise UserError("config train_portion=1 leaves no images for the architecture; use < 1")
-    _number(cfg, "fs.ratio", float, 1.0)
+    _set(cfg, "fs.ratio", check_fs_ratio(_get(cfg, "fs.ratio")))  # worded as retrain words it
     _number(cfg, "fs.num_offsets", int, 1)
     for key in ("fs.temperature.start", "fs.temperature.end"):
         _number(cfg, key, float, 0.0, lo_open=True)
@@ -86,7 +87,7 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
             isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
         raise UserError(f"config arch.betas={betas!r} is invalid: give two numbers in [0, 1), "
                         "e.g. --set arch.betas=[0.5,0.999]")
-    _number(cfg, "data.workers", int, 0)
+    _number(cfg, "data.workers", int, 0, optional=True)  # null: chosen (common.cpu)
     _number(cfg, "data.max_images", int, 1, optional=True)
     _number(cfg, "data.input_size", int, 8, optional=True)
     _number(cfg, "runtime.threads", int, 1, optional=True)

@@ -204,3 +204,129 @@ def test_closed_stdout_ends_quietly(argv):
     p.stdout.close()  # long before the interpreter has imported torch
     _, err = p.communicate(timeout=120)
     assert p.returncode == 0 and err == b"", err.decode()[-2000:]
+
+
+# --- first-day fixes (issue 12) ---------------------------------------------------------------
+
+def test_cpu_budget_fits_the_cores(monkeypatch):
+    from common.cpu import cpu_budget
+
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    for cores in range(1, 17):
+        for device, side in (("cpu", 32), ("cpu", 224), ("cuda", 32), ("cuda", 224)):
+            b = cpu_budget(None, None, device, side, cores=cores)
+            assert b.threads >= 1 and b.auto
+            assert b.threads + b.workers <= cores, (cores, device, side, b)
+    # Small images on a CPU: no workers, every core computes (2 cores: as the smoke preset
+    # ran before, so its figures do not change).
+    b = cpu_budget(None, None, "cpu", 32, cores=2)
+    assert (b.threads, b.workers) == (2, 0) and b.describe() == "2 threads, 0 loader workers"
+    assert (cpu_budget(None, None, "cpu", 224, cores=8).workers,
+            cpu_budget(None, None, "cpu", 224, cores=8).threads) == (1, 7)
+    assert cpu_budget(None, None, "cuda", 32, cores=8).workers == 2
+    # Given values win; threads given are not "auto" (no busy-machine hint).
+    b = cpu_budget(3, 2, "cpu", 32, cores=2)
+    assert (b.threads, b.workers, b.auto) == (3, 2, False)
+    assert cpu_budget(None, 1, "cpu", 32, cores=2).threads == 1
+    # torchrun processes on one machine share its cores.
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert cpu_budget(None, None, "cpu", 32, cores=4).threads == 2
+
+
+def test_busy_machine_hint(monkeypatch):
+    import os
+
+    from common import cpu
+
+    cores = os.cpu_count()
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(cpu, "busy_cores", lambda: 1)
+    note = cpu.busy_note(cpu.CpuBudget(cores, 0, cores))
+    if cores >= 2:
+        assert note and f"--threads {cores - 1}" in note and "1 other process" in note
+    assert cpu.busy_note(cpu.CpuBudget(cores, 0, cores, auto=False)) is None  # --threads given
+    assert cpu.busy_note(cpu.CpuBudget(1, 0, cores)) is None  # nothing better to suggest
+    monkeypatch.setattr(cpu, "busy_cores", lambda: 0)
+    assert cpu.busy_note(cpu.CpuBudget(cores, 0, cores)) is None
+
+
+def test_entry_points_make_openmp_sleep_before_torch_loads():
+    """OMP_WAIT_POLICY is read once, when torch loads OpenMP: each entry point must set it
+    first (and leave a user's own choice alone)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spy = ("import builtins, os, runpy, sys\n"
+           "real = builtins.__import__\n"
+           "def spy(name, *a, **k):\n"
+           "    if name == 'torch' and 'torch' not in sys.modules:\n"
+           "        print('policy', os.environ.get('OMP_WAIT_POLICY'), flush=True)\n"
+           "    return real(name, *a, **k)\n"
+           "builtins.__import__ = spy\n"
+           "sys.argv = ['x', '--help']\n"
+           "runpy.run_module(sys.argv.pop(), run_name='__main__', alter_sys=True)\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for module in ("search", "retrain", "retrain.evaluate"):
+        r = subprocess.run([sys.executable, "-c", spy.replace("sys.argv.pop()", repr(module))],
+                           cwd=root, env=env, capture_output=True, text=True, timeout=120)
+        assert r.stdout.splitlines()[0] == "policy PASSIVE", (module, r.stdout, r.stderr[-2000:])
+
+
+def test_retrain_preset_of_a_search_preset(tmp_path):
+    from common.config import preset_with_section
+
+    assert preset_with_section("smoke", "retrain") == "smoke"
+    assert preset_with_section("paper", "retrain") == "paper"
+    run_config = tmp_path / "config.yaml"  # what a search run writes: no retrain section
+    run_config.write_text("base: paper\ndataset: x\npreset: smoke\nsearch: {epochs: 1}\n")
+    assert preset_with_section(str(run_config), "retrain") == "smoke"
+    own = tmp_path / "mine.yaml"
+    own.write_text("search: {epochs: 1}\n")
+    assert preset_with_section(str(own), "retrain") is None
+
+
+def test_ratio_and_dataset_name_errors():
+    from common.config import check_fs_ratio
+
+    assert check_fs_ratio(2) == 2.0
+    for bad in (0.5, "2", True, float("nan"), float("inf")):
+        with pytest.raises(UserError, match=r"FS ratio .* is invalid: it must be a number >= 1"):
+            check_fs_ratio(bad)
+    with pytest.raises(UserError, match=r"'cifr10' .*did you mean cifar10\?"):
+        open_dataset("cifr10")
+    with pytest.raises(UserError, match="check the path$"):
+        open_dataset("runs/cifr10")
+
+
+def test_command_line_records_the_launcher(monkeypatch):
+    from common.runlog import LAUNCHER_ENV, command_line
+
+    monkeypatch.delenv(LAUNCHER_ENV, raising=False)
+    assert command_line("search", ["x", "--epochs", "1"]) == ["python", "-m", "search", "x",
+                                                             "--epochs", "1"]
+    monkeypatch.setenv(LAUNCHER_ENV, "./run_search.sh")
+    assert command_line("search", ["x"]) == ["./run_search.sh", "x"]
+
+
+def test_interrupt_and_corrupt_checkpoint_messages(tmp_path):
+    from common.checkpoint import load_resume_checkpoint
+    from common.runlog import interrupted_message
+
+    msg = interrupted_message(tmp_path, "latest.pt")
+    assert "no checkpoint yet" in msg and f"--out {tmp_path} --overwrite" in msg
+    assert "continue with --resume" not in msg
+    save_checkpoint({"epoch": 3}, tmp_path / "best.pt", "retrain")
+    (tmp_path / "latest.pt").write_bytes(b"not a checkpoint")
+    assert f"continue with --resume {tmp_path}" in interrupted_message(tmp_path, "latest.pt")
+    with pytest.raises(UserError) as e:
+        load_resume_checkpoint(tmp_path, "latest.pt", "retrain", older="best.pt")
+    text = str(e.value)
+    assert "latest.pt is not a readable checkpoint" in text and "use another file" not in text
+    assert f"cp {tmp_path / 'best.pt'} {tmp_path / 'latest.pt'}" in text
+    assert "epoch 4" in text and "--overwrite" in text
+    (tmp_path / "best.pt").write_bytes(b"broken too")
+    with pytest.raises(UserError, match=r"checkpoint .*; start it again .* --overwrite$"):
+        load_resume_checkpoint(tmp_path, "latest.pt", "retrain", older="best.pt")

@@ -21,11 +21,14 @@ from genotypes import (
     Genotype,
     GenotypeError,
     derive,
+    describe_fs,
     from_json,
     from_repr,
     from_yaml,
+    genotype_lines,
     load_genotype,
     save_genotype,
+    to_darts_repr,
     to_json,
     to_repr,
     to_yaml,
@@ -52,6 +55,38 @@ def test_round_trips(name: str, g: Genotype) -> None:
     assert from_repr(to_repr(g)) == g
     assert from_repr(to_repr(from_yaml(to_yaml(from_json(to_json(g)))))) == g
     assert (g.fs is None) == ("fs=" not in to_repr(g))
+
+
+def _darts_namedtuple(line: str):
+    """What DARTS's own code makes of a pasted line: its plain namedtuple `Genotype`, the
+    keyword arguments read as literals (ast, as DARTS users paste them into genotypes.py)."""
+    import ast
+    from collections import namedtuple
+
+    DartsGenotype = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")
+    call = ast.parse(line, mode="eval").body
+    assert isinstance(call, ast.Call) and call.func.id == "Genotype" and not call.args
+    return DartsGenotype(**{k.arg: ast.literal_eval(k.value) for k in call.keywords})
+
+
+@pytest.mark.parametrize("name,g", ALL, ids=[n for n, _ in ALL])
+def test_printed_line_pastes_into_darts(name: str, g: Genotype) -> None:
+    line, fs_line = genotype_lines(g)
+    assert line.startswith("genotype: Genotype(") and "FSSpec" not in line + fs_line
+    d = _darts_namedtuple(line.removeprefix("genotype: "))  # a TypeError on an unknown field
+    assert [tuple(e) for e in d.normal] == list(g.normal) and d.reduce_concat == [2, 3, 4, 5]
+    assert from_repr(to_darts_repr(g)) == dataclasses.replace(g, fs=None)
+    assert fs_line == f"fs: {describe_fs(g.fs)}"
+
+
+def test_fs_spec_in_words() -> None:
+    assert describe_fs(FS) == "ratio 2, DFS, 4 offsets"
+    assert describe_fs(FSSpec(1.5, False, 1)) == "ratio 1.5, FS"
+    assert describe_fs(None).startswith("off")
+    # The older printed form, with fs=FSSpec(...), still reads back with its spec.
+    old = to_repr(_with(ZOO["DARTS_V2"], fs=FS))
+    assert old.endswith("fs=FSSpec(ratio=2.0, dfs=True, num_offsets=4))")
+    assert from_repr(old).fs == FS
 
 
 def test_json_is_canonical_structure() -> None:

@@ -6,15 +6,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from retrain import load_exported
 from retrain.cli import main
 from retrain.evaluate import main as evaluate_main
+from retrain.trainer import Trainer
+from search.cli import main as search_main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "smoke", "--set", "init_channels=4", "--set", "layers=3", "--batch-size", "8",
@@ -137,7 +141,80 @@ def test_tiny_run_writes_every_file_and_evaluate_reproduces_it(capsys, tmp_path,
     assert ev["top1"] == m["test_acc"] and ev["images"] == 12
     net = load_exported(out / "model-wq.pt")
     assert net(torch.zeros(1, 3, 12, 12))[0].shape == (1, 3)
-    # The run's config.yaml is a preset that reproduces the run's settings.
+    # The run's config.yaml is a preset that reproduces the run's settings, and with the
+    # dataset the summary's predicted sizes are the files' sizes, to the byte.
     assert main(["--genotype", str(out), "--summary", "--json", "--preset",
-                 str(out / "config.yaml")]) == 0
+                 str(out / "config.yaml"), "--dataset", str(tiny_folder)]) == 0
+    t = json.loads(capsys.readouterr().out)["totals"]
+    assert t["file_bytes_exact"] and t["file_bytes"] == (out / "model.pt").stat().st_size
+    assert t["file_bytes_wq"] == (out / "model-wq.pt").stat().st_size
+    assert main(["--genotype", str(out), "--summary", "--preset", str(out / "config.yaml")]) == 0
+    assert "model.pt about " in capsys.readouterr().out  # no dataset: labelled as estimates
     assert "already exists" in _fail(capsys, argv)
+
+
+# --- what a new user hits on the first day (issue 12) ----------------------------------------
+
+def test_darts_habits_arch_and_print_config(capsys):
+    assert main(["--arch", "DARTS_V2", "--summary", "--json", "--set", "layers=5",
+                 "--set", "init_channels=8"]) == 0
+    assert json.loads(capsys.readouterr().out)["network"]["layers"] == 5
+    assert main(["--print-config", "--preset", "smoke", "--epochs", "3", "--ratio", "4"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["epochs"] == 3 and cfg["init_channels"] == 16 and cfg["fs"]["ratio"] == 4
+    assert cfg["runtime"]["threads"] is None and cfg["data"]["workers"] is None  # chosen at start
+    assert main(["--print-config", "--dataset", "imagenet"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["epochs"] == 250  # its imagenet section
+
+
+def test_search_and_retrain_word_errors_alike(capsys, tiny_folder):
+    retrain_err = _fail(capsys, ["--genotype", "DARTS_V2", "--summary", "--ratio", "0.5"])
+    search_err = _fail(capsys, [str(tiny_folder), "--ratio", "0.5"], search_main)
+    assert retrain_err == search_err and "FS ratio 0.5 is invalid" in retrain_err
+    err = _fail(capsys, ["--genotype", "DARTS_V2", "--dataset", "cifr10"])
+    assert err == _fail(capsys, ["cifr10"], search_main) and "did you mean cifar10?" in err
+
+
+def test_ctrl_c_resume_times_and_corrupt_checkpoint(capsys, tmp_path, tiny_folder, monkeypatch):
+    out = tmp_path / "run"
+    argv = ["--genotype", "DARTS_V2", "--dataset", str(tiny_folder), *TINY, "--epochs", "2",
+            "--out", str(out)]
+    real = Trainer.train_epoch
+
+    def interrupted_at(stop: int):
+        def train_epoch(self, epoch):
+            if epoch >= stop:
+                time.sleep(1.0)  # time lost in the interrupted epoch: never counted
+                raise KeyboardInterrupt
+            return real(self, epoch)
+        return train_epoch
+
+    def ctrl_c(args: list[str]) -> str:
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        assert e.value.code == 130
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        return err
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted_at(0))
+    err = ctrl_c(argv)
+    assert "no checkpoint yet" in err and f"--out {out} --overwrite" in err
+    assert "continue with --resume" not in err
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted_at(1))
+    err = ctrl_c(argv + ["--overwrite"])
+    assert f"continue with --resume {out}" in err and "latest.pt" in err
+    monkeypatch.setattr(Trainer, "train_epoch", real)
+    assert main(["--resume", str(out)]) == 0
+    banner = capsys.readouterr().out
+    assert "resuming" in banner and "with 1 thread, 0 loader workers" in banner
+    assert "\ngenotype: Genotype(normal=[" in banner and "FSSpec" not in banner
+    assert "\nfs: ratio 2, DFS, 4 offsets (offsets fixed from epoch 2)\n" in banner
+    m = json.loads((out / "metrics.json").read_text())
+    epochs = sum(r["seconds"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()))
+    assert abs(m["train_seconds"] - epochs) < 0.1 and m["wall_minutes"] >= 0  # sleep not counted
+    # A corrupt latest.pt: the error names it and offers best.pt (or starting again).
+    (out / "latest.pt").write_bytes(b"\x00" * 64)
+    err = _fail(capsys, ["--resume", str(out)])
+    assert f"cannot resume {out}: latest.pt is not a readable checkpoint" in err
+    assert f"cp {out / 'best.pt'} {out / 'latest.pt'}" in err and "--overwrite" in err

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from image_folders import make_image_folder
 
 from common.checkpoint import load_checkpoint
 from search.cli import main
+from search.outputs import retrain_command
 from search.trainer import SearchTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,8 +141,13 @@ def test_tiny_run_directory(folder, tmp_path, capsys):
     assert g == records[-1]["genotype"]
     assert saved["dataset"] == str(folder) and "--epochs 2" in saved["command"]
     assert saved["search"]["epochs"] == 2 and saved["search"]["arch"]["order"] == "second"
-    assert f"python -m retrain --genotype {run / 'genotype.json'} --dataset {folder}" in out
-    assert "genotype: Genotype(normal=[" in out
+    # The retrain hint carries the preset, and this interpreter's path (no venv to activate).
+    hint = shlex.join([sys.executable, "-m", "retrain", "--genotype", str(run / "genotype.json"),
+                       "--dataset", str(folder), "--preset", "smoke"])
+    assert f"retrain it: {hint}\n" in out
+    assert "genotype: Genotype(normal=[" in out and "FSSpec" not in out
+    assert "\nfs: ratio 2, DFS, 4 offsets\n" in out
+    assert "on cpu with 1 thread, 0 loader workers; run dir" in out  # the start-up line
     # The saved config is a preset that repeats the run.
     main([str(folder), "--preset", str(run / "config.yaml"), "--print-config"])
     assert yaml.safe_load(capsys.readouterr().out) == saved["search"]
@@ -173,3 +181,68 @@ def test_entry_script_error_is_one_line(tmp_path):
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().count("\n") == 0 and "neither one of" in r.stderr
     assert r.stdout == "" and not (tmp_path / "runs").exists()
+
+
+# --- what a new user hits on the first day (issue 12) ----------------------------------------
+
+def test_unrolled_is_order_second(capsys):
+    main(["--print-config", "--unrolled"])
+    assert yaml.safe_load(capsys.readouterr().out)["arch"]["order"] == "second"
+    err = _fail(["--print-config", "--unrolled", "--order", "first"], capsys)
+    assert "--unrolled is DARTS's name for --order second" in err
+
+
+def test_misspelt_dataset_name_suggests(tmp_path, capsys):
+    err = _fail(["cifr10", "--out", str(tmp_path / "run")], capsys)
+    assert "did you mean cifar10?" in err and not (tmp_path / "run").exists()
+
+
+def test_retrain_hint_carries_data_root_of_named_datasets():
+    g = Path("runs/s/genotype.json")
+    hint = retrain_command(g, "cifar10", "smoke", "/datasets")
+    assert hint.endswith("--dataset cifar10 --preset smoke --data-root /datasets")
+    assert hint.startswith(f"{shlex.quote(sys.executable)} -m retrain --genotype {g}")
+    assert "--data-root" not in retrain_command(g, "cifar10", "paper", "data")  # the default
+    assert "--data-root" not in retrain_command(g, "/imgs/flowers", "paper", "/datasets")
+
+
+def test_ctrl_c_says_what_is_kept(folder, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    real = SearchTrainer.train_epoch
+
+    def interrupted_at(stop: int):
+        def train_epoch(self, epoch, show=True):
+            if epoch >= stop:
+                raise KeyboardInterrupt
+            return real(self, epoch, show)
+        return train_epoch
+
+    def ctrl_c(argv: list[str]) -> str:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 130
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        return err
+
+    argv = [str(folder), *TINY, "--epochs", "2", "--out", str(run), "--set", "runtime.plot=false"]
+    # In the first epoch: nothing to resume, and the message says how to start again.
+    monkeypatch.setattr(SearchTrainer, "train_epoch", interrupted_at(0))
+    err = ctrl_c(argv)
+    assert "no checkpoint yet" in err and f"--out {run} --overwrite" in err
+    assert "continue with --resume" not in err
+    assert "no checkpoint.pt yet" in _fail(["--resume", str(run)], capsys)  # as it said
+    # In the second: the first epoch's checkpoint is kept. Started by run_search.sh, the
+    # run records that command.
+    monkeypatch.setenv("DFS_LAUNCHER", "./run_search.sh")
+    monkeypatch.setattr(SearchTrainer, "train_epoch", interrupted_at(1))
+    err = ctrl_c(argv + ["--overwrite"])
+    assert f"continue with --resume {run}" in err and "checkpoint.pt" in err
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["command"] == shlex.join(["./run_search.sh", *argv, "--overwrite"])
+    assert saved["search"]["runtime"]["threads"] == 1 and saved["search"]["data"]["workers"] == 0
+    # A corrupt checkpoint names the file and says what to do (not "use another file").
+    (run / "checkpoint.pt").write_bytes(b"\x00" * 64)
+    err = _fail(["--resume", str(run)], capsys)
+    assert f"cannot resume {run}: checkpoint.pt is not a readable checkpoint" in err
+    assert f"--out {run} --overwrite" in err and "another file" not in err

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from common.checkpoint import load_checkpoint
 from genotypes import FSSpec, load_genotype, validate
@@ -46,4 +47,7 @@ def test_smoke_preset_on_cifar_subset(cifar_subset, tmp_path):
     assert {"normal.png", "reduce.png"} <= cells or {"normal.gv", "reduce.gv"} <= cells
     assert (run / "plots" / "curves.png").is_file()
     assert (run / "config.yaml").is_file()
-    assert f"python -m retrain --genotype {run / 'genotype.json'}" in r.stdout
+    assert (f"python -m retrain --genotype {run / 'genotype.json'} --dataset {cifar_subset} "
+            "--preset smoke\n") in r.stdout  # a smoke retrain, not the 600-epoch paper one
+    assert yaml.safe_load((run / "config.yaml").read_text())["command"].startswith(
+        f"{ROOT / 'run_search.sh'} {cifar_subset} --preset smoke")  # as it was started

@@ -1,0 +1,157 @@
+"""Oversubscription: smoke-retrain training steps alone and beside one busy process, with the
+old CPU defaults and the new ones (figures, not a test; issue 12).
+
+    .venv/bin/python bench/oversubscription.py [--data ../shared/data/cifar10-subset]
+        [--steps 10] [--max-seconds 40] [--old-workers 0]
+
+The network and data are the retrain `smoke` preset's: DARTS_V2, C=16, 8 cells, batch 64,
+DFS ratio 2, real images through the retrain DataLoader, one SGD step as retrain.trainer
+takes it. Each cell of the table runs in a fresh process, because OpenMP reads its waiting
+policy once, when torch loads it:
+
+    old          threads = all cores, OMP_WAIT_POLICY unset (libgomp spins while idle),
+                 --old-workers loader workers (0: the smoke preset's; the paper preset's was 2)
+    new          threads and workers from common.cpu.cpu_budget, OMP_WAIT_POLICY=PASSIVE
+    new, 1 thr   the new defaults with --threads 1 (what the busy-machine note suggests)
+
+"busy" runs the same beside a process this script starts, which spins on one core for the
+whole measurement. Per cell: the median time of a step (data loading included) over the
+steps after the first (worker start-up, allocations), stopping after --steps steps or
+--max-seconds, whichever comes first. Run it on an otherwise quiet machine: six cells of at
+most (--max-seconds + ~10 s start-up) each, under 5 minutes with the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-subset"
+BATCH = 64
+
+
+def child(args: argparse.Namespace) -> None:
+    """One cell: time training steps with the given threads/workers; print JSON."""
+    import torch
+    import torch.nn as nn
+
+    from common.distributed import DistInfo
+    from genotypes import load_genotype
+    from retrain import data as rdata
+    from retrain import setup
+    from retrain.trainer import Trainer
+
+    torch.set_num_threads(args.threads)
+    overrides = [f"data.workers={args.workers}", f"runtime.threads={args.threads}",
+                 "runtime.device=cpu", f"batch_size={BATCH}",
+                 f"data.max_images={BATCH * (args.steps + 1)}", "data.max_test_images=64"]
+    cfg = setup.resolve("smoke", overrides, lambda c: False)
+    train, test, info = setup.open_data(str(args.data), cfg)
+    spec = setup.make_spec(cfg, load_genotype("DARTS_V2"), info.num_classes, info.input_size)
+    train_ds = rdata.train_set(train, test, info, cfg["data"]["max_images"], cfg["cutout"])
+    test_ds = rdata.test_set(train, test, info, 64)
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Trainer(cfg, spec, Path(tmp), DistInfo(), torch.device("cpu"), train_ds, test_ds)
+        t.model.train()
+        t.train_loader.sampler.set_epoch(0)
+        aux_w, clip = float(cfg["auxiliary_weight"]), float(cfg["optimizer"]["grad_clip"])
+        times: list[float] = []
+        start = last = time.perf_counter()
+        for x, y in t.train_loader:  # the step of retrain.trainer.Trainer.train_epoch (no AMP on CPU)
+            if t.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            t.optimizer.zero_grad(set_to_none=True)
+            logits, logits_aux = t.net(x)
+            loss = t.criterion(logits, y)
+            if logits_aux is not None and aux_w > 0:
+                loss = loss + aux_w * t.criterion(logits_aux, y)
+            loss.backward()
+            nn.utils.clip_grad_norm_(t.model.parameters(), clip)
+            t.optimizer.step()
+            now = time.perf_counter()
+            times.append(now - last)
+            last = now
+            if len(times) > args.steps or now - start > args.max_seconds:
+                break
+    print(json.dumps({"threads": torch.get_num_threads(), "workers": args.workers,
+                      "policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"), "times": times}))
+
+
+def run_cell(args: argparse.Namespace, threads: int, workers: int, passive: bool,
+             busy: bool) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    if passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    spinner = None
+    if busy:  # the neighbour: one process spinning on a core for the whole cell
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(1.0)
+    try:
+        r = subprocess.run([sys.executable, __file__, "--child", "--data", str(args.data),
+                            "--threads", str(threads), "--workers", str(workers),
+                            "--steps", str(args.steps), "--max-seconds", str(args.max_seconds)],
+                           env=env, capture_output=True, text=True)
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
+    if r.returncode != 0:
+        sys.exit(f"a measurement failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ImageFolder (CIFAR-10 subset)")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per cell (after one warm-up)")
+    ap.add_argument("--max-seconds", type=float, default=40.0, help="stop a cell after this long")
+    ap.add_argument("--old-workers", type=int, default=0,
+                    help="loader workers of the old defaults (smoke preset 0, paper preset 2)")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args)
+        return
+    from common.cpu import available_cores, busy_cores, cpu_budget
+
+    cores = available_cores()
+    new = cpu_budget(None, None, "cpu", 32)
+    others = busy_cores()
+    print(f"{cores} cores (os.cpu_count {os.cpu_count()}), {others} other process(es) running "
+          f"at the start{'' if not others else ': the machine is not quiet, figures are unreliable'}")
+    configs = [("old", os.cpu_count() or cores, args.old_workers, False),
+               ("new", new.threads, new.workers, True),
+               ("new, --threads 1", 1, new.workers, True)]
+    rows = []
+    for name, threads, workers, passive in configs:
+        alone = None
+        for busy in (False, True):
+            r = run_cell(args, threads, workers, passive, busy)
+            steps = r["times"][1:] or r["times"]
+            s = statistics.median(steps)
+            alone = s if not busy else alone
+            rows.append((name, r["threads"], r["workers"], r["policy"], "busy" if busy else "alone",
+                         len(steps), s, BATCH / s, s / alone))
+            print(f"  {name:18s} {'busy' if busy else 'alone':5s}: {s:.3f} s/step "
+                  f"({len(steps)} steps)", flush=True)
+    print()
+    print("| defaults | threads | workers | OMP_WAIT_POLICY | neighbour | steps | s/step | "
+          "img/s | vs alone |")
+    print("|---|---:|---:|---|---|---:|---:|---:|---:|")
+    for name, t, w, pol, cond, n, s, ips, rel in rows:
+        print(f"| {name} | {t} | {w} | {pol} | {cond} | {n} | {s:.3f} | {ips:.1f} | {rel:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

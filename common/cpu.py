@@ -1,0 +1,127 @@
+"""CPU budget of a run: compute threads and DataLoader workers that together fit the cores.
+
+Imports neither torch nor numpy: the entry points call `prefer_passive_openmp` before torch
+loads its OpenMP runtime, which reads the waiting policy once, at load time.
+
+Why these defaults (issue 12): on a 2-core machine with one busy neighbour, 2 spinning OpenMP
+threads made a smoke retrain epoch 30x slower. Idle OpenMP threads that sleep (PASSIVE) let a
+busy machine slow a run down in proportion, and threads + workers <= cores keeps the run from
+competing with itself. The counts depend only on the machine, never on its load at start-up,
+so the same seed gives the same figures on the same machine run after run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Images smaller than this decode in microseconds (CIFAR arrays, small PNGs): on a CPU a
+#: loader worker would only take a core from the compute threads.
+SMALL_IMAGE = 128
+
+
+def prefer_passive_openmp() -> None:
+    """Idle OpenMP threads sleep instead of spinning (unless the user chose otherwise). Call
+    before torch is imported."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _cgroup_quota() -> int | None:
+    """Whole cores a cgroup v2 CPU quota allows (containers), or None without one."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        return None
+
+
+def available_cores() -> int:
+    """Cores this process may use: its affinity mask (taskset, cpusets), capped by a
+    container's CPU quota, which neither os.cpu_count() nor torch's default sees."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    return max(1, min(cores, quota) if quota else cores)
+
+
+def processes_per_machine() -> int:
+    """Processes of this run on this machine (torchrun's LOCAL_WORLD_SIZE, else 1)."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+@dataclass(frozen=True)
+class CpuBudget:
+    """What a process runs with; `auto` says whether the threads were chosen here."""
+
+    threads: int
+    workers: int
+    cores: int
+    auto: bool = True
+
+    def describe(self) -> str:
+        return (f"{self.threads} thread{'s' * (self.threads != 1)}, {self.workers} loader "
+                f"worker{'s' * (self.workers != 1)}")
+
+
+def default_workers(device_type: str, image_side: int, cores: int) -> int:
+    """DataLoader workers when the config says null (auto).
+
+    CPU: none for small images (decoding them costs less than the core a worker takes from
+    the compute threads), one for large ones (JPEG decoding and resizing), if there is a core
+    to spare. CUDA: the GPU computes, so the cores feed it: 2 for small images, up to 8 for
+    large ones, leaving one core to the main process."""
+    spare = max(0, cores - 1)
+    small = image_side < SMALL_IMAGE
+    if device_type == "cpu":
+        return 0 if small else min(1, spare)
+    return min(2 if small else 8, spare)
+
+
+def cpu_budget(threads: int | None, workers: int | None, device_type: str, image_side: int,
+               cores: int | None = None) -> CpuBudget:
+    """Threads and workers of one process: given values win; null ones are chosen so that
+    threads + workers fit this process's share of the cores (cores / processes per machine)."""
+    share = max(1, (cores or available_cores()) // processes_per_machine())
+    w = default_workers(device_type, image_side, share) if workers is None else int(workers)
+    t = max(1, share - w) if not threads else int(threads)
+    return CpuBudget(t, w, share, auto=not threads)
+
+
+def busy_cores(samples: int = 5) -> int | None:
+    """Other processes running right now: the median over a few samples 20 ms apart of the
+    runnable tasks in /proc/loadavg, less this process's own thread. None off Linux. (The
+    load average would still count a run that ended a minute ago.)"""
+    counts = []
+    for i in range(samples):
+        try:
+            running = Path("/proc/loadavg").read_text().split()[3].split("/")[0]
+            counts.append(max(0, int(running) - 1))
+        except (OSError, IndexError, ValueError):
+            return None
+        if i + 1 < samples:
+            time.sleep(0.02)
+    return sorted(counts)[len(counts) // 2]
+
+
+def busy_note(budget: CpuBudget, flag: str = "--threads") -> str | None:
+    """A hint when other processes keep cores busy and the threads were chosen automatically;
+    None otherwise. A hint only: the thread count itself never depends on the load, so the
+    same seed gives the same figures run after run."""
+    if not budget.auto or os.cpu_count() != budget.cores * processes_per_machine():
+        return None  # the machine's load counts cores this process does not see
+    others = busy_cores()
+    if not others:
+        return None
+    suggest = max(1, budget.cores - others - budget.workers)
+    if suggest >= budget.threads:
+        return None
+    return (f"note: {others} other process(es) are running on these {budget.cores} cores; "
+            f"if epochs are slow, start again with {flag} {suggest}")
