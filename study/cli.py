@@ -1,0 +1,220 @@
+"""`python -m study`: run a multi-seed study of retrain (and search) arms, and report it.
+
+    python -m study run STUDY.yaml [--jobs N] [--threads T] [--out DIR] [--seeds 0,1,2] [--dry-run]
+    python -m study report DIR
+
+`run` checks the whole study first (file, config keys of every arm, genotypes, dataset, the
+output folder), then runs every arm x seed that is not finished (see study.runner), then
+writes the report (see study.report). Run it again after a kill, or with more seeds, and
+only what is missing runs. Exit status: 0 when every run finished, 1 when a run failed,
+2 for a mistake in the input (one line), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from common.config import resolve_config, save_config
+from common.errors import UserError, cli_entry
+from study import layout
+from study.commands import NAMED_DATASETS, dataset_arg, retrain_argv, search_argv
+from study.spec import Study, load_study, parse_seeds
+
+SEARCH_GENOTYPE = "<search run>/genotype.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m study", description="Multi-seed studies: run "
+                                "arms x seeds as ordinary run directories and report mean, "
+                                "spread, confidence intervals and Welch tests.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run (or continue) a study, then report it")
+    r.add_argument("study", help="study YAML file (schema: see study/spec.py or the README)")
+    r.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
+    r.add_argument("--threads", type=int, help="torch threads per run (default: the study's "
+                   "`threads`, else CPUs / jobs; never more than CPUs / jobs)")
+    r.add_argument("--out", help="output folder (default: the study's `out`)")
+    r.add_argument("--seeds", help="seeds to run instead of the study's, e.g. 0,1,2,3")
+    r.add_argument("--dry-run", action="store_true", help="print each run's state and command, run nothing")
+    rep = sub.add_parser("report", help="rebuild study.json, study.md and the plot of a study folder")
+    rep.add_argument("dir", help="a study's output folder (or a folder holding its study.json)")
+    return p
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def split_threads(jobs: int, threads: int | None, cpus: int) -> tuple[int, str | None]:
+    """Threads per run so that jobs x threads <= cpus; and a note when `threads` was lowered."""
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
+    if jobs > cpus:
+        raise UserError(f"--jobs {jobs} is more than the {cpus} CPU(s) this process may use; "
+                        f"use --jobs {cpus} or fewer")
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads must be at least 1, got {threads}")
+    per = cpus // jobs
+    if threads is None:
+        return per, None
+    if threads > per:
+        return per, (f"note: {threads} threads x {jobs} job(s) would oversubscribe {cpus} CPU(s); "
+                     f"using {per} thread(s) per run")
+    return threads, None
+
+
+def preflight(study: Study) -> None:
+    """Resolve every arm's configs (unknown keys, bad values) and genotypes, as the commands
+    will, so that a mistake is one line before anything runs."""
+    from retrain import setup as rsetup
+    from search.settings import check_config
+
+    for arm in study.arms:
+        r, s = arm.retrain, arm.search
+        try:
+            items = list(r.sets) + ([f"fs.mode={r.fs}"] if r.fs else [])
+            items += [f"fs.ratio={r.ratio}"] if r.ratio is not None else []
+            rsetup.resolve(r.preset or "paper", items, lambda cfg: False)
+            if s is None:
+                rsetup.read_genotype(retrain_argv(arm, "")[1])
+            else:
+                items = [re.sub(r"^search\.", "", x) for x in s.sets]
+                items += [f"fs.mode={s.fs}"] if s.fs else []
+                items += [f"fs.ratio={s.ratio}"] if s.ratio is not None else []
+                items += [f"arch.order={s.order}"] if s.order else []
+                check_config(resolve_config("search", s.preset or "paper", items))
+        except UserError as e:
+            raise UserError(f"arm {arm.name!r}: {e}") from None
+
+
+def make_record(study: Study, dataset: str, seeds: list[int], out: Path) -> dict[str, Any]:
+    """OUT/study.yaml: the study file and each arm's resolved commands. An arm whose commands
+    changed since its runs in OUT were made is refused: its seeds would mix two settings."""
+    arms = [{"name": a.name, "search": search_argv(a, dataset) if a.search else None,
+             "retrain": retrain_argv(a, dataset, SEARCH_GENOTYPE if a.search else None)}
+            for a in study.arms]
+    old: dict[str, Any] = {}
+    if (out / layout.RECORD).is_file():
+        from study.report import read_record
+
+        old = read_record(out) or {}
+    before = {a["name"]: a for a in old.get("arms", [])}
+    for a in arms:
+        prev = before.get(a["name"])
+        if prev and (prev["search"], prev["retrain"]) != (a["search"], a["retrain"]) \
+                and layout.seeds_on_disk(out, a["name"]):
+            raise UserError(f"arm {a['name']!r} has runs in {out} made with other options "
+                            f"({' '.join(prev['retrain'])}); give the changed arm a new name "
+                            "or use another --out")
+    all_seeds = sorted(set(old.get("seeds") or []) | set(seeds))
+    return {"name": study.name, "source": str(study.source) if study.source else None,
+            "dataset": dataset, "seeds": all_seeds, "compare": [list(p) for p in study.compare],
+            "arms": arms, "study": study.raw}
+
+
+class _Lock:
+    """OUT/.study.lock held for the whole run: two studies never run in one folder."""
+
+    def __init__(self, out: Path) -> None:
+        import fcntl
+
+        self.f = open(out / ".study.lock", "w")
+        try:
+            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.f.close()
+            raise UserError(f"another `python -m study run` is running in {out}; wait for it "
+                            "or stop it first") from None
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    from study.runner import Runner, Settings
+
+    study = load_study(args.study)
+    seeds = parse_seeds(args.seeds) if args.seeds else study.seeds
+    out = Path(args.out or study.out)
+    threads, note = split_threads(args.jobs, args.threads or study.threads, cpu_count())
+    dataset = dataset_arg(study.dataset)
+    if dataset not in NAMED_DATASETS and not Path(dataset).is_dir():
+        raise UserError(f"dataset {study.dataset!r} is not a folder ({dataset}) nor cifar10, "
+                        "cifar100 or imagenet")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; choose a folder")
+    preflight(study)
+    record = make_record(study, dataset, seeds, out)
+    runner = Runner(study, Settings(out=out, dataset=dataset, jobs=args.jobs, threads=threads), seeds)
+    tasks = runner.tasks()
+    finished = sum(layout.retrain_state(layout.run_dir(out, a.name, s)) == layout.FINISHED
+                   for a, s in tasks)
+    print(f"study {study.name}: {len(study.arms)} arm(s) x {len(seeds)} seed(s) = {len(tasks)} "
+          f"runs in {out}/{layout.RUNS} ({finished} finished earlier); {args.jobs} at a time, "
+          f"{threads} thread(s) each", flush=True)
+    if note:
+        print(note, flush=True)
+    if args.dry_run:
+        for arm, seed in tasks:
+            for module, argv, path in runner.commands(arm, seed):
+                state = (layout.search_state if module == "search" else layout.retrain_state)(path)
+                print(f"{arm.name} seed {seed} {module}: {state}: python -m {module} "
+                      f"{' '.join(argv)}")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    lock = _Lock(out)
+    save_config(record, out / layout.RECORD)
+    old = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        outcomes = runner.run()
+    except KeyboardInterrupt:
+        print(f"study interrupted; the runs keep their checkpoints: run `python -m study run "
+              f"{args.study}` (same options) again to continue", file=sys.stderr, flush=True)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        lock.f.close()
+    counts = {k: sum(o.status == k for o in outcomes) for k in ("skipped", "done", "failed")}
+    print(f"study {study.name}: {counts['done']} run(s) now, {counts['skipped']} finished "
+          f"earlier, {counts['failed']} failed", flush=True)
+    _report(out)
+    return 1 if counts["failed"] else 0
+
+
+def _report(out: Path) -> None:
+    from study.report import report_folder
+
+    rep, paths = report_folder(out)
+    for name, a in rep["arms"].items():
+        t = a["top1"]
+        mean = "n/a" if t["mean"] is None else f"{t['mean']:.2f}%"
+        std = "n/a" if t["std"] is None else f"{t['std']:.2f}"
+        print(f"  {name}: n={a['n']} top-1 {mean} (std {std})")
+    if rep["missing"]:
+        print(f"  {len(rep['missing'])} run(s) missing or unfinished (listed in study.md)")
+    print("report: " + ", ".join(str(p) for p in paths), flush=True)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return run(args)
+    path = Path(args.dir)
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        path = load_study(path).out  # a study file: its output folder
+    if not path.is_dir():
+        raise UserError(f"{args.dir} is not a folder; give a study's output folder")
+    _report(path)
+    return 0

@@ -1,0 +1,49 @@
+"""The commands of an arm: `python -m retrain` / `python -m search` options from a study's
+arm (seed, output folder and threads are added per run by study.runner)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from study.spec import Arm
+
+NAMED_DATASETS = ("cifar10", "cifar100", "imagenet")
+
+
+def dataset_arg(dataset: str) -> str:
+    """Named datasets as they are; a folder as an absolute path."""
+    if dataset.lower() in NAMED_DATASETS:
+        return dataset.lower()
+    return str(Path(dataset).expanduser().resolve())
+
+
+def _path_arg(value: str) -> str:
+    """A genotype or preset that names an existing file, as an absolute path."""
+    p = Path(value).expanduser()
+    return str(p.resolve()) if p.exists() else value
+
+
+def retrain_argv(arm: Arm, dataset: str, genotype: str | None = None) -> list[str]:
+    """`python -m retrain` options of an arm (seed, out and threads are added per run)."""
+    r = arm.retrain
+    argv = ["--genotype", genotype or _path_arg(r.genotype or ""), "--dataset", dataset]
+    argv += ["--preset", _path_arg(r.preset)] if r.preset else []
+    argv += ["--fs", r.fs] if r.fs else []
+    argv += ["--ratio", f"{r.ratio:g}"] if r.ratio is not None else []
+    for item in r.sets:
+        argv += ["--set", item]
+    return argv
+
+
+def search_argv(arm: Arm, dataset: str) -> list[str]:
+    """`python -m search` options of an arm with a search (seed, out, threads per run)."""
+    s = arm.search
+    assert s is not None
+    argv = [dataset]
+    argv += ["--preset", _path_arg(s.preset)] if s.preset else []
+    argv += ["--fs", s.fs] if s.fs else []
+    argv += ["--ratio", f"{s.ratio:g}"] if s.ratio is not None else []
+    argv += ["--order", s.order] if s.order else []
+    for item in s.sets:
+        argv += ["--set", item]
+    return argv

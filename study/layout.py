@@ -1,0 +1,136 @@
+"""Where a study's runs live, what state each is in, and the figures of a finished run.
+
+    OUT/study.yaml                     the study file and the resolved arms (commands)
+    OUT/runs/<arm>/seed-<s>/           an ordinary retrain run directory (+ stdout.log)
+    OUT/runs/<arm>/seed-<s>-search/    an ordinary search run directory (arms with a search)
+    OUT/failed/<arm>-seed-<s>.log      output of a run that failed before making its folder
+    OUT/study.json, study.md, accuracy_vs_params.png   the report
+
+Reading needs no torch: states come from file names, config.yaml and log.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from common.runlog import is_run_dir
+
+RUNS = "runs"
+STDOUT = "stdout.log"
+RECORD = "study.yaml"
+
+#: States of a run directory.
+FINISHED, RESUME, RESTART, NEW = "finished", "resume", "restart", "new"
+
+
+def run_dir(out: Path, arm: str, seed: int) -> Path:
+    return Path(out) / RUNS / arm / f"seed-{seed}"
+
+
+def search_dir(out: Path, arm: str, seed: int) -> Path:
+    return Path(out) / RUNS / arm / f"seed-{seed}-search"
+
+
+def failed_log(out: Path, arm: str, seed: int, search: bool) -> Path:
+    return Path(out) / "failed" / f"{arm}-seed-{seed}{'-search' if search else ''}.log"
+
+
+def _exists(path: Path) -> bool:
+    return path.is_dir() and any(path.iterdir())
+
+
+def retrain_state(path: Path) -> str:
+    """finished (metrics.json), resume (latest.pt), restart (a run dir without a checkpoint:
+    it stopped in its first epoch) or new (no folder, or an empty one)."""
+    if (path / "metrics.json").is_file():
+        return FINISHED
+    if (path / "latest.pt").is_file():
+        return RESUME
+    return RESTART if _exists(path) else NEW
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    try:
+        lines = (path / "log.jsonl").read_text().splitlines()
+        return [json.loads(x) for x in lines if x.strip()]
+    except (OSError, ValueError):
+        return []
+
+
+def _epochs(path: Path, section: str) -> int | None:
+    try:
+        cfg = yaml.safe_load((path / "config.yaml").read_text())
+        return int(cfg[section]["epochs"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
+
+
+def search_state(path: Path) -> str:
+    """finished when log.jsonl holds the last epoch (genotype.json is written with it),
+    resume with a checkpoint.pt, else restart or new."""
+    epochs = _epochs(path, "search")
+    log = read_log(path)
+    if epochs and log and log[-1].get("epoch") == epochs - 1 and (path / "genotype.json").is_file():
+        return FINISHED
+    if (path / "checkpoint.pt").is_file():
+        return RESUME
+    return RESTART if _exists(path) else NEW
+
+
+def progress(path: Path, section: str) -> str:
+    """'3/20 epochs' (logged so far) for an unfinished run, for reports."""
+    if not _exists(path):
+        return "not started"
+    epochs = _epochs(path, section)
+    done = len(read_log(path))
+    if not is_run_dir(path):
+        return "not a run directory"
+    return f"unfinished ({done}/{epochs if epochs else '?'} epochs logged)"
+
+
+def figures(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The figures a report uses, from one run's metrics.json."""
+    counts = metrics.get("counts") or {}
+    files = metrics.get("file_bytes") or {}
+    fs = (metrics.get("network") or {}).get("fs")
+    return {
+        "top1": metrics["test_acc"], "top1_wq": metrics.get("test_acc_wq"),
+        "fs": fs, "params": counts.get("params"), "effective": counts.get("effective"),
+        "effective_wq": counts.get("effective_wq"), "uncompressed": counts.get("uncompressed"),
+        "model_bytes": files.get("model.pt"), "model_wq_bytes": files.get("model-wq.pt"),
+        "epochs": metrics.get("epochs"), "train_minutes": metrics.get("train_minutes"),
+        "test_images": metrics.get("test_images"),
+    }
+
+
+def read_figures(path: Path) -> dict[str, Any] | None:
+    """figures() of a finished run, or None (no or unreadable metrics.json)."""
+    try:
+        return figures(json.loads((path / "metrics.json").read_text()))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def seeds_on_disk(out: Path, arm: str) -> list[int]:
+    """Seeds that have a retrain folder for `arm` (finished or not)."""
+    base = Path(out) / RUNS / arm
+    seeds = []
+    for p in base.glob("seed-*") if base.is_dir() else []:
+        tail = p.name[len("seed-"):]
+        if tail.isdigit():
+            seeds.append(int(tail))
+    return sorted(seeds)
+
+
+def short(fig: dict[str, Any]) -> str:
+    """'top-1 61.23% (WQ 61.10%), 139,226 effective params' for console lines."""
+    text = f"top-1 {fig['top1']:.2f}%"
+    if fig.get("fs") and fig.get("top1_wq") is not None:
+        text += f" (WQ {fig['top1_wq']:.2f}%)"
+    if fig.get("effective") is not None:
+        text += f", {fig['effective']:,} effective params"
+    return text

@@ -1,0 +1,292 @@
+"""The study file: a YAML list of named arms, each run over several seeds.
+
+    name: fs-fidelity                  # title of the report
+    dataset: ../shared/data/cifar10-subset   # cifar10 | cifar100 | imagenet | ImageFolder path
+    out: runs/study-fs-fidelity        # output folder (`--out` overrides it)
+    seeds: [0, 1, 2]                   # `--seeds 0,1,2,3` overrides them
+    threads: 2                         # optional: torch threads per run (default: CPUs / jobs)
+    defaults:                          # optional: options every arm starts from
+      genotype: DARTS_V2
+      preset: smoke
+      set: {epochs: 20}
+    arms:
+      - name: fs-off                   # letters, digits, '-', '_', '.'; a folder name
+        fs: off                        # retrain --fs: off | fs | dfs | genotype
+      - name: dfs-r2
+        fs: dfs
+        ratio: 2                       # retrain --ratio
+        set: {fs.harden_epoch: 5}      # retrain --set items: a mapping (nested or dotted
+                                       #   keys) or a list of "key=value" strings
+      - name: searched
+        search: {preset: smoke, fs: dfs, ratio: 2, order: first, set: {epochs: 3}}
+    compare:                           # pairs of arms: the first minus the second
+      - [dfs-r2, fs-off]
+
+An arm holds retrain options (`genotype`, `preset`, `fs`, `ratio`, `set`) and optionally a
+`search` block (`preset`, `fs`, `ratio`, `order`, `set`): the search runs first, with the same
+seed, and the arm's retrain trains its genotype.json (an arm with a search has no
+`genotype`). `defaults` holds the same keys as an arm (but `name`); an arm's own keys win, and
+`set` items (also a search block's) are applied defaults first, so the arm's win. Relative
+paths (dataset, out, genotype and preset files) are relative to the working directory, as
+for every command here. Every mistake is one line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from common.errors import UserError
+
+TOP_KEYS = ("name", "dataset", "out", "seeds", "threads", "defaults", "arms", "compare")
+ARM_KEYS = ("name", "genotype", "preset", "fs", "ratio", "set", "search")
+SEARCH_KEYS = ("preset", "fs", "ratio", "order", "set")
+RETRAIN_FS = ("off", "fs", "dfs", "genotype")
+SEARCH_FS = ("off", "fs", "dfs")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """The options of one command of an arm (its retrain, or its search)."""
+
+    preset: str | None = None
+    fs: str | None = None
+    ratio: float | None = None
+    order: str | None = None
+    genotype: str | None = None
+    sets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A named arm: a retrain, optionally preceded by a search whose genotype it trains."""
+
+    name: str
+    retrain: Stage
+    search: Stage | None = None
+
+
+@dataclass
+class Study:
+    """A validated study file."""
+
+    name: str
+    dataset: str
+    out: Path
+    seeds: list[int]
+    arms: list[Arm]
+    compare: list[tuple[str, str]]
+    threads: int | None = None
+    source: Path | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def arm(self, name: str) -> Arm:
+        return next(a for a in self.arms if a.name == name)
+
+
+def _fail(where: str, msg: str) -> UserError:
+    return UserError(f"{where}: {msg}")
+
+
+def _check_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str, what: str) -> None:
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (allowed: {', '.join(allowed)})"
+            raise _fail(where, f"unknown key {key!r} in {what}{hint}")
+
+
+def _scalar(value: Any) -> str:
+    """A value as `--set key=value` text that config.apply_override reads back as YAML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return str(value)
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k, v in mapping.items():
+        if isinstance(v, dict) and v:
+            out += _flatten(v, f"{prefix}{k}.")
+        else:
+            out.append(f"{prefix}{k}={_scalar(v)}")
+    return out
+
+
+def parse_sets(value: Any, where: str) -> tuple[str, ...]:
+    """`set:` as a mapping ({optimizer.lr: 0.05} or {optimizer: {lr: 0.05}}) or a list of
+    "key=value" strings -> the `--set` items, in order."""
+    if value is None:
+        return ()
+    if isinstance(value, dict):
+        return tuple(_flatten(value))
+    if isinstance(value, list) and all(isinstance(s, str) and "=" in s for s in value):
+        return tuple(s.strip() for s in value)
+    raise _fail(where, "`set` must be a mapping (key: value) or a list of 'key=value' strings")
+
+
+def _fs(value: Any, allowed: tuple[str, ...], where: str) -> str | None:
+    if value is None:
+        return None
+    if value is False:  # YAML reads `off` as false
+        value = "off"
+    if value not in allowed:
+        raise _fail(where, f"fs {value!r} is unknown; use one of {', '.join(allowed)}")
+    return str(value)
+
+
+def _ratio(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
+        raise _fail(where, f"ratio must be a number >= 1, got {value!r}")
+    return float(value)
+
+
+def _text(value: Any, key: str, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise _fail(where, f"{key} must be a string, got {value!r}")
+    return str(value)
+
+
+def _stage(data: dict[str, Any], where: str, search: bool) -> Stage:
+    if search:
+        order = data.get("order")
+        if order not in (None, "first", "second"):
+            raise _fail(where, f"order {order!r} is unknown; use first or second")
+    else:
+        order = None
+    fs = _fs(data.get("fs"), SEARCH_FS if search else RETRAIN_FS, where)
+    ratio = _ratio(data.get("ratio"), where)
+    if fs == "off" and ratio is not None:
+        raise _fail(where, "ratio has no effect with fs off; drop it")
+    return Stage(preset=_text(data.get("preset"), "preset", where), fs=fs, ratio=ratio,
+                 order=order, genotype=_text(data.get("genotype"), "genotype", where),
+                 sets=parse_sets(data.get("set"), where))
+
+
+def _merge(defaults: dict[str, Any], arm: dict[str, Any], where: str) -> dict[str, Any]:
+    """The arm's keys over the defaults'; `set` items concatenated (defaults first)."""
+    out = {**defaults, **arm}
+    if "set" in defaults and "set" in arm:
+        out["set"] = list(parse_sets(defaults["set"], where)) + list(parse_sets(arm["set"], where))
+    ds, asr = defaults.get("search"), arm.get("search")
+    if isinstance(ds, dict) and isinstance(asr, dict):
+        out["search"] = _merge(ds, asr, where)
+    return out
+
+
+def _mapping(value: Any, where: str, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail(where, f"{what} must be a mapping (key: value lines)")
+    return value
+
+
+def _arm(raw: Any, defaults: dict[str, Any], where: str, index: int) -> Arm:
+    raw = _mapping(raw, where, f"arm {index + 1}")
+    _check_keys(raw, ARM_KEYS, where, f"arm {raw.get('name', index + 1)!r}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        quote = "; quote it (YAML reads off/on/yes/no as booleans)" if isinstance(name, bool) else ""
+        raise _fail(where, f"arm {index + 1} needs a `name` of letters, digits, '-', '_' or '.' "
+                    f"(it names a folder), got {name!r}{quote}")
+    data = _merge(defaults, raw, where)
+    at = f"{where}: arm {name!r}"
+    search = None
+    if data.get("search") is not None:
+        block = _mapping(data["search"], at, "search")
+        _check_keys(block, SEARCH_KEYS, at, "search")
+        search = _stage(block, f"{at} search", search=True)
+        if raw.get("genotype") is not None:
+            raise UserError(f"{at}: has both `genotype` and `search`; its retrain trains the "
+                            "search's genotype, so drop one")
+        data.pop("genotype", None)
+    elif data.get("genotype") is None:
+        raise UserError(f"{at}: needs a `genotype` (zoo name, file, search run) or a `search` block")
+    return Arm(name=name, retrain=_stage(data, at, search=False), search=search)
+
+
+def _seeds(value: Any, where: str) -> list[int]:
+    if not isinstance(value, list) or not value:
+        raise _fail(where, "`seeds` must be a non-empty list of integers, e.g. [0, 1, 2]")
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+        raise _fail(where, f"seeds must be integers >= 0, got {value!r}")
+    if len(set(value)) != len(value):
+        raise _fail(where, f"seeds repeat: {value!r}")
+    return list(value)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`--seeds 0,1,2` -> [0, 1, 2] (one line if malformed)."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {text!r} must be integers separated by commas, e.g. 0,1,2") from None
+    return _seeds(seeds, "--seeds")
+
+
+def _compare(value: Any, names: list[str], where: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in value or []:
+        if not (isinstance(item, list) and len(item) == 2):
+            raise _fail(where, f"each `compare` item must be a pair [arm, arm], got {item!r}")
+        for n in item:
+            if n not in names:
+                close = difflib.get_close_matches(str(n), names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f" (arms: {', '.join(names)})"
+                raise _fail(where, f"compare names arm {n!r}, which is not an arm{hint}")
+        if item[0] == item[1]:
+            raise _fail(where, f"compare pair {item!r} compares an arm with itself")
+        pairs.append((item[0], item[1]))
+    return pairs
+
+
+def from_dict(data: Any, where: str = "study", source: Path | None = None) -> Study:
+    """Validate a parsed study file."""
+    data = _mapping(data, where, "a study file")
+    _check_keys(data, TOP_KEYS, where, "the study file")
+    for key in ("name", "dataset", "out", "arms"):
+        if data.get(key) in (None, "", []):
+            raise _fail(where, f"`{key}` is missing")
+    threads = data.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise _fail(where, f"threads must be a positive integer, got {threads!r}")
+    defaults = _mapping(data.get("defaults") or {}, where, "defaults")
+    _check_keys(defaults, tuple(k for k in ARM_KEYS if k != "name"), where, "defaults")
+    if not isinstance(data["arms"], list):
+        raise _fail(where, "`arms` must be a list of arms (each `- name: ...`)")
+    arms = [_arm(raw, defaults, where, i) for i, raw in enumerate(data["arms"])]
+    names = [a.name for a in arms]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise _fail(where, f"arm names repeat: {', '.join(dup)}")
+    return Study(name=str(data["name"]), dataset=str(data["dataset"]), out=Path(str(data["out"])),
+                 seeds=_seeds(data.get("seeds"), where), arms=arms,
+                 compare=_compare(data.get("compare"), names, where), threads=threads,
+                 source=source, raw=data)
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"study file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{path} is not valid YAML ({str(e).splitlines()[0]})") from None
+    return from_dict(data, str(path), path.resolve())
