@@ -37,8 +37,12 @@ _WIDTH = _vector_width()
 
 
 def _channels_last_f32(x: Tensor) -> bool:
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
-            and x.is_contiguous(memory_format=_CL))
+    if not (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4):
+        return False
+    try:
+        return x.is_contiguous(memory_format=_CL)
+    except RuntimeError:  # inside torch.func.vmap the layout cannot be queried: native path
+        return False
 
 
 def _eligible(x: Tensor) -> bool:
