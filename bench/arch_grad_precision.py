@@ -2,7 +2,8 @@
 not a test): every term of the DARTS architecture step, on the shapes a search runs.
 
     .venv/bin/python bench/arch_grad_precision.py [--fs off|fs|dfs] [--size 32] [--batch 4]
-        [--C 8] [--layers 5] [--paths naive,fast] [--threads 2] [--data PATH]
+        [--C 8] [--layers 5] [--paths naive,fast] [--threads 2] [--data PATH] [--seed 0]
+    .venv/bin/python bench/arch_grad_precision.py --seeds 0-7 [--reference PATH/TO/darts/cnn]
 
 One network is built and seeded, then copied to float64 (the truth) and to float32 with the
 same weights; both are stepped by search/architect.py's Architect on the same real images
@@ -18,6 +19,13 @@ is missing). Each float32 term is printed as its relative error ||a32 - a64|| / 
 
 `hvp@f64 v` recomputes the float32 Hessian-vector product with float64's v (cast), separating
 the error the finite difference makes itself from the error it inherits from v.
+
+With --seeds (several network initialisations, the same images) it prints one line per draw:
+the relative error of the first- and second-order architecture gradients (the larger of
+normal and reduce) for our fast and naive paths and, with --reference pointing at a
+quark0/darts checkout's cnn/ directory (FS off only; imported at run time, never copied), for
+the reference's own Architect given the same weights and images, against its own float64 run
+(its networks are built in the default dtype, which is set to float64 for that run).
 """
 
 from __future__ import annotations
@@ -95,6 +103,94 @@ def terms(net: SearchNetwork, data, xi: float, v64: list[torch.Tensor] | None = 
     return out
 
 
+def reference_gradients(ref_dir: str, base: SearchNetwork, data, xi: float,
+                        dtype: torch.dtype) -> dict[str, list[torch.Tensor]]:
+    """quark0/darts's first- and second-order dalpha for `base`'s weights, in `dtype`."""
+    import argparse as ap
+
+    import torch.nn as nn
+
+    from bench.search_step import _load_reference
+
+    model_search = _load_reference(ref_dir, "model_search")
+    architect = _load_reference(ref_dir, "architect")
+    (xt, yt), (xv, yv) = [(x.to(dtype), y) for x, y in data]
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # Network.new() builds the unrolled copy in the default dtype
+    try:
+        net = model_search.Network(base._C, 10, base._layers, nn.CrossEntropyLoss())
+        state = {k: v for k, v in base.state_dict().items() if not k.startswith("alphas")}
+        net.load_state_dict(state)
+        with torch.no_grad():
+            for a, b in zip(net.arch_parameters(), base.arch_parameters(), strict=True):
+                a.copy_(b)
+        args = ap.Namespace(momentum=0.9, weight_decay=3e-4, arch_learning_rate=3e-4,
+                            arch_weight_decay=1e-3)
+        arch = architect.Architect(net, args)
+        opt = torch.optim.SGD(net.parameters(), xi, momentum=0.9, weight_decay=3e-4)
+        out = {}
+        for name, unrolled in (("1st order da", False), ("2nd order da", True)):
+            for a in net.arch_parameters():
+                a.grad = None
+            if unrolled:
+                arch._backward_step_unrolled(xt, yt, xv, yv, xi, opt)
+            else:
+                arch._backward_step(xv, yv)
+            out[name] = [a.grad.detach().clone() for a in net.arch_parameters()]
+        return out
+    finally:
+        torch.set_default_dtype(old)
+
+
+def draws(args, fs, data) -> None:
+    """One line per seed: first/second-order errors of each implementation against float64."""
+    seeds = _seed_list(args.seeds)
+    cols = ["fast", "naive"] + (["reference"] if args.reference else [])
+    print(f"{'seed':>4}" + "".join(f"{c + ' 1st / 2nd':>26}" for c in cols))
+    table: dict[str, list[tuple[float, float]]] = {c: [] for c in cols}
+    for seed in seeds:
+        torch.manual_seed(seed)
+        base = SearchNetwork(args.C, 10, args.layers, fs=fs)
+        truth = copy.deepcopy(base).double()
+        truth.fast = False
+        t64 = terms(truth, data, args.xi)
+        row = {}
+        for c in ("fast", "naive"):
+            net = copy.deepcopy(base).float()
+            net.fast = c == "fast"
+            t32 = terms(net, data, args.xi)
+            row[c] = tuple(max(rel(a, b) for a, b in zip(t32[k][:2], t64[k][:2], strict=True))
+                           for k in ("1st order da", "2nd order da"))
+        if args.reference:
+            r64 = reference_gradients(args.reference, base, data, args.xi, torch.float64)
+            r32 = reference_gradients(args.reference, base, data, args.xi, torch.float32)
+            row["reference"] = tuple(max(rel(a, b) for a, b in zip(r32[k], r64[k], strict=True))
+                                     for k in ("1st order da", "2nd order da"))
+            agree = max(rel(a, b) for a, b in zip(r64["2nd order da"], t64["2nd order da"][:2],
+                                                   strict=True))
+        line = f"{seed:>4}" + "".join(f"{f'{row[c][0]:.1e} / {row[c][1]:.1e}':>26}" for c in cols)
+        if args.reference:
+            line += f"   (float64: ours vs reference {agree:.0e})"
+        print(line, flush=True)
+        for c in cols:
+            table[c].append(row[c])
+    for label, pick in (("median", lambda v: sorted(v)[len(v) // 2]), ("max", max)):
+        print(f"{label:>4}" + "".join(
+            f"{f'{pick([r[0] for r in table[c]]):.1e} / {pick([r[1] for r in table[c]]):.1e}':>26}"
+            for c in cols))
+    for c in cols:
+        n = sum(r[1] > 1e-2 for r in table[c])
+        print(f"{c}: second order off by more than 1e-2 on {n} of {len(seeds)} draws")
+
+
+def _seed_list(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        a, _, b = part.partition("-")
+        out.extend(range(int(a), int(b or a) + 1))
+    return out
+
+
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-300))
 
@@ -111,6 +207,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--xi", type=float, default=0.025)
     ap.add_argument("--data", default=str(SUBSET))
+    ap.add_argument("--seeds", help="several draws, e.g. 0-7: one summary line each")
+    ap.add_argument("--reference", help="with --seeds: a quark0/darts checkout's cnn/ directory")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -122,9 +220,14 @@ def main() -> None:
                  torch.randint(0, 10, (args.batch,))) for _ in range(2)]
         src = "Gaussian noise (no real data found)"
     fs = {"off": None, "fs": FSSpec(2.0, False, 4), "dfs": FSSpec(2.0, True, 4)}[args.fs]
-    base = SearchNetwork(args.C, 10, args.layers, fs=fs)
     print(f"fs={args.fs} C={args.C} layers={args.layers} batch={args.batch} {args.size}x{args.size}, "
           f"{src}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.seeds:
+        if args.reference and fs is not None:
+            raise SystemExit("--reference compares FS off only (the reference has no FS layers)")
+        draws(args, fs, data)
+        return
+    base = SearchNetwork(args.C, 10, args.layers, fs=fs)
     results = {}
     for path in args.paths.split(","):
         net64 = copy.deepcopy(base).double()
