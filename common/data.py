@@ -165,7 +165,8 @@ def open_dataset(
 ):
     """(train, test or None, info) for `cifar10`, `cifar100`, `imagenet` or an ImageFolder path.
 
-    The datasets carry no transform yet; wrap them with `with_transform`."""
+    The datasets carry no transform yet; wrap them in a `TransformedSubset` with
+    `make_transforms`."""
     root = Path(data_root)
     key = spec.lower()
     if key in ("cifar10", "cifar100"):

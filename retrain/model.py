@@ -39,22 +39,6 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
     return x * (mask / keep)
 
 
-class _Op(nn.Module):
-    """Holds a sequential DARTS op under the attribute ``op``: the reference wraps its
-    ReLUConvBN/SepConv/DilConv layers in ``self.op``, so this keeps its state_dict keys."""
-
-    def __init__(self, op: nn.Module) -> None:
-        super().__init__()
-        self.op = op
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
-
-
-def _named(op: nn.Module) -> nn.Module:
-    return _Op(op) if isinstance(op, nn.Sequential) else op
-
-
 class AugmentCell(nn.Module):
     """A discrete DARTS cell: two preprocessed inputs, four nodes summing two ops each, the
     concat of the `concat` nodes as output. Drop path hits every op except the identity."""
@@ -66,8 +50,8 @@ class AugmentCell(nn.Module):
         if reduction_prev:
             self.preprocess0 = FactorizedReduce(C_pp, C, fs=fs)
         else:
-            self.preprocess0 = _named(ReLUConvBN(C_pp, C, 1, 1, 0, fs=fs))
-        self.preprocess1 = _named(ReLUConvBN(C_p, C, 1, 1, 0, fs=fs))
+            self.preprocess0 = ReLUConvBN(C_pp, C, 1, 1, 0, fs=fs)
+        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, fs=fs)
         edges = genotype.reduce if reduction else genotype.normal
         self._concat = tuple(genotype.reduce_concat if reduction else genotype.normal_concat)
         self._indices = tuple(i for _, i in edges)
@@ -75,7 +59,7 @@ class AugmentCell(nn.Module):
         self.multiplier = len(self._concat)
         # Only ops reading a cell input are strided in a reduction cell (DARTS's rule).
         self._ops = nn.ModuleList(
-            _named(make_op(name, C, 2 if reduction and i < 2 else 1, True, fs)) for name, i in edges
+            make_op(name, C, 2 if reduction and i < 2 else 1, True, fs) for name, i in edges
         )
         self._droppable = tuple(not isinstance(op, Identity) for op in self._ops)
 

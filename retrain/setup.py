@@ -19,6 +19,7 @@ from common.config import apply_override, check_fs_ratio, deep_update, load_pres
 from common.data import DatasetInfo, open_dataset
 from common.errors import UserError
 from genotypes import FSSpec, Genotype, GenotypeError, load_genotype
+from retrain.data import train_set
 from retrain.model import NetSpec, pick_stem
 
 #: FS ratio when neither the command line nor the genotype names one (zoo genotypes).
@@ -174,8 +175,6 @@ def export_meta(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:
 def train_steps(cfg: dict[str, Any], opened: tuple) -> int:
     """Optimizer steps of a single-process run on the opened dataset (every batch, the last
     partial one included, every epoch)."""
-    from retrain.data import train_set
-
     train, test, info = opened
     n = len(train_set(train, test, info, cfg["data"].get("max_images"), 0))
     return int(cfg["epochs"]) * math.ceil(n / int(cfg["batch_size"]))

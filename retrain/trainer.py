@@ -19,10 +19,10 @@ from common.checkpoint import save_checkpoint
 from common.distributed import DistInfo, all_reduce_sum
 from common.loader import make_loader
 from common.runlog import JsonlLog, Progress, say
-from common.runtime import autocast, grad_scaler, seed_everything
+from common.runtime import autocast, channels_last, grad_scaler, seed_everything, to_memory_format
 from retrain.evaluate import evaluate
 from retrain.model import NetSpec, build_network
-from space.fs import set_temperature
+from space.fs import harden_model, offset_parameters, set_temperature
 
 CKPT_KIND = "retrain"
 LATEST, BEST = "latest.pt", "best.pt"  # the last completed epoch's checkpoint; the best one's
@@ -56,8 +56,6 @@ def harden_in_place(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     (same values, same group, same position), so SGD continues as if nothing happened. The
     offset logits leave their group (which stays, empty, so the scheduler's per-group lists
     keep their length)."""
-    from space.fs import harden_model
-
     names = {id(p): n for n, p in model.named_parameters()}
     harden_model(model)
     new = dict(model.named_parameters())
@@ -83,14 +81,10 @@ class Trainer:
         self.dist, self.device = dist, device
         self.epochs = int(cfg["epochs"])
         seed_everything(int(cfg["seed"]))  # the initial weights depend on the seed only
-        self.model = build_network(spec).to(device)
         self.channels_last = bool(cfg["runtime"]["channels_last"])
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = channels_last(build_network(spec).to(device), self.channels_last)
         self.amp = bool(cfg["runtime"]["amp"])
         opt = cfg["optimizer"]
-        from space.fs import offset_parameters
-
         offs = {id(p) for p in offset_parameters(self.model)}
         weights = [p for p in self.model.parameters() if id(p) not in offs]
         logits = [p for p in self.model.parameters() if id(p) in offs]
@@ -169,8 +163,7 @@ class Trainer:
                             f"epoch {epoch + 1}/{self.epochs}", enabled=self.dist.is_main)
         for x, y in progress:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = to_memory_format(x, self.channels_last)
             self.optimizer.zero_grad(set_to_none=True)
             with autocast(self.device, self.amp):
                 logits, logits_aux = self.net(x)

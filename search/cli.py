@@ -33,9 +33,12 @@ from common.runlog import (
 )
 from common.runtime import resolve_device, seed_everything, set_threads
 from genotypes import describe_fs
+from search.data import build_search_data
 from search.ddp import rank0_first
 from search.outputs import CHECKPOINT, CONFIG, LOG, save_run_config
+from search.run import run_search
 from search.settings import check_config
+from search.trainer import fs_spec
 
 EPILOG = """\
 examples:
@@ -200,10 +203,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def _start(cfg: dict[str, Any], train_set, info, run_dir: Path, dataset: str, preset: str,
            device, dist_info, state: dict[str, Any] | None, budget: CpuBudget) -> None:
-    from search.data import build_search_data
-    from search.run import run_search
-    from search.trainer import fs_spec
-
     sd = build_search_data(train_set, info, cfg, dist_info, pin_memory=device.type == "cuda")
     fs = fs_spec(cfg["fs"])
     where = f"resuming {run_dir} at epoch {int(state['epoch']) + 1}" if state else f"run dir {run_dir}"

@@ -15,6 +15,7 @@ from search.data import SearchData
 from search.ddp import ranks_agree
 from search.outputs import RunOutputs, epoch_record, summary_line
 from search.trainer import SearchTrainer, temperature_at
+from space.fs import set_temperature
 
 
 def run_search(
@@ -23,8 +24,6 @@ def run_search(
 ) -> tuple[Genotype, SearchTrainer]:
     """Search from epoch 0, or from a checkpoint's epoch; returns the final genotype.
     `preset` is the one the search ran with (the retrain command it prints uses its own)."""
-    from space.fs import set_temperature
-
     trainer = SearchTrainer(cfg, data, device, dist_info)
     net, main = trainer.net, dist_info.is_main
     epochs = int(cfg["epochs"])

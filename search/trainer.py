@@ -21,10 +21,11 @@ from common.distributed import DistInfo, all_reduce_sum
 from common.errors import UserError
 from common.loader import CyclingLoader
 from common.runlog import Progress
-from common.runtime import autocast, grad_scaler
+from common.runtime import autocast, channels_last, grad_scaler, to_memory_format
 from genotypes import FSSpec
 from search.architect import Architect
 from search.data import SearchData
+from space.supernet import SearchNetwork
 
 
 class Diverged(UserError):
@@ -51,8 +52,6 @@ def temperature_at(t_cfg: dict[str, Any], epoch: int, epochs: int) -> float:
 
 
 def build_network(cfg: dict[str, Any], num_classes: int, in_channels: int) -> nn.Module:
-    from space.supernet import SearchNetwork
-
     try:
         return SearchNetwork(
             C=int(cfg["init_channels"]), num_classes=num_classes, layers=int(cfg["layers"]),
@@ -71,13 +70,9 @@ class SearchTrainer:
         self.cfg, self.data, self.device, self.dist = cfg, data, device, dist_info
         rt, wcfg, acfg = cfg["runtime"], cfg["weights"], cfg["arch"]
         self.amp = bool(rt["amp"]) and device.type == "cuda"
-        # The network feeds its convolutions NHWC activations itself; on CUDA, NHWC weights and
-        # inputs as well spare cuDNN a layout conversion per call.
-        self.channels_last = bool(rt["channels_last"]) and device.type == "cuda"
+        self.channels_last = bool(rt["channels_last"])
         net = build_network(cfg, data.info.num_classes, data.info.in_channels).to(device)
-        if self.channels_last:
-            net = net.to(memory_format=torch.channels_last)
-        self.net = net
+        self.net = net = channels_last(net, self.channels_last)
         offsets = list(net.offset_parameters()) if cfg["fs"]["mode"] == "dfs" else []
         upper = list(net.arch_parameters())
         if cfg["fs"]["offsets_with"] == "arch":
@@ -114,9 +109,7 @@ class SearchTrainer:
         return float(self.w_optimizer.param_groups[0]["lr"])
 
     def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.to(self.device, non_blocking=True)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = to_memory_format(x.to(self.device, non_blocking=True), self.channels_last)
         return x, y.to(self.device, non_blocking=True)
 
     def weight_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -81,7 +81,7 @@ class MixedOp(nn.Module):
                 kinds.append(_IDENTITY)
             elif isinstance(op, RELU_LED):
                 kinds.append(_RELU_LED)
-            else:  # a primitive this file does not know: take the plain path for it
+            else:  # a primitive without a fast path here: refuse it rather than sum it wrongly
                 raise ValueError(f"MixedOp: no fast path for primitive {primitive!r}")
             self._ops.append(op)
         # ReLU-led ops first, so the node accumulator usually starts as a fresh BN output
