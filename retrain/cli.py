@@ -19,15 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from torch import nn
 
-from common.config import apply_override, available_presets, load_config_file, save_config
+from common.config import apply_override, available_presets, load_config_file
 from common.cpu import cpu_budget
 from common.errors import UserError, cli_entry
 from common.runlog import check_run_dir, command_line
 from common.runtime import set_threads
-from genotypes import Genotype, save_genotype, to_dict
+from genotypes import Genotype, to_dict
 from retrain import setup
-from retrain.model import NetSpec
+from retrain.model import NetSpec, build_network
+from retrain.run import run_training
+from retrain.summary import format_json, format_table, summarize
 
 #: Flags that may change when resuming (where and how fast, not what is computed; the
 #: worker count is not one of them: retrain's augmentation draws differ with it).
@@ -77,53 +80,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _Data:
-    """Opens the dataset once, when the config resolution first needs its shape."""
-
-    def __init__(self, spec: str | None, need_files: bool) -> None:
-        self.spec, self.need_files = spec, need_files
-        self.opened: tuple | None = None
-        self.shape: tuple[int, tuple[int, int]] | None = None
-
-    def imagenet_like(self, cfg: dict[str, Any]) -> bool:
-        shape = None if self.need_files else setup.dataset_shape(self.spec, cfg)
-        if shape is None:
-            self.opened = setup.open_data(self.spec, cfg)
-            info = self.opened[2]
-            shape = (info.num_classes, info.input_size)
-        self.shape = shape
-        return setup.stem_for(cfg, shape[1]) == "imagenet"
+def _resolve(args: argparse.Namespace, need_files: bool):
+    """(config, (classes, input size), opened dataset or None). The dataset is opened, as
+    its own step, when training needs its files or its shape is not known without them (a
+    folder); its input size decides whether the preset's `imagenet` settings apply."""
+    overrides = args.overrides + setup.flag_overrides(args)
+    trial = setup.trial_config(args.preset, overrides)
+    shape = None if need_files else setup.dataset_shape(args.dataset, trial)
+    opened = None
+    if shape is None:
+        opened = setup.open_data(args.dataset, trial)
+        shape = (opened[2].num_classes, opened[2].input_size)
+    cfg = setup.resolve(args.preset, overrides, setup.imagenet_like(shape[1]))
+    return cfg, shape, opened
 
 
-    def record(self, cfg: dict[str, Any]) -> dict[str, Any] | None:
-        """The dataset record an export of this run holds (setup.data_meta), or None when
-        the dataset cannot be read cheaply (no --dataset; ImageNet; not on disk)."""
-        if self.opened is None and self.spec and self.spec.lower() in ("cifar10", "cifar100"):
-            try:
-                self.opened = setup.open_data(self.spec, {**cfg, "data": {**cfg["data"],
-                                                                           "download": False}})
-            except UserError:
-                return None
-        return None if self.opened is None else setup.data_meta(self.opened[2])
+def _data_record(dataset: str | None, cfg: dict[str, Any], opened: tuple | None):
+    """(the dataset record an export of this run holds (setup.data_meta), the opened dataset),
+    or (None, None) when the dataset cannot be read cheaply (no --dataset; ImageNet; not on
+    disk)."""
+    if opened is None and dataset and dataset.lower() in ("cifar10", "cifar100"):
+        try:
+            opened = setup.open_data(dataset, {**cfg, "data": {**cfg["data"], "download": False}})
+        except UserError:
+            return None, None
+    return (None, None) if opened is None else (setup.data_meta(opened[2]), opened)
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from retrain.summary import format_json, format_table, summarize
-
     genotype = setup.read_genotype(args.genotype)
-    data = _Data(args.dataset, need_files=False)
-    cfg = setup.resolve(args.preset, args.overrides + setup.flag_overrides(args), data.imagenet_like)
-    classes, size = data.shape
+    cfg, (classes, size), opened = _resolve(args, need_files=False)
     set_threads(cpu_budget(cfg["runtime"]["threads"], 0, "cpu", min(size)).threads)
-    spec = _spec(cfg, genotype, classes, size)
+    spec, network = _spec(cfg, genotype, classes, size)
     # With the dataset's record and the run's meta, the predicted file sizes are those of the
     # files this configuration exports (see retrain.export.exported_size).
-    record = data.record(cfg)
+    record, opened = _data_record(args.dataset, cfg, opened)
     meta = steps = None
     if record is not None:
         meta = setup.export_meta(cfg, setup.dataset_spec(args.dataset))
-        steps = setup.train_steps(cfg, data.opened)
-    report = summarize(spec, data=record, meta=meta, train_steps=steps)
+        steps = setup.train_steps(cfg, opened)
+    report = summarize(spec, network, data=record, meta=meta, train_steps=steps)
     print(format_json(report) if args.json else format_table(report))
     return 0
 
@@ -131,23 +127,20 @@ def _summary(args: argparse.Namespace) -> int:
 def _print_config(args: argparse.Namespace) -> int:
     """The resolved `retrain` config as YAML (as config.yaml will record it, but with null
     threads/workers: they are chosen at start-up)."""
-    data = _Data(args.dataset, need_files=False)
-    cfg = setup.resolve(args.preset, args.overrides + setup.flag_overrides(args), data.imagenet_like)
+    cfg, _, _ = _resolve(args, need_files=False)
     print(yaml.safe_dump(cfg, sort_keys=False), end="")
     return 0
 
 
 def _spec(cfg: dict[str, Any], genotype: Genotype, classes: int,
-          size: tuple[int, int]) -> NetSpec:
-    """The run's NetSpec, built once here so that geometry errors are one clear line."""
+          size: tuple[int, int]) -> tuple[NetSpec, nn.Module]:
+    """The summary's NetSpec and network, built here so that geometry errors (e.g. a ratio
+    above a layer's filter count) are one clear line."""
     try:
         spec = setup.make_spec(cfg, genotype, classes, size)
-        from retrain.model import build_network
-
-        build_network(spec)  # geometry errors (e.g. a ratio above a layer's filter count) now
+        return spec, build_network(spec)
     except ValueError as e:
         raise UserError(f"cannot build the network: {e}") from None
-    return spec
 
 
 def _resume_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -183,34 +176,22 @@ def main(argv: list[str] | None = None) -> int:
         if not args.genotype:
             raise UserError("--summary needs --genotype G")
         return _summary(args)
-    from retrain.run import run_training
-
     if args.resume:
         cfg, run = _resume_config(args)
-        return run_training(cfg, run, Path(args.resume), resume=True)
+        job = setup.make_job(cfg, run, setup.open_data(run["dataset"], cfg))
+        return run_training(job, Path(args.resume), resume=True)
     if not args.genotype or not args.dataset:
         raise UserError("training needs --genotype G and --dataset D (or --resume RUN_DIR, "
                         "or --summary)")
     genotype = setup.read_genotype(args.genotype)
-    data = _Data(args.dataset, need_files=True)
-    cfg = setup.resolve(args.preset, args.overrides + setup.flag_overrides(args), data.imagenet_like)
+    cfg, _, opened = _resolve(args, need_files=True)
     if setup.resolve_fs(cfg, genotype) is None and args.ratio is not None:
         raise UserError("--ratio has no effect without FS layers; drop it or use --fs dfs/fs")
-    _spec(cfg, genotype, *data.shape)
-    check_run_dir(args.out, args.overwrite)  # before any training: a wrong --out costs one line
     run = {"dataset": setup.dataset_spec(args.dataset), "preset": args.preset,
            "genotype": to_dict(genotype), "command": shlex.join(command_line("retrain", argv))}
-    return run_training(cfg, run, args.out, resume=False, overwrite=args.overwrite,
-                        opened=data.opened)
-
-
-def write_run_files(run_dir: Path, cfg: dict[str, Any], run: dict[str, Any]) -> None:
-    """config.yaml (dataset, preset, genotype, command line and the resolved `retrain`
-    section: usable as a --preset) and genotype.json."""
-    from genotypes import from_dict
-
-    save_config({**run, "retrain": cfg}, run_dir / "config.yaml")
-    save_genotype(from_dict(run["genotype"]), run_dir / "genotype.json")
+    job = setup.make_job(cfg, run, opened)
+    check_run_dir(args.out, args.overwrite)  # before any training: a wrong --out costs one line
+    return run_training(job, args.out, resume=False, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

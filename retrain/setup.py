@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from torch import nn
 
 from common.config import apply_override, check_fs_ratio, deep_update, load_preset
 from common.data import DatasetInfo, open_dataset
 from common.errors import UserError
-from genotypes import FSSpec, Genotype, GenotypeError, load_genotype
+from common.runtime import seed_everything
+from genotypes import FSSpec, Genotype, GenotypeError, from_dict, load_genotype
 from retrain.data import train_set
-from retrain.model import NetSpec, pick_stem
+from retrain.model import NetSpec, build_network, pick_stem
 
 #: FS ratio when neither the command line nor the genotype names one (zoo genotypes).
 DEFAULT_RATIO = 2.0
@@ -58,18 +62,34 @@ def flag_overrides(args: Any) -> list[str]:
     return out
 
 
-def resolve(preset: str, overrides: list[str], imagenet_like) -> dict[str, Any]:
-    """The resolved retrain config; `imagenet_like(cfg)` says whether the ImageNet
-    sub-section applies, given the config with the overrides but without that section."""
+def trial_config(preset: str, overrides: list[str]) -> dict[str, Any]:
+    """The config before its `imagenet` sub-section is applied (that needs the dataset's
+    input size, which this config's data.root / data.input_size decide)."""
     base = _base_config(preset)
-    ima_items = [o for o in overrides if o.strip().startswith("imagenet.")]
-    other = [o for o in overrides if o not in ima_items]
-    for item in ima_items:
+    for item in _imagenet_items(overrides):
         apply_override(base, item)
     trial = copy.deepcopy(base)
     trial["imagenet"] = None
-    for item in other:
-        apply_override(trial, item)
+    for item in overrides:
+        if item not in _imagenet_items(overrides):
+            apply_override(trial, item)
+    return trial
+
+
+def _imagenet_items(overrides: list[str]) -> list[str]:
+    return [o for o in overrides if o.strip().startswith("imagenet.")]
+
+
+def resolve(preset: str, overrides: list[str], imagenet_like) -> dict[str, Any]:
+    """The resolved retrain config; `imagenet_like(cfg)` says whether the ImageNet
+    sub-section applies, given the config with the overrides but without that section
+    (`trial_config`)."""
+    base = _base_config(preset)
+    ima_items = _imagenet_items(overrides)
+    other = [o for o in overrides if o not in ima_items]
+    for item in ima_items:
+        apply_override(base, item)
+    trial = trial_config(preset, overrides)
     ima = base.get("imagenet")
     if not imagenet_like(trial) or not ima:
         cfg = trial
@@ -81,6 +101,40 @@ def resolve(preset: str, overrides: list[str], imagenet_like) -> dict[str, Any]:
             apply_override(cfg, item)
     check(cfg)
     return cfg
+
+
+def imagenet_like(input_size: tuple[int, int]):
+    """The `imagenet_like` of `resolve` for a dataset of `input_size`: does the network get
+    the ImageNet stems (by the config's `stem`)?"""
+    return lambda cfg: stem_for(cfg, input_size) == "imagenet"
+
+
+@dataclass
+class Job:
+    """One retrain run, resolved before anything runs: the config, the record config.yaml
+    keeps besides it (`run`: dataset, preset, genotype, command), the genotype, the opened
+    dataset (train, test or None, info), the network's spec and the network itself, built once
+    here with the run's seed (so that geometry errors are one line before anything runs)."""
+
+    cfg: dict[str, Any]
+    run: dict[str, Any]
+    genotype: Genotype
+    data: tuple[Any, Any, DatasetInfo]
+    spec: NetSpec
+    network: nn.Module
+
+
+def make_job(cfg: dict[str, Any], run: dict[str, Any], data: tuple[Any, Any, DatasetInfo]) -> Job:
+    """The Job of `run` (its genotype as a dict) on the opened dataset `data`."""
+    genotype = from_dict(run["genotype"])
+    info = data[2]
+    try:
+        spec = make_spec(cfg, genotype, info.num_classes, info.input_size)
+        seed_everything(int(cfg["seed"]))  # the initial weights depend on the seed only
+        network = build_network(spec)
+    except ValueError as e:  # e.g. a ratio above a layer's filter count
+        raise UserError(f"cannot build the network: {e}") from None
+    return Job(cfg, run, genotype, data, spec, network)
 
 
 def check(cfg: dict[str, Any]) -> None:

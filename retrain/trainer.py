@@ -1,4 +1,6 @@
-"""The retrain loop: SGD with the DARTS recipe, DFS hardening, checkpoints, resume and DDP.
+"""One retrain epoch and the state it carries: SGD with the DARTS recipe (auxiliary loss, drop
+path, gradient clipping, cosine or step schedule), DFS temperature and hardening, AMP on CUDA
+and DDP. The epoch loop is retrain.run's, the files retrain.outputs'.
 
 Determinism: every epoch reseeds the RNGs from (seed, epoch, rank) and the data order depends
 only on (seed, epoch), so a run resumed from the checkpoint of epoch e repeats exactly what an
@@ -7,25 +9,19 @@ uninterrupted run does from e on (on the same device and thread count).
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common.checkpoint import save_checkpoint
 from common.distributed import DistInfo, all_reduce_sum
 from common.loader import make_loader
-from common.runlog import JsonlLog, Progress, say
+from common.runlog import Progress
 from common.runtime import autocast, channels_last, grad_scaler, seed_everything, to_memory_format
 from retrain.evaluate import evaluate
-from retrain.model import NetSpec, build_network
+from retrain.model import NetSpec
 from space.fs import harden_model, offset_parameters, set_temperature
-
-CKPT_KIND = "retrain"
-LATEST, BEST = "latest.pt", "best.pt"  # the last completed epoch's checkpoint; the best one's
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -73,16 +69,16 @@ def harden_in_place(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
 
 
 class Trainer:
-    """Trains one network on one dataset in `run_dir`; rank 0 writes all files."""
+    """Trains `network` (built once, from `spec`, by retrain.setup.make_job) on one dataset;
+    holds the optimizer, schedule, scaler and the figures a checkpoint keeps."""
 
-    def __init__(self, cfg: dict[str, Any], spec: NetSpec, run_dir: Path, dist: DistInfo,
+    def __init__(self, cfg: dict[str, Any], spec: NetSpec, network: nn.Module, dist: DistInfo,
                  device: torch.device, train_set, test_set) -> None:
-        self.cfg, self.spec, self.run_dir = cfg, spec, Path(run_dir)
+        self.cfg, self.spec = cfg, spec
         self.dist, self.device = dist, device
         self.epochs = int(cfg["epochs"])
-        seed_everything(int(cfg["seed"]))  # the initial weights depend on the seed only
         self.channels_last = bool(cfg["runtime"]["channels_last"])
-        self.model = channels_last(build_network(spec).to(device), self.channels_last)
+        self.model = channels_last(network.to(device), self.channels_last)
         self.amp = bool(cfg["runtime"]["amp"])
         opt = cfg["optimizer"]
         offs = {id(p) for p in offset_parameters(self.model)}
@@ -109,7 +105,6 @@ class Trainer:
         self.train_loader = make_loader(train_set, bs, dist, shuffle=True, seed=int(cfg["seed"]),
                                         workers=workers, drop_last=False, pin_memory=pin)
         self.test_set = test_set
-        self.log = JsonlLog(self.run_dir / "log.jsonl")
         self._wrap()
 
     # --- state -----------------------------------------------------------------------------
@@ -136,8 +131,8 @@ class Trainer:
                 "elapsed": self.elapsed}
 
     def resume(self, state: dict[str, Any]) -> None:
-        """Continue from the state of a `latest.pt` this trainer wrote (see
-        common.checkpoint.load_resume_checkpoint)."""
+        """Continue from the state of a `latest.pt` (see common.checkpoint.load_resume_checkpoint);
+        the caller truncates the log to `start_epoch`."""
         if state["hardened"]:
             self.harden()
         self.model.load_state_dict(state["model"])
@@ -147,8 +142,6 @@ class Trainer:
         self.start_epoch = int(state["epoch"])
         self.best_acc, self.best_epoch = float(state["best_acc"]), int(state["best_epoch"])
         self.elapsed = float(state["elapsed"])
-        if self.dist.is_main:  # epochs logged after this checkpoint run again
-            self.log.truncate(self.start_epoch)
 
     # --- loops ------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -190,42 +183,24 @@ class Trainer:
                      self.dist, amp=self.amp, channels_last=self.channels_last)
         return {"test_loss": r["loss"], "test_acc": r["top1"], "test_top5": r["top5"]}
 
-    def fit(self) -> dict[str, Any]:
-        """Train from `start_epoch` to the end; returns the last epoch's record."""
-        main = self.dist.is_main
-        record: dict[str, Any] = {}
-        for epoch in range(self.start_epoch, self.epochs):
-            seed_everything(epoch_seed(self.cfg["seed"], epoch, self.dist.rank))
-            if epoch >= self.harden_at:
-                self.harden()
-            else:
-                set_temperature(self.model, temperature_at(self.cfg, epoch, self.harden_at))
-            self.model.drop_path_prob = float(self.cfg["drop_path_prob"]) * epoch / self.epochs
-            lr = self.optimizer.param_groups[0]["lr"]
-            t0 = time.perf_counter()
-            tr = self.train_epoch(epoch)
-            train_s = time.perf_counter() - t0
-            self.scheduler.step()
-            te = self.test()
-            seconds = time.perf_counter() - t0
-            self.elapsed += seconds
-            record = {"epoch": epoch, "train_loss": tr["train_loss"], "train_acc": tr["train_acc"],
-                      **te, "lr": lr, "drop_path_prob": self.model.drop_path_prob,
-                      "hardened": self.hardened, "seconds": round(seconds, 3),
-                      "images_per_s": round(tr["images"] / max(train_s, 1e-9), 2)}
-            best = te["test_acc"] > self.best_acc
-            if best:
-                self.best_acc, self.best_epoch = te["test_acc"], epoch
-            if main:
-                self.log.write(record)
-                state = self.state_dict(epoch + 1)
-                save_checkpoint(state, self.run_dir / LATEST, CKPT_KIND)
-                if best:
-                    save_checkpoint(state, self.run_dir / BEST, CKPT_KIND)
-                say(f"epoch {epoch + 1}/{self.epochs}  train loss {tr['train_loss']:.4f} "
-                    f"acc {tr['train_acc']:.2f}  test loss {te['test_loss']:.4f} acc "
-                    f"{te['test_acc']:.2f} top5 {te['test_top5']:.2f}  lr {lr:.5f}  "
-                    f"{'hardened ' if self.hardened and self.spec.fs else ''}{seconds:.1f}s "
-                    f"({record['images_per_s']:.0f} img/s)")
-        self.harden()  # the exported model is always hardened
-        return record
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def start_epoch_settings(self, epoch: int) -> None:
+        """Reseed from (seed, epoch, rank), then harden (from `harden_at` on) or set the DFS
+        temperature, and the drop-path probability of `epoch`."""
+        seed_everything(epoch_seed(self.cfg["seed"], epoch, self.dist.rank))
+        if epoch >= self.harden_at:
+            self.harden()
+        else:
+            set_temperature(self.model, temperature_at(self.cfg, epoch, self.harden_at))
+        self.model.drop_path_prob = float(self.cfg["drop_path_prob"]) * epoch / self.epochs
+
+    def note_test(self, test_acc: float, epoch: int, seconds: float) -> bool:
+        """Count the epoch's time; True when `test_acc` is the best so far."""
+        self.elapsed += seconds
+        if test_acc > self.best_acc:
+            self.best_acc, self.best_epoch = test_acc, epoch
+            return True
+        return False
