@@ -17,13 +17,13 @@ from PIL import Image
 from torchvision import datasets, transforms
 
 from common.errors import UserError
+from common.shapes import KNOWN, is_large
 
 CIFAR_STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-KNOWN = ("cifar10", "cifar100", "imagenet")
 
 
 @dataclass
@@ -40,7 +40,7 @@ class DatasetInfo:
 
     @property
     def is_imagenet_like(self) -> bool:
-        return min(self.input_size) >= 128
+        return is_large(self.input_size)
 
 
 class Cutout(torch.nn.Module):

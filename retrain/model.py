@@ -7,7 +7,7 @@ so weights and logs can be compared line by line with the reference implementati
 ``FSSpec`` every 1x1 convolution (cell preprocessing, the pointwise convs of sep/dil convs,
 FactorizedReduce) is an FS layer (``fs.dfs=False``) or a DFS layer (``fs.dfs=True``).
 
-Stems: inputs whose smaller side is below ``IMAGENET_STEM_MIN`` pixels get the CIFAR stem (one
+Stems: inputs whose smaller side is below ``common.shapes.LARGE_IMAGE`` pixels get the CIFAR stem (one
 3x3 conv, full resolution); larger ones get the two ImageNet stems (three stride-2 convs, /8).
 Both networks end in global average pooling, so any input size and class count works.
 """
@@ -21,12 +21,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.shapes import is_large
 from genotypes import FSSpec, Genotype, from_dict, to_dict
 from space.fs_bank import batched_filters
 from space.ops import FactorizedReduce, Identity, ReLUConvBN, make_op
-
-#: Smallest input side (pixels) that gets the ImageNet stems; below it the CIFAR stem.
-IMAGENET_STEM_MIN = 128
 
 
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
@@ -216,8 +214,8 @@ class NetworkImageNet(_Network):
 
 
 def pick_stem(input_size: tuple[int, int] | list[int]) -> str:
-    """'imagenet' for inputs whose smaller side is >= IMAGENET_STEM_MIN, else 'cifar'."""
-    return "imagenet" if min(input_size) >= IMAGENET_STEM_MIN else "cifar"
+    """'imagenet' for ImageNet-like inputs (common.shapes.is_large), else 'cifar'."""
+    return "imagenet" if is_large(input_size) else "cifar"
 
 
 @dataclass

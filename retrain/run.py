@@ -14,6 +14,7 @@ from common.cpu import busy_note, cpu_budget
 from common.distributed import barrier, cleanup, init_distributed, local_device
 from common.runlog import interrupt_advice, make_run_dir, say
 from common.runtime import resolve_device, set_threads
+from common.shapes import KNOWN
 from retrain import data as rdata
 from retrain import setup
 from retrain.outputs import (
@@ -39,7 +40,7 @@ def _run_dir(out: str | Path | None, tag: str, overwrite: bool, main: bool) -> P
 
 
 def _tag(dataset: str) -> str:
-    return Path(dataset).name.lower() if dataset.lower() not in setup.KNOWN_SHAPES else dataset.lower()
+    return Path(dataset).name.lower() if dataset.lower() not in KNOWN else dataset.lower()
 
 
 def run_training(job: setup.Job, out: str | Path | None, resume: bool,

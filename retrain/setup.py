@@ -22,6 +22,7 @@ from common.config import apply_override, check_fs_ratio, deep_update, load_pres
 from common.data import DatasetInfo, open_dataset
 from common.errors import UserError
 from common.runtime import seed_everything
+from common.shapes import KNOWN_SHAPES
 from genotypes import FSSpec, Genotype, GenotypeError, from_dict, load_genotype
 from retrain.data import train_set
 from retrain.model import NetSpec, build_network, pick_stem
@@ -30,8 +31,6 @@ from retrain.model import NetSpec, build_network, pick_stem
 DEFAULT_RATIO = 2.0
 DEFAULT_OFFSETS = 4
 FS_MODES = ("off", "fs", "dfs", "genotype")
-#: Shapes of the named datasets, so `--summary` needs no data on disk.
-KNOWN_SHAPES = {"cifar10": (10, 32), "cifar100": (100, 32), "imagenet": (1000, 224)}
 
 
 def read_genotype(spec: str) -> Genotype:

@@ -21,8 +21,8 @@ from typing import Any
 
 from common.checkpoint import rng_state, save_checkpoint
 from common.config import preset_with_section, save_config
-from common.data import KNOWN as KNOWN_DATASETS
 from common.runlog import JsonlLog, say
+from common.shapes import KNOWN as KNOWN_DATASETS
 from genotypes import Genotype, genotype_lines, save_genotype, to_dict
 
 LOG, GENOTYPE, CHECKPOINT, CONFIG = "log.jsonl", "genotype.json", "checkpoint.pt", "config.yaml"
