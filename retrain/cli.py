@@ -24,6 +24,7 @@ from torch import nn
 from common.config import apply_override, available_presets, load_config_file
 from common.cpu import cpu_budget
 from common.errors import UserError, cli_entry
+from common.fs_settings import DEFAULT_RATIO, fs_spec
 from common.runlog import check_run_dir, command_line
 from common.runtime import set_threads
 from genotypes import Genotype, to_dict
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fs", choices=setup.FS_MODES, help="1x1 convs: off (plain DARTS), fs "
                    "(fixed offsets), dfs (learned, then hardened; default) or genotype")
     p.add_argument("--ratio", type=float, help="FS compression ratio (default: the genotype's, "
-                   f"else {setup.DEFAULT_RATIO:g})")
+                   f"else {DEFAULT_RATIO:g})")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (AMP on CUDA)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: the cores left "
                    "after the loader workers; 1 on a machine another job keeps busy)")
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                         "or --summary)")
     genotype = setup.read_genotype(args.genotype)
     cfg, _, opened = _resolve(args, need_files=True)
-    if setup.resolve_fs(cfg, genotype) is None and args.ratio is not None:
+    if fs_spec(cfg["fs"], genotype.fs) is None and args.ratio is not None:
         raise UserError("--ratio has no effect without FS layers; drop it or use --fs dfs/fs")
     run = {"dataset": setup.dataset_spec(args.dataset), "preset": args.preset,
            "genotype": to_dict(genotype), "command": shlex.join(command_line("retrain", argv))}

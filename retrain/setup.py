@@ -21,15 +21,13 @@ from torch import nn
 from common.config import apply_override, check_fs_ratio, deep_update, load_preset
 from common.data import DatasetInfo, open_dataset
 from common.errors import UserError
+from common.fs_settings import fs_spec
 from common.runtime import seed_everything
 from common.shapes import KNOWN_SHAPES
-from genotypes import FSSpec, Genotype, GenotypeError, from_dict, load_genotype
+from genotypes import Genotype, GenotypeError, from_dict, load_genotype
 from retrain.data import train_set
 from retrain.model import NetSpec, build_network, pick_stem
 
-#: FS ratio when neither the command line nor the genotype names one (zoo genotypes).
-DEFAULT_RATIO = 2.0
-DEFAULT_OFFSETS = 4
 FS_MODES = ("off", "fs", "dfs", "genotype")
 
 
@@ -161,26 +159,6 @@ def check(cfg: dict[str, Any]) -> None:
                             f"the cores), got {v!r}")
 
 
-def resolve_fs(cfg: dict[str, Any], genotype: Genotype) -> FSSpec | None:
-    """The FS settings of the network: `off` plain convs; `genotype` the genotype's own
-    (plain when it has none); `fs`/`dfs` fixed/learned offsets at the configured ratio, else
-    the genotype's, else DEFAULT_RATIO."""
-    f = cfg["fs"]
-    mode = str(f["mode"])
-    if mode == "off":
-        return None
-    g = genotype.fs
-    if mode == "genotype":
-        if g is None:
-            return None
-        dfs = g.dfs
-    else:
-        dfs = mode == "dfs"
-    ratio = f["ratio"] if f["ratio"] is not None else (g.ratio if g else DEFAULT_RATIO)
-    offsets = f["num_offsets"] or (g.num_offsets if g else DEFAULT_OFFSETS)
-    return FSSpec(ratio=float(ratio), dfs=bool(dfs), num_offsets=int(offsets))
-
-
 def dataset_shape(spec: str | None, cfg: dict[str, Any]) -> tuple[int, tuple[int, int]] | None:
     """(classes, input size) of a named dataset without opening it (None for folders)."""
     key = (spec or "cifar10").lower()
@@ -200,7 +178,7 @@ def make_spec(cfg: dict[str, Any], genotype: Genotype, num_classes: int,
     return NetSpec(genotype=genotype, init_channels=int(cfg["init_channels"]),
                    layers=int(cfg["layers"]), num_classes=int(num_classes),
                    input_size=input_size, auxiliary=bool(cfg["auxiliary"]),
-                   fs=resolve_fs(cfg, genotype), stem=stem_for(cfg, input_size))
+                   fs=fs_spec(cfg["fs"], genotype.fs), stem=stem_for(cfg, input_size))
 
 
 def open_data(spec: str, cfg: dict[str, Any]):

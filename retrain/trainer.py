@@ -16,6 +16,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from common.distributed import DistInfo, all_reduce_sum
+from common.fs_settings import temperature_at
 from common.loader import make_loader
 from common.runlog import Progress
 from common.runtime import autocast, channels_last, grad_scaler, seed_everything, to_memory_format
@@ -34,15 +35,12 @@ def harden_epoch(cfg: dict[str, Any]) -> int:
     return cfg["epochs"] // 2 if e is None else int(e)
 
 
-def temperature_at(cfg: dict[str, Any], epoch: int, harden_at: int) -> float:
+def temperature_of_epoch(cfg: dict[str, Any], epoch: int, harden_at: int) -> float:
     """DFS softmax temperature for `epoch`: geometric from fs.temperature.start (first epoch)
-    to .end (last epoch before hardening). An end below the start sharpens the candidate mix
-    towards its argmax, so that hardening changes the filters less."""
+    to .end (last epoch before hardening)."""
     t = cfg["fs"].get("temperature") or {}
-    start, end = float(t.get("start", 1.0)), float(t.get("end", 1.0))
-    if harden_at <= 1 or start == end:
-        return start
-    return start * (end / start) ** (min(epoch, harden_at - 1) / (harden_at - 1))
+    return temperature_at(t.get("start", 1.0), t.get("end", 1.0), "geometric",
+                          min(epoch, harden_at - 1), harden_at)
 
 
 def harden_in_place(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -194,7 +192,7 @@ class Trainer:
         if epoch >= self.harden_at:
             self.harden()
         else:
-            set_temperature(self.model, temperature_at(self.cfg, epoch, self.harden_at))
+            set_temperature(self.model, temperature_of_epoch(self.cfg, epoch, self.harden_at))
         self.model.drop_path_prob = float(self.cfg["drop_path_prob"]) * epoch / self.epochs
 
     def note_test(self, test_acc: float, epoch: int, seconds: float) -> bool:

@@ -22,6 +22,7 @@ from common.cpu import CpuBudget, busy_note, cpu_budget
 from common.data import open_dataset
 from common.distributed import cleanup, init_distributed, local_device
 from common.errors import UserError, cli_entry
+from common.fs_settings import fs_spec
 from common.runlog import (
     JsonlLog,
     check_run_dir,
@@ -38,7 +39,6 @@ from search.ddp import rank0_first
 from search.outputs import CHECKPOINT, CONFIG, LOG, save_run_config
 from search.run import run_search
 from search.settings import check_config
-from search.trainer import fs_spec
 
 EPILOG = """\
 examples:

@@ -14,7 +14,7 @@ from genotypes import Genotype
 from search.data import SearchData
 from search.ddp import ranks_agree
 from search.outputs import RunOutputs, epoch_record, summary_line
-from search.trainer import SearchTrainer, temperature_at
+from search.trainer import SearchTrainer, temperature_of_epoch
 from space.fs import set_temperature
 
 
@@ -36,7 +36,7 @@ def run_search(
     dfs = cfg["fs"]["mode"] == "dfs"
     last: dict[str, Any] | None = None
     for epoch in range(start, epochs):
-        temperature = temperature_at(cfg["fs"]["temperature"], epoch, epochs) if dfs else None
+        temperature = temperature_of_epoch(cfg["fs"]["temperature"], epoch, epochs) if dfs else None
         if temperature is not None:
             set_temperature(net, temperature)
         stats = trainer.train_epoch(epoch, show=main)

@@ -19,10 +19,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from common.distributed import DistInfo, all_reduce_sum
 from common.errors import UserError
+from common.fs_settings import fs_spec, temperature_at
 from common.loader import CyclingLoader
 from common.runlog import Progress
 from common.runtime import autocast, channels_last, grad_scaler, to_memory_format
-from genotypes import FSSpec
 from search.architect import Architect
 from search.data import SearchData
 from space.supernet import SearchNetwork
@@ -32,23 +32,10 @@ class Diverged(UserError):
     """A loss or the architecture became NaN/inf; the run stops before saving that state."""
 
 
-def fs_spec(fs_cfg: dict[str, Any]) -> FSSpec | None:
-    """The FSSpec of `fs.mode` (off: plain DARTS 1x1 convolutions)."""
-    mode = fs_cfg["mode"]
-    if mode == "off":
-        return None
-    return FSSpec(ratio=float(fs_cfg["ratio"]), dfs=mode == "dfs", num_offsets=int(fs_cfg["num_offsets"]))
-
-
-def temperature_at(t_cfg: dict[str, Any], epoch: int, epochs: int) -> float:
-    """DFS softmax temperature of `epoch`: start at epoch 0, end at the last epoch."""
-    start, end, schedule = float(t_cfg["start"]), float(t_cfg["end"]), t_cfg["schedule"]
-    if schedule == "constant" or epochs <= 1:
-        return start
-    f = epoch / (epochs - 1)
-    if schedule == "linear":
-        return start + (end - start) * f
-    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * f))
+def temperature_of_epoch(t_cfg: dict[str, Any], epoch: int, epochs: int) -> float:
+    """DFS softmax temperature of `epoch`: fs.temperature.start at epoch 0, .end at the last,
+    by .schedule."""
+    return temperature_at(t_cfg["start"], t_cfg["end"], t_cfg["schedule"], epoch, epochs)
 
 
 def build_network(cfg: dict[str, Any], num_classes: int, in_channels: int) -> nn.Module:
