@@ -235,3 +235,16 @@ def split_indices(
         first += idx[:k]
         second += idx[k:]
     return [base[i] for i in sorted(first)], [base[i] for i in sorted(second)]
+
+
+def balanced_subset(dataset, indices: list[int] | None, limit: int | None,
+                    seed: int) -> list[int] | None:
+    """At most `limit` of `indices` (all of `dataset` when None), class-stratified by
+    `split_indices` with `seed`: search's data.max_images cap and retrain's image limits.
+    `indices` come back unchanged when `limit` is null, 0 or not below their number."""
+    n = len(dataset) if indices is None else len(indices)
+    if not limit or limit >= n:
+        return indices
+    if limit < 1:
+        raise UserError(f"image limits must be positive, got {limit}")
+    return split_indices(dataset, limit / n, seed, indices)[0]
