@@ -156,5 +156,17 @@ def save_config(cfg: dict[str, Any], path: Path) -> None:
     atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False))
 
 
+#: The preset a run's config.yaml names as its `base`.
+RUN_BASE = "paper"
+
+
+def save_run_config(path: Path, section: str, cfg: dict[str, Any], record: dict[str, Any]) -> None:
+    """A run's config.yaml: `base: paper`, what the run ran on (`record`: dataset, preset,
+    command, ...) and the resolved `section`. It is itself a preset (`--preset RUN/config.yaml`
+    repeats the run, `--resume` reads it as one); its base fills in keys that a later version
+    adds, so that old runs stay resumable."""
+    save_config({"base": RUN_BASE, **record, section: cfg}, path)
+
+
 def load_config_file(path: Path) -> dict[str, Any]:
     return _read_yaml(path)

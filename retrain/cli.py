@@ -21,7 +21,8 @@ from typing import Any
 import yaml
 from torch import nn
 
-from common.config import apply_override, available_presets, load_config_file
+from common.cli_flags import SHORTHANDS, fixed_on_resume, flag_overrides, override_key
+from common.config import available_presets, load_config_file, resolve_config
 from common.cpu import cpu_budget
 from common.errors import UserError, cli_entry
 from common.fs_settings import DEFAULT_RATIO, fs_spec
@@ -32,10 +33,6 @@ from retrain import setup
 from retrain.model import NetSpec, build_network
 from retrain.run import run_training
 from retrain.summary import format_json, format_table, summarize
-
-#: Flags that may change when resuming (where and how fast, not what is computed; the
-#: worker count is not one of them: retrain's augmentation draws differ with it).
-RESUME_OK = ("device", "threads", "data_root", "no_download")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +82,7 @@ def _resolve(args: argparse.Namespace, need_files: bool):
     """(config, (classes, input size), opened dataset or None). The dataset is opened, as
     its own step, when training needs its files or its shape is not known without them (a
     folder); its input size decides whether the preset's `imagenet` settings apply."""
-    overrides = args.overrides + setup.flag_overrides(args)
+    overrides = args.overrides + flag_overrides(args)
     trial = setup.trial_config(args.preset, overrides)
     shape = None if need_files else setup.dataset_shape(args.dataset, trial)
     opened = None
@@ -149,20 +146,27 @@ def _resume_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a retrain run directory (no config.yaml); give the "
                         "directory of the run to continue")
-    given = [k for k, v in vars(args).items() if k not in RESUME_OK + ("resume",) and v
-             and k not in ("preset", "overrides")]
-    if args.overrides or args.preset != "paper" or given:
-        flags = ", ".join(["--set"] * bool(args.overrides) + [f"--{k.replace('_', '-')}" for k in given])
+    # What may change is common.cli_flags.RESUMABLE (--set of those keys included); the worker
+    # count is not in it: retrain's augmentation draws differ with it.
+    items = args.overrides + flag_overrides(args)
+    fixed = set(fixed_on_resume(items))
+    other = [k for k, v in vars(args).items() if v and k not in SHORTHANDS
+             and k not in ("resume", "preset", "overrides", "no_download")]
+    flags = (["--set"] * any(override_key(s) in fixed for s in args.overrides)
+             + [f"--{k.replace('_', '-')}" for k, key in SHORTHANDS.items()
+                if getattr(args, k) is not None and key in fixed]
+             + [f"--{k.replace('_', '-')}" for k in other])
+    if flags or args.preset != "paper":
         raise UserError(f"--resume continues the run exactly as configured in {run_dir}/config.yaml; "
-                        f"drop {flags or '--preset'} (only --device, --threads, --data-root, "
-                        "--no-download may change)")
+                        f"drop {', '.join(flags) or '--preset'} (only --device, --threads, "
+                        "--data-root, --no-download may change)")
     data = load_config_file(run_dir / "config.yaml")
     if not all(k in data for k in ("retrain", "genotype", "dataset")):
         raise UserError(f"{run_dir}/config.yaml is not a retrain run's config; give a retrain run")
-    cfg = data.pop("retrain")
-    for item in setup.flag_overrides(args):
-        apply_override(cfg, item)
-    return cfg, data
+    # As a preset: its `base` fills in keys a later version adds (see common.config).
+    cfg = resolve_config("retrain", str(run_dir / "config.yaml"), items)
+    run = {k: v for k, v in data.items() if k not in ("retrain", "base")}
+    return cfg, run
 
 
 @cli_entry

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from common.checkpoint import atomic_write_text, save_checkpoint
-from common.config import save_config
+from common.config import save_run_config
 from common.data import DatasetInfo
 from common.runlog import JsonlLog, say
 from genotypes import Genotype, from_dict, genotype_lines, save_genotype
@@ -37,7 +37,7 @@ LATEST, BEST = "latest.pt", "best.pt"  # the last completed epoch's checkpoint; 
 def write_run_files(run_dir: Path, cfg: dict[str, Any], run: dict[str, Any]) -> None:
     """config.yaml (dataset, preset, genotype, command line and the resolved `retrain`
     section: usable as a --preset) and genotype.json."""
-    save_config({**run, "retrain": cfg}, run_dir / "config.yaml")
+    save_run_config(run_dir / "config.yaml", "retrain", cfg, run)
     save_genotype(from_dict(run["genotype"]), run_dir / "genotype.json")
 
 

@@ -47,18 +47,6 @@ def _base_config(preset: str) -> dict[str, Any]:
     return cfg
 
 
-def flag_overrides(args: Any) -> list[str]:
-    """The dedicated flags as `key=value` overrides (applied after --set)."""
-    pairs = [("epochs", args.epochs), ("batch_size", args.batch_size), ("seed", args.seed),
-             ("fs.mode", args.fs), ("fs.ratio", args.ratio), ("runtime.device", args.device),
-             ("runtime.threads", args.threads), ("data.workers", args.workers),
-             ("data.root", args.data_root)]
-    out = [f"{k}={v}" for k, v in pairs if v is not None]
-    if args.no_download:
-        out.append("data.download=false")
-    return out
-
-
 def trial_config(preset: str, overrides: list[str]) -> dict[str, Any]:
     """The config before its `imagenet` sub-section is applied (that needs the dataset's
     input size, which this config's data.root / data.input_size decide)."""
