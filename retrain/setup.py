@@ -18,6 +18,13 @@ from typing import Any
 
 from torch import nn
 
+from common.checks import (
+    check_bool,
+    check_choice,
+    check_even_channels,
+    check_number,
+    normalise_fs_mode,
+)
 from common.config import apply_override, check_fs_ratio, deep_update, load_preset
 from common.data import DatasetInfo, open_dataset
 from common.errors import UserError
@@ -123,28 +130,38 @@ def make_job(cfg: dict[str, Any], run: dict[str, Any], data: tuple[Any, Any, Dat
 
 
 def check(cfg: dict[str, Any]) -> None:
-    """Reject values that would only fail later (or silently do something else)."""
-    mode = str(cfg["fs"]["mode"])
-    if mode not in FS_MODES:
-        raise UserError(f"fs mode {mode!r} is unknown; use one of {', '.join(FS_MODES)}")
-    if cfg["optimizer"]["schedule"] not in ("cosine", "step"):
-        raise UserError(f"optimizer.schedule {cfg['optimizer']['schedule']!r} is unknown; "
-                        "use cosine or step")
-    if cfg.get("stem", "auto") not in ("auto", "cifar", "imagenet"):
-        raise UserError(f"stem {cfg['stem']!r} is unknown; use auto, cifar or imagenet")
-    for key in ("epochs", "batch_size", "init_channels", "layers"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise UserError(f"{key} must be a positive integer, got {cfg[key]!r}")
-    if cfg["init_channels"] % 2:
-        raise UserError(f"init_channels must be even (FactorizedReduce halves it), got "
-                        f"{cfg['init_channels']}")
+    """Reject values that would only fail later (or silently do something else), worded as
+    the search's checks (common.checks); learning rates and the regularisers included."""
+    normalise_fs_mode(cfg)
+    check_choice(cfg, "fs.mode", FS_MODES)
+    check_choice(cfg, "optimizer.schedule", ("cosine", "step"))
+    check_choice(cfg, "stem", ("auto", "cifar", "imagenet"))
+    for key in ("epochs", "batch_size", "layers"):
+        check_number(cfg, key, int, 1)
+    check_number(cfg, "seed", int, 0)
+    check_number(cfg, "init_channels", int, 2)
+    check_even_channels(cfg)
     if cfg["fs"]["ratio"] is not None:  # null: the genotype's
         check_fs_ratio(cfg["fs"]["ratio"])  # worded as the search words it
-    for key, section, lo in (("workers", "data", 0), ("threads", "runtime", 1)):
-        v = cfg[section][key]
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
-            raise UserError(f"{section}.{key} must be an integer >= {lo} or null (chosen to fit "
-                            f"the cores), got {v!r}")
+    check_number(cfg, "fs.num_offsets", int, 1, optional=True)  # null: the genotype's
+    check_number(cfg, "fs.harden_epoch", int, 0, optional=True)  # null: half of training
+    for key in ("fs.temperature.start", "fs.temperature.end"):
+        check_number(cfg, key, float, 0.0, lo_open=True)
+    for key in ("optimizer.lr", "optimizer.lr_min", "optimizer.momentum",
+                "optimizer.weight_decay", "auxiliary_weight"):
+        check_number(cfg, key, float, 0.0)
+    check_number(cfg, "optimizer.grad_clip", float, 0.0, optional=True)  # 0 or null: no clipping
+    check_number(cfg, "optimizer.decay", float, 0.0, lo_open=True)
+    for key in ("label_smoothing", "drop_path_prob"):
+        check_number(cfg, key, float, 0.0, 1.0, hi_open=True)
+    check_number(cfg, "cutout", int, 0, optional=True)
+    check_number(cfg, "data.workers", int, 0, optional=True)  # null: chosen (common.cpu)
+    check_number(cfg, "runtime.threads", int, 1, optional=True)
+    for key in ("data.max_images", "data.max_test_images"):
+        check_number(cfg, key, int, 1, optional=True)
+    check_number(cfg, "data.input_size", int, 8, optional=True)
+    for key in ("auxiliary", "data.download", "runtime.amp", "runtime.channels_last"):
+        check_bool(cfg, key)
 
 
 def dataset_shape(spec: str | None, cfg: dict[str, Any]) -> tuple[int, tuple[int, int]] | None:
