@@ -3,6 +3,7 @@ directory, the epoch loop, export and metrics.json. Called by retrain.cli."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,8 @@ def train_epochs(trainer: Trainer, outputs: RunOutputs) -> dict[str, Any]:
         train_s = time.perf_counter() - t0
         trainer.scheduler.step()
         te = trainer.test()
+        if not math.isfinite(te["test_loss"]):  # a weight that went NaN/inf shows up here
+            raise trainer.diverged(epoch, None, f"test loss is {te['test_loss']}")
         seconds = time.perf_counter() - t0
         best = trainer.note_test(te["test_acc"], epoch, seconds)
         record = epoch_record(epoch, tr, te, lr, trainer, seconds, train_s)

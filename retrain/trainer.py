@@ -9,6 +9,7 @@ uninterrupted run does from e on (on the same device and thread count).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from common.distributed import DistInfo, all_reduce_sum
+from common.errors import Diverged
 from common.fs_settings import temperature_at
 from common.loader import make_loader
 from common.runlog import Progress
@@ -152,7 +154,7 @@ class Trainer:
         sums = [0.0, 0.0, 0.0]  # loss*n, correct, n
         progress = Progress(self.train_loader, len(self.train_loader),
                             f"epoch {epoch + 1}/{self.epochs}", enabled=self.dist.is_main)
-        for x, y in progress:
+        for step, (x, y) in enumerate(progress):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             x = to_memory_format(x, self.channels_last)
             self.optimizer.zero_grad(set_to_none=True)
@@ -168,13 +170,21 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             n = y.shape[0]
-            sums[0] += float(loss.detach()) * n
+            loss_v = float(loss.detach())  # where it was read before: no extra sync
+            if not math.isfinite(loss_v):
+                raise self.diverged(epoch, step, f"training loss is {loss_v}")
+            sums[0] += loss_v * n
             sums[1] += float((logits.detach().argmax(1) == y).sum())
             sums[2] += n
             progress.update(loss=sums[0] / sums[2], acc=100.0 * sums[1] / sums[2])
         loss_sum, correct, count = all_reduce_sum(sums, self.device)
         return {"train_loss": loss_sum / max(count, 1), "train_acc": 100.0 * correct / max(count, 1),
                 "images": count}
+
+    def diverged(self, epoch: int, step: int | None, what: str) -> Diverged:
+        """The error that stops a diverged run (before its epoch is logged or checkpointed)."""
+        return Diverged("retrain", epoch, step, what,
+                        "start again with a lower optimizer.lr (--set)")
 
     def test(self) -> dict[str, float]:
         r = evaluate(self.model, self.test_set, int(self.cfg["batch_size"]), self.device,

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from common.distributed import DistInfo, all_reduce_sum
-from common.errors import UserError
+from common.errors import Diverged, UserError
 from common.fs_settings import fs_spec, temperature_at
 from common.loader import CyclingLoader
 from common.runlog import Progress
@@ -26,10 +26,6 @@ from common.runtime import autocast, channels_last, grad_scaler, to_memory_forma
 from search.architect import Architect
 from search.data import SearchData
 from space.supernet import SearchNetwork
-
-
-class Diverged(UserError):
-    """A loss or the architecture became NaN/inf; the run stops before saving that state."""
 
 
 def temperature_of_epoch(t_cfg: dict[str, Any], epoch: int, epochs: int) -> float:
@@ -182,9 +178,8 @@ class SearchTrainer:
             raise self._diverged(epoch, None, f"validation loss is {valid_loss}")
 
     def _diverged(self, epoch: int, step: int | None, what: str) -> Diverged:
-        where = f"epoch {epoch}" + (f", batch {step}" if step is not None else "")
-        return Diverged(f"the search diverged at {where} ({what}); the last good checkpoint is "
-                        "kept: lower weights.lr or arch.lr (--set) and continue with --resume")
+        return Diverged("search", epoch, step, what,
+                        "lower weights.lr or arch.lr (--set) and continue with --resume")
 
     def state_dict(self) -> dict[str, Any]:
         return {
