@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from common.errors import UserError
+from common.files import atomic_write_text
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -151,8 +152,6 @@ def resolve_config(
 
 def save_config(cfg: dict[str, Any], path: Path) -> None:
     """Write the resolved config (atomically) so a run records exactly what it did."""
-    from common.checkpoint import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False))
 
 

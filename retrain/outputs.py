@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common.checkpoint import atomic_write_text, save_checkpoint
+from common.checkpoint import save_checkpoint
 from common.config import save_run_config
 from common.data import DatasetInfo
+from common.files import atomic_write_text
 from common.runlog import JsonlLog, say
 from genotypes import Genotype, from_dict, genotype_lines, save_genotype
 from retrain import setup
