@@ -28,10 +28,6 @@ __all__ = [
 ]
 
 
-# Bumped whenever harden_model swaps layers, so batched filter banks (space/fs_bank.py)
-# know to look for the model's layers again.
-structure_version = 0
-
 #: Filters a FilterBank computed for the forward running in this context, by id(layer).
 provided_filters: ContextVar[dict[int, Tensor] | None] = ContextVar("fs_provided_filters", default=None)
 
@@ -334,10 +330,8 @@ def harden_model(model: nn.Module) -> nn.Module:
     """Replace every DFSConv2d in place by its `harden()` FSConv2d; returns model (or the
     hardened layer when model itself is a DFSConv2d). A layer shared by several parents is
     replaced by one shared FSConv2d."""
-    global structure_version
     if isinstance(model, DFSConv2d):
         return model.harden()
-    structure_version += 1
     done: dict[int, FSConv2d] = {}
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
