@@ -51,43 +51,40 @@ class _Group:
         self._key: tuple | None = None
 
     def _state_key(self) -> tuple:
-        for m in self.layers:
-            m._ensure_index()
-        key = tuple(m._index_key for m in self.layers)
-        if self.dfs:
-            key += tuple(m.temperature for m in self.layers)
-        return key
+        return tuple(m.packing_key() for m in self.layers)
 
-    def _pack(self) -> None:
+    def _pack(self) -> tuple:
         # Each layer's index shifted into the concatenated FS vector (and, for DFS, its rows
-        # shifted into the concatenated logits).
+        # shifted into the concatenated logits), from the layers' Packing records.
+        packs = [m.packing() for m in self.layers]
         idx, rows = [], []
         base = base_rows = 0
-        for m in self.layers:
-            idx.append(m._index + base)
-            base += m.L
+        for p in packs:
+            idx.append(p.index + base)
+            base += p.length
             if self.dfs:
-                rows.append(m._rows + base_rows)
-                base_rows += m.K
+                rows.append(p.row_of + base_rows)
+                base_rows += p.rows
         self.index = torch.cat(idx)
-        self.sizes = [m.K * m.n for m in self.layers]
-        self.shapes = [m._weight_shape() for m in self.layers]
+        self.sizes = [p.size for p in packs]
+        self.shapes = [p.shape for p in packs]
         if self.dfs:
             self.rows = torch.cat(rows)
-            scales = [m.logit_scale for m in self.layers]
+            scales = [p.logit_scale for p in packs]
             # One temperature for all (the usual case): the same Python float a layer uses.
             self.scale = scales[0] if len(set(scales)) == 1 else torch.cat([
-                m.offset_logits.new_full((m.K, 1), s) for m, s in zip(self.layers, scales, strict=True)
+                m.offset_logits.new_full((p.rows, 1), s)
+                for m, p, s in zip(self.layers, packs, scales, strict=True)
             ])
         else:
-            multi = self.mean and any(m._multi_read for m in self.layers)
-            self.inv = torch.cat([m._inv_count for m in self.layers]) if multi else None
+            multi = self.mean and any(p.multi_read for p in packs)
+            self.inv = torch.cat([p.inv_count for p in packs]) if multi else None
+        return tuple(p.key for p in packs)
 
     def filters(self) -> list[Tensor]:
         key = self._state_key()
         if key != self._key:
-            self._pack()
-            self._key = key
+            self._key = self._pack()
         fs = torch.cat([m.fs for m in self.layers])
         if self.dfs:
             p = mixing_weights(torch.cat([m.offset_logits for m in self.layers]), self.scale)
