@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _resolve(args: argparse.Namespace, need_files: bool):
+def _resolve(args: argparse.Namespace, need_files: bool
+             ) -> tuple[dict[str, Any], tuple[int, tuple[int, int]], tuple | None]:
     """(config, (classes, input size), opened dataset or None). The dataset is opened, as
     its own step, when training needs its files or its shape is not known without them (a
     folder); its input size decides whether the preset's `imagenet` settings apply."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,33 +55,32 @@ def _base_config(preset: str) -> dict[str, Any]:
     return cfg
 
 
+def _split(preset: str, overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """(the base config with the `imagenet.*` overrides applied, the other overrides)."""
+    base = _base_config(preset)
+    ima_items = [o for o in overrides if o.strip().startswith("imagenet.")]
+    for item in ima_items:
+        apply_override(base, item)
+    return base, [o for o in overrides if o not in ima_items]
+
+
 def trial_config(preset: str, overrides: list[str]) -> dict[str, Any]:
     """The config before its `imagenet` sub-section is applied (that needs the dataset's
     input size, which this config's data.root / data.input_size decide)."""
-    base = _base_config(preset)
-    for item in _imagenet_items(overrides):
-        apply_override(base, item)
+    base, other = _split(preset, overrides)
     trial = copy.deepcopy(base)
     trial["imagenet"] = None
-    for item in overrides:
-        if item not in _imagenet_items(overrides):
-            apply_override(trial, item)
+    for item in other:
+        apply_override(trial, item)
     return trial
 
 
-def _imagenet_items(overrides: list[str]) -> list[str]:
-    return [o for o in overrides if o.strip().startswith("imagenet.")]
-
-
-def resolve(preset: str, overrides: list[str], imagenet_like) -> dict[str, Any]:
+def resolve(preset: str, overrides: list[str],
+            imagenet_like: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
     """The resolved retrain config; `imagenet_like(cfg)` says whether the ImageNet
     sub-section applies, given the config with the overrides but without that section
     (`trial_config`)."""
-    base = _base_config(preset)
-    ima_items = _imagenet_items(overrides)
-    other = [o for o in overrides if o not in ima_items]
-    for item in ima_items:
-        apply_override(base, item)
+    base, other = _split(preset, overrides)
     trial = trial_config(preset, overrides)
     ima = base.get("imagenet")
     if not imagenet_like(trial) or not ima:
@@ -95,7 +95,7 @@ def resolve(preset: str, overrides: list[str], imagenet_like) -> dict[str, Any]:
     return cfg
 
 
-def imagenet_like(input_size: tuple[int, int]):
+def imagenet_like(input_size: tuple[int, int]) -> Callable[[dict[str, Any]], bool]:
     """The `imagenet_like` of `resolve` for a dataset of `input_size`: does the network get
     the ImageNet stems (by the config's `stem`)?"""
     return lambda cfg: stem_for(cfg, input_size) == "imagenet"
