@@ -29,7 +29,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -48,6 +47,7 @@ def child(args: argparse.Namespace) -> None:
     from genotypes import load_genotype
     from retrain import data as rdata
     from retrain import setup
+    from retrain.model import build_network
     from retrain.trainer import Trainer
 
     torch.set_num_threads(args.threads)
@@ -59,29 +59,28 @@ def child(args: argparse.Namespace) -> None:
     spec = setup.make_spec(cfg, load_genotype("DARTS_V2"), info.num_classes, info.input_size)
     train_ds = rdata.train_set(train, test, info, cfg["data"]["max_images"], cfg["cutout"])
     test_ds = rdata.test_set(train, test, info, 64)
-    with tempfile.TemporaryDirectory() as tmp:
-        t = Trainer(cfg, spec, Path(tmp), DistInfo(), torch.device("cpu"), train_ds, test_ds)
-        t.model.train()
-        t.train_loader.sampler.set_epoch(0)
-        aux_w, clip = float(cfg["auxiliary_weight"]), float(cfg["optimizer"]["grad_clip"])
-        times: list[float] = []
-        start = last = time.perf_counter()
-        for x, y in t.train_loader:  # the step of retrain.trainer.Trainer.train_epoch (no AMP on CPU)
-            if t.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            t.optimizer.zero_grad(set_to_none=True)
-            logits, logits_aux = t.net(x)
-            loss = t.criterion(logits, y)
-            if logits_aux is not None and aux_w > 0:
-                loss = loss + aux_w * t.criterion(logits_aux, y)
-            loss.backward()
-            nn.utils.clip_grad_norm_(t.model.parameters(), clip)
-            t.optimizer.step()
-            now = time.perf_counter()
-            times.append(now - last)
-            last = now
-            if len(times) > args.steps or now - start > args.max_seconds:
-                break
+    t = Trainer(cfg, spec, build_network(spec), DistInfo(), torch.device("cpu"), train_ds, test_ds)
+    t.model.train()
+    t.train_loader.sampler.set_epoch(0)
+    aux_w, clip = float(cfg["auxiliary_weight"]), float(cfg["optimizer"]["grad_clip"])
+    times: list[float] = []
+    start = last = time.perf_counter()
+    for x, y in t.train_loader:  # the step of retrain.trainer.Trainer.train_epoch (no AMP on CPU)
+        if t.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        t.optimizer.zero_grad(set_to_none=True)
+        logits, logits_aux = t.net(x)
+        loss = t.criterion(logits, y)
+        if logits_aux is not None and aux_w > 0:
+            loss = loss + aux_w * t.criterion(logits_aux, y)
+        loss.backward()
+        nn.utils.clip_grad_norm_(t.model.parameters(), clip)
+        t.optimizer.step()
+        now = time.perf_counter()
+        times.append(now - last)
+        last = now
+        if len(times) > args.steps or now - start > args.max_seconds:
+            break
     print(json.dumps({"threads": torch.get_num_threads(), "workers": args.workers,
                       "policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"), "times": times}))
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import io
-import os
 import random
 import shlex
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from common.errors import UserError
+from common.files import atomic_write_bytes
+from common.runlog import start_again
 
 FORMAT = "dfsnet-darts"
 
@@ -26,31 +26,11 @@ class UnreadableCheckpoint(UserError):
         self.path, self.reason = Path(path), reason
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    # Write beside the target and rename: a crash mid-write leaves the old file intact.
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, text.encode())
-
-
 def save_checkpoint(state: dict[str, Any], path: Path, kind: str) -> None:
     """Save `state` atomically, tagged with the project format and a `kind` (e.g. "search")."""
     buf = io.BytesIO()
     torch.save({"format": FORMAT, "kind": kind, **state}, buf)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path: Path, kind: str | None = None) -> dict[str, Any]:
@@ -85,8 +65,6 @@ def load_resume_checkpoint(run_dir: Path, name: str, kind: str,
     try:
         return load_checkpoint(path, kind)
     except UnreadableCheckpoint as e:
-        from common.runlog import start_again
-
         advice = start_again(run_dir)
         if older and (run_dir / older).is_file():
             try:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from common.errors import UserError
+from common.files import atomic_write_text
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -151,9 +152,19 @@ def resolve_config(
 
 def save_config(cfg: dict[str, Any], path: Path) -> None:
     """Write the resolved config (atomically) so a run records exactly what it did."""
-    from common.checkpoint import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False))
+
+
+#: The preset a run's config.yaml names as its `base`.
+RUN_BASE = "paper"
+
+
+def save_run_config(path: Path, section: str, cfg: dict[str, Any], record: dict[str, Any]) -> None:
+    """A run's config.yaml: `base: paper`, what the run ran on (`record`: dataset, preset,
+    command, ...) and the resolved `section`. It is itself a preset (`--preset RUN/config.yaml`
+    repeats the run, `--resume` reads it as one); its base fills in keys that a later version
+    adds, so that old runs stay resumable."""
+    save_config({"base": RUN_BASE, **record, section: cfg}, path)
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

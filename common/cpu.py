@@ -18,9 +18,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.shapes import LARGE_IMAGE
+
 #: Images smaller than this decode in microseconds (CIFAR arrays, small PNGs): on a CPU a
-#: loader worker would only take a core from the compute threads.
-SMALL_IMAGE = 128
+#: loader worker would only take a core from the compute threads. The project's one
+#: CIFAR/ImageNet threshold (common.shapes).
+SMALL_IMAGE = LARGE_IMAGE
 
 
 def prefer_passive_openmp() -> None:

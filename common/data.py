@@ -17,13 +17,13 @@ from PIL import Image
 from torchvision import datasets, transforms
 
 from common.errors import UserError
+from common.shapes import KNOWN, is_large
 
 CIFAR_STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-KNOWN = ("cifar10", "cifar100", "imagenet")
 
 
 @dataclass
@@ -40,7 +40,7 @@ class DatasetInfo:
 
     @property
     def is_imagenet_like(self) -> bool:
-        return min(self.input_size) >= 128
+        return is_large(self.input_size)
 
 
 class Cutout(torch.nn.Module):
@@ -165,7 +165,8 @@ def open_dataset(
 ):
     """(train, test or None, info) for `cifar10`, `cifar100`, `imagenet` or an ImageFolder path.
 
-    The datasets carry no transform yet; wrap them with `with_transform`."""
+    The datasets carry no transform yet; wrap them in a `TransformedSubset` with
+    `make_transforms`."""
     root = Path(data_root)
     key = spec.lower()
     if key in ("cifar10", "cifar100"):
@@ -234,3 +235,16 @@ def split_indices(
         first += idx[:k]
         second += idx[k:]
     return [base[i] for i in sorted(first)], [base[i] for i in sorted(second)]
+
+
+def balanced_subset(dataset, indices: list[int] | None, limit: int | None,
+                    seed: int) -> list[int] | None:
+    """At most `limit` of `indices` (all of `dataset` when None), class-stratified by
+    `split_indices` with `seed`: search's data.max_images cap and retrain's image limits.
+    `indices` come back unchanged when `limit` is null, 0 or not below their number."""
+    n = len(dataset) if indices is None else len(indices)
+    if not limit or limit >= n:
+        return indices
+    if limit < 1:
+        raise UserError(f"image limits must be positive, got {limit}")
+    return split_indices(dataset, limit / n, seed, indices)[0]

@@ -16,6 +16,16 @@ class UserError(Exception):
     was wrong and what to do."""
 
 
+class Diverged(UserError):
+    """A loss or a parameter became NaN/inf; the run stops before saving that state, so its
+    last checkpoint is the last good one."""
+
+    def __init__(self, pipeline: str, epoch: int, step: int | None, what: str, advice: str) -> None:
+        where = f"epoch {epoch}" + (f", batch {step}" if step is not None else "")
+        super().__init__(f"the {pipeline} diverged at {where} ({what}); the last good checkpoint "
+                         f"is kept: {advice}")
+
+
 class Interrupted(Exception):
     """Ctrl-C during a run; the message says what the run directory holds and how to go on
     (empty on ranks other than 0, which stay quiet)."""

@@ -18,6 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from common.errors import Interrupted, UserError
+from common.files import atomic_write_text
 
 #: Written into every run directory when it is created: what makes a folder "a run" that
 #: --overwrite may delete. Folders from before the marker are recognised by their files.
@@ -139,8 +140,6 @@ class JsonlLog:
         """Keep only the first `epochs` records: on resume, epochs logged after the checkpoint
         was written are run again and must not appear twice."""
         keep = [r for r in self.read() if r.get("epoch", 0) < epochs]
-        from common.checkpoint import atomic_write_text
-
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
 
 

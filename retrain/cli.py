@@ -19,19 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from torch import nn
 
-from common.config import apply_override, available_presets, load_config_file, save_config
+from common.cli_flags import SHORTHANDS, fixed_on_resume, flag_overrides, override_key
+from common.config import available_presets, load_config_file, resolve_config
 from common.cpu import cpu_budget
 from common.errors import UserError, cli_entry
+from common.fs_settings import DEFAULT_RATIO, fs_spec
 from common.runlog import check_run_dir, command_line
 from common.runtime import set_threads
-from genotypes import Genotype, save_genotype, to_dict
+from genotypes import Genotype, to_dict
 from retrain import setup
-from retrain.model import NetSpec
-
-#: Flags that may change when resuming (where and how fast, not what is computed; the
-#: worker count is not one of them: retrain's augmentation draws differ with it).
-RESUME_OK = ("device", "threads", "data_root", "no_download")
+from retrain.model import NetSpec, build_network
+from retrain.run import run_training
+from retrain.summary import format_json, format_table, summarize
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fs", choices=setup.FS_MODES, help="1x1 convs: off (plain DARTS), fs "
                    "(fixed offsets), dfs (learned, then hardened; default) or genotype")
     p.add_argument("--ratio", type=float, help="FS compression ratio (default: the genotype's, "
-                   f"else {setup.DEFAULT_RATIO:g})")
+                   f"else {DEFAULT_RATIO:g})")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (AMP on CUDA)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: the cores left "
                    "after the loader workers; 1 on a machine another job keeps busy)")
@@ -77,53 +78,47 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _Data:
-    """Opens the dataset once, when the config resolution first needs its shape."""
-
-    def __init__(self, spec: str | None, need_files: bool) -> None:
-        self.spec, self.need_files = spec, need_files
-        self.opened: tuple | None = None
-        self.shape: tuple[int, tuple[int, int]] | None = None
-
-    def imagenet_like(self, cfg: dict[str, Any]) -> bool:
-        shape = None if self.need_files else setup.dataset_shape(self.spec, cfg)
-        if shape is None:
-            self.opened = setup.open_data(self.spec, cfg)
-            info = self.opened[2]
-            shape = (info.num_classes, info.input_size)
-        self.shape = shape
-        return setup.stem_for(cfg, shape[1]) == "imagenet"
+def _resolve(args: argparse.Namespace, need_files: bool
+             ) -> tuple[dict[str, Any], tuple[int, tuple[int, int]], tuple | None]:
+    """(config, (classes, input size), opened dataset or None). The dataset is opened, as
+    its own step, when training needs its files or its shape is not known without them (a
+    folder); its input size decides whether the preset's `imagenet` settings apply."""
+    overrides = args.overrides + flag_overrides(args)
+    trial = setup.trial_config(args.preset, overrides)
+    shape = None if need_files else setup.dataset_shape(args.dataset, trial)
+    opened = None
+    if shape is None:
+        opened = setup.open_data(args.dataset, trial)
+        shape = (opened[2].num_classes, opened[2].input_size)
+    cfg = setup.resolve(args.preset, overrides, setup.imagenet_like(shape[1]))
+    return cfg, shape, opened
 
 
-    def record(self, cfg: dict[str, Any]) -> dict[str, Any] | None:
-        """The dataset record an export of this run holds (setup.data_meta), or None when
-        the dataset cannot be read cheaply (no --dataset; ImageNet; not on disk)."""
-        if self.opened is None and self.spec and self.spec.lower() in ("cifar10", "cifar100"):
-            try:
-                self.opened = setup.open_data(self.spec, {**cfg, "data": {**cfg["data"],
-                                                                           "download": False}})
-            except UserError:
-                return None
-        return None if self.opened is None else setup.data_meta(self.opened[2])
+def _data_record(dataset: str | None, cfg: dict[str, Any], opened: tuple | None):
+    """(the dataset record an export of this run holds (setup.data_meta), the opened dataset),
+    or (None, None) when the dataset cannot be read cheaply (no --dataset; ImageNet; not on
+    disk)."""
+    if opened is None and dataset and dataset.lower() in ("cifar10", "cifar100"):
+        try:
+            opened = setup.open_data(dataset, {**cfg, "data": {**cfg["data"], "download": False}})
+        except UserError:
+            return None, None
+    return (None, None) if opened is None else (setup.data_meta(opened[2]), opened)
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from retrain.summary import format_json, format_table, summarize
-
     genotype = setup.read_genotype(args.genotype)
-    data = _Data(args.dataset, need_files=False)
-    cfg = setup.resolve(args.preset, args.overrides + setup.flag_overrides(args), data.imagenet_like)
-    classes, size = data.shape
+    cfg, (classes, size), opened = _resolve(args, need_files=False)
     set_threads(cpu_budget(cfg["runtime"]["threads"], 0, "cpu", min(size)).threads)
-    spec = _spec(cfg, genotype, classes, size)
+    spec, network = _spec(cfg, genotype, classes, size)
     # With the dataset's record and the run's meta, the predicted file sizes are those of the
     # files this configuration exports (see retrain.export.exported_size).
-    record = data.record(cfg)
+    record, opened = _data_record(args.dataset, cfg, opened)
     meta = steps = None
     if record is not None:
         meta = setup.export_meta(cfg, setup.dataset_spec(args.dataset))
-        steps = setup.train_steps(cfg, data.opened)
-    report = summarize(spec, data=record, meta=meta, train_steps=steps)
+        steps = setup.train_steps(cfg, opened)
+    report = summarize(spec, network, data=record, meta=meta, train_steps=steps)
     print(format_json(report) if args.json else format_table(report))
     return 0
 
@@ -131,23 +126,20 @@ def _summary(args: argparse.Namespace) -> int:
 def _print_config(args: argparse.Namespace) -> int:
     """The resolved `retrain` config as YAML (as config.yaml will record it, but with null
     threads/workers: they are chosen at start-up)."""
-    data = _Data(args.dataset, need_files=False)
-    cfg = setup.resolve(args.preset, args.overrides + setup.flag_overrides(args), data.imagenet_like)
+    cfg, _, _ = _resolve(args, need_files=False)
     print(yaml.safe_dump(cfg, sort_keys=False), end="")
     return 0
 
 
 def _spec(cfg: dict[str, Any], genotype: Genotype, classes: int,
-          size: tuple[int, int]) -> NetSpec:
-    """The run's NetSpec, built once here so that geometry errors are one clear line."""
+          size: tuple[int, int]) -> tuple[NetSpec, nn.Module]:
+    """The summary's NetSpec and network, built here so that geometry errors (e.g. a ratio
+    above a layer's filter count) are one clear line."""
     try:
         spec = setup.make_spec(cfg, genotype, classes, size)
-        from retrain.model import build_network
-
-        build_network(spec)  # geometry errors (e.g. a ratio above a layer's filter count) now
+        return spec, build_network(spec)
     except ValueError as e:
         raise UserError(f"cannot build the network: {e}") from None
-    return spec
 
 
 def _resume_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -155,20 +147,27 @@ def _resume_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a retrain run directory (no config.yaml); give the "
                         "directory of the run to continue")
-    given = [k for k, v in vars(args).items() if k not in RESUME_OK + ("resume",) and v
-             and k not in ("preset", "overrides")]
-    if args.overrides or args.preset != "paper" or given:
-        flags = ", ".join(["--set"] * bool(args.overrides) + [f"--{k.replace('_', '-')}" for k in given])
+    # What may change is common.cli_flags.RESUMABLE (--set of those keys included); the worker
+    # count is not in it: retrain's augmentation draws differ with it.
+    items = args.overrides + flag_overrides(args)
+    fixed = set(fixed_on_resume(items))
+    other = [k for k, v in vars(args).items() if v and k not in SHORTHANDS
+             and k not in ("resume", "preset", "overrides", "no_download")]
+    flags = (["--set"] * any(override_key(s) in fixed for s in args.overrides)
+             + [f"--{k.replace('_', '-')}" for k, key in SHORTHANDS.items()
+                if getattr(args, k) is not None and key in fixed]
+             + [f"--{k.replace('_', '-')}" for k in other])
+    if flags or args.preset != "paper":
         raise UserError(f"--resume continues the run exactly as configured in {run_dir}/config.yaml; "
-                        f"drop {flags or '--preset'} (only --device, --threads, --data-root, "
-                        "--no-download may change)")
+                        f"drop {', '.join(flags) or '--preset'} (only --device, --threads, "
+                        "--data-root, --no-download may change)")
     data = load_config_file(run_dir / "config.yaml")
     if not all(k in data for k in ("retrain", "genotype", "dataset")):
         raise UserError(f"{run_dir}/config.yaml is not a retrain run's config; give a retrain run")
-    cfg = data.pop("retrain")
-    for item in setup.flag_overrides(args):
-        apply_override(cfg, item)
-    return cfg, data
+    # As a preset: its `base` fills in keys a later version adds (see common.config).
+    cfg = resolve_config("retrain", str(run_dir / "config.yaml"), items)
+    run = {k: v for k, v in data.items() if k not in ("retrain", "base")}
+    return cfg, run
 
 
 @cli_entry
@@ -183,34 +182,22 @@ def main(argv: list[str] | None = None) -> int:
         if not args.genotype:
             raise UserError("--summary needs --genotype G")
         return _summary(args)
-    from retrain.run import run_training
-
     if args.resume:
         cfg, run = _resume_config(args)
-        return run_training(cfg, run, Path(args.resume), resume=True)
+        job = setup.make_job(cfg, run, setup.open_data(run["dataset"], cfg))
+        return run_training(job, Path(args.resume), resume=True)
     if not args.genotype or not args.dataset:
         raise UserError("training needs --genotype G and --dataset D (or --resume RUN_DIR, "
                         "or --summary)")
     genotype = setup.read_genotype(args.genotype)
-    data = _Data(args.dataset, need_files=True)
-    cfg = setup.resolve(args.preset, args.overrides + setup.flag_overrides(args), data.imagenet_like)
-    if setup.resolve_fs(cfg, genotype) is None and args.ratio is not None:
+    cfg, _, opened = _resolve(args, need_files=True)
+    if fs_spec(cfg["fs"], genotype.fs) is None and args.ratio is not None:
         raise UserError("--ratio has no effect without FS layers; drop it or use --fs dfs/fs")
-    _spec(cfg, genotype, *data.shape)
-    check_run_dir(args.out, args.overwrite)  # before any training: a wrong --out costs one line
     run = {"dataset": setup.dataset_spec(args.dataset), "preset": args.preset,
            "genotype": to_dict(genotype), "command": shlex.join(command_line("retrain", argv))}
-    return run_training(cfg, run, args.out, resume=False, overwrite=args.overwrite,
-                        opened=data.opened)
-
-
-def write_run_files(run_dir: Path, cfg: dict[str, Any], run: dict[str, Any]) -> None:
-    """config.yaml (dataset, preset, genotype, command line and the resolved `retrain`
-    section: usable as a --preset) and genotype.json."""
-    from genotypes import from_dict
-
-    save_config({**run, "retrain": cfg}, run_dir / "config.yaml")
-    save_genotype(from_dict(run["genotype"]), run_dir / "genotype.json")
+    job = setup.make_job(cfg, run, opened)
+    check_run_dir(args.out, args.overwrite)  # before any training: a wrong --out costs one line
+    return run_training(job, args.out, resume=False, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

@@ -9,22 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.data import DatasetInfo, TransformedSubset, make_transforms, split_indices
+from common.data import (
+    DatasetInfo,
+    TransformedSubset,
+    balanced_subset,
+    make_transforms,
+    split_indices,
+)
 from common.errors import UserError
 
 #: Seed of the held-out split and of the limited subsets: fixed, so evaluation reproduces them.
 SPLIT_SEED = 0
 HOLDOUT = 0.1
-
-
-def balanced_subset(dataset, indices: list[int] | None, limit: int | None) -> list[int] | None:
-    """At most `limit` of `indices` (all of `dataset` when None), class-stratified."""
-    n = len(dataset) if indices is None else len(indices)
-    if not limit or limit >= n:
-        return indices
-    if limit < 1:
-        raise UserError(f"image limits must be positive, got {limit}")
-    return split_indices(dataset, limit / n, SPLIT_SEED, indices)[0]
 
 
 def splits(train, test) -> tuple[Any, list[int] | None, Any, list[int] | None]:
@@ -39,10 +35,11 @@ def splits(train, test) -> tuple[Any, list[int] | None, Any, list[int] | None]:
 
 def test_set(train, test, info: DatasetInfo, limit: int | None) -> TransformedSubset:
     _, _, ds, idx = splits(train, test)
-    return TransformedSubset(ds, make_transforms(info, train=False), balanced_subset(ds, idx, limit))
+    return TransformedSubset(ds, make_transforms(info, train=False),
+                             balanced_subset(ds, idx, limit, SPLIT_SEED))
 
 
 def train_set(train, test, info: DatasetInfo, limit: int | None, cutout: int) -> TransformedSubset:
     ds, idx, _, _ = splits(train, test)
     return TransformedSubset(ds, make_transforms(info, train=True, cutout=int(cutout or 0)),
-                             balanced_subset(ds, idx, limit))
+                             balanced_subset(ds, idx, limit, SPLIT_SEED))

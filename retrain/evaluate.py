@@ -25,9 +25,14 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from common.cpu import cpu_budget  # noqa: E402
+from common.data import open_dataset  # noqa: E402
 from common.distributed import DistInfo, all_reduce_sum  # noqa: E402
 from common.errors import UserError, cli_entry  # noqa: E402
-from common.runtime import autocast, resolve_device, set_threads  # noqa: E402
+from common.runtime import autocast, resolve_device, set_threads, to_memory_format  # noqa: E402
+from common.runtime import channels_last as to_channels_last  # noqa: E402
+from retrain.data import test_set  # noqa: E402
+from retrain.export import load_exported_full  # noqa: E402
+from retrain.setup import info_from_meta  # noqa: E402
 
 
 class _Shard(torch.utils.data.Sampler):
@@ -58,8 +63,7 @@ def evaluate(model: nn.Module, dataset, batch_size: int, device: torch.device,
     sums = [0.0, 0.0, 0.0, 0.0]  # loss*n, top1 correct, top5 correct, n
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = to_memory_format(x, channels_last)
         with autocast(device, amp):
             logits = model(x)[0]
         logits = logits.float()
@@ -81,9 +85,7 @@ def evaluate_exported(model: nn.Module, meta: dict[str, Any], dataset, device: t
     """`evaluate` with the batch size and memory format the training run used (recorded in
     the export), so the figures equal those of the run's own evaluation."""
     cl = bool(meta.get("channels_last", False))
-    model = model.to(device)
-    if cl:
-        model = model.to(memory_format=torch.channels_last)
+    model = to_channels_last(model.to(device), cl)
     bs = batch_size or int(meta.get("batch_size", 96))
     return evaluate(model, dataset, bs, device, channels_last=cl)
 
@@ -92,10 +94,6 @@ def load_test_split(dataset: str, data_root: str, download: bool, data: dict[str
                test_limit: int | None = None):
     """The test split of `dataset` as the retrain run that wrote `data` (the export's dataset
     record: classes, input size, normalisation) saw it."""
-    from common.data import open_dataset
-    from retrain.data import test_set
-    from retrain.setup import info_from_meta
-
     size = int(data["input_size"][0]) if data else None
     train, test, info = open_dataset(dataset, data_root, download, size)
     if data:
@@ -127,8 +125,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    from retrain.export import load_exported_full
-
     args = parse_args(argv)
     device = resolve_device(args.device)
     model, spec, info = load_exported_full(args.model)

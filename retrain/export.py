@@ -22,9 +22,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from common.checkpoint import load_checkpoint, save_checkpoint
+from common.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from common.errors import UserError
 from retrain.model import NetSpec, build_network
+from space.fs import DFSConv2d
+from space.wq import load_quantized_state_dict, quantized_state_dict
 
 KIND = "retrain-model"
 _NARROW = (torch.int8, torch.int16, torch.int32)
@@ -85,13 +87,9 @@ def export_payload(model: nn.Module, spec: NetSpec, data: dict[str, Any], wq: bo
                    meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """What `save_exported` writes for a hardened `model` (its auxiliary head is dropped:
     inference never uses it)."""
-    from space.fs import DFSConv2d
-
     if any(isinstance(m, DFSConv2d) for m in model.modules()):
         raise ValueError("export needs a hardened model: call space.fs.harden_model first")
     if wq:
-        from space.wq import quantized_state_dict
-
         sd = quantized_state_dict(model)
     else:
         sd = model.state_dict()
@@ -116,8 +114,6 @@ def exported_size(model: nn.Module, spec: NetSpec, data: dict[str, Any], wq: boo
     """Bytes `save_exported(model, spec, data, wq=wq, meta=meta)` writes, serialised in memory
     the same way (nothing written). Equal to the file's size when `data` and `meta` are the
     run's and `model` holds the run's integer buffers (see retrain.summary.summarize)."""
-    from common.checkpoint import FORMAT
-
     buf = io.BytesIO()
     torch.save({"format": FORMAT, "kind": KIND, **export_payload(model, spec, data, wq, meta)}, buf)
     return buf.tell()
@@ -129,8 +125,6 @@ def _rebuild(state: dict[str, Any], path: Path) -> tuple[nn.Module, NetSpec]:
         model = build_network(spec)
         sd = unpack_state_dict(state["packed"])
         if state.get("weights") == "wq8":
-            from space.wq import load_quantized_state_dict
-
             load_quantized_state_dict(model, sd)
         else:
             model.load_state_dict(sd)

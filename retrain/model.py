@@ -7,7 +7,7 @@ so weights and logs can be compared line by line with the reference implementati
 ``FSSpec`` every 1x1 convolution (cell preprocessing, the pointwise convs of sep/dil convs,
 FactorizedReduce) is an FS layer (``fs.dfs=False``) or a DFS layer (``fs.dfs=True``).
 
-Stems: inputs whose smaller side is below ``IMAGENET_STEM_MIN`` pixels get the CIFAR stem (one
+Stems: inputs whose smaller side is below ``common.shapes.LARGE_IMAGE`` pixels get the CIFAR stem (one
 3x3 conv, full resolution); larger ones get the two ImageNet stems (three stride-2 convs, /8).
 Both networks end in global average pooling, so any input size and class count works.
 """
@@ -21,12 +21,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.shapes import is_large
 from genotypes import FSSpec, Genotype, from_dict, to_dict
 from space.fs_bank import batched_filters
 from space.ops import FactorizedReduce, Identity, ReLUConvBN, make_op
-
-#: Smallest input side (pixels) that gets the ImageNet stems; below it the CIFAR stem.
-IMAGENET_STEM_MIN = 128
 
 
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
@@ -37,22 +35,6 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
     keep = 1.0 - drop_prob
     mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
     return x * (mask / keep)
-
-
-class _Op(nn.Module):
-    """Holds a sequential DARTS op under the attribute ``op``: the reference wraps its
-    ReLUConvBN/SepConv/DilConv layers in ``self.op``, so this keeps its state_dict keys."""
-
-    def __init__(self, op: nn.Module) -> None:
-        super().__init__()
-        self.op = op
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
-
-
-def _named(op: nn.Module) -> nn.Module:
-    return _Op(op) if isinstance(op, nn.Sequential) else op
 
 
 class AugmentCell(nn.Module):
@@ -66,8 +48,8 @@ class AugmentCell(nn.Module):
         if reduction_prev:
             self.preprocess0 = FactorizedReduce(C_pp, C, fs=fs)
         else:
-            self.preprocess0 = _named(ReLUConvBN(C_pp, C, 1, 1, 0, fs=fs))
-        self.preprocess1 = _named(ReLUConvBN(C_p, C, 1, 1, 0, fs=fs))
+            self.preprocess0 = ReLUConvBN(C_pp, C, 1, 1, 0, fs=fs)
+        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, fs=fs)
         edges = genotype.reduce if reduction else genotype.normal
         self._concat = tuple(genotype.reduce_concat if reduction else genotype.normal_concat)
         self._indices = tuple(i for _, i in edges)
@@ -75,7 +57,7 @@ class AugmentCell(nn.Module):
         self.multiplier = len(self._concat)
         # Only ops reading a cell input are strided in a reduction cell (DARTS's rule).
         self._ops = nn.ModuleList(
-            _named(make_op(name, C, 2 if reduction and i < 2 else 1, True, fs)) for name, i in edges
+            make_op(name, C, 2 if reduction and i < 2 else 1, True, fs) for name, i in edges
         )
         self._droppable = tuple(not isinstance(op, Identity) for op in self._ops)
 
@@ -232,8 +214,8 @@ class NetworkImageNet(_Network):
 
 
 def pick_stem(input_size: tuple[int, int] | list[int]) -> str:
-    """'imagenet' for inputs whose smaller side is >= IMAGENET_STEM_MIN, else 'cifar'."""
-    return "imagenet" if min(input_size) >= IMAGENET_STEM_MIN else "cifar"
+    """'imagenet' for ImageNet-like inputs (common.shapes.is_large), else 'cifar'."""
+    return "imagenet" if is_large(input_size) else "cifar"
 
 
 @dataclass

@@ -12,21 +12,31 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
+from common.checks import (
+    check_bool,
+    check_choice,
+    check_even_channels,
+    check_number,
+    normalise_fs_mode,
+)
 from common.config import apply_override, check_fs_ratio, deep_update, load_preset
 from common.data import DatasetInfo, open_dataset
 from common.errors import UserError
-from genotypes import FSSpec, Genotype, GenotypeError, load_genotype
-from retrain.model import NetSpec, pick_stem
+from common.fs_settings import fs_spec
+from common.runtime import seed_everything
+from common.shapes import KNOWN_SHAPES
+from genotypes import Genotype, GenotypeError, from_dict, load_genotype
+from retrain.data import train_set
+from retrain.model import NetSpec, build_network, pick_stem
 
-#: FS ratio when neither the command line nor the genotype names one (zoo genotypes).
-DEFAULT_RATIO = 2.0
-DEFAULT_OFFSETS = 4
 FS_MODES = ("off", "fs", "dfs", "genotype")
-#: Shapes of the named datasets, so `--summary` needs no data on disk.
-KNOWN_SHAPES = {"cifar10": (10, 32), "cifar100": (100, 32), "imagenet": (1000, 224)}
 
 
 def read_genotype(spec: str) -> Genotype:
@@ -45,30 +55,33 @@ def _base_config(preset: str) -> dict[str, Any]:
     return cfg
 
 
-def flag_overrides(args: Any) -> list[str]:
-    """The dedicated flags as `key=value` overrides (applied after --set)."""
-    pairs = [("epochs", args.epochs), ("batch_size", args.batch_size), ("seed", args.seed),
-             ("fs.mode", args.fs), ("fs.ratio", args.ratio), ("runtime.device", args.device),
-             ("runtime.threads", args.threads), ("data.workers", args.workers),
-             ("data.root", args.data_root)]
-    out = [f"{k}={v}" for k, v in pairs if v is not None]
-    if args.no_download:
-        out.append("data.download=false")
-    return out
-
-
-def resolve(preset: str, overrides: list[str], imagenet_like) -> dict[str, Any]:
-    """The resolved retrain config; `imagenet_like(cfg)` says whether the ImageNet
-    sub-section applies, given the config with the overrides but without that section."""
+def _split(preset: str, overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """(the base config with the `imagenet.*` overrides applied, the other overrides)."""
     base = _base_config(preset)
     ima_items = [o for o in overrides if o.strip().startswith("imagenet.")]
-    other = [o for o in overrides if o not in ima_items]
     for item in ima_items:
         apply_override(base, item)
+    return base, [o for o in overrides if o not in ima_items]
+
+
+def trial_config(preset: str, overrides: list[str]) -> dict[str, Any]:
+    """The config before its `imagenet` sub-section is applied (that needs the dataset's
+    input size, which this config's data.root / data.input_size decide)."""
+    base, other = _split(preset, overrides)
     trial = copy.deepcopy(base)
     trial["imagenet"] = None
     for item in other:
         apply_override(trial, item)
+    return trial
+
+
+def resolve(preset: str, overrides: list[str],
+            imagenet_like: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The resolved retrain config; `imagenet_like(cfg)` says whether the ImageNet
+    sub-section applies, given the config with the overrides but without that section
+    (`trial_config`)."""
+    base, other = _split(preset, overrides)
+    trial = trial_config(preset, overrides)
     ima = base.get("imagenet")
     if not imagenet_like(trial) or not ima:
         cfg = trial
@@ -82,49 +95,73 @@ def resolve(preset: str, overrides: list[str], imagenet_like) -> dict[str, Any]:
     return cfg
 
 
+def imagenet_like(input_size: tuple[int, int]) -> Callable[[dict[str, Any]], bool]:
+    """The `imagenet_like` of `resolve` for a dataset of `input_size`: does the network get
+    the ImageNet stems (by the config's `stem`)?"""
+    return lambda cfg: stem_for(cfg, input_size) == "imagenet"
+
+
+@dataclass
+class Job:
+    """One retrain run, resolved before anything runs: the config, the record config.yaml
+    keeps besides it (`run`: dataset, preset, genotype, command), the genotype, the opened
+    dataset (train, test or None, info), the network's spec and the network itself, built once
+    here with the run's seed (so that geometry errors are one line before anything runs)."""
+
+    cfg: dict[str, Any]
+    run: dict[str, Any]
+    genotype: Genotype
+    data: tuple[Any, Any, DatasetInfo]
+    spec: NetSpec
+    network: nn.Module
+
+
+def make_job(cfg: dict[str, Any], run: dict[str, Any], data: tuple[Any, Any, DatasetInfo]) -> Job:
+    """The Job of `run` (its genotype as a dict) on the opened dataset `data`."""
+    genotype = from_dict(run["genotype"])
+    info = data[2]
+    try:
+        spec = make_spec(cfg, genotype, info.num_classes, info.input_size)
+        seed_everything(int(cfg["seed"]))  # the initial weights depend on the seed only
+        network = build_network(spec)
+    except ValueError as e:  # e.g. a ratio above a layer's filter count
+        raise UserError(f"cannot build the network: {e}") from None
+    return Job(cfg, run, genotype, data, spec, network)
+
+
 def check(cfg: dict[str, Any]) -> None:
-    """Reject values that would only fail later (or silently do something else)."""
-    mode = str(cfg["fs"]["mode"])
-    if mode not in FS_MODES:
-        raise UserError(f"fs mode {mode!r} is unknown; use one of {', '.join(FS_MODES)}")
-    if cfg["optimizer"]["schedule"] not in ("cosine", "step"):
-        raise UserError(f"optimizer.schedule {cfg['optimizer']['schedule']!r} is unknown; "
-                        "use cosine or step")
-    if cfg.get("stem", "auto") not in ("auto", "cifar", "imagenet"):
-        raise UserError(f"stem {cfg['stem']!r} is unknown; use auto, cifar or imagenet")
-    for key in ("epochs", "batch_size", "init_channels", "layers"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise UserError(f"{key} must be a positive integer, got {cfg[key]!r}")
-    if cfg["init_channels"] % 2:
-        raise UserError(f"init_channels must be even (FactorizedReduce halves it), got "
-                        f"{cfg['init_channels']}")
+    """Reject values that would only fail later (or silently do something else), worded as
+    the search's checks (common.checks); learning rates and the regularisers included."""
+    normalise_fs_mode(cfg)
+    check_choice(cfg, "fs.mode", FS_MODES)
+    check_choice(cfg, "optimizer.schedule", ("cosine", "step"))
+    check_choice(cfg, "stem", ("auto", "cifar", "imagenet"))
+    for key in ("epochs", "batch_size", "layers"):
+        check_number(cfg, key, int, 1)
+    check_number(cfg, "seed", int, 0)
+    check_number(cfg, "init_channels", int, 2)
+    check_even_channels(cfg)
     if cfg["fs"]["ratio"] is not None:  # null: the genotype's
         check_fs_ratio(cfg["fs"]["ratio"])  # worded as the search words it
-    for key, section, lo in (("workers", "data", 0), ("threads", "runtime", 1)):
-        v = cfg[section][key]
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
-            raise UserError(f"{section}.{key} must be an integer >= {lo} or null (chosen to fit "
-                            f"the cores), got {v!r}")
-
-
-def resolve_fs(cfg: dict[str, Any], genotype: Genotype) -> FSSpec | None:
-    """The FS settings of the network: `off` plain convs; `genotype` the genotype's own
-    (plain when it has none); `fs`/`dfs` fixed/learned offsets at the configured ratio, else
-    the genotype's, else DEFAULT_RATIO."""
-    f = cfg["fs"]
-    mode = str(f["mode"])
-    if mode == "off":
-        return None
-    g = genotype.fs
-    if mode == "genotype":
-        if g is None:
-            return None
-        dfs = g.dfs
-    else:
-        dfs = mode == "dfs"
-    ratio = f["ratio"] if f["ratio"] is not None else (g.ratio if g else DEFAULT_RATIO)
-    offsets = f["num_offsets"] or (g.num_offsets if g else DEFAULT_OFFSETS)
-    return FSSpec(ratio=float(ratio), dfs=bool(dfs), num_offsets=int(offsets))
+    check_number(cfg, "fs.num_offsets", int, 1, optional=True)  # null: the genotype's
+    check_number(cfg, "fs.harden_epoch", int, 0, optional=True)  # null: half of training
+    for key in ("fs.temperature.start", "fs.temperature.end"):
+        check_number(cfg, key, float, 0.0, lo_open=True)
+    for key in ("optimizer.lr", "optimizer.lr_min", "optimizer.momentum",
+                "optimizer.weight_decay", "auxiliary_weight"):
+        check_number(cfg, key, float, 0.0)
+    check_number(cfg, "optimizer.grad_clip", float, 0.0, optional=True)  # 0 or null: no clipping
+    check_number(cfg, "optimizer.decay", float, 0.0, lo_open=True)
+    for key in ("label_smoothing", "drop_path_prob"):
+        check_number(cfg, key, float, 0.0, 1.0, hi_open=True)
+    check_number(cfg, "cutout", int, 0, optional=True)
+    check_number(cfg, "data.workers", int, 0, optional=True)  # null: chosen (common.cpu)
+    check_number(cfg, "runtime.threads", int, 1, optional=True)
+    for key in ("data.max_images", "data.max_test_images"):
+        check_number(cfg, key, int, 1, optional=True)
+    check_number(cfg, "data.input_size", int, 8, optional=True)
+    for key in ("auxiliary", "data.download", "runtime.amp", "runtime.channels_last"):
+        check_bool(cfg, key)
 
 
 def dataset_shape(spec: str | None, cfg: dict[str, Any]) -> tuple[int, tuple[int, int]] | None:
@@ -146,7 +183,7 @@ def make_spec(cfg: dict[str, Any], genotype: Genotype, num_classes: int,
     return NetSpec(genotype=genotype, init_channels=int(cfg["init_channels"]),
                    layers=int(cfg["layers"]), num_classes=int(num_classes),
                    input_size=input_size, auxiliary=bool(cfg["auxiliary"]),
-                   fs=resolve_fs(cfg, genotype), stem=stem_for(cfg, input_size))
+                   fs=fs_spec(cfg["fs"], genotype.fs), stem=stem_for(cfg, input_size))
 
 
 def open_data(spec: str, cfg: dict[str, Any]):
@@ -174,8 +211,6 @@ def export_meta(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:
 def train_steps(cfg: dict[str, Any], opened: tuple) -> int:
     """Optimizer steps of a single-process run on the opened dataset (every batch, the last
     partial one included, every epoch)."""
-    from retrain.data import train_set
-
     train, test, info = opened
     n = len(train_set(train, test, info, cfg["data"].get("max_images"), 0))
     return int(cfg["epochs"]) * math.ceil(n / int(cfg["batch_size"]))

@@ -24,6 +24,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from retrain.export import exported_size, manifest_of, pack_state_dict
 from retrain.model import NetSpec, build_network
+from space.fs import harden_model
+from space.report import param_report
 from space.wq import quantized_state_dict
 
 COLUMNS = [
@@ -40,8 +42,6 @@ def param_stats(module: nn.Module, hardened: nn.Module) -> dict[str, float]:
     effective (parameters exported), effective_wq (FS elements counting 1/4: 8-bit),
     uncompressed (every FS layer as the plain conv it stands for; = the --fs off count),
     compression and compression_wq (uncompressed / effective[_wq])."""
-    from space.report import param_report
-
     r, h = param_report(module), param_report(hardened)
     return {"params": r["total"], "fs": r["fs"], "offset_logits": r["offset_logits"],
             "effective": h["total"], "effective_wq": h["effective_wq"],
@@ -107,8 +107,6 @@ def summarize(spec: NetSpec, model: nn.Module | None = None, data: dict[str, Any
     `data` (retrain.setup.data_meta), `meta` (retrain.setup.export_meta) and `train_steps`
     (the optimizer steps of the run) make totals' file_bytes / file_bytes_wq exact
     (`file_bytes_exact`); without `data` they leave out the dataset's record."""
-    from space.fs import harden_model
-
     model = build_network(spec) if model is None else model
     # Sizes are those of the export, which is always hardened and has no auxiliary head.
     hard = harden_model(copy.deepcopy(model)).eval()

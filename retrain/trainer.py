@@ -1,4 +1,6 @@
-"""The retrain loop: SGD with the DARTS recipe, DFS hardening, checkpoints, resume and DDP.
+"""One retrain epoch and the state it carries: SGD with the DARTS recipe (auxiliary loss, drop
+path, gradient clipping, cosine or step schedule), DFS temperature and hardening, AMP on CUDA
+and DDP. The epoch loop is retrain.run's, the files retrain.outputs'.
 
 Determinism: every epoch reseeds the RNGs from (seed, epoch, rank) and the data order depends
 only on (seed, epoch), so a run resumed from the checkpoint of epoch e repeats exactly what an
@@ -7,25 +9,22 @@ uninterrupted run does from e on (on the same device and thread count).
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
+import math
 from typing import Any
 
 import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common.checkpoint import save_checkpoint
 from common.distributed import DistInfo, all_reduce_sum
+from common.errors import Diverged
+from common.fs_settings import temperature_at
 from common.loader import make_loader
-from common.runlog import JsonlLog, Progress, say
-from common.runtime import autocast, grad_scaler, seed_everything
+from common.runlog import Progress
+from common.runtime import autocast, channels_last, grad_scaler, seed_everything, to_memory_format
 from retrain.evaluate import evaluate
-from retrain.model import NetSpec, build_network
-from space.fs import set_temperature
-
-CKPT_KIND = "retrain"
-LATEST, BEST = "latest.pt", "best.pt"  # the last completed epoch's checkpoint; the best one's
+from retrain.model import NetSpec
+from space.fs import harden_model, offset_parameters, set_temperature
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -38,15 +37,12 @@ def harden_epoch(cfg: dict[str, Any]) -> int:
     return cfg["epochs"] // 2 if e is None else int(e)
 
 
-def temperature_at(cfg: dict[str, Any], epoch: int, harden_at: int) -> float:
+def temperature_of_epoch(cfg: dict[str, Any], epoch: int, harden_at: int) -> float:
     """DFS softmax temperature for `epoch`: geometric from fs.temperature.start (first epoch)
-    to .end (last epoch before hardening). An end below the start sharpens the candidate mix
-    towards its argmax, so that hardening changes the filters less."""
+    to .end (last epoch before hardening)."""
     t = cfg["fs"].get("temperature") or {}
-    start, end = float(t.get("start", 1.0)), float(t.get("end", 1.0))
-    if harden_at <= 1 or start == end:
-        return start
-    return start * (end / start) ** (min(epoch, harden_at - 1) / (harden_at - 1))
+    return temperature_at(t.get("start", 1.0), t.get("end", 1.0), "geometric",
+                          min(epoch, harden_at - 1), harden_at)
 
 
 def harden_in_place(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -56,8 +52,6 @@ def harden_in_place(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     (same values, same group, same position), so SGD continues as if nothing happened. The
     offset logits leave their group (which stays, empty, so the scheduler's per-group lists
     keep their length)."""
-    from space.fs import harden_model
-
     names = {id(p): n for n, p in model.named_parameters()}
     harden_model(model)
     new = dict(model.named_parameters())
@@ -75,22 +69,18 @@ def harden_in_place(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
 
 
 class Trainer:
-    """Trains one network on one dataset in `run_dir`; rank 0 writes all files."""
+    """Trains `network` (built once, from `spec`, by retrain.setup.make_job) on one dataset;
+    holds the optimizer, schedule, scaler and the figures a checkpoint keeps."""
 
-    def __init__(self, cfg: dict[str, Any], spec: NetSpec, run_dir: Path, dist: DistInfo,
+    def __init__(self, cfg: dict[str, Any], spec: NetSpec, network: nn.Module, dist: DistInfo,
                  device: torch.device, train_set, test_set) -> None:
-        self.cfg, self.spec, self.run_dir = cfg, spec, Path(run_dir)
+        self.cfg, self.spec = cfg, spec
         self.dist, self.device = dist, device
         self.epochs = int(cfg["epochs"])
-        seed_everything(int(cfg["seed"]))  # the initial weights depend on the seed only
-        self.model = build_network(spec).to(device)
         self.channels_last = bool(cfg["runtime"]["channels_last"])
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = channels_last(network.to(device), self.channels_last)
         self.amp = bool(cfg["runtime"]["amp"])
         opt = cfg["optimizer"]
-        from space.fs import offset_parameters
-
         offs = {id(p) for p in offset_parameters(self.model)}
         weights = [p for p in self.model.parameters() if id(p) not in offs]
         logits = [p for p in self.model.parameters() if id(p) in offs]
@@ -115,7 +105,6 @@ class Trainer:
         self.train_loader = make_loader(train_set, bs, dist, shuffle=True, seed=int(cfg["seed"]),
                                         workers=workers, drop_last=False, pin_memory=pin)
         self.test_set = test_set
-        self.log = JsonlLog(self.run_dir / "log.jsonl")
         self._wrap()
 
     # --- state -----------------------------------------------------------------------------
@@ -142,8 +131,8 @@ class Trainer:
                 "elapsed": self.elapsed}
 
     def resume(self, state: dict[str, Any]) -> None:
-        """Continue from the state of a `latest.pt` this trainer wrote (see
-        common.checkpoint.load_resume_checkpoint)."""
+        """Continue from the state of a `latest.pt` (see common.checkpoint.load_resume_checkpoint);
+        the caller truncates the log to `start_epoch`."""
         if state["hardened"]:
             self.harden()
         self.model.load_state_dict(state["model"])
@@ -153,8 +142,6 @@ class Trainer:
         self.start_epoch = int(state["epoch"])
         self.best_acc, self.best_epoch = float(state["best_acc"]), int(state["best_epoch"])
         self.elapsed = float(state["elapsed"])
-        if self.dist.is_main:  # epochs logged after this checkpoint run again
-            self.log.truncate(self.start_epoch)
 
     # --- loops ------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -167,10 +154,9 @@ class Trainer:
         sums = [0.0, 0.0, 0.0]  # loss*n, correct, n
         progress = Progress(self.train_loader, len(self.train_loader),
                             f"epoch {epoch + 1}/{self.epochs}", enabled=self.dist.is_main)
-        for x, y in progress:
+        for step, (x, y) in enumerate(progress):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = to_memory_format(x, self.channels_last)
             self.optimizer.zero_grad(set_to_none=True)
             with autocast(self.device, self.amp):
                 logits, logits_aux = self.net(x)
@@ -184,7 +170,10 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             n = y.shape[0]
-            sums[0] += float(loss.detach()) * n
+            loss_v = float(loss.detach())  # where it was read before: no extra sync
+            if not math.isfinite(loss_v):
+                raise self.diverged(epoch, step, f"training loss is {loss_v}")
+            sums[0] += loss_v * n
             sums[1] += float((logits.detach().argmax(1) == y).sum())
             sums[2] += n
             progress.update(loss=sums[0] / sums[2], acc=100.0 * sums[1] / sums[2])
@@ -192,47 +181,34 @@ class Trainer:
         return {"train_loss": loss_sum / max(count, 1), "train_acc": 100.0 * correct / max(count, 1),
                 "images": count}
 
+    def diverged(self, epoch: int, step: int | None, what: str) -> Diverged:
+        """The error that stops a diverged run (before its epoch is logged or checkpointed)."""
+        return Diverged("retrain", epoch, step, what,
+                        "start again with a lower optimizer.lr (--set)")
+
     def test(self) -> dict[str, float]:
         r = evaluate(self.model, self.test_set, int(self.cfg["batch_size"]), self.device,
                      self.dist, amp=self.amp, channels_last=self.channels_last)
         return {"test_loss": r["loss"], "test_acc": r["top1"], "test_top5": r["top5"]}
 
-    def fit(self) -> dict[str, Any]:
-        """Train from `start_epoch` to the end; returns the last epoch's record."""
-        main = self.dist.is_main
-        record: dict[str, Any] = {}
-        for epoch in range(self.start_epoch, self.epochs):
-            seed_everything(epoch_seed(self.cfg["seed"], epoch, self.dist.rank))
-            if epoch >= self.harden_at:
-                self.harden()
-            else:
-                set_temperature(self.model, temperature_at(self.cfg, epoch, self.harden_at))
-            self.model.drop_path_prob = float(self.cfg["drop_path_prob"]) * epoch / self.epochs
-            lr = self.optimizer.param_groups[0]["lr"]
-            t0 = time.perf_counter()
-            tr = self.train_epoch(epoch)
-            train_s = time.perf_counter() - t0
-            self.scheduler.step()
-            te = self.test()
-            seconds = time.perf_counter() - t0
-            self.elapsed += seconds
-            record = {"epoch": epoch, "train_loss": tr["train_loss"], "train_acc": tr["train_acc"],
-                      **te, "lr": lr, "drop_path_prob": self.model.drop_path_prob,
-                      "hardened": self.hardened, "seconds": round(seconds, 3),
-                      "images_per_s": round(tr["images"] / max(train_s, 1e-9), 2)}
-            best = te["test_acc"] > self.best_acc
-            if best:
-                self.best_acc, self.best_epoch = te["test_acc"], epoch
-            if main:
-                self.log.write(record)
-                state = self.state_dict(epoch + 1)
-                save_checkpoint(state, self.run_dir / LATEST, CKPT_KIND)
-                if best:
-                    save_checkpoint(state, self.run_dir / BEST, CKPT_KIND)
-                say(f"epoch {epoch + 1}/{self.epochs}  train loss {tr['train_loss']:.4f} "
-                    f"acc {tr['train_acc']:.2f}  test loss {te['test_loss']:.4f} acc "
-                    f"{te['test_acc']:.2f} top5 {te['test_top5']:.2f}  lr {lr:.5f}  "
-                    f"{'hardened ' if self.hardened and self.spec.fs else ''}{seconds:.1f}s "
-                    f"({record['images_per_s']:.0f} img/s)")
-        self.harden()  # the exported model is always hardened
-        return record
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def start_epoch_settings(self, epoch: int) -> None:
+        """Reseed from (seed, epoch, rank), then harden (from `harden_at` on) or set the DFS
+        temperature, and the drop-path probability of `epoch`."""
+        seed_everything(epoch_seed(self.cfg["seed"], epoch, self.dist.rank))
+        if epoch >= self.harden_at:
+            self.harden()
+        else:
+            set_temperature(self.model, temperature_of_epoch(self.cfg, epoch, self.harden_at))
+        self.model.drop_path_prob = float(self.cfg["drop_path_prob"]) * epoch / self.epochs
+
+    def note_test(self, test_acc: float, epoch: int, seconds: float) -> bool:
+        """Count the epoch's time; True when `test_acc` is the best so far."""
+        self.elapsed += seconds
+        if test_acc > self.best_acc:
+            self.best_acc, self.best_epoch = test_acc, epoch
+            return True
+        return False

@@ -17,11 +17,13 @@ from typing import Any
 import yaml
 
 from common.checkpoint import load_resume_checkpoint
+from common.cli_flags import RESUMABLE, SHORTHANDS, fixed_on_resume, flag_overrides
 from common.config import load_config_file, resolve_config
 from common.cpu import CpuBudget, busy_note, cpu_budget
 from common.data import open_dataset
 from common.distributed import cleanup, init_distributed, local_device
 from common.errors import UserError, cli_entry
+from common.fs_settings import fs_spec
 from common.runlog import (
     JsonlLog,
     check_run_dir,
@@ -33,8 +35,10 @@ from common.runlog import (
 )
 from common.runtime import resolve_device, seed_everything, set_threads
 from genotypes import describe_fs
+from search.data import build_search_data
 from search.ddp import rank0_first
 from search.outputs import CHECKPOINT, CONFIG, LOG, save_run_config
+from search.run import run_search
 from search.settings import check_config
 
 EPILOG = """\
@@ -54,15 +58,11 @@ Every key of the `search:` section of configs/PRESET.yaml can be set with --set 
 Threads and loader workers not set are chosen to fit the cores (shown at start-up).
 """
 
-# Shorthand flag -> config key.
-SHORTHANDS = {
-    "epochs": "epochs", "batch_size": "batch_size", "seed": "seed", "fs": "fs.mode",
-    "ratio": "fs.ratio", "order": "arch.order", "device": "runtime.device",
-    "threads": "runtime.threads", "data_root": "data.root", "workers": "data.workers",
-    "max_images": "data.max_images",
-}
-# What --resume may change: where and how it runs, never what it computes.
-RESUMABLE = ("runtime.", "data.root", "data.workers", "data.download")
+# Shorthand flag -> config key: the shared ones and search's own.
+SEARCH_SHORTHANDS = {**SHORTHANDS, "order": "arch.order", "max_images": "data.max_images"}
+# What --resume may change: where and how it runs, never what it computes (every runtime key,
+# and the worker count: the augmentation is seeded per sample, see search.data).
+SEARCH_RESUMABLE = RESUMABLE + ("runtime.", "data.workers")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,13 +103,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
                             "or --unrolled")
         args.order = "second"
     items = [re.sub(r"^search\.", "", s.strip()) for s in args.overrides]
-    for flag, key in SHORTHANDS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            items.append(f"{key}={value}")
-    if args.no_download:
-        items.append("data.download=false")
-    return items
+    return items + flag_overrides(args, SEARCH_SHORTHANDS)
 
 
 def _tag(dataset: str) -> str:
@@ -124,9 +118,9 @@ def _prepare_resume(args: argparse.Namespace, items: list[str]):
         raise UserError(f"{run_dir} is not a search run directory (no {CONFIG}); check the path")
     if args.out or args.overwrite:
         raise UserError("--resume continues a run in place; drop --out/--overwrite")
-    fixed = [s for s in items if not s.split("=", 1)[0].strip().startswith(RESUMABLE)]
+    fixed = fixed_on_resume(items, SEARCH_RESUMABLE)
     if fixed or args.preset != "paper":
-        what = fixed[0].split("=", 1)[0] if fixed else "--preset"
+        what = fixed[0] if fixed else "--preset"
         raise UserError(f"--resume continues {run_dir} with its saved config, so {what} cannot "
                         "change (only runtime.*, data.root, data.workers, data.download can)")
     saved = load_config_file(run_dir / CONFIG)
@@ -200,10 +194,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def _start(cfg: dict[str, Any], train_set, info, run_dir: Path, dataset: str, preset: str,
            device, dist_info, state: dict[str, Any] | None, budget: CpuBudget) -> None:
-    from search.data import build_search_data
-    from search.run import run_search
-    from search.trainer import fs_spec
-
     sd = build_search_data(train_set, info, cfg, dist_info, pin_memory=device.type == "cuda")
     fs = fs_spec(cfg["fs"])
     where = f"resuming {run_dir} at epoch {int(state['epoch']) + 1}" if state else f"run dir {run_dir}"

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from common.data import DatasetInfo, TransformedSubset, make_transforms, split_indices
+from common.data import (
+    DatasetInfo,
+    TransformedSubset,
+    balanced_subset,
+    make_transforms,
+    split_indices,
+)
 from common.distributed import DistInfo
 from common.errors import UserError
 from common.loader import ResumableSampler, worker_seed_init
@@ -98,8 +104,7 @@ def build_search_data(
         if cap < 2 * info.num_classes:
             raise UserError(f"data.max_images={cap} is too small: it needs at least 2 images per "
                             f"class ({2 * info.num_classes}) for the two search halves")
-        if cap < len(indices):
-            indices, _ = split_indices(train_set, cap / len(indices), seed, indices)
+        indices = balanced_subset(train_set, indices, cap, seed)
     w_idx, a_idx = split_indices(train_set, float(cfg["train_portion"]), seed, indices)
     bs, workers = int(cfg["batch_size"]), int(cfg["data"]["workers"])
     if min(len(w_idx), len(a_idx)) < bs * dist_info.world_size:

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from common.checkpoint import rng_state, save_checkpoint
-from common.config import preset_with_section, save_config
-from common.data import KNOWN as KNOWN_DATASETS
+from common.config import preset_with_section
+from common.config import save_run_config as save_config_yaml
 from common.runlog import JsonlLog, say
+from common.shapes import KNOWN as KNOWN_DATASETS
 from genotypes import Genotype, genotype_lines, save_genotype, to_dict
 
 LOG, GENOTYPE, CHECKPOINT, CONFIG = "log.jsonl", "genotype.json", "checkpoint.pt", "config.yaml"
@@ -40,15 +41,12 @@ def _short(e: BaseException) -> str:
 
 def save_run_config(run_dir: Path, cfg: dict[str, Any], dataset: str, preset: str,
                     command: list[str], resumed: list[str] | None = None) -> None:
-    """config.yaml: the resolved `search` section plus what it ran on. It is itself a preset
-    (`--preset RUN_DIR/config.yaml` repeats the run); its `base: paper` fills in keys that a
-    later version adds, so old runs stay resumable."""
-    doc: dict[str, Any] = {"base": "paper", "dataset": dataset, "preset": preset,
-                           "command": shlex.join(command)}
+    """config.yaml: the resolved `search` section plus what it ran on (see
+    common.config.save_run_config)."""
+    record: dict[str, Any] = {"dataset": dataset, "preset": preset, "command": shlex.join(command)}
     if resumed:
-        doc["resumed"] = resumed
-    doc["search"] = cfg
-    save_config(doc, run_dir / CONFIG)
+        record["resumed"] = resumed
+    save_config_yaml(run_dir / CONFIG, "search", cfg, record)
 
 
 class RunOutputs:

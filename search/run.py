@@ -14,7 +14,8 @@ from genotypes import Genotype
 from search.data import SearchData
 from search.ddp import ranks_agree
 from search.outputs import RunOutputs, epoch_record, summary_line
-from search.trainer import SearchTrainer, temperature_at
+from search.trainer import SearchTrainer, temperature_of_epoch
+from space.fs import set_temperature
 
 
 def run_search(
@@ -23,8 +24,6 @@ def run_search(
 ) -> tuple[Genotype, SearchTrainer]:
     """Search from epoch 0, or from a checkpoint's epoch; returns the final genotype.
     `preset` is the one the search ran with (the retrain command it prints uses its own)."""
-    from space.fs import set_temperature
-
     trainer = SearchTrainer(cfg, data, device, dist_info)
     net, main = trainer.net, dist_info.is_main
     epochs = int(cfg["epochs"])
@@ -37,7 +36,7 @@ def run_search(
     dfs = cfg["fs"]["mode"] == "dfs"
     last: dict[str, Any] | None = None
     for epoch in range(start, epochs):
-        temperature = temperature_at(cfg["fs"]["temperature"], epoch, epochs) if dfs else None
+        temperature = temperature_of_epoch(cfg["fs"]["temperature"], epoch, epochs) if dfs else None
         if temperature is not None:
             set_temperature(net, temperature)
         stats = trainer.train_epoch(epoch, show=main)

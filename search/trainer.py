@@ -18,41 +18,23 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from common.distributed import DistInfo, all_reduce_sum
-from common.errors import UserError
+from common.errors import Diverged, UserError
+from common.fs_settings import fs_spec, temperature_at
 from common.loader import CyclingLoader
 from common.runlog import Progress
-from common.runtime import autocast, grad_scaler
-from genotypes import FSSpec
+from common.runtime import autocast, channels_last, grad_scaler, to_memory_format
 from search.architect import Architect
 from search.data import SearchData
+from space.supernet import SearchNetwork
 
 
-class Diverged(UserError):
-    """A loss or the architecture became NaN/inf; the run stops before saving that state."""
-
-
-def fs_spec(fs_cfg: dict[str, Any]) -> FSSpec | None:
-    """The FSSpec of `fs.mode` (off: plain DARTS 1x1 convolutions)."""
-    mode = fs_cfg["mode"]
-    if mode == "off":
-        return None
-    return FSSpec(ratio=float(fs_cfg["ratio"]), dfs=mode == "dfs", num_offsets=int(fs_cfg["num_offsets"]))
-
-
-def temperature_at(t_cfg: dict[str, Any], epoch: int, epochs: int) -> float:
-    """DFS softmax temperature of `epoch`: start at epoch 0, end at the last epoch."""
-    start, end, schedule = float(t_cfg["start"]), float(t_cfg["end"]), t_cfg["schedule"]
-    if schedule == "constant" or epochs <= 1:
-        return start
-    f = epoch / (epochs - 1)
-    if schedule == "linear":
-        return start + (end - start) * f
-    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * f))
+def temperature_of_epoch(t_cfg: dict[str, Any], epoch: int, epochs: int) -> float:
+    """DFS softmax temperature of `epoch`: fs.temperature.start at epoch 0, .end at the last,
+    by .schedule."""
+    return temperature_at(t_cfg["start"], t_cfg["end"], t_cfg["schedule"], epoch, epochs)
 
 
 def build_network(cfg: dict[str, Any], num_classes: int, in_channels: int) -> nn.Module:
-    from space.supernet import SearchNetwork
-
     try:
         return SearchNetwork(
             C=int(cfg["init_channels"]), num_classes=num_classes, layers=int(cfg["layers"]),
@@ -71,13 +53,9 @@ class SearchTrainer:
         self.cfg, self.data, self.device, self.dist = cfg, data, device, dist_info
         rt, wcfg, acfg = cfg["runtime"], cfg["weights"], cfg["arch"]
         self.amp = bool(rt["amp"]) and device.type == "cuda"
-        # The network feeds its convolutions NHWC activations itself; on CUDA, NHWC weights and
-        # inputs as well spare cuDNN a layout conversion per call.
-        self.channels_last = bool(rt["channels_last"]) and device.type == "cuda"
+        self.channels_last = bool(rt["channels_last"])
         net = build_network(cfg, data.info.num_classes, data.info.in_channels).to(device)
-        if self.channels_last:
-            net = net.to(memory_format=torch.channels_last)
-        self.net = net
+        self.net = net = channels_last(net, self.channels_last)
         offsets = list(net.offset_parameters()) if cfg["fs"]["mode"] == "dfs" else []
         upper = list(net.arch_parameters())
         if cfg["fs"]["offsets_with"] == "arch":
@@ -114,9 +92,7 @@ class SearchTrainer:
         return float(self.w_optimizer.param_groups[0]["lr"])
 
     def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.to(self.device, non_blocking=True)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = to_memory_format(x.to(self.device, non_blocking=True), self.channels_last)
         return x, y.to(self.device, non_blocking=True)
 
     def weight_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -202,9 +178,8 @@ class SearchTrainer:
             raise self._diverged(epoch, None, f"validation loss is {valid_loss}")
 
     def _diverged(self, epoch: int, step: int | None, what: str) -> Diverged:
-        where = f"epoch {epoch}" + (f", batch {step}" if step is not None else "")
-        return Diverged(f"the search diverged at {where} ({what}); the last good checkpoint is "
-                        "kept: lower weights.lr or arch.lr (--set) and continue with --resume")
+        return Diverged("search", epoch, step, what,
+                        "lower weights.lr or arch.lr (--set) and continue with --resume")
 
     def state_dict(self) -> dict[str, Any]:
         return {

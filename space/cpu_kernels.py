@@ -11,7 +11,11 @@ replaced by the same sums computed another way. Forward passes are the native on
   channels_last backward falls to a scalar tail loop there and is 2-3x slower than its
   contiguous-format kernel plus the two layout copies this path pays.
 
-Both apply only to float32 CPU tensors in channels_last that need gradients, and their
+`depthwise` routes the search ops' depthwise convolutions: strided and small-map dilated ones
+are rewritten as undilated convolutions (the same sums), other dilated ones take
+`depthwise_same`.
+
+The two backward passes apply only to float32 CPU tensors in channels_last that need gradients, and their
 backward is once-differentiable (double backprop through them raises; torch.func transforms
 work, as the Functions define setup_context); everything else takes the native path, which
 is also what float64 gradient checks exercise. Results equal the native ones up to float
@@ -167,3 +171,33 @@ def conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if x.device.type == "cpu" and x.dim() == 4 and x.stride(1) == 1:
         return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)
     return F.conv2d(x, weight, bias)
+
+
+def depthwise(dw: torch.nn.Conv2d, x: Tensor) -> Tensor:
+    """`dw(x)` for a depthwise conv with dilation d and 'same'-style padding d*(k-1)/2,
+    rewritten where oneDNN's CPU kernels are slow; every rewrite is the same sums.
+
+    * stride d: only every d-th pixel is read, so it is an undilated stride-1 conv of
+      x[::d, ::d] (any size). The strided dilated backward is ~8x slower than this.
+    * stride 1 on a map smaller than the dilated kernel (5x5 dilation 2 on 8x8): the d*d
+      polyphase components are independent undilated convs, batched as channels by
+      pixel_unshuffle (~2.5x faster there; slower on larger maps, so only there).
+    * other stride-1 dilated convs: `depthwise_same` (a faster input gradient). Undilated
+      ones keep the native kernels, which are as fast there.
+    """
+    (k, _), (d, _), (s, _) = dw.kernel_size, dw.dilation, dw.stride
+    regular = (dw.kernel_size[0] == dw.kernel_size[1] and dw.dilation[0] == dw.dilation[1]
+               and dw.stride[0] == dw.stride[1] and dw.padding == (d * (k - 1) // 2,) * 2
+               and dw.groups == dw.in_channels == dw.out_channels and k % 2 == 1)
+    if not regular or (s > 1 and d == 1):
+        return dw(x)
+    if s == d:
+        return F.conv2d(x[:, :, ::d, ::d], dw.weight, dw.bias, 1, (k - 1) // 2, 1, dw.groups)
+    H, W = x.shape[-2:]
+    if s == 1 and d * (k - 1) + 1 > min(H, W) and H % d == 0 and W % d == 0 and dw.bias is None:
+        y = F.conv2d(F.pixel_unshuffle(x, d), dw.weight.repeat_interleave(d * d, 0), None, 1,
+                     (k - 1) // 2, 1, dw.groups * d * d)
+        return F.pixel_shuffle(y, d)
+    if s == 1 and dw.bias is None:
+        return depthwise_same(x, dw.weight, dw.padding[0], d)
+    return dw(x)

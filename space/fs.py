@@ -2,12 +2,17 @@
 
 The K = out_channels filters of n = (in_channels/groups)*kh*kw elements each are windows of one
 learned 1D vector ``fs`` of length L = ceil(K*n/ratio): filter k = fs[(offset_k + j) mod L].
+
+Each layer describes itself to space/fs_bank.py's batched computation by one `Packing` record.
+One module of about 400 lines on purpose: the two layer kinds share geometry, index, cache
+and packing code, `harden` turns one into the other, and the helpers below walk both.
 """
 
 from __future__ import annotations
 
 import math
 from contextvars import ContextVar
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
@@ -28,10 +33,6 @@ __all__ = [
 ]
 
 
-# Bumped whenever harden_model swaps layers, so batched filter banks (space/fs_bank.py)
-# know to look for the model's layers again.
-structure_version = 0
-
 #: Filters a FilterBank computed for the forward running in this context, by id(layer).
 provided_filters: ContextVar[dict[int, Tensor] | None] = ContextVar("fs_provided_filters", default=None)
 
@@ -41,6 +42,25 @@ def _windows(starts: Tensor, n: int, L: int) -> Tensor:
     starts is (K, M) (M candidate window starts per filter)."""
     j = torch.arange(n, dtype=torch.long, device=starts.device).view(1, n, 1)
     return ((starts.unsqueeze(1) + j) % L).reshape(-1)
+
+
+@dataclass(frozen=True)
+class Packing:
+    """A layer's part in a FilterBank's packed call (space/fs_bank.py): everything the bank
+    reads from the layer besides its parameters (`fs`, and `offset_logits` for DFS). `key`
+    changes whenever anything here does (`packing_key()` reads it without building the
+    record); a dtype or device change shows in the layer's parameters instead."""
+
+    key: tuple
+    index: Tensor  # flat gather index into fs: (filter, element[, candidate])
+    length: int  # L
+    rows: int  # K, the filters
+    size: int  # K * n, the filter elements
+    shape: tuple[int, int, int, int]  # the weight's
+    row_of: Tensor | None = None  # DFS: the filter of each (filter, element) pair
+    logit_scale: float | None = None  # DFS: log2(e) / temperature
+    multi_read: bool = False  # FS: some element is read more than once
+    inv_count: Tensor | None = None  # FS: 1 / reads of each element
 
 
 class _FSConvBase(nn.Module):
@@ -172,6 +192,16 @@ class _FSConvBase(nn.Module):
     def _weight_shape(self) -> tuple[int, int, int, int]:
         return (self.K, self.in_channels // self.groups, *self.kernel_size)
 
+    def packing_key(self) -> tuple:
+        """`packing().key`, without building the record (read at every batched forward)."""
+        self._ensure_index()
+        return self._index_key
+
+    def packing(self) -> Packing:
+        """This layer's `Packing` record."""
+        return Packing(self.packing_key(), self._index, self.L, self.K, self.K * self.n,
+                       self._weight_shape())
+
 
 class FSConv2d(_FSConvBase):
     """Filter Summary Conv2d: filter k is fs[(offsets[k] + j) mod L], j < n. A drop-in for
@@ -200,6 +230,11 @@ class FSConv2d(_FSConvBase):
         # Elements read by nobody (only possible with custom offsets) get 1/0 -> 0, not inf.
         inv = torch.where(count > 0, 1.0 / count.clamp(min=1).to(torch.float64), 0.0)
         self.register_buffer("_inv_count", inv.to(self.fs.dtype), persistent=False)
+
+    def packing(self) -> Packing:
+        p = super().packing()
+        return Packing(p.key, p.index, p.length, p.rows, p.size, p.shape,
+                       multi_read=self._multi_read, inv_count=self._inv_count)
 
     def _gather(self) -> Tensor:
         inv = self._inv_count if self.grad_reduce == "mean" and self._multi_read else None
@@ -268,6 +303,14 @@ class DFSConv2d(_FSConvBase):
     def _cache_key(self) -> tuple:
         return super()._cache_key() + (self._temperature,)
 
+    def packing_key(self) -> tuple:
+        return super().packing_key() + (self._temperature,)
+
+    def packing(self) -> Packing:
+        p = super().packing()
+        return Packing(p.key, p.index, p.length, p.rows, p.size, p.shape, row_of=self._rows,
+                       logit_scale=self.logit_scale)
+
     @property
     def logit_scale(self) -> float:
         """log2(e) / temperature: the factor space/fs_gather.py's softmax takes."""
@@ -334,10 +377,8 @@ def harden_model(model: nn.Module) -> nn.Module:
     """Replace every DFSConv2d in place by its `harden()` FSConv2d; returns model (or the
     hardened layer when model itself is a DFSConv2d). A layer shared by several parents is
     replaced by one shared FSConv2d."""
-    global structure_version
     if isinstance(model, DFSConv2d):
         return model.harden()
-    structure_version += 1
     done: dict[int, FSConv2d] = {}
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):

@@ -10,15 +10,19 @@ alone, then hands each layer its slice for the duration of the forward.
 Parameters are read from the layers at every forward, so `torch.func.functional_call` (the
 second-order architect swaps weights in) and optimiser steps are seen; the packed index is
 rebuilt when a layer's offsets or temperature change, and the whole bank when a layer's
-kind, gradient rule, device or dtype does, when `harden_model` swapped layers, or when the
-model is another object (a deep copy, a DataParallel replica). A layer swapped in by hand
-(setattr) computes its own filters, correct but unbatched, until one of those happens. The
-filters are handed over through a context variable, not module state, so threads never see
-each other's.
+kind, gradient rule, device or dtype does, or when any module on the path from the model to
+a layer is no longer the one the bank was built from (`harden_model`'s swaps and layers
+swapped in by hand alike: the bank checks the model's current modules, a few dictionary
+reads per layer). An FS layer put where there was none (in place of a plain convolution)
+computes its own filters, correct but unbatched, until the bank is rebuilt. Banks are kept
+per model object in a weak mapping (a deep copy or a DataParallel replica gets its own), not
+in the model. The filters are handed over through a context variable, not module state, so
+threads never see each other's.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -47,43 +51,40 @@ class _Group:
         self._key: tuple | None = None
 
     def _state_key(self) -> tuple:
-        for m in self.layers:
-            m._ensure_index()
-        key = tuple(m._index_key for m in self.layers)
-        if self.dfs:
-            key += tuple(m.temperature for m in self.layers)
-        return key
+        return tuple(m.packing_key() for m in self.layers)
 
-    def _pack(self) -> None:
+    def _pack(self) -> tuple:
         # Each layer's index shifted into the concatenated FS vector (and, for DFS, its rows
-        # shifted into the concatenated logits).
+        # shifted into the concatenated logits), from the layers' Packing records.
+        packs = [m.packing() for m in self.layers]
         idx, rows = [], []
         base = base_rows = 0
-        for m in self.layers:
-            idx.append(m._index + base)
-            base += m.L
+        for p in packs:
+            idx.append(p.index + base)
+            base += p.length
             if self.dfs:
-                rows.append(m._rows + base_rows)
-                base_rows += m.K
+                rows.append(p.row_of + base_rows)
+                base_rows += p.rows
         self.index = torch.cat(idx)
-        self.sizes = [m.K * m.n for m in self.layers]
-        self.shapes = [m._weight_shape() for m in self.layers]
+        self.sizes = [p.size for p in packs]
+        self.shapes = [p.shape for p in packs]
         if self.dfs:
             self.rows = torch.cat(rows)
-            scales = [m.logit_scale for m in self.layers]
+            scales = [p.logit_scale for p in packs]
             # One temperature for all (the usual case): the same Python float a layer uses.
             self.scale = scales[0] if len(set(scales)) == 1 else torch.cat([
-                m.offset_logits.new_full((m.K, 1), s) for m, s in zip(self.layers, scales, strict=True)
+                m.offset_logits.new_full((p.rows, 1), s)
+                for m, p, s in zip(self.layers, packs, scales, strict=True)
             ])
         else:
-            multi = self.mean and any(m._multi_read for m in self.layers)
-            self.inv = torch.cat([m._inv_count for m in self.layers]) if multi else None
+            multi = self.mean and any(p.multi_read for p in packs)
+            self.inv = torch.cat([p.inv_count for p in packs]) if multi else None
+        return tuple(p.key for p in packs)
 
     def filters(self) -> list[Tensor]:
         key = self._state_key()
         if key != self._key:
-            self._pack()
-            self._key = key
+            self._key = self._pack()
         fs = torch.cat([m.fs for m in self.layers])
         if self.dfs:
             p = mixing_weights(torch.cat([m.offset_logits for m in self.layers]), self.scale)
@@ -97,7 +98,8 @@ class FilterBank:
     """The FS/DFS layers of a model, grouped for batched filter computation (see the module
     docstring). Use `batched_filters(model)` rather than building one by hand."""
 
-    def __init__(self, layers: Sequence[nn.Module], owner: nn.Module | None = None) -> None:
+    def __init__(self, layers: Sequence[nn.Module],
+                 links: Sequence[tuple[dict, str, nn.Module]] = ()) -> None:
         groups: dict[tuple, list[nn.Module]] = {}
         seen: set[int] = set()
         for m in layers:
@@ -106,13 +108,18 @@ class FilterBank:
             seen.add(id(m))
             groups.setdefault(_kind(m), []).append(m)
         self.groups = [_Group(g) for g in groups.values()]
-        self.version = fsmod.structure_version
-        self.owner = None if owner is None else id(owner)
+        self.links = list(links)
 
-    def current(self, owner: nn.Module) -> bool:
-        """Still valid for `owner`: built for that very object, no layer swapped by
-        harden_model since, and every layer still of its group's kind."""
-        return (self.owner == id(owner) and self.version == fsmod.structure_version
+    @classmethod
+    def of(cls, model: nn.Module) -> FilterBank:
+        """The bank of `model`'s FS/DFS layers, remembering the path to each (`current`)."""
+        named = fsmod.fs_layers(model)
+        return cls([m for _, m in named], _links(model, [n for n, _ in named]))
+
+    def current(self) -> bool:
+        """Still valid: every module on the paths the bank was built from is still in place,
+        and every layer still of its group's kind."""
+        return (all(mods.get(key) is child for mods, key, child in self.links)
                 and all(_kind(m) == g.kind for g in self.groups for m in g.layers))
 
     @contextmanager
@@ -128,20 +135,41 @@ class FilterBank:
             fsmod.provided_filters.reset(token)
 
 
+def _links(model: nn.Module, names: list[str]) -> list[tuple[dict, str, nn.Module]]:
+    """(parent's module dict, key, child) of every step from `model` to the named layers,
+    each once."""
+    links: dict[tuple[int, str], tuple[dict, str, nn.Module]] = {}
+    for name in names:
+        parent = model
+        for key in name.split(".") if name else ():
+            child = parent._modules[key]
+            links[(id(parent._modules), key)] = (parent._modules, key, child)
+            parent = child
+    return list(links.values())
+
+
+#: Each model's bank, held no longer than the model.
+_BANKS: weakref.WeakKeyDictionary[nn.Module, FilterBank] = weakref.WeakKeyDictionary()
+
+
+def bank_of(model: nn.Module) -> FilterBank | None:
+    """The bank `batched_filters` keeps for `model` (None before its first batched forward)."""
+    return _BANKS.get(model)
+
+
 @contextmanager
 def batched_filters(model: nn.Module) -> Iterator[None]:
     """Run the block (a forward of `model`) with all FS/DFS filters computed in one batch.
 
     Only where gradients flow or the model trains: in eval mode under no_grad each layer's own
-    filter cache is cheaper still. The bank is kept on the model and rebuilt when it no longer
-    fits (`FilterBank.current`)."""
+    filter cache is cheaper still. The bank is kept for the model (`bank_of`) and rebuilt when
+    it no longer fits (`FilterBank.current`)."""
     if not (model.training or torch.is_grad_enabled()):
         yield
         return
-    bank = model.__dict__.get("_fs_bank")
-    if bank is None or not bank.current(model):
-        bank = FilterBank([m for _, m in fsmod.fs_layers(model)], owner=model)
-        model.__dict__["_fs_bank"] = bank
+    bank = _BANKS.get(model)
+    if bank is None or not bank.current():
+        bank = _BANKS[model] = FilterBank.of(model)
     if not bank.groups:
         yield
         return

@@ -2,7 +2,7 @@
 
 Two evaluation paths compute the same sum:
 
-* `MixedOp.forward_naive` is the reference ``sum(w * op(x))`` over all 8 ops, `none` included.
+* `MixedOp.forward_reference` is DARTS's ``sum(w * op(x))`` over all 8 ops, `none` included.
 * `MixedOp.accumulate` (and `forward`, built on it) is the fast path. `none` is skipped (its
   term is exactly zero; the softmax still runs over all 8 alphas, so alpha gradients are
   DARTS's). The ReLU that starts every conv op is taken once per input node from a
@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genotypes import PRIMITIVES, FSSpec
-from space.ops import RELU_LED, Identity, Zero, batch_norm, make_op, reference_forward
+from space.ops import batch_norm, forward_reference, make_candidate
 
-_NONE, _POOL, _IDENTITY, _RELU_LED = range(4)
+# How each op may be fused (space.ops: every op's `fused`).
+_NONE, _POOL, _IDENTITY, _RELU_LED = "none", "pool", "identity", "relu_led"
 
 
 class NodeInput:
@@ -71,18 +72,12 @@ class MixedOp(nn.Module):
         self._ops = nn.ModuleList()
         kinds = []
         for primitive in PRIMITIVES:
-            op = make_op(primitive, C, stride, False, fs)
-            if "pool" in primitive:
-                op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
-                kinds.append(_POOL)
-            elif isinstance(op, Zero):
-                kinds.append(_NONE)
-            elif isinstance(op, Identity):
-                kinds.append(_IDENTITY)
-            elif isinstance(op, RELU_LED):
-                kinds.append(_RELU_LED)
-            else:  # a primitive this file does not know: take the plain path for it
-                raise ValueError(f"MixedOp: no fast path for primitive {primitive!r}")
+            op = make_candidate(primitive, C, stride, fs)
+            kind = getattr(op, "fused", None)
+            if kind not in (_NONE, _POOL, _IDENTITY, _RELU_LED):
+                # An op that declares no fusion: refuse it rather than sum it wrongly.
+                raise ValueError(f"MixedOp: op {primitive!r} declares no known `fused` kind")
+            kinds.append(kind)
             self._ops.append(op)
         # ReLU-led ops first, so the node accumulator usually starts as a fresh BN output
         # (no extra multiply to create it); skip_connect and pools are added into it.
@@ -95,9 +90,9 @@ class MixedOp(nn.Module):
         """sum_k weights[k] * op_k(x) over the 8 ops, by the fast path (none skipped)."""
         return self.accumulate(None, NodeInput(x, share_pools=False), weights.unbind(0))
 
-    def forward_naive(self, x: Tensor, weights: Tensor) -> Tensor:
+    def forward_reference(self, x: Tensor, weights: Tensor) -> Tensor:
         """The reference DARTS evaluation: all 8 ops, `none` included, summed out of place."""
-        return sum(w * reference_forward(op, x) for w, op in zip(weights, self._ops, strict=True))
+        return sum(w * forward_reference(op, x) for w, op in zip(weights, self._ops, strict=True))
 
     def accumulate(self, acc: Tensor | None, src: NodeInput, w: Sequence[Tensor]) -> Tensor:
         """Add this edge's weighted ops on `src` into `acc` (created when None); `w` holds the

@@ -6,6 +6,12 @@ order under the same attribute names (``op.K`` inside ReLUConvBN/DilConv/SepConv
 reference's. With an `FSSpec` the 1x1 convs become FS/DFS layers. Depthwise convs and the stems
 stay plain convolutions.
 
+Each op declares how the search's MixedOp may fuse it (`fused`: "none", "identity", "pool" or
+"relu_led"), so MixedOp dispatches on that instead of on class lists; `forward_reference` is
+the computation exactly as the DARTS code writes it (the speed and correctness baseline;
+`SearchNetwork(fast=False)` runs it throughout). Adding a primitive: its class here (with
+`fused` and, if its forward is not DARTS's, `forward_reference`) and its line in OPS.
+
 The ReLU-led ops take two optional keyword arguments used by the search cell's fast path:
 ``preactivated=True`` says the input is already ReLU'd (one ReLU per cell node instead of one
 per op), and ``scale`` multiplies the output, folded into the last BatchNorm's affine transform
@@ -23,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genotypes import FSSpec
-from space.cpu_kernels import batch_norm_train, conv1x1, depthwise_same
+from space.cpu_kernels import batch_norm_train, conv1x1, depthwise
 from space.fs import pointwise_conv
 
 
@@ -71,7 +77,18 @@ def apply_conv(m: nn.Module, x: Tensor) -> Tensor:
     return m(x)
 
 
-class ReLUConvBN(nn.Module):
+class _Sequential(nn.Module):
+    """An op whose layers are the nn.Sequential `self.op` (DARTS's layout and state_dict keys):
+    its reference computation is that Sequential, layer by layer."""
+
+    fused = "relu_led"
+    op: nn.Sequential
+
+    def forward_reference(self, x: Tensor) -> Tensor:
+        return self.op(x)
+
+
+class ReLUConvBN(_Sequential):
     """ReLU -> conv -> BN. A 1x1 kernel (the cell preprocessing) becomes an FS layer."""
 
     def __init__(
@@ -96,7 +113,7 @@ class ReLUConvBN(nn.Module):
         return batch_norm(op[2], apply_conv(op[1], _relu_in(x, preactivated)), scale)
 
 
-class DilConv(nn.Module):
+class DilConv(_Sequential):
     """ReLU -> depthwise (dilated) conv -> pointwise conv -> BN."""
 
     def __init__(
@@ -126,37 +143,7 @@ class DilConv(nn.Module):
         return batch_norm(op[3], apply_conv(op[2], depthwise(op[1], _relu_in(x, preactivated))), scale)
 
 
-def depthwise(dw: nn.Conv2d, x: Tensor) -> Tensor:
-    """`dw(x)` for a depthwise conv with dilation d and 'same'-style padding d*(k-1)/2,
-    rewritten where oneDNN's CPU kernels are slow; every rewrite is the same sums.
-
-    * stride d: only every d-th pixel is read, so it is an undilated stride-1 conv of
-      x[::d, ::d] (any size). The strided dilated backward is ~8x slower than this.
-    * stride 1 on a map smaller than the dilated kernel (5x5 dilation 2 on 8x8): the d*d
-      polyphase components are independent undilated convs, batched as channels by
-      pixel_unshuffle (~2.5x faster there; slower on larger maps, so only there).
-    * other stride-1 dilated convs: space/cpu_kernels.py's depthwise conv (a faster input
-      gradient). Undilated ones keep the native kernels, which are as fast there.
-    """
-    (k, _), (d, _), (s, _) = dw.kernel_size, dw.dilation, dw.stride
-    regular = (dw.kernel_size[0] == dw.kernel_size[1] and dw.dilation[0] == dw.dilation[1]
-               and dw.stride[0] == dw.stride[1] and dw.padding == (d * (k - 1) // 2,) * 2
-               and dw.groups == dw.in_channels == dw.out_channels and k % 2 == 1)
-    if not regular or (s > 1 and d == 1):
-        return dw(x)
-    if s == d:
-        return F.conv2d(x[:, :, ::d, ::d], dw.weight, dw.bias, 1, (k - 1) // 2, 1, dw.groups)
-    H, W = x.shape[-2:]
-    if s == 1 and d * (k - 1) + 1 > min(H, W) and H % d == 0 and W % d == 0 and dw.bias is None:
-        y = F.conv2d(F.pixel_unshuffle(x, d), dw.weight.repeat_interleave(d * d, 0), None, 1,
-                     (k - 1) // 2, 1, dw.groups * d * d)
-        return F.pixel_shuffle(y, d)
-    if s == 1 and dw.bias is None:
-        return depthwise_same(x, dw.weight, dw.padding[0], d)
-    return dw(x)
-
-
-class SepConv(nn.Module):
+class SepConv(_Sequential):
     """Two stacked DilConv blocks with dilation 1 (stride on the first), as in DARTS."""
 
     def __init__(
@@ -195,6 +182,8 @@ class SepConv(nn.Module):
 class Identity(nn.Module):
     """skip_connect with stride 1."""
 
+    fused = "identity"
+
     def forward(self, x: Tensor) -> Tensor:
         return x
 
@@ -202,6 +191,8 @@ class Identity(nn.Module):
 class Zero(nn.Module):
     """The `none` op: a zero tensor of the output shape. Mixed ops skip it entirely, because
     its contribution to a weighted sum is exactly zero."""
+
+    fused = "none"
 
     def __init__(self, stride: int) -> None:
         super().__init__()
@@ -215,6 +206,8 @@ class Zero(nn.Module):
 
 class FactorizedReduce(nn.Module):
     """Halves the resolution with two stride-2 1x1 convs on offset grids, concatenated."""
+
+    fused = "relu_led"
 
     def __init__(
         self, C_in: int, C_out: int, affine: bool = True, fs: FSSpec | None = None
@@ -272,19 +265,6 @@ OPS: dict[str, OpFactory] = {
     "dil_conv_5x5": lambda C, stride, affine, fs: DilConv(C, C, 5, stride, 4, 2, affine, fs),
 }
 
-#: Ops whose first layer is a ReLU of the input: they accept ``preactivated=`` and ``scale=``.
-RELU_LED = (ReLUConvBN, DilConv, SepConv, FactorizedReduce)
-
-
-def reference_forward(op: nn.Module, x: Tensor) -> Tensor:
-    """`op(x)` computed exactly as the DARTS code does, layer by layer (no fast paths)."""
-    if isinstance(op, (ReLUConvBN, DilConv, SepConv)):
-        return op.op(x)
-    if isinstance(op, FactorizedReduce):
-        return op.forward_reference(x)
-    return op(x)
-
-
 def make_op(name: str, C: int, stride: int, affine: bool, fs: FSSpec | None = None) -> nn.Module:
     """Build the DARTS op `name` on C channels; one clear error for an unknown name."""
     try:
@@ -292,3 +272,21 @@ def make_op(name: str, C: int, stride: int, affine: bool, fs: FSSpec | None = No
     except KeyError:
         raise ValueError(f"unknown op {name!r}; known ops: {', '.join(OPS)}") from None
     return factory(C, stride, affine, fs)
+
+
+def make_candidate(name: str, C: int, stride: int, fs: FSSpec | None = None) -> nn.Module:
+    """The search's candidate op `name` on one MixedOp edge: BN without affine parameters,
+    and pools followed by BN(affine=False) (DARTS's MixedOp)."""
+    op = make_op(name, C, stride, False, fs)
+    if "pool" in name:
+        # A plain Sequential, as DARTS's (its module types and state_dict keys), marked.
+        op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
+        op.fused = "pool"
+    return op
+
+
+def forward_reference(op: nn.Module, x: Tensor) -> Tensor:
+    """`op(x)` exactly as the DARTS code computes it: the op's own `forward_reference`, or
+    `op(x)` for modules that have no faster path (pools, the pool+BN Sequential)."""
+    ref = getattr(op, "forward_reference", None)
+    return ref(x) if ref is not None else op(x)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from genotypes import FSSpec
 from space.mixed import MixedOp, NodeInput
-from space.ops import FactorizedReduce, ReLUConvBN, reference_forward
+from space.ops import FactorizedReduce, ReLUConvBN, forward_reference
 
 
 class SearchCell(nn.Module):
@@ -59,7 +59,7 @@ class SearchCell(nn.Module):
         softmaxed architecture `weights`. `preactivated`: s0 and s1 are already ReLU'd (both
         preprocessing ops start with a ReLU; the network computes it once per cell output)."""
         if not fast:
-            return self._forward_naive(s0, s1, weights)
+            return self.forward_reference(s0, s1, weights)
         s0 = self.preprocess0(s0, preactivated=preactivated)
         s1 = self.preprocess1(s1, preactivated=preactivated)
         share = self.training
@@ -76,15 +76,15 @@ class SearchCell(nn.Module):
             nodes.append(NodeInput(acc, share_pools=share))
         return torch.cat([n.x for n in nodes[-self._multiplier :]], dim=1)
 
-    def _forward_naive(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
-        # The reference Cell.forward, line for line (the in-repo speed baseline).
-        s0 = reference_forward(self.preprocess0, s0)
-        s1 = reference_forward(self.preprocess1, s1)
+    def forward_reference(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
+        """The reference Cell.forward, line for line (the in-repo speed baseline)."""
+        s0 = forward_reference(self.preprocess0, s0)
+        s1 = forward_reference(self.preprocess1, s1)
         states = [s0, s1]
         offset = 0
         for _ in range(self._steps):
             s = sum(
-                self._ops[offset + j].forward_naive(h, weights[offset + j])
+                self._ops[offset + j].forward_reference(h, weights[offset + j])
                 for j, h in enumerate(states)
             )
             offset += len(states)

@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from common.checkpoint import atomic_write_text
 from common.errors import UserError
+from common.files import atomic_write_text
 from study import layout
 from study.stats import describe, welch
 

@@ -12,7 +12,6 @@ from common.distributed import DistInfo
 from common.errors import UserError
 from common.loader import CyclingLoader, make_loader
 from common.runlog import JsonlLog, is_run_dir, make_run_dir
-from common.runtime import accuracy
 
 
 def test_presets_resolve_and_smoke_inherits_paper():
@@ -184,10 +183,20 @@ def test_cutout_zeroes_a_clipped_square():
     assert 0 < zeros <= 256 and out.shape == (3, 32, 32)
 
 
-def test_accuracy_topk():
-    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.15, 0.05]])
-    top1, top2 = accuracy(logits, torch.tensor([1, 2]), topk=(1, 2))
-    assert top1 == 50.0 and top2 == 50.0
+def test_evaluate_topk_counts():
+    """retrain.evaluate's top-1/top-5 (the only accuracy code the pipelines use)."""
+    from retrain.evaluate import evaluate
+
+    logits = torch.tensor([[0.1, 0.9, 0.0, 0.0, 0.0, 0.0],   # target 1: top-1
+                           [0.8, 0.15, 0.05, 0.04, 0.03, 0.0]])  # target 5: ranked last
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return logits[x.flatten().long()], None
+
+    data = [(torch.tensor([0.0]), 1), (torch.tensor([1.0]), 5)]
+    r = evaluate(Fixed(), data, 2, torch.device("cpu"))
+    assert r["top1"] == 50.0 and r["top5"] == 50.0 and r["count"] == 2
 
 
 @pytest.mark.parametrize("argv", [["genotypes", "show", "DARTS_V2"],

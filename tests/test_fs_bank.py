@@ -10,7 +10,7 @@ from torch.testing import assert_close
 
 from space import fs as fsmod
 from space.fs import DFSConv2d, FSConv2d, harden_model
-from space.fs_bank import FilterBank, batched_filters
+from space.fs_bank import FilterBank, bank_of, batched_filters
 
 
 def _handed(m: nn.Module) -> torch.Tensor | None:
@@ -55,7 +55,7 @@ def test_batched_filters_equal_per_layer_values_and_gradients() -> None:
         batched = _filters(model)
         assert all(_handed(m) is w for m, w in zip(model, batched, strict=True))
     assert fsmod.provided_filters.get() is None
-    assert len(model._fs_bank.groups) == 5  # DFS M'=4, M'=2, M'=3 (sum rule); FS mean, FS sum
+    assert len(bank_of(model).groups) == 5  # DFS M'=4, M'=2, M'=3 (sum rule); FS mean, FS sum
     for a, b in zip(alone, batched, strict=True):
         assert a.shape == b.shape
         assert_close(b, a, rtol=1e-14, atol=1e-15)
@@ -123,16 +123,35 @@ def test_rebuilds_after_offsets_temperature_and_hardening() -> None:
     model = _mixed_model()
     with batched_filters(model):
         pass
-    bank = model._fs_bank
+    bank = bank_of(model)
     model[4].set_offsets(torch.randint(0, model[4].L, (8,)))
     model[0].temperature = 0.2
     _assert_bank_matches_layers(model)
-    assert model._fs_bank is bank  # repacked, not rebuilt
+    assert bank_of(model) is bank  # repacked, not rebuilt
     harden_model(model)
     assert not any(isinstance(m, DFSConv2d) for m in model)
     _assert_bank_matches_layers(model)
-    assert model._fs_bank is not bank
-    assert {type(g.layers[0]) for g in model._fs_bank.groups} == {FSConv2d}
+    assert bank_of(model) is not bank
+    assert {type(g.layers[0]) for g in bank_of(model).groups} == {FSConv2d}
+
+
+def test_a_layer_swapped_in_by_hand_is_batched() -> None:
+    """The bank checks the model's current modules (issue 11), not a counter only
+    harden_model bumps: a layer set by hand is rebuilt into the bank and batched."""
+    model = _mixed_model()
+    _assert_bank_matches_layers(model)
+    bank = bank_of(model)
+    model[4] = FSConv2d(8, 8, 1, ratio=4.0).double()
+    _assert_bank_matches_layers(model)  # every layer, the new one too, gets batched filters
+    assert bank_of(model) is not bank
+    outer = nn.Sequential(_mixed_model())  # a whole parent swapped: its layers are new too
+    with batched_filters(outer):
+        pass
+    first = bank_of(outer)
+    outer[0] = _mixed_model()
+    with batched_filters(outer):
+        assert all(_handed(m) is not None for _, m in fsmod.fs_layers(outer))
+    assert bank_of(outer) is not first
 
 
 def test_rebuilds_after_dtype_and_gradient_rule_changes() -> None:
@@ -158,8 +177,8 @@ def test_copies_get_their_own_bank() -> None:
         for p in twin.parameters():
             p.mul_(2.0)
     _assert_bank_matches_layers(twin)
-    assert twin._fs_bank is not model._fs_bank
-    assert all(m in list(twin) for g in twin._fs_bank.groups for m in g.layers)
+    assert bank_of(twin) is not bank_of(model)
+    assert all(m in list(twin) for g in bank_of(twin).groups for m in g.layers)
 
 
 def test_threads_never_see_each_others_filters() -> None:

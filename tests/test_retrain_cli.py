@@ -218,3 +218,27 @@ def test_ctrl_c_resume_times_and_corrupt_checkpoint(capsys, tmp_path, tiny_folde
     err = _fail(capsys, ["--resume", str(out)])
     assert f"cannot resume {out}: latest.pt is not a readable checkpoint" in err
     assert f"cp {out / 'best.pt'} {out / 'latest.pt'}" in err and "--overwrite" in err
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(capsys, tmp_path, tiny_folder, monkeypatch):
+    """A NaN loss stops the run with one line before the epoch is logged or checkpointed
+    (issue 11: retrain gets the search's divergence checks)."""
+    from common.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    real_init = Trainer.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        real = self.criterion
+        self.criterion = lambda logits, y: real(logits, y) * (
+            float("nan") if self.scheduler.last_epoch >= 1 else 1.0)
+
+    monkeypatch.setattr(Trainer, "__init__", init)
+    err = _fail(capsys, ["--genotype", "DARTS_V2", "--dataset", str(tiny_folder), *TINY,
+                         "--epochs", "2", "--out", str(out)])
+    assert "the retrain diverged at epoch 1, batch 0 (training loss is nan)" in err
+    assert len((out / "log.jsonl").read_text().splitlines()) == 1
+    state = load_checkpoint(out / "latest.pt", "retrain")
+    assert state["epoch"] == 1 and not (out / "metrics.json").exists()
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())

@@ -1,0 +1,38 @@
+"""Command-line conventions both pipelines share: the shorthand flags as config overrides,
+and what --resume lets change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Shorthand flag (argparse dest) -> config key, in both CLIs; each may add its own.
+SHORTHANDS: dict[str, str] = {
+    "epochs": "epochs", "batch_size": "batch_size", "seed": "seed", "fs": "fs.mode",
+    "ratio": "fs.ratio", "device": "runtime.device", "threads": "runtime.threads",
+    "data_root": "data.root", "workers": "data.workers",
+}
+
+#: Config keys (or key prefixes) --resume may change in both pipelines: where and how fast a
+#: run computes, never what. Search adds the worker count (its augmentation is seeded per
+#: sample); retrain's augmentation draws depend on it.
+RESUMABLE: tuple[str, ...] = ("runtime.device", "runtime.threads", "data.root", "data.download")
+
+
+def flag_overrides(args: Any, shorthands: dict[str, str] = SHORTHANDS) -> list[str]:
+    """The shorthand flags given as `key=value` overrides (applied after --set), and
+    --no-download as data.download=false."""
+    items = [f"{key}={getattr(args, flag)}" for flag, key in shorthands.items()
+             if getattr(args, flag) is not None]
+    if args.no_download:
+        items.append("data.download=false")
+    return items
+
+
+def override_key(item: str) -> str:
+    """The key of a `key=value` override."""
+    return item.split("=", 1)[0].strip()
+
+
+def fixed_on_resume(items: list[str], resumable: tuple[str, ...] = RESUMABLE) -> list[str]:
+    """The keys of `items` (`key=value` overrides) that --resume may not change."""
+    return [override_key(s) for s in items if not override_key(s).startswith(resumable)]

@@ -1,0 +1,133 @@
+"""What a retrain leaves in its run directory, and what it tells the user.
+
+    RUN_DIR/config.yaml     dataset, preset, genotype, command line and the resolved `retrain`
+                            section (usable as a --preset)
+    RUN_DIR/genotype.json   the genotype trained
+    RUN_DIR/log.jsonl       one record per epoch
+    RUN_DIR/latest.pt       the last completed epoch (--resume); best.pt the best one's
+    RUN_DIR/model.pt, model-wq.pt, metrics.json   the exports and their figures (see `export`)
+
+Only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from common.checkpoint import save_checkpoint
+from common.config import save_run_config
+from common.data import DatasetInfo
+from common.files import atomic_write_text
+from common.runlog import JsonlLog, say
+from genotypes import Genotype, from_dict, genotype_lines, save_genotype
+from retrain import setup
+from retrain.evaluate import evaluate_exported
+from retrain.export import load_exported_full, save_exported
+from retrain.model import NetSpec
+from retrain.summary import summarize
+from retrain.trainer import Trainer
+
+CKPT_KIND = "retrain"
+LATEST, BEST = "latest.pt", "best.pt"  # the last completed epoch's checkpoint; the best one's
+
+
+def write_run_files(run_dir: Path, cfg: dict[str, Any], run: dict[str, Any]) -> None:
+    """config.yaml (dataset, preset, genotype, command line and the resolved `retrain`
+    section: usable as a --preset) and genotype.json."""
+    save_run_config(run_dir / "config.yaml", "retrain", cfg, run)
+    save_genotype(from_dict(run["genotype"]), run_dir / "genotype.json")
+
+
+class RunOutputs:
+    """The log and checkpoints of one retrain run (inactive on ranks other than 0)."""
+
+    def __init__(self, run_dir: Path, enabled: bool) -> None:
+        self.dir, self.enabled = Path(run_dir), enabled
+        self.log = JsonlLog(self.dir / "log.jsonl")
+
+    def epoch_done(self, record: dict[str, Any], state: dict[str, Any], best: bool) -> None:
+        """The log line first, then latest.pt (and best.pt): a kill in between leaves a log
+        line the resumed run truncates and repeats, never a missing one."""
+        if not self.enabled:
+            return
+        self.log.write(record)
+        save_checkpoint(state, self.dir / LATEST, CKPT_KIND)
+        if best:
+            save_checkpoint(state, self.dir / BEST, CKPT_KIND)
+
+
+def epoch_record(epoch: int, train: dict[str, float], test: dict[str, float], lr: float,
+                 trainer: Trainer, seconds: float, train_seconds: float) -> dict[str, Any]:
+    """The log.jsonl record of one epoch."""
+    return {"epoch": epoch, "train_loss": train["train_loss"], "train_acc": train["train_acc"],
+            **test, "lr": lr, "drop_path_prob": trainer.model.drop_path_prob,
+            "hardened": trainer.hardened, "seconds": round(seconds, 3),
+            "images_per_s": round(train["images"] / max(train_seconds, 1e-9), 2)}
+
+
+def epoch_line(record: dict[str, Any], epochs: int, fs: bool) -> str:
+    """The line an epoch prints."""
+    r = record
+    return (f"epoch {r['epoch'] + 1}/{epochs}  train loss {r['train_loss']:.4f} "
+            f"acc {r['train_acc']:.2f}  test loss {r['test_loss']:.4f} acc "
+            f"{r['test_acc']:.2f} top5 {r['test_top5']:.2f}  lr {r['lr']:.5f}  "
+            f"{'hardened ' if r['hardened'] and fs else ''}{r['seconds']:.1f}s "
+            f"({r['images_per_s']:.0f} img/s)")
+
+
+def run_genotype_lines(genotype: Genotype, spec: NetSpec, harden_at: int, epochs: int) -> list[str]:
+    """The genotype as DARTS prints it, and the FS settings of the network being trained
+    (which --fs/--ratio may have changed from the genotype's)."""
+    lines = genotype_lines(dataclasses.replace(genotype, fs=spec.fs))
+    if spec.fs is not None and spec.fs.dfs:
+        when = f"from epoch {harden_at + 1}" if harden_at < epochs else "at export"
+        lines[-1] += f" (offsets fixed {when})"
+    return lines
+
+
+def export(trainer: Trainer, run: dict[str, Any], run_dir: Path, info: DatasetInfo, test_ds,
+           started: float | None = None) -> dict[str, Any]:
+    """Write model.pt and model-wq.pt, reload each from disk and evaluate it, write
+    metrics.json. Accuracies are those of the reloaded files, i.e. what evaluate reports.
+
+    Times: train_seconds / train_minutes sum the completed epochs (train + test), over every
+    session of a resumed run, never time lost in an interrupted epoch; wall_minutes is the
+    wall-clock time of this session (`started`: time.perf_counter() at its start), data
+    loading and export included."""
+    cfg, model = trainer.cfg, trainer.model
+    model.eval()
+    meta = setup.export_meta(cfg, run["dataset"])
+    dmeta = setup.data_meta(info)
+    t0 = time.perf_counter()
+    files, results, specs = {}, {}, {}
+    for name, wq in (("model.pt", False), ("model-wq.pt", True)):
+        files[name] = save_exported(model, trainer.spec, dmeta, run_dir / name, wq=wq, meta=meta)
+        loaded, specs[name], _ = load_exported_full(run_dir / name)
+        results[name] = evaluate_exported(loaded, meta, test_ds, trainer.device)
+    # Counts of the trained network (auxiliary head reported apart), described as exported.
+    report = summarize(specs["model.pt"], model)
+    f, q = results["model.pt"], results["model-wq.pt"]
+    metrics = {
+        "test_acc": f["top1"], "test_top5": f["top5"], "test_loss": f["loss"],
+        "test_acc_wq": q["top1"], "test_top5_wq": q["top5"], "test_images": f["count"],
+        "best_test_acc": trainer.best_acc, "best_epoch": trainer.best_epoch,
+        "epochs": trainer.epochs, "train_seconds": round(trainer.elapsed, 1),
+        "train_minutes": round(trainer.elapsed / 60, 2),
+        "wall_minutes": round((time.perf_counter() - (started or t0)) / 60, 2),
+        "file_bytes": files,
+        "counts": {k: v for k, v in report["totals"].items() if not k.startswith("file_bytes")},
+        "auxiliary_head_params": (report["auxiliary_head"] or {}).get("params"),
+        "network": report["network"], "dataset": run["dataset"],
+        "export_seconds": round(time.perf_counter() - t0, 1),
+    }
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    say(f"exported {run_dir / 'model.pt'} ({files['model.pt']:,} bytes, top-1 {f['top1']:.2f}%) "
+        f"and model-wq.pt ({files['model-wq.pt']:,} bytes, top-1 {q['top1']:.2f}%); "
+        f"{report['totals']['effective']:,} effective parameters, compression "
+        f"{report['totals']['compression']:.2f}x; training {trainer.elapsed / 60:.1f} min, "
+        f"{metrics['wall_minutes']:.1f} min wall clock")
+    return metrics
