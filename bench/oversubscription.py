@@ -11,14 +11,18 @@ policy once, when torch loads it:
 
     old          threads = all cores, OMP_WAIT_POLICY unset (libgomp spins while idle),
                  --old-workers loader workers (0: the smoke preset's; the paper preset's was 2)
-    new          threads and workers from common.cpu.cpu_budget, OMP_WAIT_POLICY=PASSIVE
+    new          threads and workers from common.cpu.cpu_budget, the OpenMP waiting policy from
+                 common.cpu.choose_openmp_wait_policy (PASSIVE beside a busy process, else
+                 OpenMP's default), as the entry points choose them
     new, 1 thr   the new defaults with --threads 1 (what the busy-machine note suggests)
+    passive      threads = all cores with OMP_WAIT_POLICY=PASSIVE always (this round's first
+                 attempt, kept as a row: it costs 1.75x on a quiet machine)
 
 "busy" runs the same beside a process this script starts, which spins on one core for the
 whole measurement. Per cell: the median time of a step (data loading included) over the
 steps after the first (worker start-up, allocations), stopping after --steps steps or
---max-seconds, whichever comes first. Run it on an otherwise quiet machine: six cells of at
-most (--max-seconds + ~10 s start-up) each, under 5 minutes with the defaults.
+--max-seconds, whichever comes first. Run it on an otherwise quiet machine: eight cells of at
+most (--max-seconds + ~10 s start-up) each, under 7 minutes with the defaults.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ BATCH = 64
 
 def child(args: argparse.Namespace) -> None:
     """One cell: time training steps with the given threads/workers; print JSON."""
+    if args.policy == "auto":  # as the entry points do, before torch loads OpenMP
+        from common.cpu import choose_openmp_wait_policy
+
+        choose_openmp_wait_policy()
     import torch
     import torch.nn as nn
 
@@ -85,10 +93,11 @@ def child(args: argparse.Namespace) -> None:
                       "policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"), "times": times}))
 
 
-def run_cell(args: argparse.Namespace, threads: int, workers: int, passive: bool,
+def run_cell(args: argparse.Namespace, threads: int, workers: int, policy: str,
              busy: bool) -> dict:
+    """policy: "unset" (OpenMP's default), "PASSIVE", or "auto" (decided in the child)."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
-    if passive:
+    if policy == "PASSIVE":
         env["OMP_WAIT_POLICY"] = "PASSIVE"
     spinner = None
     if busy:  # the neighbour: one process spinning on a core for the whole cell
@@ -97,6 +106,7 @@ def run_cell(args: argparse.Namespace, threads: int, workers: int, passive: bool
     try:
         r = subprocess.run([sys.executable, __file__, "--child", "--data", str(args.data),
                             "--threads", str(threads), "--workers", str(workers),
+                            "--policy", policy,
                             "--steps", str(args.steps), "--max-seconds", str(args.max_seconds)],
                            env=env, capture_output=True, text=True)
     finally:
@@ -118,6 +128,7 @@ def main() -> None:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--policy", default="unset", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args)
@@ -129,14 +140,15 @@ def main() -> None:
     others = busy_cores()
     print(f"{cores} cores (os.cpu_count {os.cpu_count()}), {others} other process(es) running "
           f"at the start{'' if not others else ': the machine is not quiet, figures are unreliable'}")
-    configs = [("old", os.cpu_count() or cores, args.old_workers, False),
-               ("new", new.threads, new.workers, True),
-               ("new, --threads 1", 1, new.workers, True)]
+    configs = [("old", os.cpu_count() or cores, args.old_workers, "unset"),
+               ("passive", new.threads, new.workers, "PASSIVE"),
+               ("new", new.threads, new.workers, "auto"),
+               ("new, --threads 1", 1, new.workers, "auto")]
     rows = []
-    for name, threads, workers, passive in configs:
+    for name, threads, workers, policy in configs:
         alone = None
         for busy in (False, True):
-            r = run_cell(args, threads, workers, passive, busy)
+            r = run_cell(args, threads, workers, policy, busy)
             steps = r["times"][1:] or r["times"]
             s = statistics.median(steps)
             alone = s if not busy else alone

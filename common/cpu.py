@@ -1,13 +1,16 @@
 """CPU budget of a run: compute threads and DataLoader workers that together fit the cores.
 
-Imports neither torch nor numpy: the entry points call `prefer_passive_openmp` before torch
-loads its OpenMP runtime, which reads the waiting policy once, at load time.
+Imports neither torch nor numpy: the entry points call `choose_openmp_wait_policy` before
+torch loads its OpenMP runtime, which reads the waiting policy once, at load time.
 
 Why these defaults (issue 12): on a 2-core machine with one busy neighbour, 2 spinning OpenMP
-threads made a smoke retrain epoch 30x slower. Idle OpenMP threads that sleep (PASSIVE) let a
-busy machine slow a run down in proportion, and threads + workers <= cores keeps the run from
-competing with itself. The counts depend only on the machine, never on its load at start-up,
-so the same seed gives the same figures on the same machine run after run.
+threads made a smoke retrain epoch 30x slower. threads + workers <= cores keeps a run from
+competing with itself. The OpenMP waiting policy is the one choice made from the load at
+start-up, because it changes speed and never a result: idle threads that sleep (PASSIVE)
+degrade gracefully beside a busy process (1.08x slower instead of 3.5x, smoke retrain step)
+but cost 1.75x on a quiet machine, where spinning threads are fastest (bench/oversubscription.py,
+README). The thread and worker counts depend only on the machine, never on its load, so the
+same seed gives the same figures on the same machine run after run.
 """
 
 from __future__ import annotations
@@ -26,10 +29,21 @@ from common.shapes import LARGE_IMAGE
 SMALL_IMAGE = LARGE_IMAGE
 
 
-def prefer_passive_openmp() -> None:
-    """Idle OpenMP threads sleep instead of spinning (unless the user chose otherwise). Call
-    before torch is imported."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+def openmp_wait_policy(busy: int | None, processes: int = 1) -> str | None:
+    """PASSIVE (idle OpenMP threads sleep) when `busy` other processes are running or this run
+    has several processes on the machine (torchrun), None (OpenMP's default: they spin
+    briefly, the fastest on free cores) otherwise."""
+    return "PASSIVE" if busy or processes > 1 else None
+
+
+def choose_openmp_wait_policy() -> str | None:
+    """Set OMP_WAIT_POLICY from the load at start-up, unless the user set it; returns the
+    policy in force (None: OpenMP's default). Call before torch is imported."""
+    if "OMP_WAIT_POLICY" not in os.environ:
+        policy = openmp_wait_policy(busy_cores(), processes_per_machine())
+        if policy:
+            os.environ["OMP_WAIT_POLICY"] = policy
+    return os.environ.get("OMP_WAIT_POLICY")
 
 
 def _cgroup_quota() -> int | None:

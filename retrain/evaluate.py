@@ -15,9 +15,9 @@ import sys
 from typing import Any
 
 if __name__ == "__main__":  # python -m retrain.evaluate: before torch loads OpenMP
-    from common.cpu import prefer_passive_openmp
+    from common.cpu import choose_openmp_wait_policy
 
-    prefer_passive_openmp()
+    choose_openmp_wait_policy()
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402

@@ -259,12 +259,23 @@ def test_busy_machine_hint(monkeypatch):
     assert cpu.busy_note(cpu.CpuBudget(cores, 0, cores)) is None
 
 
-def test_entry_points_make_openmp_sleep_before_torch_loads():
+def test_openmp_wait_policy_follows_the_load_and_the_user():
+    from common import cpu
+
+    assert cpu.openmp_wait_policy(0) is None  # free cores: OpenMP's spinning default
+    assert cpu.openmp_wait_policy(None) is None  # load unknown (not Linux)
+    assert cpu.openmp_wait_policy(1) == "PASSIVE"
+    assert cpu.openmp_wait_policy(0, processes=2) == "PASSIVE"  # torchrun ranks share cores
+
+
+def test_entry_points_choose_the_openmp_policy_before_torch_loads():
     """OMP_WAIT_POLICY is read once, when torch loads OpenMP: each entry point must set it
-    first (and leave a user's own choice alone)."""
+    first, from the load it sees (a spinning neighbour here), and leave a user's own choice
+    alone."""
     import os
     import subprocess
     import sys
+    import time
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
@@ -278,10 +289,21 @@ def test_entry_points_make_openmp_sleep_before_torch_loads():
            "sys.argv = ['x', '--help']\n"
            "runpy.run_module(sys.argv.pop(), run_name='__main__', alter_sys=True)\n")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    for module in ("search", "retrain", "retrain.evaluate"):
-        r = subprocess.run([sys.executable, "-c", spy.replace("sys.argv.pop()", repr(module))],
-                           cwd=root, env=env, capture_output=True, text=True, timeout=120)
-        assert r.stdout.splitlines()[0] == "policy PASSIVE", (module, r.stdout, r.stderr[-2000:])
+    neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        for module in ("search", "retrain", "retrain.evaluate"):
+            code = spy.replace("sys.argv.pop()", repr(module))
+            r = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
+                               capture_output=True, text=True, timeout=120)
+            assert r.stdout.splitlines()[0] == "policy PASSIVE", (module, r.stdout, r.stderr[-2000:])
+            r = subprocess.run([sys.executable, "-c", code], cwd=root,
+                               env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                               capture_output=True, text=True, timeout=120)
+            assert r.stdout.splitlines()[0] == "policy ACTIVE", (module, r.stdout)
+    finally:
+        neighbour.kill()
+        neighbour.wait()
 
 
 def test_retrain_preset_of_a_search_preset(tmp_path):
