@@ -40,7 +40,10 @@ def choose_openmp_wait_policy() -> str | None:
     """Set OMP_WAIT_POLICY from the load at start-up, unless the user set it; returns the
     policy in force (None: OpenMP's default). Call before torch is imported."""
     if "OMP_WAIT_POLICY" not in os.environ:
-        policy = openmp_wait_policy(busy_cores(), processes_per_machine())
+        # /proc/loadavg counts the whole host: only judge it when this process sees every core
+        # (in a cpuset or under a quota the host's load says nothing about our cores).
+        busy = busy_cores() if os.cpu_count() == available_cores() else None
+        policy = openmp_wait_policy(busy, processes_per_machine())
         if policy:
             os.environ["OMP_WAIT_POLICY"] = policy
     return os.environ.get("OMP_WAIT_POLICY")

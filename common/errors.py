@@ -22,8 +22,8 @@ class Diverged(UserError):
 
     def __init__(self, pipeline: str, epoch: int, step: int | None, what: str, advice: str) -> None:
         where = f"epoch {epoch}" + (f", batch {step}" if step is not None else "")
-        super().__init__(f"the {pipeline} diverged at {where} ({what}); the last good checkpoint "
-                         f"is kept: {advice}")
+        super().__init__(f"the {pipeline} diverged at {where} ({what}); nothing of it was saved "
+                         f"(the run directory keeps its last good checkpoint, if any): {advice}")
 
 
 class Interrupted(Exception):

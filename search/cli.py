@@ -60,9 +60,10 @@ Threads and loader workers not set are chosen to fit the cores (shown at start-u
 
 # Shorthand flag -> config key: the shared ones and search's own.
 SEARCH_SHORTHANDS = {**SHORTHANDS, "order": "arch.order", "max_images": "data.max_images"}
-# What --resume may change: where and how it runs, never what it computes (every runtime key,
-# and the worker count: the augmentation is seeded per sample, see search.data).
-SEARCH_RESUMABLE = RESUMABLE + ("runtime.", "data.workers")
+# What --resume may change: where and how it runs, never what it computes (the drawing and
+# plotting settings, and the worker count: the augmentation is seeded per sample, see
+# search.data). Not runtime.amp or runtime.channels_last: they change the arithmetic.
+SEARCH_RESUMABLE = RESUMABLE + ("runtime.draw_every", "runtime.plot", "data.workers")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,7 +123,7 @@ def _prepare_resume(args: argparse.Namespace, items: list[str]):
     if fixed or args.preset != "paper":
         what = fixed[0] if fixed else "--preset"
         raise UserError(f"--resume continues {run_dir} with its saved config, so {what} cannot "
-                        "change (only runtime.*, data.root, data.workers, data.download can)")
+                        f"change (only {', '.join(SEARCH_RESUMABLE)} can)")
     saved = load_config_file(run_dir / CONFIG)
     if "search" not in saved or "dataset" not in saved:
         raise UserError(f"{run_dir / CONFIG} has no search section or dataset; was it written by a search?")

@@ -179,7 +179,8 @@ class SearchTrainer:
 
     def _diverged(self, epoch: int, step: int | None, what: str) -> Diverged:
         return Diverged("search", epoch, step, what,
-                        "lower weights.lr or arch.lr (--set) and continue with --resume")
+                        "start again with a lower weights.lr or arch.lr (--set) and --out RUN_DIR "
+                        "--overwrite (--resume keeps a run's learning rates)")
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -13,7 +13,6 @@ only what is missing runs. Exit status: 0 when every run finished, 1 when a run 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import signal
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from common.config import resolve_config, save_config
+from common.cpu import available_cores
 from common.errors import UserError, cli_entry
 from study import layout
 from study.commands import NAMED_DATASETS, dataset_arg, retrain_argv, search_argv
@@ -45,14 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild study.json, study.md and the plot of a study folder")
     rep.add_argument("dir", help="a study's output folder (or a folder holding its study.json)")
     return p
-
-
-def cpu_count() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def split_threads(jobs: int, threads: int | None, cpus: int) -> tuple[int, str | None]:
@@ -147,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     study = load_study(args.study)
     seeds = parse_seeds(args.seeds) if args.seeds else study.seeds
     out = Path(args.out or study.out)
-    threads, note = split_threads(args.jobs, args.threads or study.threads, cpu_count())
+    threads, note = split_threads(args.jobs, args.threads or study.threads, available_cores())
     dataset = dataset_arg(study.dataset)
     if dataset not in NAMED_DATASETS and not Path(dataset).is_dir():
         raise UserError(f"dataset {study.dataset!r} is not a folder ({dataset}) nor cifar10, "

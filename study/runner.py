@@ -126,9 +126,9 @@ class Runner:
         return stages
 
     def _workers(self, module: str) -> list[str]:
-        # Parallel runs load data in their own process (workers would oversubscribe the cores).
-        if self.s.jobs <= 1:
-            return []
+        # Every run loads data in its own process, whatever --jobs: parallel runs' workers
+        # would oversubscribe the cores, and retrain's augmentation draws depend on the worker
+        # count, so a study's figures must not depend on how many runs went at a time.
         return ["--workers", "0"] if module == "search" else ["--set", "data.workers=0"]
 
     # --- running ---------------------------------------------------------------------------
@@ -179,7 +179,7 @@ class Runner:
                 return Outcome(arm.name, seed, "interrupted")
             if state == layout.RESUME:
                 argv = ["--resume", str(path), "--threads", str(self.s.threads)]
-                argv += ["--workers", "0"] if search and self.s.jobs > 1 else []
+                argv += ["--workers", "0"] if search else []  # as started (see _workers)
             elif state == layout.RESTART:
                 argv = argv + ["--overwrite"]
             what = f"{label}{' search' if search else ''}"

@@ -170,6 +170,9 @@ def test_nan_stops_and_keeps_last_good_checkpoint(folder, tmp_path, capsys, monk
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
     assert len((run / "log.jsonl").read_text().splitlines()) == 1
     monkeypatch.setattr(SearchTrainer, "weight_loss", real)
+    # Resume changes where and how fast a run computes, never its arithmetic.
+    for key in ("runtime.channels_last=false", "runtime.amp=false", "weights.lr=0.01"):
+        assert "cannot change" in _fail(["--resume", str(run), "--set", key], capsys)
     main(["--resume", str(run)])  # and the kept checkpoint really continues
     assert len((run / "log.jsonl").read_text().splitlines()) == 2
 

@@ -180,7 +180,7 @@ def test_parallel_jobs_and_a_failed_run(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     monkeypatch.setenv("FAKE_LOG", str(tmp_path / "log.jsonl"))
     monkeypatch.setitem(runner.MODULES, "retrain", "fake_retrain")
-    monkeypatch.setattr(cli, "cpu_count", lambda: 2)
+    monkeypatch.setattr(cli, "available_cores", lambda: 2)
     data = make_folder(tmp_path / "data", per_class=2, test_per_class=1)
     study = _study(data, tmp_path / "out", seeds=[0, 1, 2])
     del study["threads"]
