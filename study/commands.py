@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.shapes import KNOWN as NAMED_DATASETS
 from study.spec import Arm
-
-NAMED_DATASETS = ("cifar10", "cifar100", "imagenet")
 
 
 def dataset_arg(dataset: str) -> str:
-    """Named datasets as they are; a folder as an absolute path."""
+    """Named datasets as they are (lower case); a folder as an absolute path, even one that
+    does not exist yet (the caller says so in one line)."""
     if dataset.lower() in NAMED_DATASETS:
         return dataset.lower()
     return str(Path(dataset).expanduser().resolve())

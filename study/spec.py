@@ -42,13 +42,16 @@ from typing import Any
 
 import yaml
 
+from common.config import check_fs_ratio
 from common.errors import UserError
+from retrain.setup import FS_MODES
+from search.settings import CHOICES
 
 TOP_KEYS = ("name", "dataset", "out", "seeds", "threads", "defaults", "arms", "compare")
 ARM_KEYS = ("name", "genotype", "preset", "fs", "ratio", "set", "search")
 SEARCH_KEYS = ("preset", "fs", "ratio", "order", "set")
-RETRAIN_FS = ("off", "fs", "dfs", "genotype")
-SEARCH_FS = ("off", "fs", "dfs")
+RETRAIN_FS = FS_MODES  # retrain's --fs choices
+SEARCH_FS = CHOICES["fs.mode"]  # search's
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -149,9 +152,10 @@ def _fs(value: Any, allowed: tuple[str, ...], where: str) -> str | None:
 def _ratio(value: Any, where: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
-        raise _fail(where, f"ratio must be a number >= 1, got {value!r}")
-    return float(value)
+    try:
+        return check_fs_ratio(value)  # the CLIs' own rule and wording
+    except UserError as e:
+        raise _fail(where, str(e)) from None
 
 
 def _text(value: Any, key: str, where: str) -> str | None:
