@@ -138,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
 
     study = load_study(args.study)
     seeds = parse_seeds(args.seeds) if args.seeds else study.seeds
+    if not (args.out or study.out):
+        raise UserError(f"{args.study} names no output folder; add `out: FOLDER` to it or pass --out")
     out = Path(args.out or study.out)
     threads, note = split_threads(args.jobs, args.threads or study.threads, available_cores())
     dataset = dataset_arg(study.dataset)
@@ -205,7 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     path = Path(args.dir)
     if path.is_file() and path.suffix in (".yaml", ".yml"):
-        path = load_study(path).out  # a study file: its output folder
+        out = load_study(path).out  # a study file: its output folder
+        if out is None:
+            raise UserError(f"{args.dir} names no output folder (`out`); give the folder instead")
+        path = out
     if not path.is_dir():
         raise UserError(f"{args.dir} is not a folder; give a study's output folder")
     _report(path)

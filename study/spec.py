@@ -2,7 +2,7 @@
 
     name: fs-fidelity                  # title of the report
     dataset: ../shared/data/cifar10-subset   # cifar10 | cifar100 | imagenet | ImageFolder path
-    out: runs/study-fs-fidelity        # output folder (`--out` overrides it)
+    out: runs/study-fs-fidelity        # output folder (`--out` overrides it; one is needed)
     seeds: [0, 1, 2]                   # `--seeds 0,1,2,3` overrides them
     threads: 2                         # optional: torch threads per run (default: CPUs / jobs)
     defaults:                          # optional: options every arm starts from
@@ -82,7 +82,7 @@ class Study:
 
     name: str
     dataset: str
-    out: Path
+    out: Path | None  # None: the file names none, `--out` must
     seeds: list[int]
     arms: list[Arm]
     compare: list[tuple[str, str]]
@@ -262,7 +262,7 @@ def from_dict(data: Any, where: str = "study", source: Path | None = None) -> St
     """Validate a parsed study file."""
     data = _mapping(data, where, "a study file")
     _check_keys(data, TOP_KEYS, where, "the study file")
-    for key in ("name", "dataset", "out", "arms"):
+    for key in ("name", "dataset", "arms"):
         if data.get(key) in (None, "", []):
             raise _fail(where, f"`{key}` is missing")
     threads = data.get("threads")
@@ -278,7 +278,9 @@ def from_dict(data: Any, where: str = "study", source: Path | None = None) -> St
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise _fail(where, f"arm names repeat: {', '.join(dup)}")
-    return Study(name=str(data["name"]), dataset=str(data["dataset"]), out=Path(str(data["out"])),
+    out = data.get("out")
+    return Study(name=str(data["name"]), dataset=str(data["dataset"]),
+                 out=Path(str(out)) if out not in (None, "") else None,
                  seeds=_seeds(data.get("seeds"), where), arms=arms,
                  compare=_compare(data.get("compare"), names, where), threads=threads,
                  source=source, raw=data)

@@ -122,6 +122,11 @@ def test_study_file_errors_are_one_line(capsys, tmp_path):
     assert "not a folder" in _fail(capsys, ["run", str(_write(f, {**good, "dataset": "nope"}))])
     assert "--seeds" in _fail(capsys, ["run", str(_write(f, good)), "--seeds", "0,x"])
     assert "holds neither study.yaml" in _fail(capsys, ["report", str(tmp_path)])
+    assert "FS ratio inf is invalid" in err(arms({"name": "x", "fs": "fs", "ratio": float("inf")}))
+    # `out` may come from the file or from --out, but from one of them.
+    no_out = {k: v for k, v in good.items() if k != "out"}
+    assert "names no output folder" in err(no_out)
+    assert main(["run", str(_write(f, no_out)), "--out", str(tmp_path / "o2"), "--dry-run"]) == 0
 
 
 def test_study_file_schema():
