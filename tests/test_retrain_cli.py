@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli_exits import one_line_exit
 from PIL import Image
 
 from retrain import load_exported
@@ -51,12 +52,7 @@ def tiny_folder(tmp_path_factory) -> Path:
 
 
 def _fail(capsys, argv, fn=main) -> str:
-    with pytest.raises(SystemExit) as e:
-        fn(argv)
-    err = capsys.readouterr().err.strip()
-    assert e.value.code == 2, err
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
-    return err
+    return one_line_exit(fn, argv, capsys)
 
 
 def test_summary_table_and_json(capsys):
@@ -190,12 +186,7 @@ def test_ctrl_c_resume_times_and_corrupt_checkpoint(capsys, tmp_path, tiny_folde
         return train_epoch
 
     def ctrl_c(args: list[str]) -> str:
-        with pytest.raises(SystemExit) as e:
-            main(args)
-        assert e.value.code == 130
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1, err
-        return err
+        return one_line_exit(main, args, capsys, code=130)
 
     monkeypatch.setattr(Trainer, "train_epoch", interrupted_at(0))
     err = ctrl_c(argv)

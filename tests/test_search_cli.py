@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli_exits import one_line_exit
 from image_folders import make_image_folder
 
 from common.checkpoint import load_checkpoint
@@ -32,12 +33,7 @@ def folder(tmp_path: Path) -> Path:
 
 
 def _fail(argv: list[str], capsys) -> str:
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    return err
+    return one_line_exit(main, argv, capsys)
 
 
 def test_bad_preset(folder, capsys):
@@ -221,12 +217,7 @@ def test_ctrl_c_says_what_is_kept(folder, tmp_path, capsys, monkeypatch):
         return train_epoch
 
     def ctrl_c(argv: list[str]) -> str:
-        with pytest.raises(SystemExit) as e:
-            main(argv)
-        assert e.value.code == 130
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1, err
-        return err
+        return one_line_exit(main, argv, capsys, code=130)
 
     argv = [str(folder), *TINY, "--epochs", "2", "--out", str(run), "--set", "runtime.plot=false"]
     # In the first epoch: nothing to resume, and the message says how to start again.

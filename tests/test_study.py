@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_exits import one_line_exit
 from scipy import stats as sst
 from test_retrain_cli import make_folder
 
@@ -41,12 +42,7 @@ def _write(path: Path, study: dict) -> Path:
 
 
 def _fail(capsys, argv) -> str:
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    err = capsys.readouterr().err.strip()
-    assert e.value.code == 2, err
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
-    return err
+    return one_line_exit(main, argv, capsys)
 
 
 def _study_cmd(*args: str) -> list[str]:
