@@ -72,3 +72,37 @@ def check_even_channels(cfg: dict[str, Any]) -> None:
     if c % 2:
         raise UserError(f"config init_channels={c} is invalid: it must be even (the reduction "
                         "cells halve it in FactorizedReduce)")
+
+
+_SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9}
+
+
+def parse_count(value: Any) -> int | None:
+    """A parameter count: 1200000, 1.2e6, "800k", "1.5M" (k/M/G, any case); None stays None.
+    Raises ValueError on anything else (the caller words the error)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, str):
+        text = value.strip().replace("_", "")
+        scale = _SUFFIX.get(text[-1:].lower(), 1.0)
+        number = float(text[:-1] if scale != 1.0 else text)
+    elif isinstance(value, int | float):
+        number, scale = float(value), 1.0
+    else:
+        raise ValueError(value)
+    count = number * scale
+    if not (count >= 1 and count < float("inf")):
+        raise ValueError(value)
+    return round(count)
+
+
+def check_count(cfg: dict[str, Any], key: str) -> None:
+    """`key` is null or a positive parameter count (`parse_count`), stored back as an int."""
+    v = get_key(cfg, key)
+    try:
+        set_key(cfg, key, parse_count(v))
+    except ValueError:
+        raise UserError(f"config {key}={v!r} is invalid: give a parameter count such as "
+                        "1500000, 1.5M or 800k") from None

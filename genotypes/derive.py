@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -42,11 +43,12 @@ def edge_weights(alphas: Any, num_ops: int = len(PRIMITIVES), name: str = "alpha
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _parse_cell(w: np.ndarray, primitives: Sequence[str]) -> list[tuple[str, int]]:
+def _parse_cell(w: np.ndarray, primitives: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(op, input, supernet edge row) of the two kept edges of each node."""
     allowed = [k for k, p in enumerate(primitives) if p != "none"]
     if not allowed:
         raise GenotypeError("primitives hold only 'none'; add real ops to derive a genotype")
-    picked: list[tuple[str, int]] = []
+    picked: list[tuple[str, int, int]] = []
     start = 0
     for node in range(NUM_NODES):
         n_in = NUM_INPUTS + node
@@ -56,9 +58,44 @@ def _parse_cell(w: np.ndarray, primitives: Sequence[str]) -> list[tuple[str, int
         order = sorted(range(n_in), key=lambda j: -strength[j])[:2]
         for j in order:
             best = allowed[int(np.argmax(rows[j]))]  # argmax: lowest index on ties
-            picked.append((primitives[best], j))
+            picked.append((primitives[best], j, start + j))
         start += n_in
     return picked
+
+
+def _capped_cell(w: np.ndarray, primitives: Sequence[str],
+                 max_skip: int | None) -> list[tuple[str, int, int]]:
+    """`_parse_cell`, then while more than `max_skip` kept edges are skip_connect, the kept
+    skip edge with the smallest skip weight loses that op (its weight set to 0) and the cell
+    is derived again (P-DARTS's rule; each round removes one skip, so it ends)."""
+    w = w.copy()
+    picked = _parse_cell(w, primitives)
+    if max_skip is None or "skip_connect" not in primitives:
+        return picked
+    skip = list(primitives).index("skip_connect")
+    while True:
+        skips = [row for op, _, row in picked if op == "skip_connect"]
+        if len(skips) <= max_skip:
+            return picked
+        w[min(skips, key=lambda r: w[r, skip]), skip] = 0.0
+        picked = _parse_cell(w, primitives)
+
+
+def skip_count(g: Genotype) -> dict[str, int]:
+    """skip_connect edges of each cell."""
+    return {cell: sum(op == "skip_connect" for op, _ in getattr(g, cell))
+            for cell in ("normal", "reduce")}
+
+
+def free_op_count(g: Genotype) -> dict[str, int]:
+    """Parameter-free ops (skip_connect as identity, pools) of each cell: what a size
+    penalty pushes towards. A reduce cell's skip on a cell input is a FactorizedReduce,
+    which has parameters, so it does not count."""
+    out = {}
+    for cell in ("normal", "reduce"):
+        out[cell] = sum("pool" in op or (op == "skip_connect" and not (cell == "reduce" and i < 2))
+                        for op, i in getattr(g, cell))
+    return out
 
 
 def derive(
@@ -67,6 +104,11 @@ def derive(
     fs: FSSpec | None = None,
     primitives: Sequence[str] = PRIMITIVES,
     concat: Iterable[int] = range(2, 6),
+    *,
+    max_skip: int | None = None,
+    ratios: Sequence[float] | None = None,
+    ratio_logits: tuple[Any, Any] | None = None,
+    has_fs: tuple[Any, Any] | None = None,
 ) -> Genotype:
     """The DARTS discretisation of a searched cell pair.
 
@@ -78,16 +120,36 @@ def derive(
 
     For each node, every incoming edge is scored by its strongest op other than 'none'; the two
     highest-scoring edges are kept, strongest first, each with that best op. Ties go to the
-    lower input index / lower op index. `fs` is recorded in the genotype unchanged.
+    lower input index / lower op index. `max_skip`: at most that many skip_connect edges per
+    cell (`_capped_cell`). `fs` is recorded in the genotype.
+
+    Searched ratios: `ratio_logits` (normal, reduce), each (14, len(primitives), len(ratios)),
+    and `has_fs` (normal, reduce) booleans (14, len(primitives)): each kept op gets the ratio
+    of its largest logit (the smaller ratio on ties), recorded in fs.normal_ratios /
+    fs.reduce_ratios; an op without FS layers there gets None.
     """
     primitives = tuple(primitives)
     wn = edge_weights(alphas_normal, len(primitives), "alphas_normal")
     wr = edge_weights(alphas_reduce, len(primitives), "alphas_reduce")
     cat = tuple(int(c) for c in concat)
+    normal, reduce = _capped_cell(wn, primitives, max_skip), _capped_cell(wr, primitives, max_skip)
+    if ratio_logits is not None:
+        if fs is None or ratios is None or has_fs is None:
+            raise GenotypeError("searched ratios need fs, ratios and has_fs as well")
+        per_cell = []
+        for picked, logits, mask in zip((normal, reduce), ratio_logits, has_fs, strict=True):
+            lg = np.asarray(logits.detach().cpu() if hasattr(logits, "detach") else logits,
+                            dtype=np.float64)
+            mk = np.asarray(mask.detach().cpu() if hasattr(mask, "detach") else mask, dtype=bool)
+            per_cell.append(tuple(
+                float(ratios[int(np.argmax(lg[row, primitives.index(op)]))])
+                if mk[row, primitives.index(op)] else None
+                for op, _, row in picked))
+        fs = dataclasses.replace(fs, normal_ratios=per_cell[0], reduce_ratios=per_cell[1])
     return Genotype(
-        normal=tuple(_parse_cell(wn, primitives)),
+        normal=tuple((op, j) for op, j, _ in normal),
         normal_concat=cat,
-        reduce=tuple(_parse_cell(wr, primitives)),
+        reduce=tuple((op, j) for op, j, _ in reduce),
         reduce_concat=cat,
         fs=fs,
     )

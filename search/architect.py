@@ -20,6 +20,9 @@ difference gives the true derivative of this unrolled objective, because it pert
 weights in the forward pass. Double backprop through the unrolled step would apply P twice
 (tests/test_architect.py checks both facts).
 
+An optional `regularizer` (search/penalty.py: the budget and beta-DARTS terms) is a function
+of the architecture parameters alone; its gradient is added to grad_alpha as is.
+
 The step runs in fp32 (outside autocast) on every device: the finite difference divides by a
 small eps, which half precision would swamp with rounding error, and the alphas are tiny.
 """
@@ -63,11 +66,14 @@ class Architect:
         fd_eps: float = 0.01,
         criterion: Loss = F.cross_entropy,
         distributed: bool = False,
+        regularizer: Callable[[], Tensor | None] | None = None,
+        lr_of: dict[int, float] | None = None,
     ) -> None:
         if order not in ("first", "second"):
             raise ValueError(f"order must be 'first' or 'second', got {order!r}")
         self.model, self.order, self.fd_eps = model, order, float(fd_eps)
         self.criterion, self.distributed = criterion, distributed
+        self.regularizer = regularizer
         self.w_optimizer = w_optimizer
         names = {id(p): n for n, p in model.named_parameters()}
         missing = [p for p in [*upper, *lower] if id(p) not in names]
@@ -77,8 +83,13 @@ class Architect:
         self.upper_names = [names[id(p)] for p in self.upper]
         self.lower_names = [names[id(p)] for p in self.lower]
         self._stats: list[tuple[str, nn.Module, str]] | None = None
+        # lr_of: a learning rate of its own for some upper parameters (by id), e.g. the
+        # ratio logits; each gets its own Adam parameter group.
+        lr_of = lr_of or {}
+        groups = [{"params": [p for p in self.upper if id(p) not in lr_of]}]
+        groups += [{"params": [p], "lr": lr_of[id(p)]} for p in self.upper if id(p) in lr_of]
         self.optimizer = torch.optim.Adam(
-            self.upper, lr=lr, betas=tuple(betas), weight_decay=weight_decay
+            [g for g in groups if g["params"]], lr=lr, betas=tuple(betas), weight_decay=weight_decay
         )
 
     # -- helpers -------------------------------------------------------------------------
@@ -167,6 +178,9 @@ class Architect:
     def step(self, x_train: Tensor, y_train: Tensor, x_val: Tensor, y_val: Tensor, xi: float) -> Tensor:
         """One Adam step of the architecture; returns the (detached) validation loss."""
         grads, loss = self.gradient(x_train, y_train, x_val, y_val, xi)
+        reg = self.regularizer() if self.regularizer is not None else None
+        if reg is not None:
+            grads = [g + r for g, r in zip(grads, self._grads(reg, self.upper), strict=True)]
         for p, g in zip(self.upper, grads, strict=True):
             p.grad = g.detach()
         if self.distributed:

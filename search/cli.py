@@ -46,6 +46,7 @@ examples:
   ./run_search.sh cifar10                                   # the DARTS setting (preset paper)
   ./run_search.sh ../shared/data/cifar10-subset --preset smoke  # minutes on a laptop CPU
   ./run_search.sh cifar10 --order second --fs fs --ratio 4 --set arch.warmup_epochs=10
+  ./run_search.sh cifar10 --budget 1.5M --ratios 1,2,4,8     # each op's ratio searched under a budget
   ./run_search.sh cifar10 --threads 1      # on a machine where another job is running
   ./run_search.sh /data/flowers --set data.input_size=64 --set data.max_images=2000
   ./run_search.sh --resume runs/search-cifar10-20250101-120000
@@ -59,11 +60,18 @@ Threads and loader workers not set are chosen to fit the cores (shown at start-u
 """
 
 # Shorthand flag -> config key: the shared ones and search's own.
-SEARCH_SHORTHANDS = {**SHORTHANDS, "order": "arch.order", "max_images": "data.max_images"}
+SEARCH_SHORTHANDS = {**SHORTHANDS, "order": "arch.order", "max_images": "data.max_images",
+                     "budget": "budget.params", "ratios": "fs.ratios"}
 # What --resume may change: where and how it runs, never what it computes (the drawing and
 # plotting settings, and the worker count: the augmentation is seeded per sample, see
 # search.data). Not runtime.amp or runtime.channels_last: they change the arithmetic.
 SEARCH_RESUMABLE = RESUMABLE + ("runtime.draw_every", "runtime.plot", "data.workers")
+
+
+def _ratio_list(text: str) -> str:
+    """--ratios 1,2,4,8 as the YAML list the override takes."""
+    parts = [t.strip() for t in text.replace("[", "").replace("]", "").split(",") if t.strip()]
+    return "[" + ",".join(parts) + "]"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--fs", choices=["off", "fs", "dfs"], help="1x1 convs: plain, FS, or DFS")
     p.add_argument("--ratio", type=float, help="FS compression ratio (>= 1)")
+    p.add_argument("--ratios", type=_ratio_list, metavar="R1,R2,...",
+                   help="search each op's FS ratio among these, e.g. 1,2,4,8 (fs.ratios)")
+    p.add_argument("--budget", metavar="PARAMS",
+                   help="effective parameters of the retrain network (paper width: C=36, 20 "
+                   "cells; budget.init_channels/layers), e.g. 1.5M, 800k, 1200000")
     p.add_argument("--order", choices=["first", "second"], help="DARTS approximation order")
     p.add_argument("--unrolled", action="store_true",
                    help="DARTS's name for --order second (the unrolled step)")

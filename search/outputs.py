@@ -116,8 +116,11 @@ def retrain_command(genotype_file: Path, dataset: str, preset: str, data_root: s
 
 
 def epoch_record(epoch: int, stats: dict[str, Any], valid: tuple[float, float], arch_state: dict,
-                 entropy: float | None, temperature: float | None, g: Genotype) -> dict[str, Any]:
-    """The log.jsonl record of one epoch (the keys genotypes.plot.plot_run reads, and a few)."""
+                 entropy: float | None, temperature: float | None, g: Genotype,
+                 sizes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The log.jsonl record of one epoch (the keys genotypes.plot.plot_run reads, and a few);
+    `sizes`: SearchTrainer.size_figures (parameter-free ops; E[P] and the count with a
+    budget or searched ratios)."""
     return {
         "epoch": epoch,
         "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
@@ -127,12 +130,19 @@ def epoch_record(epoch: int, stats: dict[str, Any], valid: tuple[float, float], 
         "offset_entropy": entropy, "temperature": temperature,
         "genotype": to_dict(g),
         "seconds": stats["seconds"], "images_per_s": stats["images_per_s"],
+        **(sizes or {}),
     }
 
 
 def summary_line(rec: dict[str, Any], epochs: int) -> str:
     h = rec["offset_entropy"]
     extra = "" if h is None else f"  H(offsets) {h:.3f}  T {rec['temperature']:.3g}"
+    if rec.get("expected_params") is not None:
+        extra += f"  E[P] {rec['expected_params'] / 1e6:.3f}M (derived {rec['params'] / 1e6:.3f}M"
+        extra += "" if rec.get("budget") is None else f", budget {rec['budget'] / 1e6:.3f}M"
+        extra += ")"
+    if rec.get("free_ops") is not None:
+        extra += f"  free ops {rec['free_ops']['normal']}+{rec['free_ops']['reduce']}"
     return (f"epoch {rec['epoch'] + 1}/{epochs}  train {rec['train_loss']:.4f} / "
             f"{rec['train_acc']:.2f}%  valid {rec['valid_loss']:.4f} / {rec['valid_acc']:.2f}%  "
             f"lr {rec['lr']:.4g}{extra}  {rec['seconds']:.1f}s  {rec['images_per_s']:.0f} img/s")

@@ -14,8 +14,35 @@ from genotypes import Genotype
 from search.data import SearchData
 from search.ddp import ranks_agree
 from search.outputs import RunOutputs, epoch_record, summary_line
+from search.penalty import max_skip
 from search.trainer import SearchTrainer, temperature_of_epoch
+from space.budget import fit_to_budget
 from space.fs import set_temperature
+
+
+def final_genotype(trainer: SearchTrainer, cfg: dict[str, Any], main: bool) -> Genotype:
+    """The derived genotype; with a budget, fitted to it (space.budget.fit_to_budget) and
+    its exact count printed next to the budget."""
+    g = trainer.net.genotype(max_skip(cfg))
+    budget, model = cfg["budget"]["params"], trainer.budget_model
+    if budget is None or model is None:
+        return g
+    derived = model.count(g)
+    g, notes = fit_to_budget(model, g, budget)
+    exact = model.exact(g)
+    say(f"budget: {budget:,} effective parameters of {model.describe()}", main)
+    say(f"derived genotype: {derived:,} parameters ({100.0 * derived / budget:.1f}% of the "
+        "budget)", main)
+    for line in notes:
+        say(f"  over budget, raised: {line}", main)
+    verdict = "within" if exact <= budget else "OVER"
+    say(f"final genotype: {exact:,} parameters, {100.0 * exact / budget:.1f}% of the budget "
+        f"({verdict} it)", main)
+    if exact > budget:
+        say("every op is at its largest ratio and the network is still over the budget: "
+            "raise fs.ratio (the cell preprocessing), add a larger ratio to fs.ratios, or "
+            "raise --budget", main)
+    return g
 
 
 def run_search(
@@ -43,9 +70,9 @@ def run_search(
         valid = trainer.evaluate()
         trainer.check_finite(epoch, valid[0])  # before anything of this epoch is written
         trainer.scheduler.step()
-        g = net.genotype()
+        g = net.genotype(max_skip(cfg))
         last = epoch_record(epoch, stats, valid, net.arch_state(), net.offset_entropy(),
-                            temperature, g)
+                            temperature, g, trainer.size_figures(g))
         state = {"epoch": epoch + 1, "temperature": temperature, "config": cfg,
                  "dataset": dataset, "world_size": dist_info.world_size, **trainer.state_dict()}
         outputs.epoch_done(epoch, last, g, state)
@@ -58,6 +85,6 @@ def run_search(
         if not ranks_agree(trainer.upper):
             raise RuntimeError("the architecture parameters differ between ranks; please report")
         say(f"architecture parameters identical on all {dist_info.world_size} ranks", main)
-    g = net.genotype()
+    g = final_genotype(trainer, cfg, main)
     outputs.finish(g, dataset, last, preset, cfg["data"]["root"])
     return g, trainer

@@ -8,6 +8,7 @@ from typing import Any
 from common.checks import (
     check_bool,
     check_choice,
+    check_count,
     check_even_channels,
     check_number,
     get_key,
@@ -22,7 +23,25 @@ CHOICES = {
     "fs.offsets_with": ("arch", "weights"),
     "fs.temperature.schedule": ("constant", "linear", "cosine"),
     "arch.order": ("first", "second"),
+    "budget.mode": ("hinge", "target"),
 }
+
+
+def _check_ratios(cfg: dict[str, Any]) -> None:
+    """fs.ratios: null or a list of distinct ratios >= 1 (at least two), needing FS layers."""
+    ratios = get_key(cfg, "fs.ratios")
+    if ratios is None:
+        return
+    if not isinstance(ratios, list) or len(ratios) < 2:
+        raise UserError(f"config fs.ratios={ratios!r} is invalid: give two or more ratios, "
+                        "e.g. --set fs.ratios=[1,2,4,8]")
+    checked = sorted(check_fs_ratio(r) for r in ratios)
+    if len(set(checked)) != len(checked):
+        raise UserError(f"config fs.ratios={ratios!r} repeats a ratio; list each once")
+    if get_key(cfg, "fs.mode") == "off":
+        raise UserError("config fs.ratios needs FS layers, but fs.mode is off; use --fs fs or "
+                        "--fs dfs, or drop fs.ratios")
+    set_key(cfg, "fs.ratios", checked)
 
 
 def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -40,6 +59,18 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise UserError("config train_portion=1 leaves no images for the architecture; use < 1")
     set_key(cfg, "fs.ratio", check_fs_ratio(get_key(cfg, "fs.ratio")))  # worded as retrain words it
     check_number(cfg, "fs.num_offsets", int, 1)
+    _check_ratios(cfg)
+    check_count(cfg, "budget.params")
+    for key in ("budget.init_channels", "budget.layers"):
+        check_number(cfg, key, int, 1)
+    if get_key(cfg, "budget.init_channels") % 2:
+        raise UserError(f"config budget.init_channels={get_key(cfg, 'budget.init_channels')} "
+                        "is invalid: it must be even, as the network's width")
+    check_number(cfg, "budget.weight", float, 0.0)
+    check_number(cfg, "budget.warmup_epochs", int, 0)
+    check_number(cfg, "arch.ratio_lr", float, 0.0, lo_open=True, optional=True)
+    check_number(cfg, "arch.beta_decay", float, 0.0, optional=True)
+    check_number(cfg, "arch.max_skip", int, 0, optional=True)
     for key in ("fs.temperature.start", "fs.temperature.end"):
         check_number(cfg, key, float, 0.0, lo_open=True)
     for key in ("weights.lr", "weights.lr_min", "weights.momentum", "weights.weight_decay",

@@ -23,8 +23,11 @@ from common.fs_settings import fs_spec, temperature_at
 from common.loader import CyclingLoader
 from common.runlog import Progress
 from common.runtime import autocast, channels_last, grad_scaler, to_memory_format
+from genotypes import Genotype
+from genotypes.derive import free_op_count
 from search.architect import Architect
 from search.data import SearchData
+from search.penalty import ArchPenalty, budget_model
 from space.supernet import SearchNetwork
 
 
@@ -38,7 +41,7 @@ def build_network(cfg: dict[str, Any], num_classes: int, in_channels: int) -> nn
     try:
         return SearchNetwork(
             C=int(cfg["init_channels"]), num_classes=num_classes, layers=int(cfg["layers"]),
-            fs=fs_spec(cfg["fs"]), in_channels=in_channels,
+            fs=fs_spec(cfg["fs"]), in_channels=in_channels, ratios=cfg["fs"]["ratios"],
         )
     except ValueError as e:  # e.g. a width the FS ratio cannot compress
         raise UserError(f"cannot build the search network: {e}") from None
@@ -62,6 +65,12 @@ class SearchTrainer:
             upper += offsets
         ids = {id(p) for p in upper}
         self.upper = upper
+        # E[P] (and the budget) count the retrain network; built before DDP wraps the net.
+        self.budget_model = budget_model(cfg, data.info.num_classes, data.info.in_channels)
+        self.penalty = ArchPenalty(net, cfg, self.budget_model)
+        ratio_lr = acfg["ratio_lr"] if acfg["ratio_lr"] is not None else 10.0 * float(acfg["lr"])
+        lr_of = {} if net.ratios is None else {
+            id(p): float(ratio_lr) for p in (net.ratios_normal, net.ratios_reduce)}
         self.lower = [p for p in net.parameters() if id(p) not in ids]
         self.w_optimizer = torch.optim.SGD(
             self.lower, lr=float(wcfg["lr"]), momentum=float(wcfg["momentum"]),
@@ -74,6 +83,7 @@ class SearchTrainer:
             net, upper, self.lower, self.w_optimizer, lr=float(acfg["lr"]),
             betas=tuple(float(b) for b in acfg["betas"]), weight_decay=float(acfg["weight_decay"]),
             order=acfg["order"], fd_eps=float(acfg["fd_eps"]), distributed=dist_info.enabled,
+            regularizer=self.penalty if self.penalty.active else None, lr_of=lr_of,
         )
         self.model: nn.Module = net
         if dist_info.enabled:
@@ -103,6 +113,7 @@ class SearchTrainer:
         """Alternate architecture and weight steps over the weights half; return the epoch's
         training figures (averaged over ranks)."""
         self.model.train()
+        self.penalty.epoch = epoch
         loader = self.data.train
         loader.sampler.set_epoch(epoch)
         lr, search_arch = self.lr, epoch >= int(self.cfg["arch"]["warmup_epochs"])
@@ -166,6 +177,17 @@ class SearchTrainer:
         self.net.train()
         loss_sum, correct, n = all_reduce_sum([loss_sum, correct, n], self.device)
         return loss_sum / n, 100.0 * correct / n
+
+    def size_figures(self, g: Genotype) -> dict[str, Any]:
+        """The epoch's size figures for log.jsonl: parameter-free ops of the derived cells,
+        and with a budget counter E[P], the derived genotype's exact count and the budget."""
+        out: dict[str, Any] = {"free_ops": free_op_count(g)}
+        if self.budget_model is not None:
+            with torch.no_grad():
+                out["expected_params"] = float(self.penalty.expected_params())
+            out["params"] = self.budget_model.count(g)
+            out["budget"] = self.cfg["budget"]["params"]
+        return out
 
     def check_finite(self, epoch: int, valid_loss: float) -> None:
         """Raise Diverged when the architecture or the evaluation went NaN/inf (a weight that

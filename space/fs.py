@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.nn.modules.utils import _pair
 
 from space.fs_gather import LOG2E, dfs_filters, entropy, fs_filters, mixing_weights
+from space.nested_fs import nested_layers
 
 if TYPE_CHECKING:
     from genotypes import FSSpec
@@ -359,11 +360,12 @@ def fs_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def offset_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Every DFS layer's offset_logits (each once)."""
+    """Every DFS layer's offset_logits, nested DFS layers' included (each once)."""
     seen: dict[int, nn.Parameter] = {}
-    for _, m in fs_layers(model):
-        if isinstance(m, DFSConv2d):
-            seen.setdefault(id(m.offset_logits), m.offset_logits)
+    layers = [m for _, m in fs_layers(model) if isinstance(m, DFSConv2d)] + nested_layers(model)
+    for m in layers:
+        for p in m.offset_parameters():
+            seen.setdefault(id(p), p)
     return list(seen.values())
 
 
@@ -390,10 +392,14 @@ def harden_model(model: nn.Module) -> nn.Module:
 
 
 def set_temperature(model: nn.Module, t: float) -> None:
-    """Set the softmax temperature of every DFS layer (for annealing)."""
+    """Set the softmax temperature of every DFS layer, nested ones included (annealing)."""
+    if not t > 0:
+        raise ValueError(f"temperature must be > 0, got {t}")
     for _, m in fs_layers(model):
         if isinstance(m, DFSConv2d):
             m.temperature = t
+    for m in nested_layers(model):
+        m.temperature = float(t)
 
 
 def pointwise_conv(in_channels: int, out_channels: int, stride: int = 1,

@@ -32,13 +32,23 @@ from torch import Tensor
 
 from space import fs as fsmod
 from space.fs_gather import dfs_filters, fs_filters, mixing_weights
+from space.nested_fs import NestedFSConv2d, current_ratio_weights
 
 
 def _kind(m: nn.Module) -> tuple:
-    """What layers must share to be packed together: kind (FS, or DFS with its number of
-    candidates), gradient rule, device and dtype."""
-    dfs = m.num_candidates if isinstance(m, fsmod.DFSConv2d) else 0
-    return (dfs, m.grad_reduce, m.fs.device, m.fs.dtype)
+    """What layers must share to be packed together: kind (FS, DFS with its number of
+    candidates, or nested with its ratio and offset counts), gradient rule, device, dtype."""
+    if isinstance(m, NestedFSConv2d):
+        kind: object = ("nested", len(m.ratios), m.num_offsets)
+    else:
+        kind = m.num_candidates if isinstance(m, fsmod.DFSConv2d) else 0
+    return (kind, m.grad_reduce, m.fs.device, m.fs.dtype)
+
+
+def bank_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(qualified name, layer) of every layer a bank computes: FS, DFS and nested."""
+    return [(name, m) for name, m in model.named_modules()
+            if fsmod.is_fs_layer(m) or isinstance(m, NestedFSConv2d)]
 
 
 class _Group:
@@ -94,6 +104,53 @@ class _Group:
         return [w.view(s) for w, s in zip(flat.split(self.sizes), self.shapes, strict=True)]
 
 
+class _NestedGroup:
+    """Nested-ratio layers of one `_kind`: one packed `dfs_filters` call with R*M candidates
+    per filter, weighted by ratio weight x offset weight (space/nested_fs.py)."""
+
+    def __init__(self, layers: list[nn.Module]) -> None:
+        self.layers = layers
+        self.kind = _kind(layers[0])
+        self.mean = self.kind[1] == "mean"
+        self._key: tuple | None = None
+
+    def _pack(self) -> tuple:
+        idx, rows, slots = [], [], []
+        base = base_rows = 0
+        for m in self.layers:
+            idx.append(m._index + base)
+            rows.append(m._rows + base_rows)
+            slots.append(torch.full((m.K,), m.slot, dtype=torch.long, device=m._index.device))
+            base += m.L
+            base_rows += m.K
+        self.index, self.rows, self.slot_of = torch.cat(idx), torch.cat(rows), torch.cat(slots)
+        self.sizes = [m.K * m.n for m in self.layers]
+        self.shapes = [(m.K, m.in_channels, *m.kernel_size) for m in self.layers]
+        scales = {m.logit_scale for m in self.layers}
+        self.scale = scales.pop() if len(scales) == 1 else torch.cat([
+            m.fs.new_full((m.K * len(m.ratios), 1), m.logit_scale) for m in self.layers])
+        return self._state_key()
+
+    def _state_key(self) -> tuple:
+        return tuple((m.slot, m.temperature) for m in self.layers)
+
+    def filters(self) -> list[Tensor]:
+        if self._state_key() != self._key:
+            self._key = self._pack()
+        w = current_ratio_weights().index_select(0, self.slot_of)  # (filters, R)
+        first = self.layers[0]
+        if first.offset_logits is None:
+            q = w
+        else:
+            M = first.num_offsets
+            logits = torch.cat([m.offset_logits.view(-1, M) for m in self.layers])
+            q = (mixing_weights(logits, self.scale).view(*w.shape, M) * w.unsqueeze(-1))
+            q = q.flatten(1)
+        fs = torch.cat([m.fs for m in self.layers])
+        flat = dfs_filters(fs, q, self.index, self.rows, self.mean)
+        return [f.view(s) for f, s in zip(flat.split(self.sizes), self.shapes, strict=True)]
+
+
 class FilterBank:
     """The FS/DFS layers of a model, grouped for batched filter computation (see the module
     docstring). Use `batched_filters(model)` rather than building one by hand."""
@@ -107,13 +164,14 @@ class FilterBank:
                 continue
             seen.add(id(m))
             groups.setdefault(_kind(m), []).append(m)
-        self.groups = [_Group(g) for g in groups.values()]
+        self.groups = [_NestedGroup(g) if isinstance(g[0], NestedFSConv2d) else _Group(g)
+                       for g in groups.values()]
         self.links = list(links)
 
     @classmethod
     def of(cls, model: nn.Module) -> FilterBank:
         """The bank of `model`'s FS/DFS layers, remembering the path to each (`current`)."""
-        named = fsmod.fs_layers(model)
+        named = bank_layers(model)
         return cls([m for _, m in named], _links(model, [n for n, _ in named]))
 
     def current(self) -> bool:

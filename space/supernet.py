@@ -17,6 +17,7 @@ from torch import Tensor
 from genotypes import PRIMITIVES, FSSpec, Genotype, derive
 from space import fs as fsmod
 from space.fs_bank import batched_filters
+from space.nested_fs import nest_layers, nested_layers, ratio_mix
 from space.ops import batch_norm
 from space.search_cell import SearchCell
 
@@ -25,6 +26,11 @@ class SearchNetwork(nn.Module):
     """DARTS supernet: stem (3x3 conv + BN, `stem_multiplier * C` channels), `layers` search
     cells with reductions at layers//3 and 2*layers//3, global average pooling and a linear
     classifier. Every 1x1 conv is an FS layer (a DFS layer when ``fs.dfs``) when `fs` is given.
+
+    `ratios` (with `fs`): the FS layers of every candidate op become nested-ratio layers
+    (space/nested_fs.py) mixed by the op's ratio logits ``ratios_normal``/``ratios_reduce``,
+    (edges, ops, len(ratios)) architecture parameters shared by all cells of a kind, as the
+    alphas are. The cell preprocessing keeps `fs.ratio`.
 
     `fast=False` evaluates exactly as the reference code does (all 8 ops including `none`,
     ``sum(w * op(x))``, contiguous memory format): the in-repo speed baseline. `fast=True` (the
@@ -43,6 +49,7 @@ class SearchNetwork(nn.Module):
         in_channels: int = 3,
         *,
         fast: bool = True,
+        ratios: tuple[float, ...] | list[float] | None = None,
     ) -> None:
         super().__init__()
         if not 1 <= multiplier <= steps:
@@ -73,9 +80,45 @@ class SearchNetwork(nn.Module):
         k = steps * (steps + 3) // 2  # edges per cell: 14 for DARTS's 4 steps
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(k, len(PRIMITIVES)))
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(k, len(PRIMITIVES)))
+        self.ratios: tuple[float, ...] | None = None
+        if ratios is not None:
+            self._nest(tuple(sorted(float(r) for r in ratios)), k)
+
+    def _nest(self, ratios: tuple[float, ...], edges: int) -> None:
+        """Make every candidate op's FS layers nested-ratio layers; slot of (cell kind,
+        edge, op) = (kind * edges + edge) * ops + op, kind 0 normal, 1 reduce."""
+        if self.fs is None:
+            raise ValueError("searched ratios need FS layers: use fs mode fs or dfs, not off")
+        ops = len(PRIMITIVES)
+        self.ratios = ratios
+        # has_fs[kind, edge, op]: the op has FS layers there (skip_connect only when strided).
+        has_fs = torch.zeros(2, edges, ops, dtype=torch.bool)
+        for cell in self.cells:
+            kind = int(cell.reduction)
+            for e, mixed in enumerate(cell._ops):
+                for o, op in enumerate(mixed._ops):
+                    n = nest_layers(op, ratios, (kind * edges + e) * ops + o)
+                    has_fs[kind, e, o] = n > 0
+        self.register_buffer("ratio_has_fs", has_fs, persistent=False)
+        self.ratios_normal = nn.Parameter(torch.zeros(edges, ops, len(ratios)))
+        self.ratios_reduce = nn.Parameter(torch.zeros(edges, ops, len(ratios)))
+
+    def ratio_weights(self) -> Tensor | None:
+        """softmax over ratios of every op's logits, (2 * edges * ops, R) in slot order."""
+        if self.ratios is None:
+            return None
+        logits = torch.cat([self.ratios_normal, self.ratios_reduce])
+        return F.softmax(logits.flatten(0, 1), dim=-1)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits for a batch of images (any size >= 8 px: the network pools globally)."""
+        w_ratio = self.ratio_weights()
+        if w_ratio is None:
+            return self._forward(x)
+        with ratio_mix(w_ratio):
+            return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
         # Softmax per call, never cached: functional_call may swap the alphas between calls.
         w_normal = F.softmax(self.alphas_normal, dim=-1)
         w_reduce = F.softmax(self.alphas_reduce, dim=-1)
@@ -104,8 +147,10 @@ class SearchNetwork(nn.Module):
     # -- parameter groups ------------------------------------------------------------------
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        """The architecture weights: [alphas_normal, alphas_reduce], each (14, 8)."""
-        return [self.alphas_normal, self.alphas_reduce]
+        """The architecture weights: [alphas_normal, alphas_reduce], each (14, 8), and with
+        searched ratios [ratios_normal, ratios_reduce], each (14, 8, R)."""
+        alphas = [self.alphas_normal, self.alphas_reduce]
+        return alphas if self.ratios is None else [*alphas, self.ratios_normal, self.ratios_reduce]
 
     def offset_parameters(self) -> list[nn.Parameter]:
         """The offset logits of every DFS layer (empty without DFS)."""
@@ -118,10 +163,15 @@ class SearchNetwork(nn.Module):
 
     # -- reporting ---------------------------------------------------------------------------
 
-    def genotype(self) -> Genotype:
-        """The DARTS derivation of the current alphas, recording this network's FSSpec
-        (genotypes are defined for DARTS's 14-edge cells, i.e. steps=4)."""
-        return derive(self.alphas_normal, self.alphas_reduce, fs=self.fs)
+    def genotype(self, max_skip: int | None = None) -> Genotype:
+        """The DARTS derivation of the current alphas, recording this network's FSSpec and,
+        with searched ratios, each kept op's ratio (genotypes are defined for DARTS's 14-edge
+        cells, i.e. steps=4). `max_skip`: genotypes.derive's cap on skip_connect edges."""
+        if self.ratios is None:
+            return derive(self.alphas_normal, self.alphas_reduce, fs=self.fs, max_skip=max_skip)
+        return derive(self.alphas_normal, self.alphas_reduce, fs=self.fs, max_skip=max_skip,
+                      ratios=self.ratios, ratio_logits=(self.ratios_normal, self.ratios_reduce),
+                      has_fs=(self.ratio_has_fs[0], self.ratio_has_fs[1]))
 
     def arch_state(self) -> dict[str, list[list[float]]]:
         """Softmaxed alphas as nested lists (rows: edges, columns: PRIMITIVES), for logs."""
@@ -134,6 +184,7 @@ class SearchNetwork(nn.Module):
     def offset_entropy(self) -> float | None:
         """Mean over DFS layers of their offset entropy (nats); None without DFS layers."""
         layers = [m for _, m in fsmod.fs_layers(self) if isinstance(m, fsmod.DFSConv2d)]
+        layers += [m for m in nested_layers(self) if m.dfs]
         if not layers:
             return None
         with torch.no_grad():

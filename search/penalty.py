@@ -1,0 +1,108 @@
+"""Terms added to the architecture loss: the parameter budget and beta-DARTS's regulariser.
+
+Budget (space/budget.py gives E[P], the expected effective parameter count of the derived
+network at the budget's width, differentiable in the alphas and ratio logits). With budget B
+and weight lambda(t) ramped linearly from 0 to `budget.weight` over `budget.warmup_epochs`
+architecture epochs:
+
+    hinge  (default):  lambda(t) * max(0, E[P]/B - 1)   only above the budget
+    target:            lambda(t) * |E[P]/B - 1|         towards the budget from both sides
+
+A size penalty pushes the search towards parameter-free ops (skip, pools), DARTS's collapse.
+Two remedies, on by default with a budget:
+
+    beta-DARTS (Ye et al., 2022):  mu(t) * mean over edges and cells of logsumexp_o(alpha_eo),
+    mu(t) ramped linearly from 0 at the first epoch to `arch.beta_decay` at the last;
+
+and a cap of `arch.max_skip` skip_connect edges per cell at derivation (P-DARTS keeps 2;
+genotypes/derive.py). Both terms depend only on architecture parameters, so their gradient
+is exact and the same for first and second order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from common.fs_settings import fs_spec
+from space.budget import BudgetModel
+
+#: beta-DARTS weight and skip cap when a budget is set and the config leaves them null.
+BUDGET_BETA_DECAY = 1.0
+BUDGET_MAX_SKIP = 2
+
+
+def beta_decay_weight(cfg: dict[str, Any]) -> float:
+    v = cfg["arch"]["beta_decay"]
+    if v is None:
+        return BUDGET_BETA_DECAY if cfg["budget"]["params"] is not None else 0.0
+    return float(v)
+
+
+def max_skip(cfg: dict[str, Any]) -> int | None:
+    v = cfg["arch"]["max_skip"]
+    if v is None:
+        return BUDGET_MAX_SKIP if cfg["budget"]["params"] is not None else None
+    return int(v)
+
+
+def budget_model(cfg: dict[str, Any], num_classes: int, in_channels: int) -> BudgetModel | None:
+    """The exact/expected counter, when the search has a budget or searched ratios (then
+    E[P] is logged). Built under a forked RNG: building modules draws random numbers, and the
+    search's own draws must not change."""
+    if cfg["budget"]["params"] is None and cfg["fs"]["ratios"] is None:
+        return None
+    fs = fs_spec(cfg["fs"])
+    ratios = cfg["fs"]["ratios"] or ([fs.ratio] if fs is not None else [1.0])
+    with torch.random.fork_rng(devices=[]):
+        return BudgetModel(fs, ratios, cfg["budget"]["init_channels"], cfg["budget"]["layers"],
+                           num_classes, in_channels)
+
+
+class ArchPenalty:
+    """The architecture loss's extra terms for one search (module docstring); call it for
+    the term of the current epoch (`epoch` is set by the trainer)."""
+
+    def __init__(self, net: nn.Module, cfg: dict[str, Any], model: BudgetModel | None) -> None:
+        self.net, self.model = net, model
+        self.budget = cfg["budget"]["params"]
+        self.mode, self.weight = cfg["budget"]["mode"], float(cfg["budget"]["weight"])
+        self.warmup = int(cfg["budget"]["warmup_epochs"])
+        self.first_arch_epoch = int(cfg["arch"]["warmup_epochs"])
+        self.epochs = int(cfg["epochs"])
+        self.beta = beta_decay_weight(cfg)
+        self.epoch = 0
+
+    @property
+    def active(self) -> bool:
+        return self.beta > 0 or (self.budget is not None and self.weight > 0)
+
+    def expected_params(self) -> Tensor:
+        """E[P] of the current architecture parameters (differentiable)."""
+        assert self.model is not None
+        net = self.net
+        ratios = None if net.ratios is None else [net.ratios_normal, net.ratios_reduce]
+        return self.model.expected(*self.model.relaxed([net.alphas_normal, net.alphas_reduce],
+                                                        ratios))
+
+    def budget_weight(self) -> float:
+        done = self.epoch - self.first_arch_epoch  # architecture epochs before this one
+        return self.weight * min(1.0, (done + 1) / (self.warmup + 1))
+
+    def beta_weight(self) -> float:
+        span = max(1, self.epochs - 1 - self.first_arch_epoch)
+        return self.beta * min(1.0, max(0.0, (self.epoch - self.first_arch_epoch) / span))
+
+    def __call__(self) -> Tensor | None:
+        terms: list[Tensor] = []
+        if self.budget is not None and self.weight > 0:
+            excess = self.expected_params() / float(self.budget) - 1.0
+            gap = excess.clamp(min=0.0) if self.mode == "hinge" else excess.abs()
+            terms.append(self.budget_weight() * gap.float())
+        if self.beta > 0:
+            alphas = torch.cat([self.net.alphas_normal, self.net.alphas_reduce])
+            terms.append(self.beta_weight() * torch.logsumexp(alphas, dim=-1).mean())
+        return sum(terms) if terms else None
