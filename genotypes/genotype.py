@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -171,8 +172,9 @@ def _is_ratio(r: Any) -> bool:
 
 
 def _as_float(r: Any) -> Any:
-    """A number as float (bool and anything else left as it is, for `validate` to name)."""
-    return float(r) if isinstance(r, (int, float)) and not isinstance(r, bool) else r
+    """A real number (numpy scalars included: a search may hand those) as float; bool and
+    anything else left as it is, for `validate` to name."""
+    return float(r) if isinstance(r, numbers.Real) and not isinstance(r, bool) else r
 
 
 def op_ratio(fs: FSSpec | None, cell: str, k: int) -> float:

@@ -137,6 +137,10 @@ def test_per_op_ratios_are_normalised_and_hashable() -> None:
     same = FSSpec(2.0, True, 4, list(PER_OP.normal_ratios), tuple(PER_OP.reduce_ratios))
     assert same == PER_OP and hash(same) == hash(PER_OP) and len({same, PER_OP, FS}) == 2
     assert PER_OP.per_op and not FS.per_op
+    # numpy scalars (what a search may hand over) become plain floats, so JSON can write them
+    from_numpy = FSSpec(2.0, True, 4, [np.int64(1), None, *np.array([2, 4, 8, 1.5]), None,
+                                       np.float32(2.0)], PER_OP.reduce_ratios)
+    assert from_numpy == PER_OP and all(type(r) in (float, type(None)) for r in from_numpy.normal_ratios)
     with pytest.raises(dataclasses.FrozenInstanceError):
         PER_OP.normal_ratios = None  # type: ignore[misc]
 
