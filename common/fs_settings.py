@@ -3,7 +3,9 @@ for search and retrain.
 
 Search's `fs.mode` is off, fs or dfs with a ratio and an offset count always set; retrain adds
 `genotype` (the genotype's own settings) and lets the ratio and offset count be null (the
-genotype's, else DEFAULT_RATIO / DEFAULT_OFFSETS).
+genotype's, else DEFAULT_RATIO / DEFAULT_OFFSETS). A null ratio also keeps the genotype's
+per-op ratios (those a search chose for each op); a ratio that is set is the one ratio of
+every FS layer.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ def fs_spec(fs_cfg: dict[str, Any], fallback: FSSpec | None = None) -> FSSpec | 
     """The FSSpec of a config's `fs` section: None (plain 1x1 convolutions) for `off`, and
     for `genotype` when `fallback` (the genotype's settings) is None; fixed (`fs`) or
     learned (`dfs`) offsets otherwise. A null ratio or offset count takes `fallback`'s,
-    else the defaults."""
+    else the defaults; a null ratio keeps `fallback`'s per-op ratios too, a set one drops
+    them (one ratio everywhere)."""
     mode = str(fs_cfg["mode"])
     if mode == "off":
         return None
@@ -33,9 +36,13 @@ def fs_spec(fs_cfg: dict[str, Any], fallback: FSSpec | None = None) -> FSSpec | 
     else:
         dfs = mode == "dfs"
     g = fallback
-    ratio = fs_cfg["ratio"] if fs_cfg["ratio"] is not None else (g.ratio if g else DEFAULT_RATIO)
     offsets = fs_cfg["num_offsets"] or (g.num_offsets if g else DEFAULT_OFFSETS)
-    return FSSpec(ratio=float(ratio), dfs=bool(dfs), num_offsets=int(offsets))
+    if fs_cfg["ratio"] is not None:
+        return FSSpec(ratio=float(fs_cfg["ratio"]), dfs=bool(dfs), num_offsets=int(offsets))
+    if g is None:
+        return FSSpec(ratio=DEFAULT_RATIO, dfs=bool(dfs), num_offsets=int(offsets))
+    return FSSpec(ratio=float(g.ratio), dfs=bool(dfs), num_offsets=int(offsets),
+                  normal_ratios=g.normal_ratios, reduce_ratios=g.reduce_ratios)
 
 
 def temperature_at(start: float, end: float, schedule: str, step: int, steps: int) -> float:

@@ -8,6 +8,7 @@ typing) nor any other project package. Drawing (`genotypes.draw`) and run plots
 from genotypes.derive import derive
 from genotypes.formats import (
     describe_fs,
+    describe_op_ratios,
     from_json,
     from_repr,
     from_yaml,
@@ -19,7 +20,18 @@ from genotypes.formats import (
     to_repr,
     to_yaml,
 )
-from genotypes.genotype import FSSpec, Genotype, GenotypeError, from_dict, to_dict, validate
+from genotypes.genotype import (
+    FSSpec,
+    Genotype,
+    GenotypeError,
+    edge_fs,
+    from_dict,
+    fs_from_dict,
+    fs_to_dict,
+    op_ratio,
+    to_dict,
+    validate,
+)
 from genotypes.primitives import NUM_EDGES, NUM_INPUTS, NUM_NODES, PRIMITIVES
 from genotypes.zoo import ZOO
 
@@ -34,12 +46,17 @@ __all__ = [
     "ZOO",
     "derive",
     "describe_fs",
+    "describe_op_ratios",
+    "edge_fs",
     "from_dict",
     "from_json",
     "from_repr",
     "from_yaml",
+    "fs_from_dict",
+    "fs_to_dict",
     "genotype_lines",
     "load_genotype",
+    "op_ratio",
     "save_genotype",
     "to_darts_repr",
     "to_dict",

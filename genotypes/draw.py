@@ -15,7 +15,7 @@ from pathlib import Path
 
 import graphviz
 
-from genotypes.genotype import FSSpec, Genotype, GenotypeError, cells
+from genotypes.genotype import FSSpec, Genotype, GenotypeError, cells, op_ratio
 from genotypes.primitives import NUM_INPUTS
 from genotypes.style import FAMILY_COLORS, family_color, uses_fs
 
@@ -29,8 +29,8 @@ _FONT = "Helvetica"
 _warned = False
 
 
-def _fs_text(fs: FSSpec) -> str:
-    return f"FS×{fs.ratio:g}"
+def _fs_text(ratio: float) -> str:
+    return f"FS×{ratio:g}"
 
 
 def _html_name(name: str) -> str:
@@ -44,8 +44,15 @@ def _title(cell: str, fs: FSSpec | None) -> str:
     if fs is None:
         return f"<{kind}  ·  plain DARTS (no FS)>"
     dfs = f"DFS, {fs.num_offsets} offsets" if fs.dfs else "fixed offsets"
-    note = f"{_fs_text(fs)}: the op's 1x1 convs are FS layers"
-    return (f'<{kind}  ·  FS ratio {fs.ratio:g} ({dfs})<BR/>'
+    if fs.per_op:
+        # Each edge carries its own ratio; the global one is that of the cell inputs.
+        head = f"FS ratio per op ({dfs})"
+        note = (f"FS×r: the op's 1x1 convs are FS layers of ratio r; the cell inputs' "
+                f"1x1 convs {_fs_text(fs.ratio)}")
+    else:
+        head = f"FS ratio {fs.ratio:g} ({dfs})"
+        note = f"{_fs_text(fs.ratio)}: the op's 1x1 convs are FS layers"
+    return (f'<{kind}  ·  {head}<BR/>'
             f'<FONT POINT-SIZE="11" COLOR="#555555">{note}</FONT>>')
 
 
@@ -67,7 +74,8 @@ def cell_graph(
     fs: FSSpec | None = None,
 ) -> graphviz.Digraph:
     """A left-to-right graph of one cell: inputs c_{k-2}, c_{k-1}, nodes 0..n-1, output c_{k};
-    edges coloured by op family and labelled with the op (and "· FS×r" on FS-bearing ops)."""
+    edges coloured by op family and labelled with the op (and "· FS×r" on FS-bearing ops,
+    r the edge's own ratio, genotypes.op_ratio, when `fs` has per-op ratios)."""
     dot = graphviz.Digraph(name=cell, format="png")
     dot.attr("graph", rankdir="LR", label=_title(cell, fs), labelloc="t", fontsize="16",
              fontname=_FONT, nodesep="0.35", ranksep="0.6", pad="0.2", dpi="110")
@@ -90,7 +98,7 @@ def cell_graph(
         src = names[j] if 0 <= j < len(names) else f"?{j}"
         label = op
         if fs is not None and uses_fs(op, j, reduction):
-            label = f"{op} · {_fs_text(fs)}"
+            label = f"{op} · {_fs_text(op_ratio(fs, cell, k))}"
         col = family_color(op)
         dot.edge(src, str(k // 2), label=f" {label} ", color=col, fontcolor=col)
     for c in concat:

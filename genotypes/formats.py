@@ -2,7 +2,8 @@
 
 The repr parser never evaluates its input: it walks the syntax tree and accepts only
 `Genotype(key=<literal>, ...)` where a concat may also be `range(int, int)` and fs may be
-`FSSpec(...)` with literal arguments, a dict literal or None.
+`FSSpec(...)` with literal keyword arguments (the per-op ratio lists as tuple or list
+literals of numbers and None), a dict literal or None.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from typing import Any
 import yaml
 
 from genotypes.genotype import (
+    CELLS,
     FIELDS,
     FS_FIELDS,
+    OP_RATIO_FIELDS,
     FSSpec,
     Genotype,
     GenotypeError,
     from_dict,
+    fs_to_dict,
     to_dict,
     validate,
 )
@@ -99,12 +103,29 @@ def to_darts_repr(g: Genotype) -> str:
     return f"Genotype({', '.join(_darts_parts(g))})"
 
 
+def describe_op_ratios(fs: FSSpec | None) -> str:
+    """The per-op ratios in words, `per op: normal [2, 4, -, ...], reduce [...]` (one entry
+    per edge in edge order, `-` for an op without FS layers, which takes the global ratio
+    if it has any), or "" when `fs` has none."""
+    if fs is None or not fs.per_op:
+        return ""
+    parts = []
+    for cell, name in zip(CELLS, OP_RATIO_FIELDS, strict=True):
+        ratios = getattr(fs, name) or ()
+        parts.append(f"{cell} [{', '.join('-' if r is None else f'{r:g}' for r in ratios)}]")
+    return "per op: " + ", ".join(parts)
+
+
 def describe_fs(fs: FSSpec | None) -> str:
-    """The FS spec in words, e.g. `ratio 2, DFS, 4 offsets`."""
+    """The FS spec in words, e.g. `ratio 2, DFS, 4 offsets`, and with per-op ratios
+    `ratio 2, DFS, 4 offsets; per op: normal [2, 4, -, ...], reduce [...]` (the global ratio
+    is then that of the cell inputs' 1x1 convs)."""
     if fs is None:
         return "off (plain DARTS 1x1 convolutions)"
     text = f"ratio {fs.ratio:g}, {'DFS' if fs.dfs else 'FS'}"
-    return text + (f", {fs.num_offsets} offsets" if fs.dfs else "")
+    text += f", {fs.num_offsets} offsets" if fs.dfs else ""
+    per_op = describe_op_ratios(fs)
+    return f"{text}; {per_op}" if per_op else text
 
 
 def genotype_lines(g: Genotype) -> list[str]:
@@ -119,11 +140,11 @@ def to_repr(g: Genotype) -> str:
     is the round-trip form (.txt files, `genotypes show`); to paste into DARTS code, use
     `to_darts_repr`."""
     parts = _darts_parts(g)
-    if g.fs is not None:
-        f = to_dict(g)["fs"]
-        parts.append(
-            f"fs=FSSpec(ratio={f['ratio']!r}, dfs={f['dfs']!r}, num_offsets={f['num_offsets']!r})"
-        )
+    f = fs_to_dict(g.fs)
+    if f is not None:
+        # Keyword order is FS_FIELDS's; the per-op lists only when set (as in the JSON).
+        args = ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v!r}" for k, v in f.items())
+        parts.append(f"fs=FSSpec({args})")
     return f"Genotype({', '.join(parts)})"
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from genotypes.primitives import NUM_INPUTS, NUM_NODES, PRIMITIVES
@@ -19,14 +20,35 @@ class GenotypeError(ValueError):
 class FSSpec:
     """How the 1x1 convolutions of a network are Filter-Summary layers.
 
-    ratio: compression of each FS layer (K*n / L); 1.0 shares nothing.
+    ratio: compression of each FS layer (K*n / L); 1.0 shares nothing. With per-op ratios it
+        is the ratio of the cell preprocessing 1x1 convs and of every op whose entry is None.
     dfs: whether the sharing offsets are differentiable (DFS) while training.
     num_offsets: candidate offsets per filter (M) of a DFS layer.
+    normal_ratios, reduce_ratios: None, or one entry per genotype edge of that cell (in the
+        order of `Genotype.normal` / `.reduce`): the ratio of that edge's op, chosen by a
+        search, or None for an op without FS layers (identity skip, pools). Both set or both
+        None; read them through `op_ratio`, never directly.
+
+    Construction only normalises lists to tuples of floats (so the spec stays hashable); it
+    does not validate (`validate` checks a spec against its genotype's edges).
     """
 
     ratio: float = 2.0
     dfs: bool = True
     num_offsets: int = 4
+    normal_ratios: tuple[float | None, ...] | None = None
+    reduce_ratios: tuple[float | None, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in OP_RATIO_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                object.__setattr__(self, name, tuple(_as_float(r) for r in value))
+
+    @property
+    def per_op(self) -> bool:
+        """Whether the spec holds per-op ratios."""
+        return self.normal_ratios is not None or self.reduce_ratios is not None
 
 
 @dataclass(frozen=True)
@@ -57,7 +79,10 @@ class Genotype:
 
 
 FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat", "fs")
-FS_FIELDS = ("ratio", "dfs", "num_offsets")
+#: The per-op ratio fields of FSSpec, in the order of its cells.
+OP_RATIO_FIELDS = ("normal_ratios", "reduce_ratios")
+FS_FIELDS = ("ratio", "dfs", "num_offsets", *OP_RATIO_FIELDS)
+CELLS = ("normal", "reduce")
 _NUM_EDGES_KEPT = 2 * NUM_NODES
 
 
@@ -100,37 +125,102 @@ def validate(g: Genotype, primitives: Sequence[str] = PRIMITIVES) -> Genotype:
                 f"{cell}_concat {list(concat)} is bad: give distinct node ids in {lo}..{hi} "
                 f"(usually [{', '.join(str(i) for i in range(lo, hi + 1))}])"
             )
-    fs = g.fs
-    if fs is not None:
-        if not isinstance(fs, FSSpec):
-            raise GenotypeError(f"fs must be an FSSpec or None, got {type(fs).__name__}")
-        r = fs.ratio
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 1.0 <= r < math.inf:
-            raise GenotypeError(f"fs ratio {fs.ratio!r} is bad: it must be a number >= 1.0")
-        if not isinstance(fs.dfs, bool):
-            raise GenotypeError(f"fs dfs {fs.dfs!r} is bad: it must be true or false")
-        if isinstance(fs.num_offsets, bool) or not isinstance(fs.num_offsets, int) or (
-            fs.num_offsets < 1
-        ):
-            raise GenotypeError(
-                f"fs num_offsets {fs.num_offsets!r} is bad: it must be an integer >= 1"
-            )
+    if g.fs is not None:
+        _validate_fs(g.fs, {cell: len(getattr(g, cell)) for cell in CELLS})
     return g
+
+
+def _validate_fs(fs: Any, edges: Mapping[str, int]) -> None:
+    """Check an FS spec; `edges` is the edge count of each cell its per-op ratios cover."""
+    if not isinstance(fs, FSSpec):
+        raise GenotypeError(f"fs must be an FSSpec or None, got {type(fs).__name__}")
+    if not _is_ratio(fs.ratio):
+        raise GenotypeError(f"fs ratio {fs.ratio!r} is bad: it must be a number >= 1.0")
+    if not isinstance(fs.dfs, bool):
+        raise GenotypeError(f"fs dfs {fs.dfs!r} is bad: it must be true or false")
+    if isinstance(fs.num_offsets, bool) or not isinstance(fs.num_offsets, int) or (
+        fs.num_offsets < 1
+    ):
+        raise GenotypeError(
+            f"fs num_offsets {fs.num_offsets!r} is bad: it must be an integer >= 1"
+        )
+    given = [name for name in OP_RATIO_FIELDS if getattr(fs, name) is not None]
+    if len(given) == 1:
+        other = next(n for n in OP_RATIO_FIELDS if n not in given)
+        raise GenotypeError(f"fs has {given[0]} but no {other}; give both per-op ratio lists "
+                            "or neither")
+    for cell, name in zip(CELLS, OP_RATIO_FIELDS, strict=True):
+        ratios = getattr(fs, name)
+        if ratios is None:
+            continue
+        if not isinstance(ratios, tuple):
+            raise GenotypeError(f"fs {name} must be a list of ratios (numbers >= 1, or null "
+                                f"for ops without FS layers), got {type(ratios).__name__}")
+        if len(ratios) != edges[cell]:
+            raise GenotypeError(f"fs {name} has {len(ratios)} entries but the {cell} cell has "
+                                f"{edges[cell]} edges; give one ratio (or null) per edge, in "
+                                "edge order")
+        for k, r in enumerate(ratios):
+            if r is not None and not _is_ratio(r):
+                raise GenotypeError(f"fs {name} entry {k} ({cell} edge {k}) is {r!r}: it must "
+                                    "be a number >= 1.0, or null for an op without FS layers")
+
+
+def _is_ratio(r: Any) -> bool:
+    """A finite number >= 1 (not a bool)."""
+    return not isinstance(r, bool) and isinstance(r, (int, float)) and 1.0 <= r < math.inf
+
+
+def _as_float(r: Any) -> Any:
+    """A real number (numpy scalars included: a search may hand those) as float; bool and
+    anything else left as it is, for `validate` to name."""
+    return float(r) if isinstance(r, numbers.Real) and not isinstance(r, bool) else r
+
+
+def op_ratio(fs: FSSpec | None, cell: str, k: int) -> float:
+    """The FS ratio of edge `k` of `cell` ("normal" or "reduce"): its per-op ratio when `fs`
+    has per-op ratios and that entry is set, else the global `fs.ratio`. 1.0 (no
+    compression) when fs is None: plain convolutions store every weight. Every consumer
+    (networks, accounting, drawings) asks this one function."""
+    if cell not in CELLS:
+        raise ValueError(f"cell must be 'normal' or 'reduce', got {cell!r}")
+    if fs is None:
+        return 1.0
+    ratios = getattr(fs, f"{cell}_ratios")
+    if ratios is not None and ratios[k] is not None:
+        return float(ratios[k])
+    return float(fs.ratio)
+
+
+def edge_fs(fs: FSSpec | None, cell: str, k: int) -> FSSpec | None:
+    """The single-ratio FSSpec that edge `k` of `cell` is built with: `fs` with the edge's
+    `op_ratio` as its ratio and no per-op lists (None stays None: FS off)."""
+    if fs is None:
+        return None
+    return replace(fs, ratio=op_ratio(fs, cell, k), normal_ratios=None, reduce_ratios=None)
+
+
+def fs_to_dict(fs: FSSpec | None) -> dict[str, Any] | None:
+    """The canonical dict of an FS spec: ratio (float), dfs, num_offsets, and the per-op
+    ratio lists only when set, so a spec without them writes exactly what it always did."""
+    if fs is None:
+        return None
+    d: dict[str, Any] = {"ratio": _as_float(fs.ratio), "dfs": fs.dfs, "num_offsets": fs.num_offsets}
+    for name in OP_RATIO_FIELDS:
+        ratios = getattr(fs, name)
+        if ratios is not None:
+            d[name] = list(ratios) if isinstance(ratios, tuple) else ratios
+    return d
 
 
 def to_dict(g: Genotype) -> dict[str, Any]:
     """The canonical structure: {"normal": [[op, i], ...], "normal_concat": [...], ..., "fs"}."""
-    fs = None
-    if g.fs is not None:
-        r = g.fs.ratio
-        r = float(r) if isinstance(r, (int, float)) and not isinstance(r, bool) else r
-        fs = {"ratio": r, "dfs": g.fs.dfs, "num_offsets": g.fs.num_offsets}
     return {
         "normal": [[op, i] for op, i in g.normal],
         "normal_concat": list(g.normal_concat),
         "reduce": [[op, i] for op, i in g.reduce],
         "reduce_concat": list(g.reduce_concat),
-        "fs": fs,
+        "fs": fs_to_dict(g.fs),
     }
 
 
@@ -156,7 +246,9 @@ def _concat(name: str, value: Any) -> list[int]:
     return list(value)
 
 
-def _fs(value: Any) -> FSSpec | None:
+def fs_from_dict(value: Any) -> FSSpec | None:
+    """An FSSpec from its dict form (fs_to_dict; the older three-key form too), or None.
+    Only the keys are checked here; `validate` checks the values against a genotype."""
     if value is None or isinstance(value, FSSpec):
         return value
     if not isinstance(value, Mapping):
@@ -187,7 +279,7 @@ def from_dict(d: Any, primitives: Sequence[str] = PRIMITIVES) -> Genotype:
         normal_concat=tuple(_concat("normal_concat", d["normal_concat"])),
         reduce=tuple(_edges("reduce", d["reduce"])),
         reduce_concat=tuple(_concat("reduce_concat", d["reduce_concat"])),
-        fs=_fs(d.get("fs")),
+        fs=fs_from_dict(d.get("fs")),
     )
     return validate(g, primitives)
 

@@ -63,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of initial weights, data order, augmentation")
     p.add_argument("--fs", choices=setup.FS_MODES, help="1x1 convs: off (plain DARTS), fs "
                    "(fixed offsets), dfs (learned, then hardened; default) or genotype")
-    p.add_argument("--ratio", type=float, help="FS compression ratio (default: the genotype's, "
-                   f"else {DEFAULT_RATIO:g})")
+    p.add_argument("--ratio", type=float, help="FS compression ratio of every FS layer "
+                   "(default: the genotype's, its per-op ratios included, else "
+                   f"{DEFAULT_RATIO:g})")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (AMP on CUDA)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: the cores left "
                    "after the loader workers; 1 on a machine another job keeps busy)")

@@ -23,7 +23,7 @@ from common.config import save_run_config
 from common.data import DatasetInfo
 from common.files import atomic_write_text
 from common.runlog import JsonlLog, say
-from genotypes import Genotype, from_dict, genotype_lines, save_genotype
+from genotypes import Genotype, describe_op_ratios, from_dict, genotype_lines, save_genotype
 from retrain import setup
 from retrain.evaluate import evaluate_exported
 from retrain.export import load_exported_full, save_exported
@@ -85,7 +85,10 @@ def run_genotype_lines(genotype: Genotype, spec: NetSpec, harden_at: int, epochs
     lines = genotype_lines(dataclasses.replace(genotype, fs=spec.fs))
     if spec.fs is not None and spec.fs.dfs:
         when = f"from epoch {harden_at + 1}" if harden_at < epochs else "at export"
-        lines[-1] += f" (offsets fixed {when})"
+        # The note follows the offsets it is about, before any per-op ratio lists.
+        per_op = describe_op_ratios(spec.fs)
+        head = lines[-1].removesuffix(f"; {per_op}") if per_op else lines[-1]
+        lines[-1] = f"{head} (offsets fixed {when})" + (f"; {per_op}" if per_op else "")
     return lines
 
 

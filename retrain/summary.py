@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from genotypes import describe_op_ratios, fs_from_dict
 from retrain.export import exported_size, manifest_of, pack_state_dict
 from retrain.model import NetSpec, build_network
 from space.fs import harden_model
@@ -167,6 +168,8 @@ def format_table(report: dict[str, Any]) -> str:
     fs_txt = "off (plain DARTS)" if fs is None else (
         f"{'DFS' if fs['dfs'] else 'FS'} ratio {fs['ratio']:g}"
         + (f", {fs['num_offsets']} offsets" if fs["dfs"] else ""))
+    per_op = describe_op_ratios(fs_from_dict(fs))
+    fs_txt += f" (cell inputs; ops {per_op.removeprefix('per op: ')})" if per_op else ""
     head = (f"network: {net['stem']} stem, C={net['init_channels']}, {net['layers']} cells, "
             f"{net['num_classes']} classes, input {net['input_size'][0]}x{net['input_size'][1]}; "
             f"1x1 convs: {fs_txt}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -54,6 +55,46 @@ def test_draw_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "rankdir=LR" in normal
     assert capsys.readouterr() == ("", "")  # quiet: the search calls this every epoch
     assert not [p for p in (tmp_path / "cells").iterdir() if p.name.startswith(".")]
+
+
+# PDARTS: normal = skip0 dil3 skip0 sep3 sep3 sep3 sep3 dil5, reduce = avg0 sep5 sep3 dil5
+# max0 dil3 dil3 dil5. None where the op has no FS layer (or, on sep3, the global ratio).
+PER_OP = FSSpec(2.0, True, 4, normal_ratios=(None, 8, None, None, 1, 2, 1.5, 4),
+                reduce_ratios=(None, 8, 4, 2, None, 1, 2, 4))
+
+
+def _edge_labels(source: str) -> list[str]:
+    """The op edges' labels of a cell's .gv source, in edge order."""
+    return re.findall(r'-> \d+ \[label=" (.*?) "', source)
+
+
+def test_per_op_ratios_on_the_edges(tmp_path: Path) -> None:
+    """Each FS-bearing edge shows its own ratio; the title says the ratio is per op and
+    names the cell inputs' (global) one. No rendering needed: the .gv source is the graph."""
+    g = dataclasses.replace(ZOO["PDARTS"], fs=PER_OP)
+    normal = draw.cell_graph(g.normal, g.normal_concat, "normal", g.fs).source
+    reduce = draw.cell_graph(g.reduce, g.reduce_concat, "reduce", g.fs).source
+    assert _edge_labels(normal) == [
+        "skip_connect", "dil_conv_3x3 · FS×8", "skip_connect", "sep_conv_3x3 · FS×2",
+        "sep_conv_3x3 · FS×1", "sep_conv_3x3 · FS×2", "sep_conv_3x3 · FS×1.5",
+        "dil_conv_5x5 · FS×4"]
+    assert _edge_labels(reduce) == [
+        "avg_pool_3x3", "sep_conv_5x5 · FS×8", "sep_conv_3x3 · FS×4", "dil_conv_5x5 · FS×2",
+        "max_pool_3x3", "dil_conv_3x3 · FS×1", "dil_conv_3x3 · FS×2", "dil_conv_5x5 · FS×4"]
+    for src in (normal, reduce):
+        assert "FS ratio per op (DFS, 4 offsets)" in src
+        assert "the cell inputs' 1x1 convs FS×2" in src
+    # A reduce skip from a cell input is a FactorizedReduce: FS layers, so its ratio shows.
+    fr = (("skip_connect", 1),) + g.reduce[1:]
+    src = draw.cell_graph(fr, g.reduce_concat, "reduce",
+                          dataclasses.replace(PER_OP, reduce_ratios=(4,) + (None,) * 7)).source
+    assert _edge_labels(src)[:2] == ["skip_connect · FS×4", "sep_conv_5x5 · FS×2"]
+    # Without per-op ratios the drawing is as before: the global ratio on every FS edge.
+    plain = draw.cell_graph(g.normal, g.normal_concat, "normal", FSSpec(3.0)).source
+    assert "FS ratio 3 (DFS, 4 offsets)" in plain and "per op" not in plain
+    assert _edge_labels(plain)[1] == "dil_conv_3x3 · FS×3"
+    paths = draw_genotype(g, tmp_path)  # images, or the .gv fallback without dot
+    assert [p.stem for p in paths] == ["normal", "reduce"]
 
 
 def test_draw_formats_stem_and_labels(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -22,11 +23,15 @@ from genotypes import (
     GenotypeError,
     derive,
     describe_fs,
+    describe_op_ratios,
+    edge_fs,
+    from_dict,
     from_json,
     from_repr,
     from_yaml,
     genotype_lines,
     load_genotype,
+    op_ratio,
     save_genotype,
     to_darts_repr,
     to_json,
@@ -38,8 +43,31 @@ from genotypes.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[1]
 FS = FSSpec(ratio=2.0, dfs=True, num_offsets=4)
+# PC_DARTS's cells: normal = sep3 skip sep3 dil3 sep5 sep3 avg dil3, reduce = sep5 max sep5 sep5
+# sep3 sep3 sep3 sep3; None where the op has no FS layer (identity skip, pools).
+PER_OP = FSSpec(2.0, True, 4, normal_ratios=(1, None, 2, 4, 8, 1.5, None, 2),
+                reduce_ratios=[8, None, 4, 4, 2, 2, 1, 1])
 ALL = [*ZOO.items(), ("DARTS_V2+fs", dataclasses.replace(ZOO["DARTS_V2"], fs=FS)),
-       ("PDARTS+fs1.5", dataclasses.replace(ZOO["PDARTS"], fs=FSSpec(1.5, False, 1)))]
+       ("PDARTS+fs1.5", dataclasses.replace(ZOO["PDARTS"], fs=FSSpec(1.5, False, 1))),
+       ("PC_DARTS+per-op", dataclasses.replace(ZOO["PC_DARTS"], fs=PER_OP))]
+# What this code wrote before per-op ratios existed (PC_DARTS with FS ratio 2): read as it
+# was, and written back byte for byte.
+OLD_JSON = (
+    '{\n  "normal": [["sep_conv_3x3", 1], ["skip_connect", 0], ["sep_conv_3x3", 0], '
+    '["dil_conv_3x3", 1], ["sep_conv_5x5", 0], ["sep_conv_3x3", 1], ["avg_pool_3x3", 0], '
+    '["dil_conv_3x3", 1]],\n  "normal_concat": [2, 3, 4, 5],\n  "reduce": [["sep_conv_5x5", 1], '
+    '["max_pool_3x3", 0], ["sep_conv_5x5", 1], ["sep_conv_5x5", 2], ["sep_conv_3x3", 0], '
+    '["sep_conv_3x3", 3], ["sep_conv_3x3", 1], ["sep_conv_3x3", 2]],\n  "reduce_concat": '
+    '[2, 3, 4, 5],\n  "fs": {"ratio": 2.0, "dfs": true, "num_offsets": 4}\n}\n'
+)
+OLD_YAML = (
+    "normal:\n- [sep_conv_3x3, 1]\n- [skip_connect, 0]\n- [sep_conv_3x3, 0]\n- [dil_conv_3x3, 1]\n"
+    "- [sep_conv_5x5, 0]\n- [sep_conv_3x3, 1]\n- [avg_pool_3x3, 0]\n- [dil_conv_3x3, 1]\n"
+    "normal_concat: [2, 3, 4, 5]\nreduce:\n- [sep_conv_5x5, 1]\n- [max_pool_3x3, 0]\n"
+    "- [sep_conv_5x5, 1]\n- [sep_conv_5x5, 2]\n- [sep_conv_3x3, 0]\n- [sep_conv_3x3, 3]\n"
+    "- [sep_conv_3x3, 1]\n- [sep_conv_3x3, 2]\nreduce_concat: [2, 3, 4, 5]\n"
+    "fs: {ratio: 2.0, dfs: true, num_offsets: 4}\n"
+)
 
 
 def _with(g: Genotype, **kw) -> Genotype:
@@ -87,6 +115,90 @@ def test_fs_spec_in_words() -> None:
     old = to_repr(_with(ZOO["DARTS_V2"], fs=FS))
     assert old.endswith("fs=FSSpec(ratio=2.0, dfs=True, num_offsets=4))")
     assert from_repr(old).fs == FS
+
+
+def test_per_op_ratios_in_words() -> None:
+    assert describe_op_ratios(PER_OP) == ("per op: normal [1, -, 2, 4, 8, 1.5, -, 2], "
+                                          "reduce [8, -, 4, 4, 2, 2, 1, 1]")
+    assert describe_fs(PER_OP) == "ratio 2, DFS, 4 offsets; " + describe_op_ratios(PER_OP)
+    assert describe_op_ratios(FS) == describe_op_ratios(None) == ""
+    g = _with(ZOO["PC_DARTS"], fs=PER_OP)
+    line, fs_line = genotype_lines(g)
+    assert fs_line == "fs: " + describe_fs(PER_OP) and "ratios" not in line
+    assert to_repr(g).endswith("fs=FSSpec(ratio=2.0, dfs=True, num_offsets=4, normal_ratios="
+                               "(1.0, None, 2.0, 4.0, 8.0, 1.5, None, 2.0), reduce_ratios="
+                               "(8.0, None, 4.0, 4.0, 2.0, 2.0, 1.0, 1.0)))")
+
+
+def test_per_op_ratios_are_normalised_and_hashable() -> None:
+    assert PER_OP.normal_ratios == (1.0, None, 2.0, 4.0, 8.0, 1.5, None, 2.0)
+    assert isinstance(PER_OP.reduce_ratios, tuple)
+    assert all(r is None or type(r) is float for r in PER_OP.reduce_ratios)
+    same = FSSpec(2.0, True, 4, list(PER_OP.normal_ratios), tuple(PER_OP.reduce_ratios))
+    assert same == PER_OP and hash(same) == hash(PER_OP) and len({same, PER_OP, FS}) == 2
+    assert PER_OP.per_op and not FS.per_op
+    # numpy scalars (what a search may hand over) become plain floats, so JSON can write them
+    from_numpy = FSSpec(2.0, True, 4, [np.int64(1), None, *np.array([2, 4, 8, 1.5]), None,
+                                       np.float32(2.0)], PER_OP.reduce_ratios)
+    assert from_numpy == PER_OP and all(type(r) in (float, type(None)) for r in from_numpy.normal_ratios)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PER_OP.normal_ratios = None  # type: ignore[misc]
+
+
+def test_op_ratio_and_edge_fs() -> None:
+    assert op_ratio(PER_OP, "normal", 0) == 1.0 and op_ratio(PER_OP, "normal", 5) == 1.5
+    assert op_ratio(PER_OP, "normal", 1) == 2.0  # None: the global ratio
+    assert op_ratio(PER_OP, "reduce", 0) == 8.0 and op_ratio(PER_OP, "reduce", 7) == 1.0
+    assert op_ratio(FSSpec(3.0), "reduce", 4) == 3.0  # no per-op ratios: the global one
+    assert op_ratio(None, "normal", 0) == 1.0  # FS off: nothing compressed
+    with pytest.raises(ValueError, match="'normal' or 'reduce'"):
+        op_ratio(PER_OP, "reduction", 0)
+    assert edge_fs(PER_OP, "normal", 4) == FSSpec(8.0, True, 4)
+    assert edge_fs(PER_OP, "normal", 6) == FSSpec(2.0, True, 4)
+    assert edge_fs(FSSpec(1.5, False, 1), "reduce", 2) == FSSpec(1.5, False, 1)
+    assert edge_fs(None, "normal", 0) is None
+
+
+def test_old_genotype_files_still_load(tmp_path: Path) -> None:
+    g = _with(ZOO["PC_DARTS"], fs=FS)
+    assert from_json(OLD_JSON) == g and to_json(g) == OLD_JSON  # byte-identical
+    assert from_yaml(OLD_YAML) == g and to_yaml(g) == OLD_YAML
+    old_repr = to_darts_repr(g)[:-1] + ", fs=FSSpec(ratio=2.0, dfs=True, num_offsets=4))"
+    assert from_repr(old_repr) == g and to_repr(g) == old_repr
+    d = json.loads(OLD_JSON)
+    assert from_dict({**d, "fs": None}).fs is None
+    assert from_dict({k: v for k, v in d.items() if k != "fs"}).fs is None
+    for name, text in (("g.json", OLD_JSON), ("g.yaml", OLD_YAML), ("g.txt", old_repr)):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        assert load_genotype(tmp_path / name) == g
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml", ".txt"])
+def test_per_op_ratios_save_and_load(tmp_path: Path, suffix: str) -> None:
+    g = _with(ZOO["PC_DARTS"], fs=PER_OP)
+    p = save_genotype(g, tmp_path / f"g{suffix}")
+    back = load_genotype(p)
+    assert back == g and back.fs.normal_ratios == PER_OP.normal_ratios
+    text = p.read_text(encoding="utf-8")
+    assert "normal_ratios" in text and "reduce_ratios" in text
+    if suffix == ".json":
+        assert json.loads(text)["fs"]["normal_ratios"] == [1.0, None, 2.0, 4.0, 8.0, 1.5, None, 2.0]
+
+
+def test_per_op_ratios_in_repr_variants() -> None:
+    g = _with(ZOO["PC_DARTS"], fs=PER_OP)
+    text = to_repr(g)
+    lists = text.replace("normal_ratios=(", "normal_ratios=[").replace(", 2.0), reduce", ", 2.0], reduce")
+    assert "normal_ratios=[1.0" in lists and from_repr(lists) == g
+    as_dict = to_darts_repr(g)[:-1] + (
+        ", fs={'ratio': 2, 'dfs': True, 'num_offsets': 4, "
+        "'normal_ratios': [1, None, 2, 4, 8, 1.5, None, 2], "
+        "'reduce_ratios': (8, None, 4, 4, 2, 2, 1, 1)})")
+    assert from_repr(as_dict) == g
+    with pytest.raises(GenotypeError, match="not a literal"):
+        from_repr(text.replace("normal_ratios=(1.0", "normal_ratios=(float('1')"))
+    with pytest.raises(GenotypeError, match="takes only keywords"):
+        from_repr(text.replace("normal_ratios=", "op_ratios="))
 
 
 def test_json_is_canonical_structure() -> None:
@@ -161,6 +273,23 @@ BAD = [
     (_with(V2, fs=FSSpec(ratio=0.5)), ["ratio 0.5", ">= 1"]),
     (_with(V2, fs=FSSpec(num_offsets=0)), ["num_offsets 0", ">= 1"]),
     (_with(V2, fs=FSSpec(dfs="yes")), ["dfs 'yes'"]),
+    (_with(V2, fs=FSSpec(normal_ratios=(2.0,) * 8)),
+     ["fs has normal_ratios but no reduce_ratios", "both", "or neither"]),
+    (_with(V2, fs=FSSpec(reduce_ratios=(2.0,) * 8)), ["reduce_ratios but no normal_ratios"]),
+    (_with(V2, fs=FSSpec(normal_ratios=(2.0,) * 7, reduce_ratios=(2.0,) * 8)),
+     ["normal_ratios has 7 entries", "8 edges", "one ratio (or null) per edge"]),
+    (_with(V2, fs=FSSpec(normal_ratios=(2.0,) * 8, reduce_ratios=(2.0,) * 9)),
+     ["reduce_ratios has 9 entries"]),
+    (_with(V2, fs=FSSpec(normal_ratios=(2.0, 0.5) + (2.0,) * 6, reduce_ratios=(2.0,) * 8)),
+     ["normal_ratios entry 1 (normal edge 1) is 0.5", ">= 1.0", "null"]),
+    (_with(V2, fs=FSSpec(normal_ratios=(2.0,) * 8, reduce_ratios=(2.0,) * 7 + (math.inf,))),
+     ["reduce_ratios entry 7", "inf"]),
+    (_with(V2, fs=FSSpec(normal_ratios=(2.0,) * 8, reduce_ratios=(True,) + (2.0,) * 7)),
+     ["reduce_ratios entry 0", "True"]),
+    (_with(V2, fs=FSSpec(normal_ratios=("4",) + (2.0,) * 7, reduce_ratios=(2.0,) * 8)),
+     ["normal_ratios entry 0", "'4'"]),
+    (_with(V2, fs=FSSpec(normal_ratios="2,4", reduce_ratios=(2.0,) * 8)),
+     ["normal_ratios must be a list of ratios", "str"]),
 ]
 
 

@@ -69,6 +69,42 @@ def test_summary_table_and_json(capsys):
     assert rep["network"]["num_classes"] == 100 and rep["totals"]["compression"] > 2.2
 
 
+def test_summary_with_per_op_ratios(capsys, tmp_path):
+    """A genotype with per-op FS ratios: the summary's network is built with them (what it
+    reports equals the summary of that NetSpec), the header lists them, and --ratio R makes
+    R the one ratio everywhere."""
+    import dataclasses
+
+    from genotypes import ZOO, FSSpec, save_genotype
+    from retrain.model import NetSpec
+    from retrain.outputs import run_genotype_lines
+    from retrain.summary import summarize
+
+    fs = FSSpec(2.0, True, 4, normal_ratios=(None, 8, None, 1, 4, 8, 1.5, None),
+                reduce_ratios=(None, 8, 4, 2, None, 1, 2, 4))
+    g = dataclasses.replace(ZOO["PDARTS"], fs=fs)
+    path = save_genotype(g, tmp_path / "g.json")
+    small = ["--set", "init_channels=8", "--set", "layers=5"]
+    assert main(["--genotype", str(path), "--summary", "--json", *small]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["network"]["fs"]["normal_ratios"] == [None, 8.0, None, 1.0, 4.0, 8.0, 1.5, None]
+    want = summarize(NetSpec(g, 8, 5, 10, (32, 32), fs=fs))["totals"]
+    assert rep["totals"]["fs"] == want["fs"] and rep["totals"]["effective"] == want["effective"]
+    assert main(["--genotype", str(path), "--summary", *small]) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert head.endswith("1x1 convs: DFS ratio 2, 4 offsets (cell inputs; ops normal "
+                         "[-, 8, -, 1, 4, 8, 1.5, -], reduce [-, 8, 4, 2, -, 1, 2, 4])")
+    assert main(["--genotype", str(path), "--summary", "--json", "--ratio", "4", *small]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["network"]["fs"] == {"ratio": 4.0, "dfs": True, "num_offsets": 4}
+    one = summarize(NetSpec(g, 8, 5, 10, (32, 32), fs=FSSpec(4.0, True, 4)))["totals"]
+    assert rep["totals"]["fs"] == one["fs"] != want["fs"]
+    # The training banner's fs line: the hardening note, then the per-op ratios.
+    lines = run_genotype_lines(g, NetSpec(g, 8, 5, 10, (32, 32), fs=fs), 3, 6)
+    assert lines[1] == ("fs: ratio 2, DFS, 4 offsets (offsets fixed from epoch 4); per op: "
+                        "normal [-, 8, -, 1, 4, 8, 1.5, -], reduce [-, 8, 4, 2, -, 1, 2, 4]")
+
+
 def test_imagenet_summary_uses_imagenet_stems_and_widths(capsys):
     assert main(["--genotype", "DARTS_V2", "--summary", "--json", "--dataset", "imagenet",
                  "--fs", "off", "--set", "layers=5", "--set", "imagenet.init_channels=8"]) == 0

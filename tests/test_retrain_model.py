@@ -10,8 +10,11 @@ PC_DARTS_cifar (b74702f) and chenxin061/pdarts genotypes.py PDARTS (b880e87).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
+import math
+from fractions import Fraction
 
 import pytest
 import torch
@@ -19,14 +22,19 @@ import torch.nn as nn
 
 from common.checkpoint import save_checkpoint
 from common.errors import UserError
-from genotypes import FSSpec
+from common.fs_settings import fs_spec
+from genotypes import FSSpec, Genotype
 from genotypes.zoo import ZOO
+from retrain import setup
 from retrain.export import load_exported, pack_state_dict, save_exported, unpack_state_dict
-from retrain.model import NetSpec, NetworkCIFAR, NetworkImageNet, build_network, drop_path
+from retrain.model import NetSpec, build_network
 from retrain.summary import count_macs, format_json, format_table, summarize
 from retrain.trainer import harden_in_place
-from space.fs import DFSConv2d, FSConv2d, fs_layers
+from space.fs import DFSConv2d, FSConv2d, fs_layers, harden_model
+from space.network import NetworkCIFAR, NetworkImageNet, drop_path
 from space.ops import FactorizedReduce, make_op
+from space.report import param_report
+from space.wq import quantized_state_dict
 
 # (genotype, C, layers, classes, imagenet) -> reference parameter count, auxiliary head excluded.
 REFERENCE_PARAMS = {
@@ -280,3 +288,157 @@ def test_summary_totals_table_and_json():
     assert json.loads(format_json(rep))["totals"]["macs"] == t["macs"]
     off = summarize(_spec(None))["totals"]
     assert off["params"] == off["effective"] == off["uncompressed"] and off["macs"] == t["macs"]
+
+
+# --- per-op FS ratios -------------------------------------------------------------------------
+
+# PDARTS's normal cell (skip0 dil3 skip0 sep3 sep3 sep3 sep3 dil5) and a reduce cell with a
+# FactorizedReduce skip from input 0 (FS layers) and an identity skip from node 0 (none).
+PER_OP_G = Genotype(
+    ZOO["PDARTS"].normal, (2, 3, 4, 5),
+    (("skip_connect", 0), ("sep_conv_5x5", 1), ("sep_conv_3x3", 0), ("dil_conv_5x5", 2),
+     ("max_pool_3x3", 0), ("dil_conv_3x3", 1), ("skip_connect", 2), ("dil_conv_5x5", 3)),
+    (2, 3, 4, 5),
+    fs=FSSpec(2.0, True, 4, normal_ratios=(None, 1, None, 2, 4, 8, 1.5, None),
+              reduce_ratios=(8, 4, 2, 1, None, 4, None, 8)))
+
+
+def _expected_fs_layers(g: Genotype, fs: FSSpec, C: int, layers: int):
+    """{module prefix: sorted (K, n, L) of its FS layers}, from the DARTS CIFAR network's
+    channel bookkeeping and the genotype alone (not from the network's FS layers): the
+    preprocessing at fs.ratio, each op at its edge's entry (None: fs.ratio)."""
+    def L(K: int, n: int, r: float) -> int:
+        return math.ceil(Fraction(K * n) / Fraction(r))
+
+    out: dict[str, list[tuple[int, int, int]]] = {}
+    C_pp = C_p = 3 * C
+    C_curr, reduction_prev = C, False
+    for i in range(layers):
+        red = i in (layers // 3, 2 * layers // 3)
+        C_curr *= 2 if red else 1
+        pre0 = [(C_curr // 2, C_pp)] * 2 if reduction_prev else [(C_curr, C_pp)]
+        out[f"cells.{i}.preprocess0"] = sorted((K, n, L(K, n, fs.ratio)) for K, n in pre0)
+        out[f"cells.{i}.preprocess1"] = [(C_curr, C_p, L(C_curr, C_p, fs.ratio))]
+        ratios = fs.reduce_ratios if red else fs.normal_ratios
+        for k, (op, j) in enumerate(g.reduce if red else g.normal):
+            r = fs.ratio if ratios is None or ratios[k] is None else ratios[k]
+            if op.startswith("sep_conv"):
+                shapes = [(C_curr, C_curr)] * 2
+            elif op.startswith("dil_conv"):
+                shapes = [(C_curr, C_curr)]
+            elif op == "skip_connect" and red and j < 2:
+                shapes = [(C_curr // 2, C_curr)] * 2
+            else:
+                shapes = []
+            out[f"cells.{i}._ops.{k}"] = sorted((K, n, L(K, n, r)) for K, n in shapes)
+        C_pp, C_p, reduction_prev = C_p, 4 * C_curr, red
+    return out
+
+
+def _fs_layers_by_part(model: nn.Module, parts) -> dict[str, list[tuple[int, int, int]]]:
+    layers = fs_layers(model)
+    return {p: sorted((c.K, c.n, c.L) for n, c in layers if n.startswith(p + ".")) for p in parts}
+
+
+@pytest.mark.parametrize("dfs", [False, True])
+def test_per_op_ratios_give_each_op_its_edge_ratio(dfs):
+    fs = dataclasses.replace(PER_OP_G.fs, dfs=dfs)
+    spec = NetSpec(PER_OP_G, 8, 5, 10, (32, 32), fs=fs)
+    m = build_network(spec)
+    want = _expected_fs_layers(PER_OP_G, fs, 8, 5)
+    assert _fs_layers_by_part(m, want) == want
+    # Every FS layer of the body is in some part: nothing at an unexpected ratio.
+    body = [n for n, _ in fs_layers(m) if not n.startswith("auxiliary_head")]
+    assert len(body) == sum(len(v) for v in want.values())
+    by_edge = {n: c.ratio for n, c in fs_layers(m)}
+    assert by_edge["cells.1._ops.0.conv_1"] == 8.0  # the FactorizedReduce skip
+    assert by_edge["cells.0._ops.6.op.2"] == 1.5 and by_edge["cells.0._ops.7.op.2"] == 2.0
+    assert by_edge["cells.2.preprocess0.conv_1"] == by_edge["cells.4.preprocess1.op.1"] == 2.0
+    assert {type(c) for _, c in fs_layers(m)} == {DFSConv2d if dfs else FSConv2d}
+    x = torch.randn(2, 3, 16, 16)
+    assert m.eval()(x)[0].shape == (2, 10)
+
+
+def test_per_op_ratios_counted_by_summary_wq_and_report():
+    """Summary, WQ and the report count the FS vectors the per-op ratios give: the exact sum
+    of ceil(K*n/r) over every FS layer, computed from the genotype alone."""
+    spec = NetSpec(PER_OP_G, 8, 5, 10, (32, 32), fs=PER_OP_G.fs)
+    fs_total = sum(L for v in _expected_fs_layers(PER_OP_G, spec.fs, 8, 5).values()
+                   for _, _, L in v)
+    t = summarize(spec)["totals"]
+    assert t["fs"] == fs_total
+    assert t["effective"] - t["effective_wq"] == 0.75 * fs_total
+    off = NetSpec(PER_OP_G, 8, 5, 10, (32, 32), fs=None)
+    assert t["uncompressed"] == summarize(off)["totals"]["params"]
+    single = summarize(dataclasses.replace(spec, fs=FSSpec(2.0, True, 4)))["totals"]
+    assert single["fs"] != fs_total and single["uncompressed"] == t["uncompressed"]
+    hard = harden_model(build_network(spec)).eval()
+    body = nn.ModuleList(c for n, c in hard.named_children() if n != "auxiliary_head")
+    assert param_report(body)["fs"] == fs_total
+    q = quantized_state_dict(body)
+    assert sum(v.numel() for k, v in q.items() if k.endswith(".fs_q")) == fs_total
+    text = format_table(summarize(spec))
+    assert "DFS ratio 2, 4 offsets (cell inputs; ops normal [-, 1, -, 2, 4, 8, 1.5, -], " \
+           "reduce [8, 4, 2, 1, -, 4, -, 8])" in text.splitlines()[0]
+
+
+def test_per_op_export_reloads_with_its_ratios(tmp_path):
+    spec = NetSpec(PER_OP_G, 8, 5, 10, (32, 32), fs=PER_OP_G.fs)
+    m = harden_model(build_network(spec)).eval()
+    data = {"name": "x", "num_classes": 10, "input_size": [32, 32], "mean": [0.0] * 3,
+            "std": [1.0] * 3}
+    x = torch.randn(2, 3, 32, 32)
+    want = [(n, c.L) for n, c in fs_layers(m) if not n.startswith("auxiliary_head")]
+    for name, wq in (("m.pt", False), ("q.pt", True)):
+        save_exported(m, spec, data, tmp_path / name, wq=wq)
+        loaded = load_exported(tmp_path / name)
+        assert [(n, c.L) for n, c in fs_layers(loaded)] == want
+        if not wq:
+            with torch.no_grad():
+                assert torch.equal(loaded(x)[0], m(x)[0])
+    assert NetSpec.from_dict(spec.to_dict()) == spec
+    assert spec.to_dict()["fs"]["reduce_ratios"] == [8.0, 4.0, 2.0, 1.0, None, 4.0, None, 8.0]
+
+
+def test_old_netspec_dicts_still_load():
+    """Checkpoints and exports from before per-op ratios: fs with three keys."""
+    spec = _spec(FSSpec(2.0, True, 4), C=8, layers=5)
+    d = spec.to_dict()
+    assert d["fs"] == {"ratio": 2.0, "dfs": True, "num_offsets": 4}  # unchanged form
+    assert NetSpec.from_dict(d) == spec
+    assert NetSpec.from_dict({**d, "fs": None}).fs is None
+
+
+def test_per_op_ratios_must_fit_the_genotype():
+    fs = dataclasses.replace(PER_OP_G.fs, normal_ratios=(2.0,) * 7)
+    with pytest.raises(ValueError, match="normal_ratios has 7 entries"):
+        NetSpec(PER_OP_G, 8, 5, 10, (32, 32), fs=fs)
+
+
+def _fs_cfg(mode="genotype", ratio=None):
+    return {"mode": mode, "ratio": ratio, "num_offsets": None}
+
+
+def test_retrain_fs_settings_carry_or_override_per_op_ratios():
+    g = PER_OP_G
+    # A null ratio (the default) keeps the genotype's per-op ratios, in every FS mode.
+    for mode in ("genotype", "dfs", "fs"):
+        fs = fs_spec(_fs_cfg(mode), g.fs)
+        assert (fs.normal_ratios, fs.reduce_ratios) == (g.fs.normal_ratios, g.fs.reduce_ratios)
+        assert fs.ratio == 2.0 and fs.dfs == (mode != "fs")
+    # An explicit ratio (--ratio R, fs.ratio) is the one ratio of every FS layer.
+    fs = fs_spec(_fs_cfg("dfs", 4), g.fs)
+    assert fs == FSSpec(4.0, True, 4) and not fs.per_op
+    assert fs_spec(_fs_cfg("off"), g.fs) is None
+    cfg = {"init_channels": 8, "layers": 5, "auxiliary": False, "stem": "auto",
+           "fs": _fs_cfg("dfs", 4)}
+    m = build_network(setup.make_spec(cfg, g, 10, (32, 32)))
+    assert {c.ratio for _, c in fs_layers(m)} == {4.0}
+    spec = setup.make_spec({**cfg, "fs": _fs_cfg()}, g, 10, (32, 32))
+    assert spec.fs == g.fs
+    # FS off: the DARTS network, whatever the genotype's FS spec says.
+    off = build_network(setup.make_spec({**cfg, "fs": _fs_cfg("off")}, g, 10, (32, 32)))
+    assert fs_layers(off) == []
+    plain = NetworkCIFAR(8, 10, 5, False, dataclasses.replace(g, fs=None), None)
+    assert [(k, v.shape) for k, v in off.state_dict().items()] == \
+        [(k, v.shape) for k, v in plain.state_dict().items()]
