@@ -1,6 +1,6 @@
 """Time one full DARTS search step on CPU (figures, not a test).
 
-    .venv/bin/python bench/search_step.py [--fs off|fs|dfs|all] [--order 1|2|both]
+    .venv/bin/python bench/search_step.py [--fs off|fs|dfs|ratios|all] [--order 1|2|both]
         [--steps 5] [--warmup 1] [--threads 2] [--repeat 1] [--reference PATH/TO/darts/cnn]
         [--compile]
 
@@ -11,7 +11,8 @@ step w' = w - xi*(dL_train/dw + momentum*buf + wd*w); valid loss at w' -> gradie
 and w'; finite-difference Hessian-vector product at w +- eps*dw', eps = 0.01/||dw'||;
 grad_alpha -= xi*(g+ - g-)/(2 eps)), written here with torch.func.functional_call.
 
-Rows:
+Rows (`--fs ratios`: DFS with each op's ratio searched among 1, 2, 4, 8, nested summaries,
+against plain DFS):
 
 * `ours`: SearchNetwork (fast path) stepped by search/architect.py's Architect: the code the
   search runs.
@@ -43,7 +44,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDERS = {"1": [1], "2": [2], "both": [1, 2]}
-FS_MODES = {"off": ["off"], "fs": ["fs"], "dfs": ["dfs"], "all": ["off", "fs", "dfs"]}
+FS_MODES = {"off": ["off"], "fs": ["fs"], "dfs": ["dfs"], "ratios": ["dfs", "ratios"],
+            "all": ["off", "fs", "dfs", "ratios"]}
 
 
 def _status_kb(field: str) -> int:
@@ -86,8 +88,11 @@ def _build(job: dict):
     if job["impl"] in ("reference", "ref-lean"):
         net = _load_reference(job["reference"]).Network(job["C"], 10, job["layers"], nn.CrossEntropyLoss())
         return net, list(net.arch_parameters()), list(net.parameters())
-    fs = {"off": None, "fs": FSSpec(2.0, False, 4), "dfs": FSSpec(2.0, True, 4)}[job["fs"]]
-    net = SearchNetwork(job["C"], 10, job["layers"], fs=fs, fast=job["impl"] == "ours")
+    fs = {"off": None, "fs": FSSpec(2.0, False, 4), "dfs": FSSpec(2.0, True, 4),
+          "ratios": FSSpec(2.0, True, 4)}[job["fs"]]
+    ratios = (1, 2, 4, 8) if job["fs"] == "ratios" else None
+    net = SearchNetwork(job["C"], 10, job["layers"], fs=fs, fast=job["impl"] == "ours",
+                        ratios=ratios)
     if job["compile"] and job["impl"] == "ours":
         net.forward = torch.compile(net.forward)
     upper = net.arch_parameters() + net.offset_parameters()
@@ -254,6 +259,11 @@ def main() -> None:
         if job["impl"] == "ours" and job["fs"] != "off" and off.get(job["order"]) is not None:
             print(f"\n{job['fs'].upper()} vs FS off (ours, order {job['order']}): "
                   f"{med[i] / med[off[job['order']]]:.2f}x the time", end="")
+    dfs = {o: key.get(("ours", "dfs", o)) for o in ORDERS[args.order]}
+    for i, job in enumerate(jobs):
+        if job["impl"] == "ours" and job["fs"] == "ratios" and dfs.get(job["order"]) is not None:
+            print(f"\nratio search vs DFS (ours, order {job['order']}): "
+                  f"{med[i] / med[dfs[job['order']]]:.2f}x the time (target <= 1.3x)", end="")
     print()
     print("\nimages/s: training-batch images per full search step (arch step + weight step).")
 

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, help="output directory")
     d.add_argument("--format", default="png", choices=("png", "pdf", "svg"))
     d.set_defaults(func=_draw)
-    p = sub.add_parser("plot", help="plot alphas, curves and offset entropy of a search run")
+    p = sub.add_parser("plot", help="plot alphas, curves, offset entropy and size "
+                       "(E[P] vs budget) of a search run")
     p.add_argument("run_dir", help="search run directory holding log.jsonl")
     p.add_argument("--out", default=None, help="output directory (default RUN_DIR/plots)")
     p.set_defaults(func=_plot)

@@ -63,21 +63,34 @@ def _parse_cell(w: np.ndarray, primitives: Sequence[str]) -> list[tuple[str, int
     return picked
 
 
-def _capped_cell(w: np.ndarray, primitives: Sequence[str],
-                 max_skip: int | None) -> list[tuple[str, int, int]]:
-    """`_parse_cell`, then while more than `max_skip` kept edges are skip_connect, the kept
-    skip edge with the smallest skip weight loses that op (its weight set to 0) and the cell
-    is derived again (P-DARTS's rule; each round removes one skip, so it ends)."""
+def _is_free(op: str, j: int, reduction: bool) -> bool:
+    """A parameter-free op: a pool, or skip_connect as identity (in a reduce cell a skip on
+    a cell input is a FactorizedReduce, which has parameters)."""
+    return "pool" in op or (op == "skip_connect" and not (reduction and j < 2))
+
+
+def _capped_cell(w: np.ndarray, primitives: Sequence[str], max_skip: int | None,
+                 max_free: int | None = None, reduction: bool = False
+                 ) -> list[tuple[str, int, int]]:
+    """`_parse_cell`, then while more than `max_skip` kept edges are skip_connect (or more
+    than `max_free` are parameter-free), the weakest such kept op (by its weight) loses
+    that op (its weight set to 0) and the cell is derived again (P-DARTS's rule for skips;
+    each round removes one op from one edge, so it ends)."""
     w = w.copy()
     picked = _parse_cell(w, primitives)
-    if max_skip is None or "skip_connect" not in primitives:
-        return picked
-    skip = list(primitives).index("skip_connect")
+    names = list(primitives)
     while True:
-        skips = [row for op, _, row in picked if op == "skip_connect"]
-        if len(skips) <= max_skip:
+        over: list[tuple[int, int]] = []  # (row, op column) of the capped kind, if over
+        skips = [(row, names.index(op)) for op, _, row in picked if op == "skip_connect"]
+        free = [(row, names.index(op)) for op, j, row in picked if _is_free(op, j, reduction)]
+        if max_skip is not None and len(skips) > max_skip:
+            over = skips
+        elif max_free is not None and len(free) > max_free:
+            over = free
+        if not over:
             return picked
-        w[min(skips, key=lambda r: w[r, skip]), skip] = 0.0
+        row, col = min(over, key=lambda rc: w[rc])
+        w[row, col] = 0.0
         picked = _parse_cell(w, primitives)
 
 
@@ -91,11 +104,8 @@ def free_op_count(g: Genotype) -> dict[str, int]:
     """Parameter-free ops (skip_connect as identity, pools) of each cell: what a size
     penalty pushes towards. A reduce cell's skip on a cell input is a FactorizedReduce,
     which has parameters, so it does not count."""
-    out = {}
-    for cell in ("normal", "reduce"):
-        out[cell] = sum("pool" in op or (op == "skip_connect" and not (cell == "reduce" and i < 2))
-                        for op, i in getattr(g, cell))
-    return out
+    return {cell: sum(_is_free(op, j, cell == "reduce") for op, j in getattr(g, cell))
+            for cell in ("normal", "reduce")}
 
 
 def derive(
@@ -106,6 +116,7 @@ def derive(
     concat: Iterable[int] = range(2, 6),
     *,
     max_skip: int | None = None,
+    max_free: int | None = None,
     ratios: Sequence[float] | None = None,
     ratio_logits: tuple[Any, Any] | None = None,
     has_fs: tuple[Any, Any] | None = None,
@@ -120,8 +131,8 @@ def derive(
 
     For each node, every incoming edge is scored by its strongest op other than 'none'; the two
     highest-scoring edges are kept, strongest first, each with that best op. Ties go to the
-    lower input index / lower op index. `max_skip`: at most that many skip_connect edges per
-    cell (`_capped_cell`). `fs` is recorded in the genotype.
+    lower input index / lower op index. `max_skip` / `max_free`: at most that many
+    skip_connect / parameter-free ops per cell (`_capped_cell`). `fs` is recorded in the genotype.
 
     Searched ratios: `ratio_logits` (normal, reduce), each (14, len(primitives), len(ratios)),
     and `has_fs` (normal, reduce) booleans (14, len(primitives)): each kept op gets the ratio
@@ -132,7 +143,8 @@ def derive(
     wn = edge_weights(alphas_normal, len(primitives), "alphas_normal")
     wr = edge_weights(alphas_reduce, len(primitives), "alphas_reduce")
     cat = tuple(int(c) for c in concat)
-    normal, reduce = _capped_cell(wn, primitives, max_skip), _capped_cell(wr, primitives, max_skip)
+    normal = _capped_cell(wn, primitives, max_skip, max_free, reduction=False)
+    reduce = _capped_cell(wr, primitives, max_skip, max_free, reduction=True)
     if ratio_logits is not None:
         if fs is None or ratios is None or has_fs is None:
             raise GenotypeError("searched ratios need fs, ratios and has_fs as well")

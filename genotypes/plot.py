@@ -2,7 +2,9 @@
 
 Writes into RUN_DIR/plots: alphas_normal.png and alphas_reduce.png (softmax weight of each op
 on each edge over epochs, one panel per edge, laid out node by node), curves.png (train/valid
-loss and accuracy, and the learning rate) and offset_entropy.png (DFS runs only).
+loss and accuracy, and the learning rate), offset_entropy.png (DFS runs only) and size.png
+(budget or searched-ratio runs: E[P] and the derived genotype's exact count per epoch against
+the budget, and the parameter-free ops of the derived cells).
 """
 
 from __future__ import annotations
@@ -184,6 +186,35 @@ def _plot_entropy(records: list[dict[str, Any]], out: Path) -> Path | None:
     return path
 
 
+def _plot_size(records: list[dict[str, Any]], out: Path) -> Path | None:
+    ys = _series(records, "expected_params")
+    if all(math.isnan(v) for v in ys):
+        return None  # no budget counter in this run
+    fig = _figure(9.0, 3.6)
+    ax, ax_free = fig.subplots(1, 2)
+    x = _epochs(records)
+    ax.plot(x, [v / 1e6 for v in ys], "-o", ms=3, color="#1c7ed6", label="E[P] (relaxed)")
+    ax.plot(x, [v / 1e6 for v in _series(records, "params")], "-s", ms=3, color="#e8590c",
+            label="derived genotype (exact)")
+    budget = records[-1].get("budget")
+    if budget is not None:
+        ax.axhline(budget / 1e6, color="#495057", ls="--", lw=1, label="budget")
+    ax.set_title("parameters of the retrain network")
+    ax.set_ylabel("millions")
+    ax.legend()
+    _int_epochs(ax)
+    for cell, color in (("normal", "#2b8a3e"), ("reduce", "#862e9c")):
+        ax_free.plot(x, [r.get("free_ops", {}).get(cell, math.nan) for r in records], "-o",
+                     ms=3, color=color, label=cell)
+    ax_free.set_title("parameter-free ops in the derived cells")
+    ax_free.legend()
+    _int_epochs(ax_free)
+    ax_free.yaxis.set_major_locator(MaxNLocator(integer=True))
+    path = out / "size.png"
+    fig.savefig(path)
+    return path
+
+
 def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
     """Write the run's plots (into RUN_DIR/plots unless `out_dir`) and return their paths.
     Plots whose data is absent (e.g. offset entropy of a non-DFS run) are skipped."""
@@ -195,5 +226,6 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
         _plot_alphas(records, "reduce", out),
         _plot_curves(records, out),
         _plot_entropy(records, out),
+        _plot_size(records, out),
     ]
     return [p for p in made if p is not None]

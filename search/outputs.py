@@ -85,6 +85,7 @@ class RunOutputs:
         """Final drawings and plots, and the summary: genotype, its file, the retrain command."""
         if not self.enabled:
             return
+        save_genotype(g, self.dir / GENOTYPE)  # a budget's fit may have changed the ratios
         self.draw(g)
         try:
             if self.plot:

@@ -14,13 +14,16 @@ Two remedies, on by default with a budget:
     beta-DARTS (Ye et al., 2022):  mu(t) * mean over edges and cells of logsumexp_o(alpha_eo),
     mu(t) ramped linearly from 0 at the first epoch to `arch.beta_decay` at the last;
 
-and a cap of `arch.max_skip` skip_connect edges per cell at derivation (P-DARTS keeps 2;
-genotypes/derive.py). Both terms depend only on architecture parameters, so their gradient
-is exact and the same for first and second order.
+and caps at derivation (genotypes/derive.py): at most `arch.max_skip` skip_connect edges per
+cell (P-DARTS keeps 2) and at most `arch.max_free` parameter-free ops (skips and pools) per
+cell, since the penalty pushes towards pools as much as towards skips. Both loss terms
+depend only on architecture parameters, so their gradient is exact and the same for first
+and second order.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -33,6 +36,7 @@ from space.budget import BudgetModel
 #: beta-DARTS weight and skip cap when a budget is set and the config leaves them null.
 BUDGET_BETA_DECAY = 1.0
 BUDGET_MAX_SKIP = 2
+BUDGET_MAX_FREE = 2
 
 
 def beta_decay_weight(cfg: dict[str, Any]) -> float:
@@ -42,11 +46,33 @@ def beta_decay_weight(cfg: dict[str, Any]) -> float:
     return float(v)
 
 
-def max_skip(cfg: dict[str, Any]) -> int | None:
-    v = cfg["arch"]["max_skip"]
-    if v is None:
-        return BUDGET_MAX_SKIP if cfg["budget"]["params"] is not None else None
-    return int(v)
+def derive_caps(cfg: dict[str, Any]) -> dict[str, int | None]:
+    """genotypes.derive's `max_skip` and `max_free`: the config's, or with a budget and a
+    null config value BUDGET_MAX_SKIP / BUDGET_MAX_FREE, else no cap."""
+    budget = cfg["budget"]["params"] is not None
+    out: dict[str, int | None] = {}
+    for key, default in (("max_skip", BUDGET_MAX_SKIP), ("max_free", BUDGET_MAX_FREE)):
+        v = cfg["arch"][key]
+        out[key] = int(v) if v is not None else (default if budget else None)
+    return out
+
+
+def preprocess_ratio(cfg: dict[str, Any], num_classes: int, in_channels: int) -> float | None:
+    """With a budget and searched ratios, the ratio of the cell preprocessing (which no op
+    owns, so the search does not choose it): the smallest candidate at which the reference
+    cell (sep_conv_3x3 on every kept edge) with every op at that same ratio fits the budget,
+    else the largest candidate. None when the config's fs.ratio stands."""
+    ratios, budget = cfg["fs"]["ratios"], cfg["budget"]["params"]
+    if ratios is None or budget is None:
+        return None
+    for r in ratios:
+        spec = dataclasses.replace(fs_spec(cfg["fs"]), ratio=float(r))
+        with torch.random.fork_rng(devices=[]):
+            model = BudgetModel(spec, [r], cfg["budget"]["init_channels"],
+                                cfg["budget"]["layers"], num_classes, in_channels)
+        if model.count(model.reference) <= budget:
+            return float(r)
+    return float(ratios[-1])
 
 
 def budget_model(cfg: dict[str, Any], num_classes: int, in_channels: int) -> BudgetModel | None:

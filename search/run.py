@@ -10,31 +10,37 @@ import torch
 from common.checkpoint import set_rng_state
 from common.distributed import DistInfo
 from common.runlog import say
-from genotypes import Genotype
+from genotypes import PRIMITIVES, Genotype
 from search.data import SearchData
 from search.ddp import ranks_agree
 from search.outputs import RunOutputs, epoch_record, summary_line
-from search.penalty import max_skip
+from search.penalty import derive_caps
 from search.trainer import SearchTrainer, temperature_of_epoch
-from space.budget import fit_to_budget
+from space.budget import EDGES, fit_to_budget
 from space.fs import set_temperature
 
 
 def final_genotype(trainer: SearchTrainer, cfg: dict[str, Any], main: bool) -> Genotype:
     """The derived genotype; with a budget, fitted to it (space.budget.fit_to_budget) and
     its exact count printed next to the budget."""
-    g = trainer.net.genotype(max_skip(cfg))
+    g = trainer.net.genotype(**derive_caps(cfg))
     budget, model = cfg["budget"]["params"], trainer.budget_model
     if budget is None or model is None:
         return g
     derived = model.count(g)
-    g, notes = fit_to_budget(model, g, budget)
+    net, pref = trainer.net, None
+    if net.ratios is not None:
+        pref = {cell: [logits[EDGES.index((k // 2, j)), PRIMITIVES.index(op)].tolist()
+                       for k, (op, j) in enumerate(getattr(g, cell))]
+                for cell, logits in (("normal", net.ratios_normal.detach()),
+                                     ("reduce", net.ratios_reduce.detach()))}
+    g, notes = fit_to_budget(model, g, budget, pref)
     exact = model.exact(g)
     say(f"budget: {budget:,} effective parameters of {model.describe()}", main)
     say(f"derived genotype: {derived:,} parameters ({100.0 * derived / budget:.1f}% of the "
         "budget)", main)
     for line in notes:
-        say(f"  over budget, raised: {line}", main)
+        say(f"  {line}", main)
     verdict = "within" if exact <= budget else "OVER"
     say(f"final genotype: {exact:,} parameters, {100.0 * exact / budget:.1f}% of the budget "
         f"({verdict} it)", main)
@@ -70,7 +76,7 @@ def run_search(
         valid = trainer.evaluate()
         trainer.check_finite(epoch, valid[0])  # before anything of this epoch is written
         trainer.scheduler.step()
-        g = net.genotype(max_skip(cfg))
+        g = net.genotype(**derive_caps(cfg))
         last = epoch_record(epoch, stats, valid, net.arch_state(), net.offset_entropy(),
                             temperature, g, trainer.size_figures(g))
         state = {"epoch": epoch + 1, "temperature": temperature, "config": cfg,

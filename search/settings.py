@@ -71,6 +71,7 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     check_number(cfg, "arch.ratio_lr", float, 0.0, lo_open=True, optional=True)
     check_number(cfg, "arch.beta_decay", float, 0.0, optional=True)
     check_number(cfg, "arch.max_skip", int, 0, optional=True)
+    check_number(cfg, "arch.max_free", int, 0, optional=True)
     for key in ("fs.temperature.start", "fs.temperature.end"):
         check_number(cfg, key, float, 0.0, lo_open=True)
     for key in ("weights.lr", "weights.lr_min", "weights.momentum", "weights.weight_decay",

@@ -27,7 +27,7 @@ from genotypes import Genotype
 from genotypes.derive import free_op_count
 from search.architect import Architect
 from search.data import SearchData
-from search.penalty import ArchPenalty, budget_model
+from search.penalty import ArchPenalty, budget_model, preprocess_ratio
 from space.supernet import SearchNetwork
 
 
@@ -57,6 +57,12 @@ class SearchTrainer:
         rt, wcfg, acfg = cfg["runtime"], cfg["weights"], cfg["arch"]
         self.amp = bool(rt["amp"]) and device.type == "cuda"
         self.channels_last = bool(rt["channels_last"])
+        chosen = preprocess_ratio(cfg, data.info.num_classes, data.info.in_channels)
+        if chosen is not None and chosen != cfg["fs"]["ratio"]:
+            if dist_info.is_main:
+                print(f"budget: the cell preprocessing takes FS ratio {chosen:g} (fs.ratio "
+                      f"{cfg['fs']['ratio']:g} replaced; see search/penalty.py)", flush=True)
+            cfg["fs"]["ratio"] = chosen
         net = build_network(cfg, data.info.num_classes, data.info.in_channels).to(device)
         self.net = net = channels_last(net, self.channels_last)
         offsets = list(net.offset_parameters()) if cfg["fs"]["mode"] == "dfs" else []

@@ -97,11 +97,11 @@ class BudgetModel:
                     for r, ratio in enumerate(self.ratios):
                         self.tables[c, e, o, r] = sum(
                             self._op_params(name, w, stride, ratio) for w in widths[cell])
-        ref = Genotype(normal=[("sep_conv_3x3", j) for j in (0, 1) * NUM_NODES],
+        self.reference = ref = Genotype(normal=[("sep_conv_3x3", j) for j in (0, 1) * NUM_NODES],
                        normal_concat=range(2, 2 + NUM_NODES),
                        reduce=[("sep_conv_3x3", j) for j in (0, 1) * NUM_NODES],
                        reduce_concat=range(2, 2 + NUM_NODES), fs=fs)
-        self.fixed = self.exact(ref) - self.ops_params(ref)
+        self.fixed = self.exact(ref) - self.ops_params(ref)  # ref: every op sep_conv_3x3
 
     def _op_params(self, name: str, C: int, stride: int, ratio: float) -> int:
         key = (name, C, stride, ratio)
@@ -214,40 +214,67 @@ def _with_ratios(g: Genotype, normal: Sequence[float | None], reduce: Sequence[f
     return dataclasses.replace(g, fs=fs)
 
 
-def fit_to_budget(model: BudgetModel, g: Genotype, budget: int) -> tuple[Genotype, list[str]]:
-    """Raise the ratio of the largest op to its next candidate, one op at a time, until the
-    exact count is within `budget` (a greedy fix: each step is the biggest saving at hand).
-    Returns the genotype and one line per change. Ops keep their ratios when the count
-    already fits; when every op is at its largest ratio the genotype is returned over budget
-    (the caller says so)."""
+def fit_to_budget(model: BudgetModel, g: Genotype, budget: int,
+                  preference: dict[str, Sequence[Sequence[float]]] | None = None
+                  ) -> tuple[Genotype, list[str]]:
+    """The exact fit of a derived genotype's ratios to `budget`, one op at a time:
+
+    * over the budget: raise the ratio of the op with the most parameters to its next
+      candidate (each step the largest saving at hand), until it fits;
+    * then, under it: lower the ratio of one op to its next smaller candidate, the op whose
+      smaller ratio the search rated highest (`preference[cell][k]`: that op's ratio logits,
+      in candidate order; without them the largest op), as long as the network stays within
+      the budget. This uses the budget the caps and the argmax left unused.
+
+    Returns the genotype and one line per change. When every op is at its largest ratio and
+    the network is still over budget, it is returned as it is (the caller says so)."""
     if g.fs is None or model.fs is None or len(model.ratios) < 2:
         return g, []
+    R = model.ratios
     per = {cell: [model.op_ratio(g, cell, k) if _has_fs(g, model, cell, k) else None
                   for k in range(len(getattr(g, cell)))] for cell in CELLS}
     g = _with_ratios(g, per["normal"], per["reduce"])
     notes: list[str] = []
     count = model.count(g)
-    while count > budget:
-        best = None
-        for cell in CELLS:
-            for k, r in enumerate(per[cell]):
-                if r is None or r == model.ratios[-1]:
-                    continue
-                size = model.edge_params(g, cell, k)
-                if best is None or size > best[0]:
-                    best = (size, cell, k)
-        if best is None:
-            break
-        _, cell, k = best
+
+    def change(cell: str, k: int, new: float, why: str) -> None:
+        nonlocal g, count
         old = per[cell][k]
-        per[cell][k] = model.ratios[model.ratios.index(old) + 1]
+        per[cell][k] = new
         g = _with_ratios(g, per["normal"], per["reduce"])
         new_count = model.count(g)
         op, j = getattr(g, cell)[k]
-        notes.append(f"{cell} edge {k} ({op} from input {j}): ratio {old:g} -> "
-                     f"{per[cell][k]:g}, {count:,} -> {new_count:,} parameters")
+        notes.append(f"{why}: {cell} edge {k} ({op} from input {j}) ratio {old:g} -> {new:g}, "
+                     f"{count:,} -> {new_count:,} parameters")
         count = new_count
-    return g, notes
+
+    while count > budget:
+        options = [(model.edge_params(g, cell, k), cell, k) for cell in CELLS
+                   for k, r in enumerate(per[cell]) if r is not None and r != R[-1]]
+        if not options:
+            return g, notes
+        _, cell, k = max(options)
+        change(cell, k, R[R.index(per[cell][k]) + 1], "over budget, raised")
+    while True:
+        options = []
+        for cell in CELLS:
+            for k, r in enumerate(per[cell]):
+                if r is None or r == R[0]:
+                    continue
+                lower = R[R.index(r) - 1]
+                trial = list(per[cell])
+                trial[k] = lower
+                other = per["reduce" if cell == "normal" else "normal"]
+                pair = (trial, other) if cell == "normal" else (other, trial)
+                if model.count(_with_ratios(g, *pair)) > budget:
+                    continue
+                score = (float(preference[cell][k][R.index(lower)]) if preference is not None
+                         else float(model.edge_params(g, cell, k)))
+                options.append((score, cell, k, lower))
+        if not options:
+            return g, notes
+        _, cell, k, lower = max(options)
+        change(cell, k, lower, "under budget, lowered")
 
 
 def _has_fs(g: Genotype, model: BudgetModel, cell: str, k: int) -> bool:

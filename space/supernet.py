@@ -163,13 +163,16 @@ class SearchNetwork(nn.Module):
 
     # -- reporting ---------------------------------------------------------------------------
 
-    def genotype(self, max_skip: int | None = None) -> Genotype:
+    def genotype(self, max_skip: int | None = None, max_free: int | None = None) -> Genotype:
         """The DARTS derivation of the current alphas, recording this network's FSSpec and,
         with searched ratios, each kept op's ratio (genotypes are defined for DARTS's 14-edge
-        cells, i.e. steps=4). `max_skip`: genotypes.derive's cap on skip_connect edges."""
+        cells, i.e. steps=4). `max_skip`, `max_free`: genotypes.derive's caps on skip_connect
+        and on parameter-free ops per cell."""
         if self.ratios is None:
-            return derive(self.alphas_normal, self.alphas_reduce, fs=self.fs, max_skip=max_skip)
+            return derive(self.alphas_normal, self.alphas_reduce, fs=self.fs, max_skip=max_skip,
+                          max_free=max_free)
         return derive(self.alphas_normal, self.alphas_reduce, fs=self.fs, max_skip=max_skip,
+                      max_free=max_free,
                       ratios=self.ratios, ratio_logits=(self.ratios_normal, self.ratios_reduce),
                       has_fs=(self.ratio_has_fs[0], self.ratio_has_fs[1]))
 

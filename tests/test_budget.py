@@ -107,9 +107,20 @@ def test_fit_raises_the_largest_ops_until_the_budget_holds(model) -> None:
     # Greedy: the first change is on the op with the most parameters.
     sizes = {(c, k): model.edge_params(g, c, k) for c in ("normal", "reduce")
              for k in range(8) if getattr(g.fs, f"{c}_ratios")[k] is not None}
-    cell, k = max(sizes, key=sizes.get)
-    assert notes[0].startswith(f"{cell} edge {k} ")
-    # A genotype already within its budget is left as it is.
+    first = notes[0].split(": ", 1)[1].split(" (")[0]  # "normal edge 6"
+    cell, _, k = first.split()
+    assert notes[0].startswith("over budget, raised: ")
+    assert sizes[(cell, int(k))] == max(sizes.values())
+    # Then the unused budget is given back while it fits: no single op can go one ratio
+    # lower without passing the budget, and fitting again changes nothing.
+    for cell in ("normal", "reduce"):
+        for k, r in enumerate(getattr(fitted.fs, f"{cell}_ratios")):
+            if r is not None and r != model.ratios[0]:
+                per = {c: list(getattr(fitted.fs, f"{c}_ratios")) for c in ("normal", "reduce")}
+                per[cell][k] = model.ratios[model.ratios.index(r) - 1]
+                trial = dataclasses.replace(fitted, fs=dataclasses.replace(
+                    fitted.fs, normal_ratios=tuple(per["normal"]), reduce_ratios=tuple(per["reduce"])))
+                assert model.count(trial) > budget
     same, none = fit_to_budget(model, fitted, budget)
     assert same == fitted and none == []
 

@@ -1,0 +1,170 @@
+"""Budget-aware search: the derivation caps, the penalty terms, the architect's regulariser,
+a budget search on tiny synthetic data, and the plain search left exactly as it was."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from image_folders import make_image_folder
+
+from common.config import resolve_config
+from genotypes import PRIMITIVES, from_dict
+from genotypes.derive import derive, free_op_count, skip_count
+from search.architect import Architect
+from search.cli import main
+from search.penalty import ArchPenalty, derive_caps
+from space.network import NetworkCIFAR
+from space.report import param_report
+from space.supernet import SearchNetwork
+
+TINY = ["--preset", "smoke", "--set", "init_channels=4", "--set", "layers=5", "--batch-size", "8",
+        "--threads", "1", "--set", "runtime.draw_every=0", "--set", "runtime.plot=false"]
+SKIP, MAX_POOL = PRIMITIVES.index("skip_connect"), PRIMITIVES.index("max_pool_3x3")
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return make_image_folder(tmp_path / "imgs")
+
+
+# -- derivation caps -------------------------------------------------------------------------
+
+
+def _leaning(col: int, noise_seed: int = 0) -> np.ndarray:
+    """Alphas where every edge prefers op `col`, with small noise to break ties."""
+    a = np.random.default_rng(noise_seed).normal(0, 0.01, (14, 8))
+    a[:, col] += 1.0
+    return a
+
+
+def test_skip_cap_keeps_at_most_that_many_skips() -> None:
+    a = _leaning(SKIP)
+    assert skip_count(derive(a, a))["normal"] == 8
+    g = derive(a, a, max_skip=2)
+    assert skip_count(g) == {"normal": 2, "reduce": 2}
+    # The two kept skips are the strongest skip edges of the cell.
+    w = np.exp(a) / np.exp(a).sum(1, keepdims=True)
+    kept = sorted((row for row in range(14)), key=lambda r: -w[r, SKIP])
+    rows = {0: 0, 1: 2, 2: 5, 3: 9}
+    skip_rows = [rows[k // 2] + j for k, (op, j) in enumerate(g.normal) if op == "skip_connect"]
+    assert kept[0] in skip_rows
+
+
+def test_free_op_cap_counts_pools_and_identity_skips() -> None:
+    a = _leaning(MAX_POOL)
+    g = derive(a, a, max_free=2)
+    assert free_op_count(g) == {"normal": 2, "reduce": 2}
+    assert derive(a, a, max_free=None) == derive(a, a)
+
+
+# -- penalty and architect -------------------------------------------------------------------
+
+
+def _cfg(**budget) -> dict:
+    cfg = resolve_config("search", "smoke", ["init_channels=4", "layers=5"])
+    cfg["budget"].update(budget)
+    return cfg
+
+
+def test_hinge_is_zero_within_the_budget_and_target_is_two_sided() -> None:
+    net = SearchNetwork(C=4, layers=5)
+    for mode, e, want in (("hinge", 900.0, 0.0), ("hinge", 1500.0, 0.5),
+                          ("target", 900.0, 0.1), ("target", 1500.0, 0.5)):
+        cfg = _cfg(params=1000, mode=mode, weight=1.0)
+        cfg["arch"]["beta_decay"] = 0.0
+        pen = ArchPenalty(net, cfg, model=None)
+        pen.expected_params = lambda e=e: torch.tensor(e, dtype=torch.float64)
+        assert float(pen()) == pytest.approx(want)
+
+
+def test_caps_and_beta_decay_default_on_only_with_a_budget() -> None:
+    assert derive_caps(_cfg()) == {"max_skip": None, "max_free": None}
+    assert derive_caps(_cfg(params=10**6)) == {"max_skip": 2, "max_free": 2}
+    net = SearchNetwork(C=4, layers=5)
+    assert not ArchPenalty(net, _cfg(), None).active
+    cfg = _cfg()
+    cfg["arch"]["beta_decay"] = 2.0
+    pen = ArchPenalty(net, cfg, None)
+    pen.epoch = cfg["epochs"] - 1  # full weight at the last epoch
+    alphas = torch.cat([net.alphas_normal, net.alphas_reduce])
+    assert float(pen()) == pytest.approx(2.0 * float(torch.logsumexp(alphas, -1).mean()))
+
+
+def test_architect_adds_the_regularizer_gradient() -> None:
+    torch.manual_seed(0)
+    net = SearchNetwork(C=4, layers=5)
+    upper, lower = net.arch_parameters(), net.weight_parameters()
+    opt = torch.optim.SGD(lower, lr=0.1)
+    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    plain = Architect(net, upper, lower, opt)
+    reg = Architect(net, upper, lower, opt, regularizer=lambda: 3.0 * net.alphas_normal.sum())
+    g0, _ = plain.gradient(x, y, x, y, 0.1)
+    captured = {}
+
+    def capture(*_a, **_k):
+        captured["g"] = [p.grad.clone() for p in upper]
+
+    reg.optimizer.step = capture
+    reg.step(x, y, x, y, 0.1)
+    torch.testing.assert_close(captured["g"][0], g0[0] + 3.0)
+    torch.testing.assert_close(captured["g"][1], g0[1])
+
+
+# -- end to end ------------------------------------------------------------------------------
+
+# The plain tiny search as the code before budgets produced it (commit 8c4e2a7, same TINY
+# arguments, 2 epochs): without --budget and fs.ratios nothing may change.
+BEFORE_GENOTYPE = {
+    "normal": [["sep_conv_3x3", 1], ["dil_conv_3x3", 0], ["sep_conv_3x3", 2], ["skip_connect", 0],
+               ["avg_pool_3x3", 2], ["max_pool_3x3", 3], ["max_pool_3x3", 3], ["skip_connect", 1]],
+    "normal_concat": [2, 3, 4, 5],
+    "reduce": [["dil_conv_5x5", 1], ["dil_conv_3x3", 0], ["dil_conv_5x5", 2], ["sep_conv_3x3", 0],
+               ["avg_pool_3x3", 0], ["skip_connect", 3], ["sep_conv_5x5", 2], ["avg_pool_3x3", 0]],
+    "reduce_concat": [2, 3, 4, 5], "fs": {"ratio": 2.0, "dfs": True, "num_offsets": 4}}
+BEFORE_TRAIN_LOSS = [1.095167617003123, 0.2718347708384196]
+BEFORE_VALID_LOSS = [1.4006115595499675, 1.4264575242996216]
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_plain_search_is_unchanged(folder, tmp_path) -> None:
+    run = tmp_path / "run"
+    main([str(folder), *TINY, "--epochs", "2", "--out", str(run)])
+    recs = _records(run)
+    assert recs[-1]["genotype"] == BEFORE_GENOTYPE
+    np.testing.assert_allclose([r["train_loss"] for r in recs], BEFORE_TRAIN_LOSS, rtol=1e-6)
+    np.testing.assert_allclose([r["valid_loss"] for r in recs], BEFORE_VALID_LOSS, rtol=1e-6)
+    assert "expected_params" not in recs[-1]
+
+
+def test_budget_search_ends_under_budget(folder, tmp_path, capsys) -> None:
+    """A budget search on tiny data: E[P] logged each epoch, the final genotype's network
+    (counted independently, as retrain builds it) within the budget."""
+    run = tmp_path / "run"
+    budget = 40_000
+    main([str(folder), *TINY, "--epochs", "2", "--out", str(run), "--ratios", "1,2,4",
+          "--budget", "40k", "--set", "budget.init_channels=8", "--set", "budget.layers=5"])
+    out = capsys.readouterr().out
+    recs = _records(run)
+    for r in recs:
+        assert r["budget"] == budget and r["expected_params"] > 0 and r["params"] > 0
+        assert set(r["free_ops"]) == {"normal", "reduce"}
+    g = from_dict(json.loads((run / "genotype.json").read_text()))
+    assert g.fs.normal_ratios is not None and g.fs.reduce_ratios is not None
+    assert free_op_count(g)["normal"] <= 2 and skip_count(g)["normal"] <= 2
+    hard = dataclasses.replace(g.fs, dfs=False)
+    count = int(param_report(NetworkCIFAR(8, 4, 5, False, g, hard))["total"])
+    assert count <= budget
+    assert f"final genotype: {count:,} parameters" in out and "(within it)" in out
+    # `genotypes plot` draws E[P] against the budget for such a run.
+    from genotypes.plot import plot_run
+
+    assert (run / "plots" / "size.png") in plot_run(run)
