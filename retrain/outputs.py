@@ -65,7 +65,8 @@ def epoch_record(epoch: int, train: dict[str, float], test: dict[str, float], lr
     """The log.jsonl record of one epoch."""
     return {"epoch": epoch, "train_loss": train["train_loss"], "train_acc": train["train_acc"],
             **test, "lr": lr, "drop_path_prob": trainer.model.drop_path_prob,
-            "hardened": trainer.hardened, "seconds": round(seconds, 3),
+            "hardened": trainer.hardened, "offset_entropy": trainer.offset_entropy(),
+            "seconds": round(seconds, 3),
             "images_per_s": round(train["images"] / max(train_seconds, 1e-9), 2)}
 
 

@@ -35,6 +35,7 @@ from common.shapes import KNOWN_SHAPES
 from genotypes import Genotype, GenotypeError, from_dict, load_genotype
 from retrain.data import train_set
 from retrain.model import NetSpec, build_network, pick_stem
+from space.fs import set_grad_reduce
 
 FS_MODES = ("off", "fs", "dfs", "genotype")
 
@@ -124,6 +125,7 @@ def make_job(cfg: dict[str, Any], run: dict[str, Any], data: tuple[Any, Any, Dat
         spec = make_spec(cfg, genotype, info.num_classes, info.input_size)
         seed_everything(int(cfg["seed"]))  # the initial weights depend on the seed only
         network = build_network(spec)
+        set_grad_reduce(network, cfg["fs"]["grad_reduce"])
     except ValueError as e:  # e.g. a ratio above a layer's filter count
         raise UserError(f"cannot build the network: {e}") from None
     return Job(cfg, run, genotype, data, spec, network)
@@ -134,6 +136,8 @@ def check(cfg: dict[str, Any]) -> None:
     the search's checks (common.checks); learning rates and the regularisers included."""
     normalise_fs_mode(cfg)
     check_choice(cfg, "fs.mode", FS_MODES)
+    check_choice(cfg, "fs.grad_reduce", ("mean", "sum"))
+    check_number(cfg, "fs.offset_lr_scale", float, 0.0, lo_open=True)
     check_choice(cfg, "optimizer.schedule", ("cosine", "step"))
     check_choice(cfg, "stem", ("auto", "cifar", "imagenet"))
     for key in ("epochs", "batch_size", "layers"):

@@ -24,7 +24,7 @@ from common.runlog import Progress
 from common.runtime import autocast, channels_last, grad_scaler, seed_everything, to_memory_format
 from retrain.evaluate import evaluate
 from retrain.model import NetSpec
-from space.fs import harden_model, offset_parameters, set_temperature
+from space.fs import DFSConv2d, fs_layers, harden_model, offset_parameters, set_temperature
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -88,7 +88,8 @@ class Trainer:
         # uniform mix, so their group has none.
         self.optimizer = torch.optim.SGD(
             [{"params": weights, "weight_decay": float(opt["weight_decay"])},
-             {"params": logits, "weight_decay": 0.0}],
+             {"params": logits, "weight_decay": 0.0,
+              "lr": float(opt["lr"]) * float(cfg["fs"]["offset_lr_scale"])}],
             lr=float(opt["lr"]), momentum=float(opt["momentum"]))
         if opt["schedule"] == "cosine":
             self.scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -115,6 +116,15 @@ class Trainer:
             self.net = DDP(self.model, device_ids=[self.device.index])
         else:
             self.net = DDP(self.model)
+
+    def offset_entropy(self) -> float | None:
+        """Mean offset entropy (nats) of the DFS layers before hardening (ln M: uniform, the
+        offsets not learned); None once hardened or without DFS layers."""
+        layers = [m for _, m in fs_layers(self.model) if isinstance(m, DFSConv2d)]
+        if not layers:
+            return None
+        with torch.no_grad():
+            return float(torch.stack([m.offset_entropy() for m in layers]).mean())
 
     def harden(self) -> None:
         if not self.hardened:

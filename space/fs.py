@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FSConv2d", "DFSConv2d", "is_fs_layer", "fs_layers", "offset_parameters",
-    "weight_parameters", "harden_model", "set_temperature", "pointwise_conv",
+    "weight_parameters", "harden_model", "set_temperature", "set_grad_reduce", "pointwise_conv",
 ]
 
 
@@ -400,6 +400,14 @@ def set_temperature(model: nn.Module, t: float) -> None:
             m.temperature = t
     for m in nested_layers(model):
         m.temperature = float(t)
+
+
+def set_grad_reduce(model: nn.Module, rule: str) -> None:
+    """Give every FS/DFS layer of `model` the gradient rule `rule` ("mean" or "sum")."""
+    if rule not in ("mean", "sum"):
+        raise ValueError(f"grad_reduce must be 'mean' or 'sum', got {rule!r}")
+    for _, m in fs_layers(model):
+        m.grad_reduce = rule
 
 
 def pointwise_conv(in_channels: int, out_channels: int, stride: int = 1,

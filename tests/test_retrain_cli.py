@@ -4,6 +4,7 @@ every output file, and one clear line (exit status 2, nothing lost) for each use
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "smoke", "--set", "init_channels=4", "--set", "layers=3", "--batch-size", "8",
         "--threads", "1", "--set", "data.workers=0"]
 LOG_KEYS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr",
-            "drop_path_prob", "hardened", "seconds", "images_per_s"}
+            "drop_path_prob", "hardened", "offset_entropy", "seconds", "images_per_s"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (see conftest)
@@ -162,6 +163,8 @@ def test_tiny_run_writes_every_file_and_evaluate_reproduces_it(capsys, tmp_path,
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [0, 1] and all(LOG_KEYS <= set(r) for r in log)
     assert [r["hardened"] for r in log] == [False, True]  # default: hardened at half
+    # The offsets' entropy at hardening (the epoch before), below ln M = ln 4 once learned.
+    assert 0.0 < log[0]["offset_entropy"] <= math.log(4) + 1e-6 and log[1]["offset_entropy"] is None
     m = json.loads((out / "metrics.json").read_text())
     assert m["test_acc"] == log[-1]["test_acc"] and m["test_images"] == 12
     assert m["file_bytes"]["model.pt"] == (out / "model.pt").stat().st_size

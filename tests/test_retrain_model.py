@@ -442,3 +442,23 @@ def test_retrain_fs_settings_carry_or_override_per_op_ratios():
     plain = NetworkCIFAR(8, 10, 5, False, dataclasses.replace(g, fs=None), None)
     assert [(k, v.shape) for k, v in off.state_dict().items()] == \
         [(k, v.shape) for k, v in plain.state_dict().items()]
+
+
+def test_grad_rule_and_offset_learning_rate_from_the_config(tmp_path):
+    """retrain's fs.grad_reduce reaches every FS layer, and fs.offset_lr_scale the offset
+    logits' SGD group (the weights keep optimizer.lr)."""
+    from common.distributed import DistInfo
+    from retrain.setup import resolve
+    from retrain.trainer import Trainer
+    from space.fs import fs_layers, set_grad_reduce
+
+    net = _net("DARTS_V2", 8, 5, 10, False, FSSpec(2.0, True, 4))
+    set_grad_reduce(net, "sum")
+    assert {m.grad_reduce for _, m in fs_layers(net)} == {"sum"}
+    with pytest.raises(ValueError, match="mean' or 'sum"):
+        set_grad_reduce(net, "avg")
+    cfg = resolve("smoke", ["fs.offset_lr_scale=20", "data.workers=0"], lambda cfg: False)
+    trainer = Trainer(cfg, _spec(FSSpec(2.0, True, 4), C=8, layers=5), net, DistInfo(),
+                      torch.device("cpu"), [], [])
+    weights, logits = trainer.optimizer.param_groups
+    assert logits["lr"] == pytest.approx(20 * weights["lr"]) and logits["weight_decay"] == 0.0
