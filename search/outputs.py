@@ -138,12 +138,10 @@ def epoch_record(epoch: int, stats: dict[str, Any], valid: tuple[float, float], 
 def summary_line(rec: dict[str, Any], epochs: int) -> str:
     h = rec["offset_entropy"]
     extra = "" if h is None else f"  H(offsets) {h:.3f}  T {rec['temperature']:.3g}"
-    if rec.get("expected_params") is not None:
+    if rec.get("expected_params") is not None:  # a budget or searched ratios
         extra += f"  E[P] {rec['expected_params'] / 1e6:.3f}M (derived {rec['params'] / 1e6:.3f}M"
         extra += "" if rec.get("budget") is None else f", budget {rec['budget'] / 1e6:.3f}M"
-        extra += ")"
-    if rec.get("free_ops") is not None:
-        extra += f"  free ops {rec['free_ops']['normal']}+{rec['free_ops']['reduce']}"
+        extra += f")  free ops {rec['free_ops']['normal']}+{rec['free_ops']['reduce']}"
     return (f"epoch {rec['epoch'] + 1}/{epochs}  train {rec['train_loss']:.4f} / "
             f"{rec['train_acc']:.2f}%  valid {rec['valid_loss']:.4f} / {rec['valid_acc']:.2f}%  "
             f"lr {rec['lr']:.4g}{extra}  {rec['seconds']:.1f}s  {rec['images_per_s']:.0f} img/s")

@@ -108,11 +108,30 @@ def figures(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_figures(path: Path) -> dict[str, Any] | None:
-    """figures() of a finished run, or None (no or unreadable metrics.json)."""
+    """figures() of a finished run, or None (no or unreadable metrics.json); with the DFS
+    offset entropy at hardening when its log has it."""
     try:
-        return figures(json.loads((path / "metrics.json").read_text()))
+        fig = figures(json.loads((path / "metrics.json").read_text()))
     except (OSError, ValueError, KeyError):
         return None
+    fig["offset_entropy_at_hardening"] = entropy_at_hardening(path)
+    return fig
+
+
+def entropy_at_hardening(path: Path) -> float | None:
+    """The offset entropy of the last epoch before a DFS run hardened (retrain's log.jsonl
+    `offset_entropy`), or None (no DFS layers, or a log from before it was recorded)."""
+    last = None
+    try:
+        for line in (path / "log.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("hardened"):
+                break
+            if isinstance(rec.get("offset_entropy"), (int, float)):
+                last = float(rec["offset_entropy"])
+    except (OSError, ValueError):
+        return None
+    return last
 
 
 def seeds_on_disk(out: Path, arm: str) -> list[int]:

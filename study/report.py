@@ -85,6 +85,8 @@ def build(meta: dict[str, Any], runs: dict[str, list[dict]], missing: list[dict]
             "model_bytes": _spread([r.get("model_bytes") for r in rs]),
             "model_wq_bytes": _spread([r.get("model_wq_bytes") for r in rs]) if fs_arm else None,
             "train_minutes": _spread([r.get("train_minutes") for r in rs]),
+            "offset_entropy_at_hardening": _spread(
+                [r.get("offset_entropy_at_hardening") for r in rs]),
             "runs": rs,
         }
     compare = []
@@ -142,6 +144,14 @@ def markdown(rep: dict[str, Any]) -> str:
                      f"{_stat(a['wq_minus_float'], signed=True)} | {_count(a['effective_params'])} | "
                      f"{_count(a['effective_params_wq'])} | {_count(a['model_bytes'])} | "
                      f"{_count(a['model_wq_bytes'])} |")
+    entropy = {n: a.get("offset_entropy_at_hardening") for n, a in rep["arms"].items()}
+    entropy = {n: e for n, e in entropy.items() if e is not None}
+    if entropy:
+        lines += ["", "DFS offset entropy at hardening, nats, mean (min–max) over seeds (ln M, "
+                  "1.386 for M = 4, means the candidate mix is still uniform: offsets not "
+                  "learned): " + "; ".join(
+                      f"{n} {e['mean']:.4f} ({e['min']:.4f}–{e['max']:.4f})"
+                      for n, e in entropy.items()) + "."]
     if rep["compare"]:
         lines += ["", "Differences of mean top-1 (points), with the 95% confidence interval and "
                   "p-value of Welch's t-test (unequal variances):", "",

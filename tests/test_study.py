@@ -322,3 +322,15 @@ def test_arm_with_a_search_retrains_its_genotype(tmp_path):
                        text=True)
     assert r.returncode == 0 and "s seed 3: finished earlier" in r.stdout and "start" not in r.stdout
     assert ((sdir / "stdout.log").read_text(), (rdir / "stdout.log").read_text()) == logs
+
+
+def test_entropy_at_hardening_is_read_from_the_log(tmp_path):
+    from study.layout import entropy_at_hardening
+
+    log = [{"epoch": 0, "hardened": False, "offset_entropy": 1.38},
+           {"epoch": 1, "hardened": False, "offset_entropy": 1.2},
+           {"epoch": 2, "hardened": True, "offset_entropy": None}]
+    (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in log))
+    assert entropy_at_hardening(tmp_path) == 1.2
+    (tmp_path / "log.jsonl").write_text(json.dumps({"epoch": 0, "hardened": False}))
+    assert entropy_at_hardening(tmp_path) is None  # a log from before it was recorded
