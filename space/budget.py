@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from genotypes import PRIMITIVES, FSSpec, Genotype
+from genotypes import PRIMITIVES, FSSpec, Genotype, op_ratio
 from genotypes.primitives import NUM_INPUTS, NUM_NODES
 from space.network import NetworkCIFAR
 from space.ops import make_op
@@ -127,11 +127,8 @@ class BudgetModel:
         return _params(net)
 
     def op_ratio(self, g: Genotype, cell: str, k: int) -> float:
-        fs = g.fs
-        per = None if fs is None else getattr(fs, f"{cell}_ratios")
-        if per is not None and per[k] is not None:
-            return float(per[k])
-        return float(fs.ratio) if fs is not None else 1.0
+        """genotypes.op_ratio of the genotype's FS settings (the model's when it has none)."""
+        return op_ratio(g.fs if g.fs is not None else self.fs, cell, k)
 
     def _ratio_index(self, ratio: float) -> int:
         if ratio not in self.ratios:
