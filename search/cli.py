@@ -210,12 +210,17 @@ def _start(cfg: dict[str, Any], train_set, info, run_dir: Path, dataset: str, pr
            device, dist_info, state: dict[str, Any] | None, budget: CpuBudget) -> None:
     sd = build_search_data(train_set, info, cfg, dist_info, pin_memory=device.type == "cuda")
     fs = fs_spec(cfg["fs"])
+    fs_text = describe_fs(fs)
+    if cfg["fs"]["ratios"] is not None:
+        fs_text += f"; each op's ratio searched among {', '.join(f'{r:g}' for r in cfg['fs']['ratios'])}"
+    if cfg["budget"]["params"] is not None:
+        fs_text += f"; budget {cfg['budget']['params']:,} parameters"
     where = f"resuming {run_dir} at epoch {int(state['epoch']) + 1}" if state else f"run dir {run_dir}"
     procs = f" x {dist_info.world_size} processes" if dist_info.enabled else ""
     is_main = dist_info.is_main
     say(f"search on {dataset}: {info.num_classes} classes, {info.input_size[0]}x{info.input_size[1]}, "
         f"{sd.num_train} + {sd.num_valid} images; C={cfg['init_channels']} layers={cfg['layers']} "
-        f"order={cfg['arch']['order']}; fs: {describe_fs(fs)}; {cfg['epochs']} epoch(s) on "
+        f"order={cfg['arch']['order']}; fs: {fs_text}; {cfg['epochs']} epoch(s) on "
         f"{device}{procs} with {budget.describe()}; {where}", is_main)
     note = busy_note(budget) if is_main else None
     if note:
