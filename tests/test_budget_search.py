@@ -169,3 +169,36 @@ def test_budget_search_ends_under_budget(folder, tmp_path, capsys) -> None:
     from genotypes.plot import plot_run
 
     assert (run / "plots" / "size.png") in plot_run(run)
+
+
+def test_budget_search_resumes_to_the_uninterrupted_result(folder, tmp_path, monkeypatch, capsys):
+    """Stopped after its first epoch and resumed, a budget search with searched ratios ends
+    with the uninterrupted run's log figures, ratio logits and fitted genotype."""
+    from search.trainer import SearchTrainer
+
+    args = [str(folder), *TINY, "--epochs", "2", "--ratios", "1,2,4", "--budget", "40k",
+            "--set", "budget.init_channels=8", "--set", "budget.layers=5"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    main([*args, "--out", str(full)])
+    real = SearchTrainer.train_epoch
+
+    def stop_at_second(self, epoch, show=True):
+        if epoch >= 1:
+            raise KeyboardInterrupt
+        return real(self, epoch, show)
+
+    monkeypatch.setattr(SearchTrainer, "train_epoch", stop_at_second)
+    with pytest.raises(SystemExit):
+        main([*args, "--out", str(cut)])
+    monkeypatch.setattr(SearchTrainer, "train_epoch", real)
+    main(["--resume", str(cut)])
+    capsys.readouterr()
+
+    def figures(run: Path) -> list[dict]:
+        return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")}
+                for r in _records(run)]
+
+    assert figures(cut) == figures(full)
+    assert (cut / "genotype.json").read_text() == (full / "genotype.json").read_text()
+    a, b = (torch.load(r / "checkpoint.pt", weights_only=False)["model"] for r in (full, cut))
+    assert torch.equal(a["ratios_normal"], b["ratios_normal"])
