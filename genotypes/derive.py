@@ -89,7 +89,10 @@ def _capped_cell(w: np.ndarray, primitives: Sequence[str], max_skip: int | None,
             over = free
         if not over:
             return picked
+        # The weakest first; on equal weights the earlier edge (list order).
         row, col = min(over, key=lambda rc: w[rc])
+        if w[row, col] <= 0.0:  # every alternative is at 0 too: nothing left to remove
+            return picked
         w[row, col] = 0.0
         picked = _parse_cell(w, primitives)
 

@@ -38,6 +38,7 @@ from genotypes import describe_fs
 from search.data import build_search_data
 from search.ddp import rank0_first
 from search.outputs import CHECKPOINT, CONFIG, LOG, save_run_config
+from search.penalty import preprocess_ratio
 from search.run import run_search
 from search.settings import check_config
 
@@ -187,6 +188,14 @@ def main(argv: list[str] | None = None) -> None:
                             min(info.input_size))
         cfg["runtime"]["threads"], data["workers"] = budget.threads, budget.workers
         set_threads(budget.threads)
+        # With a budget and searched ratios: the cell preprocessing's ratio, chosen now so
+        # that config.yaml and the start-up line record it.
+        chosen = preprocess_ratio(cfg, info)
+        if chosen is not None and chosen != cfg["fs"]["ratio"]:
+            say(f"budget: the cell preprocessing takes FS ratio {chosen:g} (not fs.ratio "
+                f"{cfg['fs']['ratio']:g}): the smallest candidate at which a sep_conv_3x3 cell "
+                "at that ratio fits the budget", dist_info.is_main)
+            cfg["fs"]["ratio"] = chosen
         command = command_line("search", argv)
         if state is None:
             # Created (or replaced) only now that the config and the dataset are known good.

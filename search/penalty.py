@@ -30,7 +30,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from common.errors import UserError
 from common.fs_settings import fs_spec
+from common.shapes import is_large
 from space.budget import BudgetModel
 
 #: beta-DARTS weight and skip cap when a budget is set and the config leaves them null.
@@ -40,6 +42,7 @@ BUDGET_MAX_FREE = 2
 
 
 def beta_decay_weight(cfg: dict[str, Any]) -> float:
+    """The beta-DARTS weight: the config's, or BUDGET_BETA_DECAY with a budget, else 0."""
     v = cfg["arch"]["beta_decay"]
     if v is None:
         return BUDGET_BETA_DECAY if cfg["budget"]["params"] is not None else 0.0
@@ -57,7 +60,23 @@ def derive_caps(cfg: dict[str, Any]) -> dict[str, int | None]:
     return out
 
 
-def preprocess_ratio(cfg: dict[str, Any], num_classes: int, in_channels: int) -> float | None:
+def _counter(cfg: dict[str, Any], info: Any, fs: Any, ratios: list[float]) -> BudgetModel:
+    """A BudgetModel of the network retrain builds for this dataset (CIFAR or ImageNet stem
+    from its image size, as retrain's `stem: auto`), under a forked RNG: building modules
+    draws random numbers, and the search's own draws must not change. A width the ratios
+    cannot compress is one line."""
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return BudgetModel(fs, ratios, cfg["budget"]["init_channels"],
+                               cfg["budget"]["layers"], info.num_classes, info.in_channels,
+                               imagenet=is_large(info.input_size))
+    except ValueError as e:
+        raise UserError(f"cannot count the budget's network (budget.init_channels="
+                        f"{cfg['budget']['init_channels']}, budget.layers="
+                        f"{cfg['budget']['layers']}): {e}") from None
+
+
+def preprocess_ratio(cfg: dict[str, Any], info: Any) -> float | None:
     """With a budget and searched ratios, the ratio of the cell preprocessing (which no op
     owns, so the search does not choose it): the smallest candidate at which the reference
     cell (sep_conv_3x3 on every kept edge) with every op at that same ratio fits the budget,
@@ -67,25 +86,20 @@ def preprocess_ratio(cfg: dict[str, Any], num_classes: int, in_channels: int) ->
         return None
     for r in ratios:
         spec = dataclasses.replace(fs_spec(cfg["fs"]), ratio=float(r))
-        with torch.random.fork_rng(devices=[]):
-            model = BudgetModel(spec, [r], cfg["budget"]["init_channels"],
-                                cfg["budget"]["layers"], num_classes, in_channels)
+        model = _counter(cfg, info, spec, [r])
         if model.count(model.reference) <= budget:
             return float(r)
     return float(ratios[-1])
 
 
-def budget_model(cfg: dict[str, Any], num_classes: int, in_channels: int) -> BudgetModel | None:
-    """The exact/expected counter, when the search has a budget or searched ratios (then
-    E[P] is logged). Built under a forked RNG: building modules draws random numbers, and the
-    search's own draws must not change."""
+def budget_model(cfg: dict[str, Any], info: Any) -> BudgetModel | None:
+    """The exact/expected counter (`info`: the dataset's DatasetInfo), when the search has a
+    budget or searched ratios (then E[P] is logged)."""
     if cfg["budget"]["params"] is None and cfg["fs"]["ratios"] is None:
         return None
     fs = fs_spec(cfg["fs"])
     ratios = cfg["fs"]["ratios"] or ([fs.ratio] if fs is not None else [1.0])
-    with torch.random.fork_rng(devices=[]):
-        return BudgetModel(fs, ratios, cfg["budget"]["init_channels"], cfg["budget"]["layers"],
-                           num_classes, in_channels)
+    return _counter(cfg, info, fs, ratios)
 
 
 class ArchPenalty:
@@ -115,10 +129,15 @@ class ArchPenalty:
                                                         ratios))
 
     def budget_weight(self) -> float:
+        """lambda(t): 0 at the first architecture epoch, `budget.weight` after
+        `budget.warmup_epochs` of them (at once without warm-up)."""
+        if self.warmup == 0:
+            return self.weight
         done = self.epoch - self.first_arch_epoch  # architecture epochs before this one
-        return self.weight * min(1.0, (done + 1) / (self.warmup + 1))
+        return self.weight * min(1.0, max(0.0, done / self.warmup))
 
     def beta_weight(self) -> float:
+        """mu(t): 0 at the first architecture epoch, `arch.beta_decay` at the last."""
         span = max(1, self.epochs - 1 - self.first_arch_epoch)
         return self.beta * min(1.0, max(0.0, (self.epoch - self.first_arch_epoch) / span))
 

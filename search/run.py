@@ -44,10 +44,13 @@ def final_genotype(trainer: SearchTrainer, cfg: dict[str, Any], main: bool) -> G
     verdict = "within" if exact <= budget else "OVER"
     say(f"final genotype: {exact:,} parameters, {100.0 * exact / budget:.1f}% of the budget "
         f"({verdict} it)", main)
-    if exact > budget:
-        say("every op is at its largest ratio and the network is still over the budget: "
-            "raise fs.ratio (the cell preprocessing), add a larger ratio to fs.ratios, or "
-            "raise --budget", main)
+    if exact > budget and net.ratios is None:
+        say("the network is over the budget and its ratios are fixed: search with --ratios "
+            "(e.g. 1,2,4,8) so that each op's ratio can change, raise --ratio, or raise "
+            "--budget", main)
+    elif exact > budget:
+        say("every op is at its largest ratio and the network is still over the budget: add "
+            "a larger ratio to --ratios, or raise --budget", main)
     return g
 
 

@@ -35,7 +35,12 @@ def _check_ratios(cfg: dict[str, Any]) -> None:
     if not isinstance(ratios, list) or len(ratios) < 2:
         raise UserError(f"config fs.ratios={ratios!r} is invalid: give two or more ratios, "
                         "e.g. --set fs.ratios=[1,2,4,8]")
-    checked = sorted(check_fs_ratio(r) for r in ratios)
+    bad = [r for r in ratios if isinstance(r, bool) or not isinstance(r, int | float)
+           or not 1.0 <= r < float("inf")]
+    if bad:
+        raise UserError(f"config fs.ratios={ratios!r} is invalid: {bad[0]!r} is not a ratio; "
+                        "each must be a number >= 1, e.g. --ratios 1,2,4,8")
+    checked = sorted(float(r) for r in ratios)
     if len(set(checked)) != len(checked):
         raise UserError(f"config fs.ratios={ratios!r} repeats a ratio; list each once")
     if get_key(cfg, "fs.mode") == "off":

@@ -27,7 +27,7 @@ from genotypes import Genotype
 from genotypes.derive import free_op_count
 from search.architect import Architect
 from search.data import SearchData
-from search.penalty import ArchPenalty, budget_model, preprocess_ratio
+from search.penalty import ArchPenalty, budget_model
 from space.supernet import SearchNetwork
 
 
@@ -57,12 +57,6 @@ class SearchTrainer:
         rt, wcfg, acfg = cfg["runtime"], cfg["weights"], cfg["arch"]
         self.amp = bool(rt["amp"]) and device.type == "cuda"
         self.channels_last = bool(rt["channels_last"])
-        chosen = preprocess_ratio(cfg, data.info.num_classes, data.info.in_channels)
-        if chosen is not None and chosen != cfg["fs"]["ratio"]:
-            if dist_info.is_main:
-                print(f"budget: the cell preprocessing takes FS ratio {chosen:g} (fs.ratio "
-                      f"{cfg['fs']['ratio']:g} replaced; see search/penalty.py)", flush=True)
-            cfg["fs"]["ratio"] = chosen
         net = build_network(cfg, data.info.num_classes, data.info.in_channels).to(device)
         self.net = net = channels_last(net, self.channels_last)
         offsets = list(net.offset_parameters()) if cfg["fs"]["mode"] == "dfs" else []
@@ -72,7 +66,7 @@ class SearchTrainer:
         ids = {id(p) for p in upper}
         self.upper = upper
         # E[P] (and the budget) count the retrain network; built before DDP wraps the net.
-        self.budget_model = budget_model(cfg, data.info.num_classes, data.info.in_channels)
+        self.budget_model = budget_model(cfg, data.info)
         self.penalty = ArchPenalty(net, cfg, self.budget_model)
         ratio_lr = acfg["ratio_lr"] if acfg["ratio_lr"] is not None else 10.0 * float(acfg["lr"])
         lr_of = {} if net.ratios is None else {

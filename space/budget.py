@@ -1,8 +1,9 @@
 """Parameter budgets: the exact and the expected size of the network a search derives.
 
-The network counted is the retrain network `space.network.NetworkCIFAR` at width C with
-`layers` cells (the paper preset's C=36, 20 cells unless the config says otherwise), without
-the auxiliary head and with every FS layer hardened: exactly the effective total that
+The network counted is the retrain network (`space.network.NetworkCIFAR`, or
+`NetworkImageNet` for the images retrain gives the ImageNet stems) at width C with `layers`
+cells (the paper preset's C=36, 20 cells unless the config says otherwise), without the
+auxiliary head and with every FS layer hardened: exactly the effective total that
 `python -m retrain --genotype G --summary` reports.
 
 Exact count. Only the ops on the kept edges depend on the genotype, so
@@ -42,7 +43,7 @@ from torch import Tensor
 
 from genotypes import PRIMITIVES, FSSpec, Genotype, op_ratio
 from genotypes.primitives import NUM_INPUTS, NUM_NODES
-from space.network import NetworkCIFAR
+from space.network import NetworkCIFAR, NetworkImageNet
 from space.ops import make_op
 
 NUM_EDGES = NUM_NODES * (NUM_NODES + 2 * NUM_INPUTS - 1) // 2
@@ -72,8 +73,10 @@ class BudgetModel:
     """
 
     def __init__(self, fs: FSSpec | None, ratios: Sequence[float], C: int = 36,
-                 layers: int = 20, num_classes: int = 10, in_channels: int = 3) -> None:
-        self.fs, self.C, self.layers = fs, int(C), int(layers)
+                 layers: int = 20, num_classes: int = 10, in_channels: int = 3,
+                 imagenet: bool = False) -> None:
+        self.fs, self.C, self.layers, self.imagenet = fs, int(C), int(layers), bool(imagenet)
+        self._tables_on: dict[torch.device, Tensor] = {}
         self.num_classes, self.in_channels = int(num_classes), int(in_channels)
         self.ratios = tuple(float(r) for r in ratios) if fs is not None else (1.0,)
         self._cache: dict[tuple, int] = {}
@@ -97,11 +100,16 @@ class BudgetModel:
                     for r, ratio in enumerate(self.ratios):
                         self.tables[c, e, o, r] = sum(
                             self._op_params(name, w, stride, ratio) for w in widths[cell])
-        self.reference = ref = Genotype(normal=[("sep_conv_3x3", j) for j in (0, 1) * NUM_NODES],
-                       normal_concat=range(2, 2 + NUM_NODES),
-                       reduce=[("sep_conv_3x3", j) for j in (0, 1) * NUM_NODES],
-                       reduce_concat=range(2, 2 + NUM_NODES), fs=fs)
-        self.fixed = self.exact(ref) - self.ops_params(ref)  # ref: every op sep_conv_3x3
+        # Every op sep_conv_3x3 at the smallest candidate ratio (fs.ratio need not be one).
+        ref_fs = None if fs is None else dataclasses.replace(
+            fs, normal_ratios=(self.ratios[0],) * 2 * NUM_NODES,
+            reduce_ratios=(self.ratios[0],) * 2 * NUM_NODES)
+        self.reference = ref = Genotype(
+            normal=[("sep_conv_3x3", j) for j in (0, 1) * NUM_NODES],
+            normal_concat=range(2, 2 + NUM_NODES),
+            reduce=[("sep_conv_3x3", j) for j in (0, 1) * NUM_NODES],
+            reduce_concat=range(2, 2 + NUM_NODES), fs=ref_fs)
+        self.fixed = self.exact(ref) - self.ops_params(ref)
 
     def _op_params(self, name: str, C: int, stride: int, ratio: float) -> int:
         key = (name, C, stride, ratio)
@@ -113,7 +121,8 @@ class BudgetModel:
 
     def describe(self) -> str:
         """Which network the budget counts, in words."""
-        return (f"the retrain network at C={self.C} with {self.layers} cells, "
+        stem = "ImageNet stems" if self.imagenet else "CIFAR stem"
+        return (f"the retrain network at C={self.C} with {self.layers} cells ({stem}), "
                 f"{self.num_classes} classes, no auxiliary head, FS hardened")
 
     # -- exact ------------------------------------------------------------------------------
@@ -122,28 +131,36 @@ class BudgetModel:
         """Parameters of the network built from `g` (its own FS settings, per-op ratios
         included; the model's `fs` when g has none)."""
         fs = g.fs if g.fs is not None else self.fs
-        net = NetworkCIFAR(self.C, self.num_classes, self.layers, False, g, _hard(fs),
-                           self.in_channels)
+        net_cls = NetworkImageNet if self.imagenet else NetworkCIFAR
+        net = net_cls(self.C, self.num_classes, self.layers, False, g, _hard(fs), self.in_channels)
         return _params(net)
 
     def op_ratio(self, g: Genotype, cell: str, k: int) -> float:
         """genotypes.op_ratio of the genotype's FS settings (the model's when it has none)."""
         return op_ratio(g.fs if g.fs is not None else self.fs, cell, k)
 
-    def _ratio_index(self, ratio: float) -> int:
+    def _column(self, g: Genotype, cell: str, k: int) -> tuple[int, int, int, int]:
+        """(cell index, edge row, op column, ratio column) of the k-th kept edge of `cell`.
+        An op whose size does not depend on the ratio (no FS layer) reads column 0, so its
+        recorded ratio (None, or fs.ratio) need not be a candidate."""
+        c = CELLS.index(cell)
+        op, j = getattr(g, cell)[k]
+        e, o = EDGES.index((k // 2, j)), PRIMITIVES.index(op)
+        row = self.tables[c, e, o]
+        if bool((row == row[0]).all()):
+            return c, e, o, 0
+        ratio = self.op_ratio(g, cell, k)
         if ratio not in self.ratios:
-            raise ValueError(f"ratio {ratio:g} is not one of this budget's ratios {self.ratios}")
-        return self.ratios.index(ratio)
+            raise ValueError(f"{cell} edge {k} ({op}) has ratio {ratio:g}, not one of this "
+                             f"budget's ratios {list(self.ratios)}")
+        return c, e, o, self.ratios.index(ratio)
 
     def edge_params(self, g: Genotype, cell: str, k: int) -> int:
         """T of the k-th kept edge of `cell` at its ratio."""
-        c = CELLS.index(cell)
-        op, j = getattr(g, cell)[k]
-        e = EDGES.index((k // 2, j))
-        r = self._ratio_index(self.op_ratio(g, cell, k)) if self.fs is not None else 0
-        return int(self.tables[c, e, PRIMITIVES.index(op), r])
+        return int(self.tables[self._column(g, cell, k)])
 
     def ops_params(self, g: Genotype) -> int:
+        """The kept ops' parameters: sum of T over the genotype's edges."""
         return sum(self.edge_params(g, cell, k) for cell in CELLS
                    for k in range(len(getattr(g, cell))))
 
@@ -156,7 +173,9 @@ class BudgetModel:
     def expected(self, op_w: Tensor, keep: Tensor, ratio_w: Tensor) -> Tensor:
         """E[P] for op weights (2, 14, ops), keep weights (2, 14) and ratio weights
         (2, 14, ops, R) (any dtype; the sum is taken in the tables' float64)."""
-        t = self.tables.to(op_w.device)
+        t = self._tables_on.get(op_w.device)
+        if t is None:
+            t = self._tables_on[op_w.device] = self.tables.to(op_w.device)
         per_op = (ratio_w.to(t.dtype) * t).sum(-1)  # (2, 14, ops)
         return self.fixed + (keep.to(t.dtype) * (op_w.to(t.dtype) * per_op).sum(-1)).sum()
 
@@ -165,7 +184,8 @@ class BudgetModel:
         """(op weights, keep weights, ratio weights) from the search's parameters (module
         docstring); `ratio_logits` None: every op at the model's single ratio."""
         none = PRIMITIVES.index("none")
-        p = torch.stack([F.softmax(a, dim=-1) for a in alphas])  # (2, 14, ops)
+        # float64: 1 - p_none must not round to 0 when `none` dominates an edge.
+        p = torch.stack([F.softmax(a.double(), dim=-1) for a in alphas])  # (2, 14, ops)
         mask = torch.ones(len(PRIMITIVES), dtype=p.dtype, device=p.device)
         mask[none] = 0.0
         op_w = p * mask / (1.0 - p[..., none:none + 1])
@@ -174,7 +194,7 @@ class BudgetModel:
         if ratio_logits is None:
             ratio_w = p.new_ones(*p.shape, 1)
         else:
-            ratio_w = torch.stack([F.softmax(b, dim=-1) for b in ratio_logits])
+            ratio_w = torch.stack([F.softmax(b.double(), dim=-1) for b in ratio_logits])
         return op_w, keep, ratio_w
 
     def one_hot(self, g: Genotype) -> tuple[Tensor, Tensor, Tensor]:
@@ -183,12 +203,10 @@ class BudgetModel:
         op_w = torch.zeros(2, NUM_EDGES, len(PRIMITIVES), dtype=torch.float64)
         keep = torch.zeros(2, NUM_EDGES, dtype=torch.float64)
         ratio_w = torch.zeros(2, NUM_EDGES, len(PRIMITIVES), R, dtype=torch.float64)
-        for c, cell in enumerate(CELLS):
-            for k, (op, j) in enumerate(getattr(g, cell)):
-                e, o = EDGES.index((k // 2, j)), PRIMITIVES.index(op)
-                keep[c, e], op_w[c, e, o] = 1.0, 1.0
-                r = self._ratio_index(self.op_ratio(g, cell, k)) if self.fs is not None else 0
-                ratio_w[c, e, o, r] = 1.0
+        for cell in CELLS:
+            for k in range(len(getattr(g, cell))):
+                c, e, o, r = self._column(g, cell, k)
+                keep[c, e], op_w[c, e, o], ratio_w[c, e, o, r] = 1.0, 1.0, 1.0
         return op_w, keep, ratio_w
 
 

@@ -19,8 +19,11 @@ That is the DFS formula (space/fs_gather.py `dfs_filters`) with R*M candidates p
 weights q, so one function computes both, and the mean-gradient rule divides an element's
 gradient by the q-weighted count of its reads: at one-hot w and p exactly FSConv2d's rule for
 the chosen ratio (tests/test_nested_fs.py checks value and gradient against separate layers).
-Unlike DFSConv2d no duplicate candidate is dropped (s_im may repeat when L_i/K < M): every
-ratio then has the same M and q stays a dense (K, R*M) block.
+Unlike DFSConv2d no duplicate candidate is dropped (s_im repeats when L_i/K < M, e.g. ratio 8
+at C=16 in the search supernet): every ratio keeps the same M and q stays a dense (K, R*M)
+block. Where candidates repeat, the equality with DFSConv2d holds for the filters a set of
+logits gives only after merging the repeats' weights, and the logged offset entropy counts
+the repeats as distinct candidates.
 
 The ratio weights are not the layer's: all 1x1 convs of one op share their op's weights,
 and every normal (reduce) cell shares the same ones, like the alphas. The search network
@@ -59,6 +62,8 @@ def ratio_mix(weights: Tensor) -> Iterator[None]:
 
 
 def current_ratio_weights() -> Tensor:
+    """The (slots, R) ratio weights `ratio_mix` set for this context; one clear error
+    outside one."""
     w = _RATIO_WEIGHTS.get()
     if w is None:
         raise RuntimeError("NestedFSConv2d has no ratio weights: run it inside a SearchNetwork "
@@ -128,6 +133,7 @@ class NestedFSConv2d(nn.Module):
         return LOG2E / self.temperature
 
     def offset_parameters(self) -> list[nn.Parameter]:
+        """The offset logits (upper level of a search), or none without DFS."""
         return [] if self.offset_logits is None else [self.offset_logits]
 
     def mixing_weights(self, ratio_weights: Tensor) -> Tensor:
@@ -171,6 +177,7 @@ class NestedFSConv2d(nn.Module):
 
 
 def nested_layers(model: nn.Module) -> list[NestedFSConv2d]:
+    """Every NestedFSConv2d of `model`, in `modules()` order."""
     return [m for m in model.modules() if isinstance(m, NestedFSConv2d)]
 
 

@@ -81,11 +81,11 @@ def test_relaxed_weights_keep_two_edges_per_node(model) -> None:
     op_w, keep, ratio_w = model.relaxed(alphas, [torch.randn(14, 8, 4), torch.randn(14, 8, 4)])
     for node in range(NUM_NODES):
         rows = [e for e, (n, _) in enumerate(EDGES) if n == node]
-        torch.testing.assert_close(keep[:, rows].sum(-1), torch.full((2,), 2.0))
-    torch.testing.assert_close(keep[:, :2], torch.ones(2, 2))  # node 0 keeps both inputs
+        torch.testing.assert_close(keep[:, rows].sum(-1), torch.full((2,), 2.0).double())
+    torch.testing.assert_close(keep[:, :2], torch.ones(2, 2).double())  # node 0 keeps both
     assert (op_w[..., PRIMITIVES.index("none")] == 0).all()
-    torch.testing.assert_close(op_w.sum(-1), torch.ones(2, 14))
-    torch.testing.assert_close(ratio_w.sum(-1), torch.ones(2, 14, 8))
+    torch.testing.assert_close(op_w.sum(-1), torch.ones(2, 14).double())
+    torch.testing.assert_close(ratio_w.sum(-1), torch.ones(2, 14, 8).double())
 
 
 def test_expected_params_move_with_the_ratio_logits(model) -> None:
@@ -136,3 +136,22 @@ def test_parse_count(text, count) -> None:
 def test_parse_count_refuses(bad) -> None:
     with pytest.raises(ValueError):
         parse_count(bad)
+
+
+def test_preprocessing_ratio_need_not_be_a_candidate() -> None:
+    """fs.ratio (the cell preprocessing's) outside the searched ratios, and ops without FS
+    layers recorded with it, are counted all the same."""
+    model = BudgetModel(FSSpec(2.0, True, 4), (1.0, 4.0, 8.0), C=16, layers=8)
+    g = _random_genotype(random.Random(5), FSSpec(2.0, True, 4), ratios=(1.0, 4.0, 8.0))
+    assert model.count(g) == model.exact(g) == _hardened_count(g, 16, 8)
+    assert float(model.expected(*model.one_hot(g))) == model.exact(g)
+
+
+def test_imagenet_budget_counts_the_imagenet_network() -> None:
+    from space.network import NetworkImageNet
+
+    model = BudgetModel(FSSpec(2.0, True, 4), RATIOS, C=16, layers=8, imagenet=True)
+    g = _random_genotype(random.Random(6), FSSpec(2.0, True, 4))
+    hard = dataclasses.replace(g.fs, dfs=False)
+    want = int(param_report(NetworkImageNet(16, 10, 8, False, g, hard))["total"])
+    assert model.count(g) == model.exact(g) == want and "ImageNet" in model.describe()

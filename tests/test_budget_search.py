@@ -83,6 +83,17 @@ def test_hinge_is_zero_within_the_budget_and_target_is_two_sided() -> None:
         assert float(pen()) == pytest.approx(want)
 
 
+def test_budget_weight_warms_up_from_zero() -> None:
+    net = SearchNetwork(C=4, layers=5)
+    pen = ArchPenalty(net, _cfg(params=1000, weight=2.0, warmup_epochs=2), None)
+    weights = []
+    for epoch in range(4):
+        pen.epoch = epoch
+        weights.append(pen.budget_weight())
+    assert weights == [0.0, 1.0, 2.0, 2.0]
+    assert ArchPenalty(net, _cfg(params=1000, weight=2.0), None).budget_weight() == 2.0
+
+
 def test_caps_and_beta_decay_default_on_only_with_a_budget() -> None:
     assert derive_caps(_cfg()) == {"max_skip": None, "max_free": None}
     assert derive_caps(_cfg(params=10**6)) == {"max_skip": 2, "max_free": 2}
