@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from genotypes import FSSpec, load_genotype  # noqa: E402
 from retrain.export import exported_size  # noqa: E402
 from retrain.model import NetSpec, build_network  # noqa: E402
-from space.fs import harden_model  # noqa: E402
+from space.fs_model import harden_model  # noqa: E402
 
 TARGET = 1.10
 

@@ -88,7 +88,7 @@ def export_payload(model: nn.Module, spec: NetSpec, data: dict[str, Any], wq: bo
     """What `save_exported` writes for a hardened `model` (its auxiliary head is dropped:
     inference never uses it)."""
     if any(isinstance(m, DFSConv2d) for m in model.modules()):
-        raise ValueError("export needs a hardened model: call space.fs.harden_model first")
+        raise ValueError("export needs a hardened model: call space.fs_model.harden_model first")
     if wq:
         sd = quantized_state_dict(model)
     else:

@@ -35,7 +35,7 @@ from common.shapes import KNOWN_SHAPES
 from genotypes import Genotype, GenotypeError, from_dict, load_genotype
 from retrain.data import train_set
 from retrain.model import NetSpec, build_network, pick_stem
-from space.fs import set_grad_reduce
+from space.fs_model import set_grad_reduce
 
 FS_MODES = ("off", "fs", "dfs", "genotype")
 

@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from genotypes import describe_op_ratios, fs_from_dict
 from retrain.export import exported_size, manifest_of, pack_state_dict
 from retrain.model import NetSpec, build_network
-from space.fs import harden_model
+from space.fs_model import harden_model
 from space.report import param_report
 from space.wq import quantized_state_dict
 

@@ -24,7 +24,8 @@ from common.runlog import Progress
 from common.runtime import autocast, channels_last, grad_scaler, seed_everything, to_memory_format
 from retrain.evaluate import evaluate
 from retrain.model import NetSpec
-from space.fs import DFSConv2d, fs_layers, harden_model, offset_parameters, set_temperature
+from space.fs import DFSConv2d
+from space.fs_model import fs_layers, harden_model, offset_parameters, set_temperature
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:

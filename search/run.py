@@ -17,7 +17,7 @@ from search.outputs import RunOutputs, epoch_record, summary_line
 from search.penalty import derive_caps
 from search.trainer import SearchTrainer, temperature_of_epoch
 from space.budget import EDGES, fit_to_budget
-from space.fs import set_temperature
+from space.fs_model import set_temperature
 
 
 def final_genotype(trainer: SearchTrainer, cfg: dict[str, Any], main: bool) -> Genotype:

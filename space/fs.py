@@ -4,8 +4,9 @@ The K = out_channels filters of n = (in_channels/groups)*kh*kw elements each are
 learned 1D vector ``fs`` of length L = ceil(K*n/ratio): filter k = fs[(offset_k + j) mod L].
 
 Each layer describes itself to space/fs_bank.py's batched computation by one `Packing` record.
-One module of about 400 lines on purpose: the two layer kinds share geometry, index, cache
-and packing code, `harden` turns one into the other, and the helpers below walk both.
+The two layer kinds share one module: they share geometry, index, cache and packing code, and
+`harden` turns one into the other. The helpers that walk a whole model (find, harden,
+anneal, build) are in space/fs_model.py.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import math
 from contextvars import ContextVar
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -23,15 +23,8 @@ from torch import Tensor
 from torch.nn.modules.utils import _pair
 
 from space.fs_gather import LOG2E, dfs_filters, entropy, fs_filters, mixing_weights
-from space.nested_fs import nested_layers
 
-if TYPE_CHECKING:
-    from genotypes import FSSpec
-
-__all__ = [
-    "FSConv2d", "DFSConv2d", "is_fs_layer", "fs_layers", "offset_parameters",
-    "weight_parameters", "harden_model", "set_temperature", "set_grad_reduce", "pointwise_conv",
-]
+__all__ = ["FSConv2d", "DFSConv2d", "Packing", "provided_filters"]
 
 
 #: Filters a FilterBank computed for the forward running in this context, by id(layer).
@@ -347,75 +340,3 @@ class DFSConv2d(_FSConvBase):
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", num_offsets={self.num_offsets}, "
                 f"candidates={self.num_candidates}, temperature={self._temperature:g}")
-
-
-def is_fs_layer(m: nn.Module) -> bool:
-    """True for FSConv2d and DFSConv2d."""
-    return isinstance(m, (FSConv2d, DFSConv2d))
-
-
-def fs_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(qualified name, layer) of every FS/DFS layer, in `named_modules` order."""
-    return [(name, m) for name, m in model.named_modules() if is_fs_layer(m)]
-
-
-def offset_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Every DFS layer's offset_logits, nested DFS layers' included (each once)."""
-    seen: dict[int, nn.Parameter] = {}
-    layers = [m for _, m in fs_layers(model) if isinstance(m, DFSConv2d)] + nested_layers(model)
-    for m in layers:
-        for p in m.offset_parameters():
-            seen.setdefault(id(p), p)
-    return list(seen.values())
-
-
-def weight_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Every parameter of `model` that is not an offset logit (by identity)."""
-    offs = {id(p) for p in offset_parameters(model)}
-    return [p for p in model.parameters() if id(p) not in offs]
-
-
-def harden_model(model: nn.Module) -> nn.Module:
-    """Replace every DFSConv2d in place by its `harden()` FSConv2d; returns model (or the
-    hardened layer when model itself is a DFSConv2d). A layer shared by several parents is
-    replaced by one shared FSConv2d."""
-    if isinstance(model, DFSConv2d):
-        return model.harden()
-    done: dict[int, FSConv2d] = {}
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, DFSConv2d):
-                if id(child) not in done:
-                    done[id(child)] = child.harden()
-                setattr(parent, name, done[id(child)])
-    return model
-
-
-def set_temperature(model: nn.Module, t: float) -> None:
-    """Set the softmax temperature of every DFS layer, nested ones included (annealing)."""
-    if not t > 0:
-        raise ValueError(f"temperature must be > 0, got {t}")
-    for _, m in fs_layers(model):
-        if isinstance(m, DFSConv2d):
-            m.temperature = t
-    for m in nested_layers(model):
-        m.temperature = float(t)
-
-
-def set_grad_reduce(model: nn.Module, rule: str) -> None:
-    """Give every FS/DFS layer of `model` the gradient rule `rule` ("mean" or "sum")."""
-    if rule not in ("mean", "sum"):
-        raise ValueError(f"grad_reduce must be 'mean' or 'sum', got {rule!r}")
-    for _, m in fs_layers(model):
-        m.grad_reduce = rule
-
-
-def pointwise_conv(in_channels: int, out_channels: int, stride: int = 1,
-                   fs: FSSpec | None = None) -> nn.Module:
-    """The space's 1x1 conv (bias=False): nn.Conv2d when fs is None, else FS/DFS per `fs`."""
-    if fs is None:
-        return nn.Conv2d(in_channels, out_channels, 1, stride=stride, padding=0, bias=False)
-    if fs.dfs:
-        return DFSConv2d(in_channels, out_channels, 1, stride, ratio=fs.ratio,
-                         num_offsets=fs.num_offsets)
-    return FSConv2d(in_channels, out_channels, 1, stride, ratio=fs.ratio)

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from space import fs as fsmod
 from space.fs_gather import dfs_filters, fs_filters, mixing_weights
+from space.fs_model import is_fs_layer
 from space.nested_fs import NestedFSConv2d, current_ratio_weights
 
 
@@ -48,7 +49,7 @@ def _kind(m: nn.Module) -> tuple:
 def bank_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(qualified name, layer) of every layer a bank computes: FS, DFS and nested."""
     return [(name, m) for name, m in model.named_modules()
-            if fsmod.is_fs_layer(m) or isinstance(m, NestedFSConv2d)]
+            if is_fs_layer(m) or isinstance(m, NestedFSConv2d)]
 
 
 class _Group:

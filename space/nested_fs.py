@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from space.fs import DFSConv2d, FSConv2d, provided_filters
 from space.fs_gather import LOG2E, dfs_filters, entropy, mixing_weights
 
 __all__ = ["NestedFSConv2d", "ratio_mix", "nested_layers", "nested_lengths", "nest_layers"]
@@ -154,8 +155,6 @@ class NestedFSConv2d(nn.Module):
     def filters(self) -> Tensor:
         """The filters for this forward: handed over by a FilterBank, or computed from row
         `slot` of the current ratio weights."""
-        from space.fs import provided_filters  # fs.py imports this module
-
         provided = provided_filters.get()
         if provided is not None and id(self) in provided:
             return provided[id(self)]
@@ -185,12 +184,10 @@ def nest_layers(module: nn.Module, ratios: Sequence[float], slot: int) -> int:
     """Replace every FSConv2d/DFSConv2d inside `module` by a NestedFSConv2d of the same
     geometry, kind, offset count and gradient rule, reading ratio-weight row `slot`.
     Returns the number of layers replaced (0: the op has no FS layer)."""
-    from space.fs import DFSConv2d, is_fs_layer
-
     count = 0
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
-            if not is_fs_layer(child):
+            if not isinstance(child, (FSConv2d, DFSConv2d)):
                 continue
             if child.groups != 1 or child.bias is not None or child.padding not in (0, (0, 0)):
                 raise ValueError("nest_layers: only bias-free, ungrouped, unpadded FS convs "

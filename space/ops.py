@@ -30,7 +30,7 @@ from torch import Tensor
 
 from genotypes import FSSpec
 from space.cpu_kernels import batch_norm_train, conv1x1, depthwise
-from space.fs import pointwise_conv
+from space.fs_model import pointwise_conv
 
 
 def batch_norm(bn: nn.BatchNorm2d, x: Tensor, scale: Tensor | None = None) -> Tensor:

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from genotypes import PRIMITIVES, FSSpec, Genotype, derive
 from space import fs as fsmod
+from space import fs_model
 from space.fs_bank import batched_filters
 from space.nested_fs import nest_layers, nested_layers, ratio_mix
 from space.ops import batch_norm
@@ -154,7 +155,7 @@ class SearchNetwork(nn.Module):
 
     def offset_parameters(self) -> list[nn.Parameter]:
         """The offset logits of every DFS layer (empty without DFS)."""
-        return fsmod.offset_parameters(self)
+        return fs_model.offset_parameters(self)
 
     def weight_parameters(self) -> list[nn.Parameter]:
         """Every other parameter: convs, FS vectors, BN affines (stem), the classifier."""
@@ -186,7 +187,7 @@ class SearchNetwork(nn.Module):
 
     def offset_entropy(self) -> float | None:
         """Mean over DFS layers of their offset entropy (nats); None without DFS layers."""
-        layers = [m for _, m in fsmod.fs_layers(self) if isinstance(m, fsmod.DFSConv2d)]
+        layers = [m for _, m in fs_model.fs_layers(self) if isinstance(m, fsmod.DFSConv2d)]
         layers += [m for m in nested_layers(self) if m.dfs]
         if not layers:
             return None

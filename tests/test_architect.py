@@ -223,7 +223,7 @@ def test_trainer_splits_upper_and_lower_levels(mode, offsets_with):
     from common.distributed import DistInfo
     from search.data import SearchData
     from search.trainer import SearchTrainer
-    from space.fs import offset_parameters
+    from space.fs_model import offset_parameters
 
     cfg = resolve_config("search", "smoke", [f"fs.mode={mode}", f"fs.offsets_with={offsets_with}",
                                              "init_channels=4"])
@@ -245,7 +245,7 @@ def test_trainer_splits_upper_and_lower_levels(mode, offsets_with):
 
 def _tiny_supernet(dfs: bool, grad_reduce: str = "mean"):
     from genotypes import FSSpec
-    from space.fs import fs_layers
+    from space.fs_model import fs_layers
     from space.supernet import SearchNetwork
 
     torch.manual_seed(0)

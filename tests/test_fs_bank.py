@@ -9,8 +9,10 @@ from torch.func import functional_call
 from torch.testing import assert_close
 
 from space import fs as fsmod
-from space.fs import DFSConv2d, FSConv2d, harden_model
+from space import fs_model
+from space.fs import DFSConv2d, FSConv2d
 from space.fs_bank import FilterBank, bank_of, batched_filters
+from space.fs_model import harden_model
 
 
 def _handed(m: nn.Module) -> torch.Tensor | None:
@@ -32,7 +34,7 @@ def _mixed_model() -> nn.Sequential:
     ]
     model = nn.Sequential(*layers).double()
     with torch.no_grad():
-        for p in fsmod.offset_parameters(model):
+        for p in fs_model.offset_parameters(model):
             p.normal_(std=2.0)
     return model
 
@@ -150,7 +152,7 @@ def test_a_layer_swapped_in_by_hand_is_batched() -> None:
     first = bank_of(outer)
     outer[0] = _mixed_model()
     with batched_filters(outer):
-        assert all(_handed(m) is not None for _, m in fsmod.fs_layers(outer))
+        assert all(_handed(m) is not None for _, m in fs_model.fs_layers(outer))
     assert bank_of(outer) is not first
 
 
@@ -262,5 +264,5 @@ def test_provided_filters_restored_on_error_and_skipped_in_eval() -> None:
 def test_shared_layer_computed_once() -> None:
     layer = DFSConv2d(8, 8, 1, ratio=2.0)
     model = nn.Sequential(layer, nn.ReLU(), layer)
-    bank = FilterBank([m for _, m in fsmod.fs_layers(model)] + [layer])
+    bank = FilterBank([m for _, m in fs_model.fs_layers(model)] + [layer])
     assert sum(len(g.layers) for g in bank.groups) == 1

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from genotypes import PRIMITIVES, FSSpec
-from space.fs import DFSConv2d, FSConv2d, offset_parameters, set_temperature
+from space.fs import DFSConv2d, FSConv2d
+from space.fs_model import offset_parameters, set_temperature
 from space.nested_fs import NestedFSConv2d, nested_layers, ratio_mix
 from space.supernet import SearchNetwork
 

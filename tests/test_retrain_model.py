@@ -30,7 +30,8 @@ from retrain.export import load_exported, pack_state_dict, save_exported, unpack
 from retrain.model import NetSpec, build_network
 from retrain.summary import count_macs, format_json, format_table, summarize
 from retrain.trainer import harden_in_place
-from space.fs import DFSConv2d, FSConv2d, fs_layers, harden_model
+from space.fs import DFSConv2d, FSConv2d
+from space.fs_model import fs_layers, harden_model
 from space.network import NetworkCIFAR, NetworkImageNet, drop_path
 from space.ops import FactorizedReduce, make_op
 from space.report import param_report
@@ -143,7 +144,7 @@ def test_drop_path_zeroes_whole_samples_and_keeps_the_mean():
 def test_harden_keeps_momentum_and_drops_offset_logits():
     torch.manual_seed(0)
     m = _net("DARTS_V2", 8, 5, 10, False, FSSpec(2.0, True, 4), aux=False)
-    from space.fs import offset_parameters
+    from space.fs_model import offset_parameters
 
     logits = offset_parameters(m)
     weights = [p for p in m.parameters() if all(p is not q for q in logits)]
@@ -212,7 +213,7 @@ def test_export_refuses_dfs_and_wq_export_is_close(tmp_path):
             "std": [1.0] * 3}
     with pytest.raises(ValueError, match="harden"):
         save_exported(m, spec, data, tmp_path / "m.pt")
-    from space.fs import harden_model
+    from space.fs_model import harden_model
 
     harden_model(m)
     f = save_exported(m, spec, data, tmp_path / "m.pt")
@@ -450,7 +451,7 @@ def test_grad_rule_and_offset_learning_rate_from_the_config(tmp_path):
     from common.distributed import DistInfo
     from retrain.setup import resolve
     from retrain.trainer import Trainer
-    from space.fs import fs_layers, set_grad_reduce
+    from space.fs_model import fs_layers, set_grad_reduce
 
     net = _net("DARTS_V2", 8, 5, 10, False, FSSpec(2.0, True, 4))
     set_grad_reduce(net, "sum")

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from genotypes import PRIMITIVES, FSSpec, Genotype, validate
-from space.fs import DFSConv2d, FSConv2d, fs_layers, is_fs_layer
+from space.fs import DFSConv2d, FSConv2d
+from space.fs_model import fs_layers, is_fs_layer
 from space.mixed import MixedOp
 from space.ops import DilConv, FactorizedReduce, SepConv
 from space.search_cell import SearchCell

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from space.fs import DFSConv2d, FSConv2d, fs_layers
+from space.fs import DFSConv2d, FSConv2d
+from space.fs_model import fs_layers
 from space.wq import (
     dequantize_tensor,
     load_quantized_state_dict,

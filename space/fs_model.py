@@ -1,0 +1,92 @@
+"""Model-level helpers for FS/DFS layers (space/fs.py) and nested-ratio layers
+(space/nested_fs.py): find them, split their parameters, harden, anneal, set the gradient
+rule, and build the space's 1x1 conv."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch.nn as nn
+
+from space.fs import DFSConv2d, FSConv2d
+from space.nested_fs import nested_layers
+
+if TYPE_CHECKING:
+    from genotypes import FSSpec
+
+__all__ = [
+    "is_fs_layer", "fs_layers", "offset_parameters", "weight_parameters", "harden_model",
+    "set_temperature", "set_grad_reduce", "pointwise_conv",
+]
+
+
+def is_fs_layer(m: nn.Module) -> bool:
+    """True for FSConv2d and DFSConv2d."""
+    return isinstance(m, (FSConv2d, DFSConv2d))
+
+
+def fs_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(qualified name, layer) of every FS/DFS layer, in `named_modules` order."""
+    return [(name, m) for name, m in model.named_modules() if is_fs_layer(m)]
+
+
+def offset_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Every DFS layer's offset_logits, nested DFS layers' included (each once)."""
+    seen: dict[int, nn.Parameter] = {}
+    layers = [m for _, m in fs_layers(model) if isinstance(m, DFSConv2d)] + nested_layers(model)
+    for m in layers:
+        for p in m.offset_parameters():
+            seen.setdefault(id(p), p)
+    return list(seen.values())
+
+
+def weight_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Every parameter of `model` that is not an offset logit (by identity)."""
+    offs = {id(p) for p in offset_parameters(model)}
+    return [p for p in model.parameters() if id(p) not in offs]
+
+
+def harden_model(model: nn.Module) -> nn.Module:
+    """Replace every DFSConv2d in place by its `harden()` FSConv2d; returns model (or the
+    hardened layer when model itself is a DFSConv2d). A layer shared by several parents is
+    replaced by one shared FSConv2d."""
+    if isinstance(model, DFSConv2d):
+        return model.harden()
+    done: dict[int, FSConv2d] = {}
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, DFSConv2d):
+                if id(child) not in done:
+                    done[id(child)] = child.harden()
+                setattr(parent, name, done[id(child)])
+    return model
+
+
+def set_temperature(model: nn.Module, t: float) -> None:
+    """Set the softmax temperature of every DFS layer, nested ones included (annealing)."""
+    if not t > 0:
+        raise ValueError(f"temperature must be > 0, got {t}")
+    for _, m in fs_layers(model):
+        if isinstance(m, DFSConv2d):
+            m.temperature = t
+    for m in nested_layers(model):
+        m.temperature = float(t)
+
+
+def set_grad_reduce(model: nn.Module, rule: str) -> None:
+    """Give every FS/DFS layer of `model` the gradient rule `rule` ("mean" or "sum")."""
+    if rule not in ("mean", "sum"):
+        raise ValueError(f"grad_reduce must be 'mean' or 'sum', got {rule!r}")
+    for _, m in fs_layers(model):
+        m.grad_reduce = rule
+
+
+def pointwise_conv(in_channels: int, out_channels: int, stride: int = 1,
+                   fs: FSSpec | None = None) -> nn.Module:
+    """The space's 1x1 conv (bias=False): nn.Conv2d when fs is None, else FS/DFS per `fs`."""
+    if fs is None:
+        return nn.Conv2d(in_channels, out_channels, 1, stride=stride, padding=0, bias=False)
+    if fs.dfs:
+        return DFSConv2d(in_channels, out_channels, 1, stride, ratio=fs.ratio,
+                         num_offsets=fs.num_offsets)
+    return FSConv2d(in_channels, out_channels, 1, stride, ratio=fs.ratio)
