@@ -24,8 +24,7 @@ from common.runlog import Progress
 from common.runtime import autocast, channels_last, grad_scaler, seed_everything, to_memory_format
 from retrain.evaluate import evaluate
 from retrain.model import NetSpec
-from space.fs import DFSConv2d
-from space.fs_model import fs_layers, harden_model, offset_parameters, set_temperature
+from space.fs_model import harden_model, offset_entropy, offset_parameters, set_temperature
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -121,11 +120,7 @@ class Trainer:
     def offset_entropy(self) -> float | None:
         """Mean offset entropy (nats) of the DFS layers before hardening (ln M: uniform, the
         offsets not learned); None once hardened or without DFS layers."""
-        layers = [m for _, m in fs_layers(self.model) if isinstance(m, DFSConv2d)]
-        if not layers:
-            return None
-        with torch.no_grad():
-            return float(torch.stack([m.offset_entropy() for m in layers]).mean())
+        return offset_entropy(self.model)
 
     def harden(self) -> None:
         if not self.hardened:

@@ -139,6 +139,12 @@ class BudgetModel:
         """genotypes.op_ratio of the genotype's FS settings (the model's when it has none)."""
         return op_ratio(g.fs if g.fs is not None else self.fs, cell, k)
 
+    def has_fs(self, g: Genotype, cell: str, k: int) -> bool:
+        """Whether the k-th kept op of `cell` has FS layers: its size depends on the ratio."""
+        op, j = getattr(g, cell)[k]
+        row = self.tables[CELLS.index(cell), EDGES.index((k // 2, j)), PRIMITIVES.index(op)]
+        return bool((row != row[0]).any())
+
     def _column(self, g: Genotype, cell: str, k: int) -> tuple[int, int, int, int]:
         """(cell index, edge row, op column, ratio column) of the k-th kept edge of `cell`.
         An op whose size does not depend on the ratio (no FS layer) reads column 0, so its
@@ -146,8 +152,7 @@ class BudgetModel:
         c = CELLS.index(cell)
         op, j = getattr(g, cell)[k]
         e, o = EDGES.index((k // 2, j)), PRIMITIVES.index(op)
-        row = self.tables[c, e, o]
-        if bool((row == row[0]).all()):
+        if not self.has_fs(g, cell, k):
             return c, e, o, 0
         ratio = self.op_ratio(g, cell, k)
         if ratio not in self.ratios:
@@ -246,7 +251,7 @@ def fit_to_budget(model: BudgetModel, g: Genotype, budget: int,
     if g.fs is None or model.fs is None or len(model.ratios) < 2:
         return g, []
     R = model.ratios
-    per = {cell: [model.op_ratio(g, cell, k) if _has_fs(g, model, cell, k) else None
+    per = {cell: [model.op_ratio(g, cell, k) if model.has_fs(g, cell, k) else None
                   for k in range(len(getattr(g, cell)))] for cell in CELLS}
     g = _with_ratios(g, per["normal"], per["reduce"])
     notes: list[str] = []
@@ -291,10 +296,3 @@ def fit_to_budget(model: BudgetModel, g: Genotype, budget: int,
         _, cell, k, lower = max(options)
         change(cell, k, lower, "under budget, lowered")
 
-
-def _has_fs(g: Genotype, model: BudgetModel, cell: str, k: int) -> bool:
-    """Whether the k-th op of `cell` has FS layers: its size depends on the ratio."""
-    c = CELLS.index(cell)
-    op, j = getattr(g, cell)[k]
-    row = model.tables[c, EDGES.index((k // 2, j)), PRIMITIVES.index(op)]
-    return bool((row != row[0]).any())

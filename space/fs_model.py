@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
 import torch.nn as nn
 
 from space.fs import DFSConv2d, FSConv2d
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "is_fs_layer", "fs_layers", "offset_parameters", "weight_parameters", "harden_model",
-    "set_temperature", "set_grad_reduce", "pointwise_conv",
+    "set_temperature", "set_grad_reduce", "pointwise_conv", "offset_entropy",
 ]
 
 
@@ -60,6 +61,17 @@ def harden_model(model: nn.Module) -> nn.Module:
                     done[id(child)] = child.harden()
                 setattr(parent, name, done[id(child)])
     return model
+
+
+def offset_entropy(model: nn.Module) -> float | None:
+    """Mean over the DFS layers of `model` (nested DFS layers included) of their offset
+    entropy in nats (ln M: a uniform candidate mix); None without DFS layers."""
+    layers = [m for _, m in fs_layers(model) if isinstance(m, DFSConv2d)]
+    layers += [m for m in nested_layers(model) if m.dfs]
+    if not layers:
+        return None
+    with torch.no_grad():
+        return float(torch.stack([m.offset_entropy() for m in layers]).mean())
 
 
 def set_temperature(model: nn.Module, t: float) -> None:

@@ -15,10 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genotypes import PRIMITIVES, FSSpec, Genotype, derive
-from space import fs as fsmod
 from space import fs_model
 from space.fs_bank import batched_filters
-from space.nested_fs import nest_layers, nested_layers, ratio_mix
+from space.nested_fs import nest_layers, ratio_mix
 from space.ops import batch_norm
 from space.search_cell import SearchCell
 
@@ -187,9 +186,4 @@ class SearchNetwork(nn.Module):
 
     def offset_entropy(self) -> float | None:
         """Mean over DFS layers of their offset entropy (nats); None without DFS layers."""
-        layers = [m for _, m in fs_model.fs_layers(self) if isinstance(m, fsmod.DFSConv2d)]
-        layers += [m for m in nested_layers(self) if m.dfs]
-        if not layers:
-            return None
-        with torch.no_grad():
-            return float(torch.stack([m.offset_entropy() for m in layers]).mean())
+        return fs_model.offset_entropy(self)
