@@ -13,9 +13,10 @@ SHORTHANDS: dict[str, str] = {
 }
 
 #: Config keys (or key prefixes) --resume may change in both pipelines: where and how fast a
-#: run computes, never what. Search adds the worker count (its augmentation is seeded per
-#: sample); retrain's augmentation draws depend on it.
-RESUMABLE: tuple[str, ...] = ("runtime.device", "runtime.threads", "data.root", "data.download")
+#: run computes, never what (the worker count included: augmentation is seeded per image,
+#: common.loader).
+RESUMABLE: tuple[str, ...] = ("runtime.device", "runtime.threads", "data.root", "data.download",
+                              "data.workers")
 
 
 def flag_overrides(args: Any, shorthands: dict[str, str] = SHORTHANDS) -> list[str]:

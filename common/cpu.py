@@ -15,6 +15,7 @@ same seed gives the same figures on the same machine run after run.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -115,10 +116,12 @@ def cpu_budget(threads: int | None, workers: int | None, device_type: str, image
     return CpuBudget(t, w, share, auto=not threads)
 
 
+@functools.cache
 def busy_cores(samples: int = 5) -> int | None:
-    """Other processes running right now: the median over a few samples 20 ms apart of the
+    """Other processes running at start-up: the median over a few samples 20 ms apart of the
     runnable tasks in /proc/loadavg, less this process's own thread. None off Linux. (The
-    load average would still count a run that ended a minute ago.)"""
+    load average would still count a run that ended a minute ago.) Sampled once per process:
+    the OpenMP policy and the start-up hint read the same figure."""
     counts = []
     for i in range(samples):
         try:

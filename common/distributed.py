@@ -1,12 +1,15 @@
-"""torchrun / DDP plumbing: process-group set-up, rank queries and metric reduction."""
+"""torchrun / DDP plumbing: process-group set-up, rank queries, the DDP wrap and metric
+reduction, for both pipelines."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,17 @@ def local_device(device: torch.device, info: DistInfo) -> torch.device:
     if device.type == "cuda" and info.enabled:
         return torch.device("cuda", info.local_rank)
     return device
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device,
+             ignore: Sequence[str] = ()) -> torch.nn.Module:
+    """`model` wrapped in DistributedDataParallel for this process's device; parameters named
+    in `ignore` (the search's architecture weights, which its architect averages itself) are
+    neither broadcast nor reduced by DDP."""
+    if ignore:
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, list(ignore))
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:

@@ -1,18 +1,28 @@
-"""Resumable, deterministic data loading.
+"""Resumable, deterministic data loading, the same for the search and retrain.
 
 Every pass over a dataset is shuffled by a generator seeded from (seed, pass), and sharded
 over ranks, so the order depends only on the seed and the pass number: a run resumed from a
 checkpoint sees exactly the batches an uninterrupted run would.
+
+Random augmentation is seeded per sample from (seed, pass, index) (`SeededAugment`): the
+images a batch holds, and how they are cropped, flipped and cut out, depend only on the
+seed, the pass number and the position in the pass. A run resumed mid-pass (the search's
+validation half is cycled) or run with another `data.workers` count sees exactly the same
+tensors as an uninterrupted one, and the training process's own RNG streams (drop path,
+dropout) do not depend on how many images were loaded in it.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from common.distributed import DistInfo
+
+_MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant: spreads (seed, pass, index) over seeds
 
 
 class ResumableSampler(DistributedSampler):
@@ -32,17 +42,51 @@ class ResumableSampler(DistributedSampler):
         return super().__len__() - self.skip
 
 
+class PassTaggedSampler(ResumableSampler):
+    """A ResumableSampler that yields (pass, index) pairs, so that a SeededAugment dataset
+    (even a copy of it inside a worker process) knows which pass a sample belongs to."""
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        epoch = self.epoch
+        return ((epoch, i) for i in super().__iter__())
+
+
+class SeededAugment(Dataset):
+    """Fetches `dataset[i]` with torch's and Python's RNGs seeded from (seed, pass, i), and
+    restores the caller's RNG state afterwards (so the main process's streams do not depend
+    on how many images were loaded in it)."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, i = key
+        s = ((self.seed * _MIX + epoch) * _MIX + i) % (2**63)
+        torch_state, py_state = torch.get_rng_state(), random.getstate()
+        torch.manual_seed(s)
+        random.seed(s)
+        try:
+            return self.dataset[i]
+        finally:
+            torch.set_rng_state(torch_state)
+            random.setstate(py_state)
+
+
 def make_loader(
-    dataset, batch_size: int, dist_info: DistInfo, *, shuffle: bool, seed: int,
+    dataset: Dataset, batch_size: int, dist_info: DistInfo, *, shuffle: bool, seed: int,
     workers: int = 0, drop_last: bool = False, pin_memory: bool = False,
 ) -> DataLoader:
-    """A DataLoader over a ResumableSampler; call `loader.sampler.set_epoch(e)` each pass."""
-    sampler = ResumableSampler(dataset, dist_info, shuffle, seed, drop_last)
-    g = torch.Generator().manual_seed(seed)
+    """A DataLoader over a PassTaggedSampler with per-sample seeded augmentation (see the
+    module doc); call `loader.sampler.set_epoch(e)` each pass (CyclingLoader does)."""
+    sampler = PassTaggedSampler(dataset, dist_info, shuffle, seed, drop_last)
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-        drop_last=drop_last, pin_memory=pin_memory, generator=g,
-        worker_init_fn=worker_seed_init if workers > 0 else None,
+        SeededAugment(dataset, seed), batch_size=batch_size, sampler=sampler,
+        num_workers=workers, drop_last=drop_last, pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=False,  # a pass's workers are forked with that pass's sampler
     )
 
 
@@ -85,10 +129,3 @@ class CyclingLoader:
         self.passes, self.position = int(state["passes"]), int(state["position"])
         self._it = None
 
-
-def worker_seed_init(worker_id: int) -> None:
-    """Seed Python's RNG in a DataLoader worker from torch's per-worker seed (torch seeds its
-    own RNG per worker already; random-based transforms need this too)."""
-    import random
-
-    random.seed(torch.initial_seed() % 2**32)

@@ -148,8 +148,8 @@ def _resume_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a retrain run directory (no config.yaml); give the "
                         "directory of the run to continue")
-    # What may change is common.cli_flags.RESUMABLE (--set of those keys included); the worker
-    # count is not in it: retrain's augmentation draws differ with it.
+    # What may change is common.cli_flags.RESUMABLE (--set of those keys included): where
+    # and how fast the run computes, never its arithmetic (augmentation is seeded per image).
     items = args.overrides + flag_overrides(args)
     fixed = set(fixed_on_resume(items))
     other = [k for k, v in vars(args).items() if v and k not in SHORTHANDS
@@ -161,7 +161,7 @@ def _resume_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
     if flags or args.preset != "paper":
         raise UserError(f"--resume continues the run exactly as configured in {run_dir}/config.yaml; "
                         f"drop {', '.join(flags) or '--preset'} (only --device, --threads, "
-                        "--data-root, --no-download may change)")
+                        "--workers, --data-root, --no-download may change)")
     data = load_config_file(run_dir / "config.yaml")
     if not all(k in data for k in ("retrain", "genotype", "dataset")):
         raise UserError(f"{run_dir}/config.yaml is not a retrain run's config; give a retrain run")

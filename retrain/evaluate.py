@@ -1,4 +1,5 @@
-"""Test-set evaluation, and the command that evaluates an exported model on its own.
+"""The command that evaluates an exported model on its own (the evaluation itself is
+common.evaluate, the one both pipelines run).
 
     python -m retrain.evaluate runs/retrain-.../model.pt --dataset cifar10 [--data-root DIR]
     python -m retrain.evaluate runs/retrain-.../model-wq.pt --dataset PATH --json
@@ -21,63 +22,16 @@ if __name__ == "__main__":  # python -m retrain.evaluate: before torch loads Ope
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
 
 from common.cpu import cpu_budget  # noqa: E402
 from common.data import open_dataset  # noqa: E402
-from common.distributed import DistInfo, all_reduce_sum  # noqa: E402
 from common.errors import UserError, cli_entry  # noqa: E402
-from common.runtime import autocast, resolve_device, set_threads, to_memory_format  # noqa: E402
+from common.evaluate import evaluate  # noqa: E402
 from common.runtime import channels_last as to_channels_last  # noqa: E402
+from common.runtime import resolve_device, set_threads  # noqa: E402
 from retrain.data import test_set  # noqa: E402
 from retrain.export import load_exported_full  # noqa: E402
 from retrain.setup import info_from_meta  # noqa: E402
-
-
-class _Shard(torch.utils.data.Sampler):
-    """Every world_size-th index from `rank`, no padding: the ranks' shards partition the
-    set exactly, so summed metrics equal a single-process evaluation."""
-
-    def __init__(self, n: int, dist: DistInfo) -> None:
-        self.idx = list(range(dist.rank, n, dist.world_size))
-
-    def __iter__(self):
-        return iter(self.idx)
-
-    def __len__(self) -> int:
-        return len(self.idx)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, dataset, batch_size: int, device: torch.device,
-             dist: DistInfo | None = None, amp: bool = False, channels_last: bool = False,
-             workers: int = 0) -> dict[str, float]:
-    """Mean loss, top-1 and top-5 accuracy (percent) of `model` on `dataset`; with a
-    distributed `dist`, each rank takes its shard and the sums are reduced over ranks. The
-    model is left in eval mode."""
-    dist = dist or DistInfo()
-    model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=_Shard(len(dataset), dist),
-                        num_workers=workers, pin_memory=device.type == "cuda")
-    sums = [0.0, 0.0, 0.0, 0.0]  # loss*n, top1 correct, top5 correct, n
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        x = to_memory_format(x, channels_last)
-        with autocast(device, amp):
-            logits = model(x)[0]
-        logits = logits.float()
-        sums[0] += float(F.cross_entropy(logits, y, reduction="sum"))
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        hit = top.eq(y.view(-1, 1))
-        sums[1] += float(hit[:, :1].any(1).sum())
-        sums[2] += float(hit.any(1).sum())
-        sums[3] += y.shape[0]
-    # Only a distributed evaluation reduces: rank 0 alone evaluating an export must not
-    # wait for ranks that are not evaluating.
-    loss, c1, c5, n = all_reduce_sum(sums, device) if dist.enabled else sums
-    n = max(n, 1)
-    return {"loss": loss / n, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "count": int(n)}
 
 
 def evaluate_exported(model: nn.Module, meta: dict[str, Any], dataset, device: torch.device,

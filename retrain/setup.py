@@ -68,7 +68,10 @@ def _split(preset: str, overrides: list[str]) -> tuple[dict[str, Any], list[str]
 def trial_config(preset: str, overrides: list[str]) -> dict[str, Any]:
     """The config before its `imagenet` sub-section is applied (that needs the dataset's
     input size, which this config's data.root / data.input_size decide)."""
-    base, other = _split(preset, overrides)
+    return _trial(*_split(preset, overrides))
+
+
+def _trial(base: dict[str, Any], other: list[str]) -> dict[str, Any]:
     trial = copy.deepcopy(base)
     trial["imagenet"] = None
     for item in other:
@@ -82,7 +85,7 @@ def resolve(preset: str, overrides: list[str],
     sub-section applies, given the config with the overrides but without that section
     (`trial_config`)."""
     base, other = _split(preset, overrides)
-    trial = trial_config(preset, overrides)
+    trial = _trial(base, other)
     ima = base.get("imagenet")
     if not imagenet_like(trial) or not ima:
         cfg = trial

@@ -2,27 +2,28 @@
 path, gradient clipping, cosine or step schedule), DFS temperature and hardening, AMP on CUDA
 and DDP. The epoch loop is retrain.run's, the files retrain.outputs'.
 
-Determinism: every epoch reseeds the RNGs from (seed, epoch, rank) and the data order depends
-only on (seed, epoch), so a run resumed from the checkpoint of epoch e repeats exactly what an
-uninterrupted run does from e on (on the same device and thread count).
+Determinism: every epoch reseeds the RNGs from (seed, epoch, rank) (drop path); the data
+order depends only on (seed, epoch) and each image's augmentation only on (seed, epoch, its
+index), whatever `data.workers` (common.loader). So a run resumed from the checkpoint of
+epoch e repeats exactly what an uninterrupted run does from e on (on the same device and
+thread count).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common.distributed import DistInfo, all_reduce_sum
+from common.distributed import DistInfo, all_reduce_sum, wrap_ddp
 from common.errors import Diverged
+from common.evaluate import evaluate
 from common.fs_settings import temperature_at
 from common.loader import make_loader
 from common.runlog import Progress
-from common.runtime import autocast, channels_last, grad_scaler, seed_everything, to_memory_format
-from retrain.evaluate import evaluate
+from common.runtime import channels_last, grad_scaler, seed_everything, to_memory_format
+from common.weight_step import WeightStep
 from retrain.model import NetSpec
 from space.fs_model import harden_model, offset_entropy, offset_parameters, set_temperature
 
@@ -110,12 +111,12 @@ class Trainer:
 
     # --- state -----------------------------------------------------------------------------
     def _wrap(self) -> None:
-        if not self.dist.enabled:
-            self.net = self.model
-        elif self.device.type == "cuda":
-            self.net = DDP(self.model, device_ids=[self.device.index])
-        else:
-            self.net = DDP(self.model)
+        """DDP (when distributed) over the current parameters, and the weight step on them."""
+        self.net = wrap_ddp(self.model, self.device) if self.dist.enabled else self.model
+        clip = self.cfg["optimizer"]["grad_clip"]
+        self.weight_step = WeightStep(self.optimizer, self.scaler, self.device, self.amp,
+                                      clipped=list(self.model.parameters()),
+                                      clip=float(clip) if clip else None)
 
     def offset_entropy(self) -> float | None:
         """Mean offset entropy (nats) of the DFS layers before hardening (ln M: uniform, the
@@ -152,40 +153,34 @@ class Trainer:
     # --- loops ------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
-        aux_w = float(self.cfg["auxiliary_weight"])
-        clip = self.cfg["optimizer"]["grad_clip"]
         sampler = self.train_loader.sampler
         sampler.set_epoch(epoch)
-        self.train_loader.generator.manual_seed(epoch_seed(self.cfg["seed"], epoch, 0))
         sums = [0.0, 0.0, 0.0]  # loss*n, correct, n
         progress = Progress(self.train_loader, len(self.train_loader),
                             f"epoch {epoch + 1}/{self.epochs}", enabled=self.dist.is_main)
         for step, (x, y) in enumerate(progress):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             x = to_memory_format(x, self.channels_last)
-            self.optimizer.zero_grad(set_to_none=True)
-            with autocast(self.device, self.amp):
-                logits, logits_aux = self.net(x)
-                loss = self.criterion(logits, y)
-                if logits_aux is not None and aux_w > 0:
-                    loss = loss + aux_w * self.criterion(logits_aux, y)
-            self.scaler.scale(loss).backward()
-            if clip:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            loss_v, correct, bad = self.weight_step(self._loss, x, y)
+            if bad:
+                raise self.diverged(epoch, step, bad)
             n = y.shape[0]
-            loss_v = float(loss.detach())  # where it was read before: no extra sync
-            if not math.isfinite(loss_v):
-                raise self.diverged(epoch, step, f"training loss is {loss_v}")
             sums[0] += loss_v * n
-            sums[1] += float((logits.detach().argmax(1) == y).sum())
+            sums[1] += correct
             sums[2] += n
             progress.update(loss=sums[0] / sums[2], acc=100.0 * sums[1] / sums[2])
         loss_sum, correct, count = all_reduce_sum(sums, self.device)
         return {"train_loss": loss_sum / max(count, 1), "train_acc": 100.0 * correct / max(count, 1),
                 "images": count}
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy (with label smoothing), plus the auxiliary head's, weighted."""
+        logits, logits_aux = self.net(x)
+        loss = self.criterion(logits, y)
+        aux_w = float(self.cfg["auxiliary_weight"])
+        if logits_aux is not None and aux_w > 0:
+            loss = loss + aux_w * self.criterion(logits_aux, y)
+        return loss, logits
 
     def diverged(self, epoch: int, step: int | None, what: str) -> Diverged:
         """The error that stops a diverged run (before its epoch is logged or checkpointed)."""

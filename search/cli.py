@@ -66,7 +66,7 @@ SEARCH_SHORTHANDS = {**SHORTHANDS, "order": "arch.order", "max_images": "data.ma
 # What --resume may change: where and how it runs, never what it computes (the drawing and
 # plotting settings, and the worker count: the augmentation is seeded per sample, see
 # search.data). Not runtime.amp or runtime.channels_last: they change the arithmetic.
-SEARCH_RESUMABLE = RESUMABLE + ("runtime.draw_every", "runtime.plot", "data.workers")
+SEARCH_RESUMABLE = RESUMABLE + ("runtime.draw_every", "runtime.plot")
 
 
 def _ratio_list(text: str) -> str:

@@ -15,14 +15,15 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
-from common.distributed import DistInfo, all_reduce_sum
+from common.distributed import DistInfo, all_reduce_sum, wrap_ddp
 from common.errors import Diverged, UserError
+from common.evaluate import evaluate
 from common.fs_settings import fs_spec, temperature_at
 from common.loader import CyclingLoader
 from common.runlog import Progress
-from common.runtime import autocast, channels_last, grad_scaler, to_memory_format
+from common.runtime import channels_last, grad_scaler, to_memory_format
+from common.weight_step import WeightStep
 from genotypes import Genotype
 from genotypes.derive import free_op_count
 from search.architect import Architect
@@ -85,17 +86,15 @@ class SearchTrainer:
             order=acfg["order"], fd_eps=float(acfg["fd_eps"]), distributed=dist_info.enabled,
             regularizer=self.penalty if self.penalty.active else None, lr_of=lr_of,
         )
-        self.model: nn.Module = net
-        if dist_info.enabled:
-            # The upper level is not DDP's business: its gradients come from the architect and
-            # are averaged there (average_gradients), so DDP neither reduces nor broadcasts it.
-            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-                net, self.architect.upper_names)
-            ids = [device.index] if device.type == "cuda" else None
-            self.model = DistributedDataParallel(net, device_ids=ids)
+        # The upper level is not DDP's business: its gradients come from the architect and
+        # are averaged there (average_gradients), so DDP neither reduces nor broadcasts it.
+        self.model: nn.Module = (wrap_ddp(net, device, self.architect.upper_names)
+                                 if dist_info.enabled else net)
         self.valid_iter = CyclingLoader(data.valid)
         self.scaler = grad_scaler(device, self.amp)
-        self.grad_clip = float(wcfg["grad_clip"])
+        self.weight_step = WeightStep(self.w_optimizer, self.scaler, device, self.amp,
+                                      clipped=self.lower, clip=float(wcfg["grad_clip"]),
+                                      frozen=self.upper)
 
     @property
     def lr(self) -> float:
@@ -108,6 +107,10 @@ class SearchTrainer:
     def weight_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The lower-level loss (a method so that tests can inject a divergence)."""
         return F.cross_entropy(logits, y)
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(x)
+        return self.weight_loss(logits, y), logits
 
     def train_epoch(self, epoch: int, show: bool = True) -> dict[str, float]:
         """Alternate architecture and weight steps over the weights half; return the epoch's
@@ -131,21 +134,9 @@ class SearchTrainer:
                     raise self._diverged(epoch, step, f"architecture step's loss is {arch_loss}")
                 sums[3] += arch_loss
                 arch_steps += 1
-            self.w_optimizer.zero_grad(set_to_none=True)
-            with autocast(self.device, self.amp):
-                logits = self.model(x)
-                loss = self.weight_loss(logits, y)
-            self.scaler.scale(loss).backward()
-            for p in self.upper:  # the weight step's by-product; the architect sets its own
-                p.grad = None
-            loss_v, correct = torch.stack(
-                [loss.detach().float(), (logits.argmax(1) == y).sum().float()]).tolist()
-            if not math.isfinite(loss_v):
-                raise self._diverged(epoch, step, f"training loss is {loss_v}")
-            self.scaler.unscale_(self.w_optimizer)
-            nn.utils.clip_grad_norm_(self.lower, self.grad_clip)
-            self.scaler.step(self.w_optimizer)
-            self.scaler.update()
+            loss_v, correct, bad = self.weight_step(self._loss, x, y)
+            if bad:
+                raise self._diverged(epoch, step, bad)
             n = y.size(0)
             sums[:3] += torch.tensor([loss_v * n, correct, n], dtype=torch.float64)
             seen = sums[2].item() * self.dist.world_size
@@ -160,23 +151,13 @@ class SearchTrainer:
             "seconds": seconds, "images_per_s": n / seconds,
         }
 
-    @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
         """(loss, top-1 %) on the architecture half with the evaluation transform."""
-        self.net.eval()
-        loader = self.data.valid_eval
-        loader.sampler.set_epoch(0)
-        loss_sum = correct = n = 0.0
-        for x, y in loader:
-            x, y = self._to_device(x, y)
-            with autocast(self.device, self.amp):
-                logits = self.net(x)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
-            n += y.size(0)
+        r = evaluate(self.net, self.data.valid_eval, int(self.cfg["batch_size"]), self.device,
+                     self.dist, amp=self.amp, channels_last=self.channels_last,
+                     workers=int(self.cfg["data"]["workers"]))
         self.net.train()
-        loss_sum, correct, n = all_reduce_sum([loss_sum, correct, n], self.device)
-        return loss_sum / n, 100.0 * correct / n
+        return r["loss"], r["top1"]
 
     def size_figures(self, g: Genotype) -> dict[str, Any]:
         """The epoch's size figures for log.jsonl: parameter-free ops of the derived cells,

@@ -184,8 +184,8 @@ def test_cutout_zeroes_a_clipped_square():
 
 
 def test_evaluate_topk_counts():
-    """retrain.evaluate's top-1/top-5 (the only accuracy code the pipelines use)."""
-    from retrain.evaluate import evaluate
+    """common.evaluate's top-1/top-5 (the only accuracy code the pipelines use)."""
+    from common.evaluate import evaluate
 
     logits = torch.tensor([[0.1, 0.9, 0.0, 0.0, 0.0, 0.0],   # target 1: top-1
                            [0.8, 0.15, 0.05, 0.04, 0.03, 0.0]])  # target 5: ranked last

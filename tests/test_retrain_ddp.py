@@ -49,3 +49,44 @@ def test_two_process_gloo_run(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [".dfs-run", "best.pt", "config.yaml", "genotype.json", "latest.pt", "log.jsonl", "metrics.json",
          "model-wq.pt", "model.pt"])
+
+
+_ONE_RANK_NAN = """
+import os, sys
+from retrain.trainer import Trainer
+from retrain.cli import main
+
+real_init = Trainer.__init__
+
+def init(self, *args, **kwargs):
+    real_init(self, *args, **kwargs)
+    real = self.criterion
+    poison = os.environ["RANK"] == "1"
+    self.criterion = lambda logits, y: real(logits, y) * (
+        float("nan") if poison and self.scheduler.last_epoch >= 1 else 1.0)
+
+Trainer.__init__ = init
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_nan_on_one_rank_stops_every_rank(tmp_path):
+    """A loss that goes NaN on rank 1 only stops both ranks in the same step with the one-line
+    divergence error: rank 0 sees it through the averaged gradients. (Before, rank 1 alone
+    stopped, and rank 0 went on with NaN weights until torchrun killed it.)"""
+    data = make_folder(tmp_path / "data", per_class=12, test_per_class=5)
+    out = tmp_path / "run"
+    script = tmp_path / "poisoned_retrain.py"
+    script.write_text(_ONE_RANK_NAN)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(_free_port()), str(script), "--genotype", "DARTS_V1",
+           "--dataset", str(data), "--preset", "smoke", "--set", "init_channels=4", "--set",
+           "layers=3", "--batch-size", "4", "--threads", "1", "--set", "data.workers=0",
+           "--epochs", "3", "--out", str(out)]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
+    assert r.returncode != 0
+    # Rank 0 (the one that talks) stops at the same step as the poisoned rank.
+    assert "the retrain diverged at epoch 1, batch 0 (the weight gradients' norm is nan" in r.stderr
+    assert len((out / "log.jsonl").read_text().splitlines()) == 1

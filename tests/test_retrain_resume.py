@@ -1,6 +1,7 @@
 """Resume: a run killed (SIGKILL) mid-training, before and after the DFS hardening epoch,
 and resumed, ends with exactly the weights, optimizer state, log and metrics of an
-uninterrupted run."""
+uninterrupted run (the uninterrupted one loads its images with 2 workers, the killed one in
+its own process and then with 1 worker: augmentation is seeded per image, common.loader)."""
 
 from __future__ import annotations
 
@@ -60,12 +61,13 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path):
     data = make_folder(tmp_path / "data", per_class=30, test_per_class=4)
     full, cut = tmp_path / "full", tmp_path / "cut"
     base = ARGS + ["--dataset", str(data)]
-    subprocess.run(_cmd(*base, "--out", str(full)), cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(_cmd(*base, "--set", "data.workers=2", "--out", str(full)), cwd=ROOT,
+                   check=True, stdout=subprocess.DEVNULL)
 
     _kill_after(cut, _cmd(*base, "--out", str(cut)), 2)          # checkpoint before hardening
     assert not _final(cut)["hardened"]
-    _kill_after(cut, _cmd("--resume", str(cut)), 4)              # checkpoint after hardening
+    # Resumed with another worker count (it may change on resume: augmentation is per image).
+    _kill_after(cut, _cmd("--resume", str(cut), "--workers", "1"), 4)  # after hardening
     assert _final(cut)["hardened"]
     r = subprocess.run(_cmd("--resume", str(cut)), cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -1,0 +1,62 @@
+"""Evaluation of a network on a dataset, the one function both pipelines use: the search on
+its architecture half (every epoch), retrain on its test split (every epoch and on the
+exported files).
+
+Each rank takes every world_size-th image, with no padding, so the ranks' shards partition
+the set exactly and the summed figures equal a single-process evaluation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from common.distributed import DistInfo, all_reduce_sum
+from common.runtime import autocast, to_memory_format
+
+
+class _Shard(Sampler):
+    """Every world_size-th index from `rank`, in order."""
+
+    def __init__(self, n: int, dist: DistInfo) -> None:
+        self.idx = list(range(dist.rank, n, dist.world_size))
+
+    def __iter__(self):
+        return iter(self.idx)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device,
+             dist: DistInfo | None = None, amp: bool = False, channels_last: bool = False,
+             workers: int = 0) -> dict[str, float]:
+    """Mean loss, top-1 and top-5 accuracy (percent) and the image count of `model` on
+    `dataset`. A model may return its logits or a tuple whose first item they are (retrain's
+    networks also return the auxiliary head's). With a distributed `dist`, each rank takes
+    its shard and the sums are reduced over ranks. The model is left in eval mode."""
+    dist = dist or DistInfo()
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=_Shard(len(dataset), dist),
+                        num_workers=workers, pin_memory=device.type == "cuda")
+    sums = [0.0, 0.0, 0.0, 0.0]  # loss*n, top1 correct, top5 correct, n
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x = to_memory_format(x, channels_last)
+        with autocast(device, amp):
+            out = model(x)
+        logits = (out[0] if isinstance(out, tuple) else out).float()
+        sums[0] += float(F.cross_entropy(logits, y, reduction="sum"))
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hit = top.eq(y.view(-1, 1))
+        sums[1] += float(hit[:, :1].any(1).sum())
+        sums[2] += float(hit.any(1).sum())
+        sums[3] += y.shape[0]
+    # Only a distributed evaluation reduces: rank 0 alone evaluating an export must not
+    # wait for ranks that are not evaluating.
+    loss, c1, c5, n = all_reduce_sum(sums, device) if dist.enabled else sums
+    n = max(n, 1)
+    return {"loss": loss / n, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "count": int(n)}
