@@ -1,18 +1,22 @@
 """`python -m study`: run a multi-seed study of retrain (and search) arms, and report it.
 
-    python -m study run STUDY.yaml [--jobs N] [--threads T] [--out DIR] [--seeds 0,1,2] [--dry-run]
+    python -m study run STUDY.yaml [--jobs N] [--threads T] [--out DIR] [--seeds 0,1,2]
+                                   [--arms A,B] [--dry-run]
     python -m study report DIR
 
 `run` checks the whole study first (file, config keys of every arm, genotypes, dataset, the
 output folder), then runs every arm x seed that is not finished (see study.runner), then
 writes the report (see study.report). Run it again after a kill, or with more seeds, and
-only what is missing runs. Exit status: 0 when every run finished, 1 when a run failed,
+only what is missing runs; `--arms` runs only some arms now (e.g. more seeds for one arm).
+Exit status: 0 when every run finished, 1 when a run failed,
 2 for a mistake in the input (one line), 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
 import re
 import signal
 import sys
@@ -41,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "`threads`, else CPUs / jobs; never more than CPUs / jobs)")
     r.add_argument("--out", help="output folder (default: the study's `out`)")
     r.add_argument("--seeds", help="seeds to run instead of the study's, e.g. 0,1,2,3")
+    r.add_argument("--arms", help="run only these arms now, e.g. dfs-r2,fs-r2 (the others keep "
+                   "their runs and stay in the report)")
     r.add_argument("--dry-run", action="store_true", help="print each run's state and command, run nothing")
     rep = sub.add_parser("report", help="rebuild study.json, study.md and the plot of a study folder")
     rep.add_argument("dir", help="a study's output folder (or a folder holding its study.json)")
@@ -129,6 +135,22 @@ class _Lock:
                             "or stop it first") from None
 
 
+def _chosen_arms(study: Study, names: str | None) -> Study:
+    """The study with only the arms `--arms` names (all without it); the record written to
+    OUT keeps every arm, so the report still shows the others."""
+    if not names:
+        return study
+    known = [a.name for a in study.arms]
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    for n in wanted:
+        if n not in known:
+            near = difflib.get_close_matches(n, known, 1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise UserError(f"--arms: {n!r} is not an arm of {study.name}; {hint}its arms: "
+                            f"{', '.join(known)}")
+    return dataclasses.replace(study, arms=[a for a in study.arms if a.name in wanted])
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -150,11 +172,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out} is a file; choose a folder")
     preflight(study)
     record = make_record(study, dataset, seeds, out)
-    runner = Runner(study, Settings(out=out, dataset=dataset, jobs=args.jobs, threads=threads), seeds)
+    now = _chosen_arms(study, args.arms)
+    runner = Runner(now, Settings(out=out, dataset=dataset, jobs=args.jobs, threads=threads), seeds)
     tasks = runner.tasks()
     finished = sum(layout.retrain_state(layout.run_dir(out, a.name, s)) == layout.FINISHED
                    for a, s in tasks)
-    print(f"study {study.name}: {len(study.arms)} arm(s) x {len(seeds)} seed(s) = {len(tasks)} "
+    print(f"study {study.name}: {len(now.arms)} arm(s) x {len(seeds)} seed(s) = {len(tasks)} "
           f"runs in {out}/{layout.RUNS} ({finished} finished earlier); {args.jobs} at a time, "
           f"{threads} thread(s) each", flush=True)
     if note:

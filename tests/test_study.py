@@ -140,13 +140,18 @@ def test_study_file_schema():
 def test_the_fs_fidelity_study_file():
     s = load_study(ROOT / "studies" / "fs-fidelity.yaml")
     cli.preflight(s)  # every arm's config keys and genotype resolve
-    assert [a.name for a in s.arms] == ["fs-off", "fs-r2", "dfs-r2"] and s.seeds == [0, 1, 2]
+    assert [a.name for a in s.arms] == ["fs-off", "fs-r2", "dfs-r2", "dfs-r2-lr100-anneal",
+                                        "dfs-r2-lr100"] and s.seeds == [0, 1, 2]
     argv = {a.name: retrain_argv(a, "D") for a in s.arms}
     assert argv["fs-off"] == ["--genotype", "DARTS_V2", "--dataset", "D", "--preset", "smoke",
                               "--fs", "off", "--set", "epochs=20"]
     assert argv["fs-r2"][6:10] == ["--fs", "fs", "--ratio", "2"]
     assert argv["dfs-r2"][6:10] == ["--fs", "dfs", "--ratio", "2"]
-    assert s.compare == [("fs-r2", "fs-off"), ("dfs-r2", "fs-off"), ("dfs-r2", "fs-r2")]
+    assert argv["dfs-r2-lr100-anneal"][10:] == ["--set", "epochs=20", "--set",
+                                                "fs.offset_lr_scale=100", "--set",
+                                                "fs.temperature.end=0.1"]
+    assert s.compare[:3] == [("fs-r2", "fs-off"), ("dfs-r2", "fs-off"), ("dfs-r2", "fs-r2")]
+    assert ("dfs-r2-lr100-anneal", "fs-r2") in s.compare
 
 
 # --- running -------------------------------------------------------------------------------
@@ -285,6 +290,18 @@ def test_killed_study_resumes_and_extends_without_rerunning(capsys, tmp_path):
     assert all(_metrics(out, a, s).stat().st_mtime_ns == t for (a, s), t in stamps.items())
     rep = json.loads((out / "study.json").read_text())
     assert rep["arms"]["fs-r2"]["seeds"] == [0, 1, 2] and rep["seeds"] == [0, 1, 2]
+
+    # --arms runs one arm's new seed; the other arm keeps its runs and stays in the report.
+    assert "'fs-r3' is not an arm of tiny; did you mean 'fs-r2'?" in _fail(
+        capsys, ["run", str(f), "--arms", "fs-r3"])
+    r = subprocess.run(_study_cmd("run", str(f), "--seeds", "0,1,2,3", "--arms", "fs-r2"),
+                       cwd=ROOT, env=_env(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 arm(s) x 4 seed(s)" in r.stdout and r.stdout.count(": start (") == 1
+    rep = json.loads((out / "study.json").read_text())
+    assert rep["arms"]["fs-r2"]["seeds"] == [0, 1, 2, 3]
+    assert rep["arms"]["fs-off"]["seeds"] == [0, 1, 2]
+    assert "fs-off seed 3: not started" in (out / "study.md").read_text()
 
     # The committed study.json alone redraws the same tables.
     alone = tmp_path / "alone"
