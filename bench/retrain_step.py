@@ -5,8 +5,9 @@ a test).
         [--layers 8] [--batch-size 64] [--ratio 2] [--threads 2] [--repeats 10] [--device cpu]
 
 Times one full SGD step (forward with auxiliary head and drop path, backward, gradient
-clipping, momentum step), the way retrain.trainer runs it, for: --fs off, FS (hardened, fixed
-offsets: the second half of training) and DFS (learned offsets: the first half). Variants run
+clipping, momentum step), by common.weight_step.WeightStep as retrain.trainer runs it, for:
+--fs off, FS (hardened, fixed offsets: the second half of training) and DFS (learned
+offsets: the first half). Variants run
 round-robin in a fresh random order each repeat, so machine noise hits all alike; medians
 are compared. Also prints the exported file sizes (model.pt and model-wq.pt).
 Target: FS train step <= 1.10x --fs off.
@@ -25,6 +26,8 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common.runtime import grad_scaler  # noqa: E402
+from common.weight_step import WeightStep  # noqa: E402
 from genotypes import FSSpec, load_genotype  # noqa: E402
 from retrain.export import exported_size  # noqa: E402
 from retrain.model import NetSpec, build_network  # noqa: E402
@@ -116,14 +119,14 @@ def main() -> None:
         m.train()
         m.drop_path_prob = 0.1
         opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=3e-4)
+        dev = torch.device(args.device)
+        ws = WeightStep(opt, grad_scaler(dev, False), dev, False, list(m.parameters()), 5.0)
 
-        def step(m=m, opt=opt) -> None:
-            opt.zero_grad(set_to_none=True)
+        def loss(x, y, m=m):
             logits, aux = m(x)
-            (crit(logits, y) + 0.4 * crit(aux, y)).backward()
-            nn.utils.clip_grad_norm_(m.parameters(), 5.0)
-            opt.step()
-        steps[name] = step
+            return crit(logits, y) + 0.4 * crit(aux, y), logits
+
+        steps[name] = lambda ws=ws, loss=loss: ws(loss, x, y)
     times = round_robin(steps, args.repeats, 2, args.device)
     med = {n: statistics.median(t) for n, t in times.items()}
     print(f"torch {torch.__version__}, {args.device}, {args.threads} threads; {args.genotype} "

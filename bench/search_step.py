@@ -14,8 +14,8 @@ grad_alpha -= xi*(g+ - g-)/(2 eps)), written here with torch.func.functional_cal
 Rows (`--fs ratios`: DFS with each op's ratio searched among 1, 2, 4, 8, nested summaries,
 against plain DFS):
 
-* `ours`: SearchNetwork (fast path) stepped by search/architect.py's Architect: the code the
-  search runs.
+* `ours`: SearchNetwork (fast path) stepped by search/architect.py's Architect and
+  common/weight_step.py's WeightStep: the code the search runs.
 * `naive`: the same network with fast=False (all 8 ops including none, sum(w*op(x)),
   contiguous format), stepped by the architecture step written out above; always run.
 * with --reference pointing at a quark0/darts checkout's cnn/ directory (fs off only; its
@@ -147,14 +147,21 @@ def worker(job: dict) -> dict:
         gm = grads(floss([a - eps * b for a, b in zip(w, d_w, strict=True)], xt, yt), upper)
         return [d - xi * (p_ - m_) / (2 * eps) for d, p_, m_ in zip(d_up, gp, gm, strict=True)]
 
-    arch_step = None
-    if job["impl"] == "ours":  # the search loop's own architect
+    arch_step = weight_step = None
+    if job["impl"] == "ours":  # the search loop's own architect and weight step
+        from common.weight_step import WeightStep
         from search.architect import Architect
 
         ours = Architect(net, upper, lower, w_opt, order={1: "first", 2: "second"}[job["order"]])
+        cpu = torch.device("cpu")
+        ours_w = WeightStep(w_opt, torch.amp.GradScaler("cpu", enabled=False), cpu, False,
+                            clipped=lower, clip=5.0, frozen=upper)
 
         def arch_step():
             ours.step(xt, yt, xv, yv, xi)
+
+        def weight_step():
+            ours_w(lambda x, y: (F.cross_entropy(logits := net(x), y), logits), xt, yt)
     elif job["impl"] == "reference":  # quark0/darts's own architect, as train_search.py calls it
         args = argparse.Namespace(momentum=mom, weight_decay=wd, arch_learning_rate=3e-4,
                                   arch_weight_decay=1e-3)
@@ -174,6 +181,9 @@ def worker(job: dict) -> dict:
             for p, gp in zip(upper, ga, strict=True):
                 p.grad = gp
             a_opt.step()
+        if weight_step is not None:
+            weight_step()
+            return
         w_opt.zero_grad(set_to_none=True)
         F.cross_entropy(net(xt), yt).backward()
         for p in upper:
