@@ -17,6 +17,15 @@ The ReLU-led ops take two optional keyword arguments used by the search cell's f
 per op), and ``scale`` multiplies the output, folded into the last BatchNorm's affine transform
 so the architecture weight costs no extra pass over the activations. Both leave the result
 equal to ``scale * op(x)``.
+
+Module hooks: the fast forwards compute an op's layers without calling them (BN with the
+scale folded in, 1x1 convs as matrix products, space/cpu_kernels.py), so a hook on a layer
+would not fire there. When any hook is registered on an op's layers, or globally, the op
+runs `forward_reference` instead, calling each layer as declared (`hooked`). So hooks work
+in the evaluation networks (retrain, export) and on the search's ReLU-led ops; the search
+supernet's own fast path still computes its stem BN, its pools' BN and the shared ReLUs
+without calling those modules and skips `none`: `SearchNetwork(fast=False)` calls every
+layer. Without hooks nothing changes.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.nn.modules.module as _module
 from torch import Tensor
 
 from genotypes import FSSpec
@@ -56,6 +66,21 @@ def batch_norm(bn: nn.BatchNorm2d, x: Tensor, scale: Tensor | None = None) -> Te
     if use_batch:
         return batch_norm_train(x, mean, var, weight, bias, momentum, bn.eps)
     return F.batch_norm(x, mean, var, weight, bias, False, momentum, bn.eps)
+
+
+def hooked(*layers: nn.Module) -> bool:
+    """True when a forward or backward hook (or pre-hook) is registered on one of `layers`
+    (the layers a fast forward computes without calling them), or globally
+    (nn.modules.module.register_module_forward_hook and kin). A few dict checks: cheap
+    enough for every op call."""
+    if _module._has_any_global_hook():
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+               or m._backward_pre_hooks for m in layers)
+
+
+def _scaled(y: Tensor, scale: Tensor | None) -> Tensor:
+    return y if scale is None else y * scale
 
 
 def _relu_in(x: Tensor, preactivated: bool) -> Tensor:
@@ -109,6 +134,8 @@ class ReLUConvBN(_Sequential):
         self.op = nn.Sequential(nn.ReLU(inplace=False), conv, nn.BatchNorm2d(C_out, affine=affine))
 
     def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
+        if hooked(*self.op):  # ReLU twice is ReLU: a preactivated input gives the same result
+            return _scaled(self.op(x), scale)
         op = self.op
         return batch_norm(op[2], apply_conv(op[1], _relu_in(x, preactivated)), scale)
 
@@ -139,6 +166,8 @@ class DilConv(_Sequential):
         )
 
     def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
+        if hooked(*self.op):
+            return _scaled(self.op(x), scale)
         op = self.op
         return batch_norm(op[3], apply_conv(op[2], depthwise(op[1], _relu_in(x, preactivated))), scale)
 
@@ -171,6 +200,8 @@ class SepConv(_Sequential):
         )
 
     def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
+        if hooked(*self.op):
+            return _scaled(self.op(x), scale)
         op = self.op
         y = batch_norm(op[3], apply_conv(op[2], depthwise(op[1], _relu_in(x, preactivated))))
         # In place is safe: BatchNorm's backward needs its input, not its output, and this
@@ -221,6 +252,8 @@ class FactorizedReduce(nn.Module):
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
+        if hooked(self.relu, self.conv_1, self.conv_2, self.bn):
+            return _scaled(self.forward_reference(x), scale)
         x = _relu_in(x, preactivated)
         # A stride-2 1x1 conv reads the even grid, the shifted one the odd grid: take those
         # pixels first and convolve with stride 1 (the same sums; faster on CPU, where the

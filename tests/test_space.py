@@ -305,3 +305,63 @@ def test_against_reference_checkout() -> None:
     torch.testing.assert_close(net(x), expect, rtol=0, atol=0)
     net.fast = True
     torch.testing.assert_close(net(x), expect, rtol=1e-4, atol=1e-5)
+
+
+# -- module hooks -------------------------------------------------------------------------------
+
+
+def _op_layers(net: nn.Module) -> list[nn.Module]:
+    """The layers inside the cells' ops (what the fast forwards compute without calling)."""
+    return [m for cell in net.cells for m in cell.modules()
+            if isinstance(m, nn.Conv2d | nn.BatchNorm2d | nn.ReLU) or is_fs_layer(m)]
+
+
+@pytest.mark.parametrize("spec", ["off", "dfs"])
+def test_hooks_fire_in_the_evaluation_network(spec: str) -> None:
+    """A hook on any layer of an op fires (the op then calls its layers as declared), and the
+    network's output and gradients are those of the unhooked fast forward (float64, the
+    DARTS_V2 network at 32x32, C=16, 8 cells)."""
+    from genotypes import load_genotype
+    from space.network import NetworkCIFAR
+
+    torch.manual_seed(0)
+    fs = {"off": None, "dfs": FSSpec(ratio=2.0, dfs=True, num_offsets=4)}[spec]
+    net = NetworkCIFAR(16, 10, 8, False, load_genotype("DARTS_V2"), fs=fs).double().train()
+    hooked_net = copy.deepcopy(net)
+    x = torch.randn(8, 3, 32, 32, dtype=torch.float64)
+    fired: set[int] = set()
+    layers = _op_layers(hooked_net)
+    for m in layers:
+        m.register_forward_hook(lambda m, i, o: fired.add(id(m)))
+    back: list[int] = []
+    bn = hooked_net.cells[0]._ops[0].op[3]  # the first SepConv's first BN
+    bn.register_full_backward_hook(lambda m, gi, go: back.append(1))
+    out, expect = hooked_net(x)[0], net(x)[0]
+    assert fired == {id(m) for m in layers}  # every layer of every op, none skipped
+    torch.testing.assert_close(out, expect, rtol=1e-10, atol=1e-12)
+    ga, gb = _grads(out, list(hooked_net.parameters())), _grads(expect, list(net.parameters()))
+    for a, b in zip(ga, gb, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert back == [1]
+
+
+def test_global_hooks_and_the_search_ops() -> None:
+    """A global forward hook sees the ops' layers; a hook on a MixedOp's SepConv conv fires
+    in the supernet's fast path, with the unhooked output."""
+    torch.manual_seed(0)
+    net = _small(SPECS["dfs"]).double()
+    hooked_net = copy.deepcopy(net)
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    conv = hooked_net.cells[0]._ops[0]._ops[PRIMITIVES.index("sep_conv_3x3")].op[2]
+    calls: list[int] = []
+    conv.register_forward_hook(lambda m, i, o: calls.append(1))
+    torch.testing.assert_close(hooked_net(x), net(x), rtol=1e-10, atol=1e-12)
+    assert calls == [1]
+    seen: list[type] = []
+    handle = nn.modules.module.register_module_forward_hook(lambda m, i, o: seen.append(type(m)))
+    try:
+        sep = copy.deepcopy(net.cells[0]._ops[0]._ops[PRIMITIVES.index("sep_conv_3x3")])
+        sep(torch.randn(2, 4, 8, 8, dtype=torch.float64))
+    finally:
+        handle.remove()
+    assert seen.count(nn.BatchNorm2d) == 2 and seen.count(nn.ReLU) == 2
