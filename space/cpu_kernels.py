@@ -11,15 +11,17 @@ replaced by the same sums computed another way. Forward passes are the native on
   channels_last backward falls to a scalar tail loop there and is 2-3x slower than its
   contiguous-format kernel plus the two layout copies this path pays.
 
-`depthwise` routes the search ops' depthwise convolutions: strided and small-map dilated ones
-are rewritten as undilated convolutions (the same sums), other dilated ones take
-`depthwise_same`.
+`depthwise` routes the search ops' depthwise convolutions on CPU: strided and small-map
+dilated ones are rewritten as undilated convolutions (the same sums), other dilated ones take
+`depthwise_same`. `conv1x1` runs 1x1 convolutions as matrix products on CPU. Every rewrite
+here applies on CPU only, where it was measured (bench/search_step.py); on CUDA the native
+kernels run.
 
-The two backward passes apply only to float32 CPU tensors in channels_last that need gradients, and their
-backward is once-differentiable (double backprop through them raises; torch.func transforms
-work, as the Functions define setup_context); everything else takes the native path, which
-is also what float64 gradient checks exercise. Results equal the native ones up to float
-rounding (tests/test_cpu_kernels.py).
+The two backward passes apply only to float32 CPU tensors in channels_last that need
+gradients, and their backward is once-differentiable (double backprop through them raises;
+torch.func transforms work, as the Functions define setup_context); everything else takes
+the native path, which is also what float64 gradient checks exercise. Results equal the
+native ones up to float rounding (tests/test_cpu_kernels.py).
 """
 
 from __future__ import annotations
@@ -186,7 +188,11 @@ def depthwise(dw: torch.nn.Conv2d, x: Tensor) -> Tensor:
       pixel_unshuffle (~2.5x faster there; slower on larger maps, so only there).
     * other stride-1 dilated convs: `depthwise_same` (a faster input gradient). Undilated
       ones keep the native kernels, which are as fast there.
+
+    Off the CPU it is `dw(x)`: the rewrites were measured against oneDNN only.
     """
+    if x.device.type != "cpu":
+        return dw(x)
     (k, _), (d, _), (s, _) = dw.kernel_size, dw.dilation, dw.stride
     regular = (dw.kernel_size[0] == dw.kernel_size[1] and dw.dilation[0] == dw.dilation[1]
                and dw.stride[0] == dw.stride[1] and dw.padding == (d * (k - 1) // 2,) * 2
