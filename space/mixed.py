@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genotypes import PRIMITIVES, FSSpec
-from space.ops import batch_norm, forward_reference, make_candidate
+from space.fused import batch_norm
+from space.ops import forward_reference, make_candidate
 
 # How each op may be fused (space.ops: every op's `fused`).
 _NONE, _POOL, _IDENTITY, _RELU_LED = "none", "pool", "identity", "relu_led"

@@ -18,10 +18,11 @@ per op), and ``scale`` multiplies the output, folded into the last BatchNorm's a
 so the architecture weight costs no extra pass over the activations. Both leave the result
 equal to ``scale * op(x)``.
 
-Module hooks: the fast forwards compute an op's layers without calling them (BN with the
-scale folded in, 1x1 convs as matrix products, space/cpu_kernels.py), so a hook on a layer
-would not fire there. When any hook is registered on an op's layers, or globally, the op
-runs `forward_reference` instead, calling each layer as declared (`hooked`). So hooks work
+The fast forwards are built from space/fused.py (BN with the scale folded in, 1x1 convs as
+matrix products, the CPU rewrites of space/cpu_kernels.py), which compute an op's layers
+without calling them, so a hook on a layer would not fire there. When any hook is
+registered on an op's layers, or globally, the op runs `forward_reference` instead, calling
+each layer as declared (`hooked`). So hooks work
 in the evaluation networks (retrain, export) and on the search's ReLU-led ops; the search
 supernet's own fast path still computes its stem BN, its pools' BN and the shared ReLUs
 without calling those modules and skips `none`: `SearchNetwork(fast=False)` calls every
@@ -35,71 +36,12 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.nn.modules.module as _module
 from torch import Tensor
 
 from genotypes import FSSpec
-from space.cpu_kernels import batch_norm_train, conv1x1, depthwise
+from space.cpu_kernels import depthwise
 from space.fs_model import pointwise_conv
-
-
-def batch_norm(bn: nn.BatchNorm2d, x: Tensor, scale: Tensor | None = None) -> Tensor:
-    """``bn(x) * scale`` in one pass: `scale` (a scalar tensor, or None for plain ``bn(x)``)
-    becomes, or multiplies, the BN's affine weight. Running statistics are updated exactly as
-    ``bn(x)`` would; training mode takes space/cpu_kernels.py's batch norm."""
-    # Mirrors nn.BatchNorm2d.forward (momentum, num_batches_tracked, eval with/without stats).
-    momentum = 0.0 if bn.momentum is None else bn.momentum
-    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-        if bn.momentum is None:
-            momentum = 1.0 / float(bn.num_batches_tracked)
-    use_batch = bn.training or (bn.running_mean is None and bn.running_var is None)
-    track = not bn.training or bn.track_running_stats
-    if scale is None:
-        weight, bias = bn.weight, bn.bias
-    else:
-        # repeat, not expand: a stride-0 weight sends CPU batch norm down a path several times
-        # slower in channels_last.
-        weight = scale.repeat(bn.num_features) if bn.weight is None else bn.weight * scale
-        bias = None if bn.bias is None else bn.bias * scale
-    mean, var = (bn.running_mean, bn.running_var) if track else (None, None)
-    if use_batch:
-        return batch_norm_train(x, mean, var, weight, bias, momentum, bn.eps)
-    return F.batch_norm(x, mean, var, weight, bias, False, momentum, bn.eps)
-
-
-def hooked(*layers: nn.Module) -> bool:
-    """True when a forward or backward hook (or pre-hook) is registered on one of `layers`
-    (the layers a fast forward computes without calling them), or globally
-    (nn.modules.module.register_module_forward_hook and kin). A few dict checks: cheap
-    enough for every op call."""
-    if _module._has_any_global_hook():
-        return True
-    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
-               or m._backward_pre_hooks for m in layers)
-
-
-def _scaled(y: Tensor, scale: Tensor | None) -> Tensor:
-    return y if scale is None else y * scale
-
-
-def _relu_in(x: Tensor, preactivated: bool) -> Tensor:
-    return x if preactivated else F.relu(x)
-
-
-def _conv_weight(conv: nn.Module) -> Tensor:
-    """The weight tensor of a plain conv or of an FS/DFS layer (built from its FS vector)."""
-    filters = getattr(conv, "filters", None)
-    return filters() if filters is not None else conv.weight
-
-
-def apply_conv(m: nn.Module, x: Tensor) -> Tensor:
-    """`m(x)` for a plain or FS/DFS conv; a 1x1, stride-1, ungrouped one as a matrix product
-    (space/cpu_kernels.py)."""
-    if (tuple(m.kernel_size) == (1, 1) and tuple(m.stride) == (1, 1) and m.groups == 1
-            and m.padding in (0, (0, 0))):
-        return conv1x1(x, _conv_weight(m), m.bias)
-    return m(x)
+from space.fused import apply_conv, batch_norm, hooked, pointwise_subsampled, relu_in, scaled
 
 
 class _Sequential(nn.Module):
@@ -135,9 +77,9 @@ class ReLUConvBN(_Sequential):
 
     def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
         if hooked(*self.op):  # ReLU twice is ReLU: a preactivated input gives the same result
-            return _scaled(self.op(x), scale)
+            return scaled(self.op(x), scale)
         op = self.op
-        return batch_norm(op[2], apply_conv(op[1], _relu_in(x, preactivated)), scale)
+        return batch_norm(op[2], apply_conv(op[1], relu_in(x, preactivated)), scale)
 
 
 class DilConv(_Sequential):
@@ -167,9 +109,9 @@ class DilConv(_Sequential):
 
     def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
         if hooked(*self.op):
-            return _scaled(self.op(x), scale)
+            return scaled(self.op(x), scale)
         op = self.op
-        return batch_norm(op[3], apply_conv(op[2], depthwise(op[1], _relu_in(x, preactivated))), scale)
+        return batch_norm(op[3], apply_conv(op[2], depthwise(op[1], relu_in(x, preactivated))), scale)
 
 
 class SepConv(_Sequential):
@@ -201,9 +143,9 @@ class SepConv(_Sequential):
 
     def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
         if hooked(*self.op):
-            return _scaled(self.op(x), scale)
+            return scaled(self.op(x), scale)
         op = self.op
-        y = batch_norm(op[3], apply_conv(op[2], depthwise(op[1], _relu_in(x, preactivated))))
+        y = batch_norm(op[3], apply_conv(op[2], depthwise(op[1], relu_in(x, preactivated))))
         # In place is safe: BatchNorm's backward needs its input, not its output, and this
         # saves one activation-sized tensor per SepConv (the reference's ReLU copies).
         y = F.relu_(y)
@@ -253,8 +195,8 @@ class FactorizedReduce(nn.Module):
 
     def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
         if hooked(self.relu, self.conv_1, self.conv_2, self.bn):
-            return _scaled(self.forward_reference(x), scale)
-        x = _relu_in(x, preactivated)
+            return scaled(self.forward_reference(x), scale)
+        x = relu_in(x, preactivated)
         # A stride-2 1x1 conv reads the even grid, the shifted one the odd grid: take those
         # pixels first and convolve with stride 1 (the same sums; faster on CPU, where the
         # strided kernels are slower). On odd sizes the odd grid is one pixel short, so it is
@@ -263,7 +205,8 @@ class FactorizedReduce(nn.Module):
         even, odd = x[:, :, ::2, ::2], x[:, :, 1::2, 1::2]
         if x.shape[-1] % 2 or x.shape[-2] % 2:
             odd = F.pad(odd, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
-        y = torch.cat([_pointwise(self.conv_1, even), _pointwise(self.conv_2, odd)], dim=1)
+        y = torch.cat([pointwise_subsampled(self.conv_1, even),
+                       pointwise_subsampled(self.conv_2, odd)], dim=1)
         return batch_norm(self.bn, y, scale)
 
 
@@ -274,11 +217,6 @@ class FactorizedReduce(nn.Module):
         if x.shape[-1] % 2 or x.shape[-2] % 2:
             y = F.pad(y, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(y)], dim=1))
-
-
-def _pointwise(conv: nn.Module, x: Tensor) -> Tensor:
-    """`conv` (a stride-2 1x1 conv, plain or FS) applied to already subsampled pixels."""
-    return conv1x1(x, _conv_weight(conv), conv.bias)
 
 
 OpFactory = Callable[[int, int, bool, "FSSpec | None"], nn.Module]

@@ -17,8 +17,8 @@ from torch import Tensor
 from genotypes import PRIMITIVES, FSSpec, Genotype, derive
 from space import fs_model
 from space.fs_bank import batched_filters
+from space.fused import batch_norm
 from space.nested_fs import nest_layers, ratio_mix
-from space.ops import batch_norm
 from space.search_cell import SearchCell
 
 

@@ -125,7 +125,7 @@ def test_torch_func_transforms_work() -> None:
 
 
 def test_depthwise_with_bias_keeps_the_native_conv() -> None:
-    from space.ops import depthwise
+    from space.cpu_kernels import depthwise
 
     dw = torch.nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8, bias=True)
     with torch.no_grad():

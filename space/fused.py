@@ -1,0 +1,81 @@
+"""The building blocks of the ops' fast forwards (space/ops.py): batch norm with the search's
+architecture weight folded into its affine transform, a conv applied through
+space/cpu_kernels.py's rewrites, and `hooked`, which tells an op to call its layers as
+declared because a hook watches one of them.
+
+    batch_norm(bn, x, scale) = scale * bn(x)          (one pass; running statistics as bn's)
+    apply_conv(m, x)         = m(x)                   (1x1 stride 1: a matrix product on CPU)
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.nn.modules.module as _module
+from torch import Tensor
+
+from space.cpu_kernels import batch_norm_train, conv1x1
+
+
+def batch_norm(bn: nn.BatchNorm2d, x: Tensor, scale: Tensor | None = None) -> Tensor:
+    """``bn(x) * scale`` in one pass: `scale` (a scalar tensor, or None for plain ``bn(x)``)
+    becomes, or multiplies, the BN's affine weight. Running statistics are updated exactly as
+    ``bn(x)`` would; training mode takes space/cpu_kernels.py's batch norm."""
+    # Mirrors nn.BatchNorm2d.forward (momentum, num_batches_tracked, eval with/without stats).
+    momentum = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            momentum = 1.0 / float(bn.num_batches_tracked)
+    use_batch = bn.training or (bn.running_mean is None and bn.running_var is None)
+    track = not bn.training or bn.track_running_stats
+    if scale is None:
+        weight, bias = bn.weight, bn.bias
+    else:
+        # repeat, not expand: a stride-0 weight sends CPU batch norm down a path several times
+        # slower in channels_last.
+        weight = scale.repeat(bn.num_features) if bn.weight is None else bn.weight * scale
+        bias = None if bn.bias is None else bn.bias * scale
+    mean, var = (bn.running_mean, bn.running_var) if track else (None, None)
+    if use_batch:
+        return batch_norm_train(x, mean, var, weight, bias, momentum, bn.eps)
+    return F.batch_norm(x, mean, var, weight, bias, False, momentum, bn.eps)
+
+
+def hooked(*layers: nn.Module) -> bool:
+    """True when a forward or backward hook (or pre-hook) is registered on one of `layers`
+    (the layers a fast forward computes without calling them), or globally
+    (nn.modules.module.register_module_forward_hook and kin). A few dict checks: cheap
+    enough for every op call."""
+    if _module._has_any_global_hook():
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+               or m._backward_pre_hooks for m in layers)
+
+
+def scaled(y: Tensor, scale: Tensor | None) -> Tensor:
+    return y if scale is None else y * scale
+
+
+def relu_in(x: Tensor, preactivated: bool) -> Tensor:
+    return x if preactivated else F.relu(x)
+
+
+def conv_weight(conv: nn.Module) -> Tensor:
+    """The weight tensor of a plain conv or of an FS/DFS layer (built from its FS vector)."""
+    filters = getattr(conv, "filters", None)
+    return filters() if filters is not None else conv.weight
+
+
+def apply_conv(m: nn.Module, x: Tensor) -> Tensor:
+    """`m(x)` for a plain or FS/DFS conv; a 1x1, stride-1, ungrouped one as a matrix product
+    (space/cpu_kernels.py)."""
+    if (tuple(m.kernel_size) == (1, 1) and tuple(m.stride) == (1, 1) and m.groups == 1
+            and m.padding in (0, (0, 0))):
+        return conv1x1(x, conv_weight(m), m.bias)
+    return m(x)
+
+
+def pointwise_subsampled(conv: nn.Module, x: Tensor) -> Tensor:
+    """`conv` (a stride-2 1x1 conv, plain or FS) applied to already subsampled pixels."""
+    return conv1x1(x, conv_weight(conv), conv.bias)
