@@ -17,6 +17,7 @@ Run it on a quiet machine.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import statistics
@@ -36,7 +37,7 @@ ROWS = {
 def run_bench(checkout: Path, script: str, args: list[str]) -> dict[str, float]:
     """{row name: ms} of one run of `script` in `checkout`."""
     r = subprocess.run([sys.executable, str(checkout / "bench" / script), *args], cwd=checkout,
-                       env={"PYTHONPATH": str(checkout), "PATH": "/usr/bin:/bin"},
+                       env={**os.environ, "PYTHONPATH": str(checkout)},
                        capture_output=True, text=True, check=False)
     if r.returncode:
         raise SystemExit(f"{script} failed in {checkout}:\n{r.stderr[-2000:]}")

@@ -49,7 +49,6 @@ def child(args: argparse.Namespace) -> None:
 
         choose_openmp_wait_policy()
     import torch
-    import torch.nn as nn
 
     from common.distributed import DistInfo
     from genotypes import load_genotype
@@ -70,20 +69,12 @@ def child(args: argparse.Namespace) -> None:
     t = Trainer(cfg, spec, build_network(spec), DistInfo(), torch.device("cpu"), train_ds, test_ds)
     t.model.train()
     t.train_loader.sampler.set_epoch(0)
-    aux_w, clip = float(cfg["auxiliary_weight"]), float(cfg["optimizer"]["grad_clip"])
     times: list[float] = []
     start = last = time.perf_counter()
-    for x, y in t.train_loader:  # the step of retrain.trainer.Trainer.train_epoch (no AMP on CPU)
+    for x, y in t.train_loader:  # the step of retrain.trainer.Trainer.train_epoch
         if t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        t.optimizer.zero_grad(set_to_none=True)
-        logits, logits_aux = t.net(x)
-        loss = t.criterion(logits, y)
-        if logits_aux is not None and aux_w > 0:
-            loss = loss + aux_w * t.criterion(logits_aux, y)
-        loss.backward()
-        nn.utils.clip_grad_norm_(t.model.parameters(), clip)
-        t.optimizer.step()
+        t.weight_step(t.loss_and_logits, x, y)
         now = time.perf_counter()
         times.append(now - last)
         last = now

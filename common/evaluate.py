@@ -40,8 +40,10 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.
     its shard and the sums are reduced over ranks. The model is left in eval mode."""
     dist = dist or DistInfo()
     model.eval()
+    # Its own generator: a loader without one draws a seed from the global RNG per pass.
     loader = DataLoader(dataset, batch_size=batch_size, sampler=_Shard(len(dataset), dist),
-                        num_workers=workers, pin_memory=device.type == "cuda")
+                        num_workers=workers, pin_memory=device.type == "cuda",
+                        generator=torch.Generator())
     sums = [0.0, 0.0, 0.0, 0.0]  # loss*n, top1 correct, top5 correct, n
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)

@@ -66,7 +66,9 @@ class SeededAugment(Dataset):
         epoch, i = key
         s = ((self.seed * _MIX + epoch) * _MIX + i) % (2**63)
         torch_state, py_state = torch.get_rng_state(), random.getstate()
-        torch.manual_seed(s)
+        # The CPU generator only (the transforms draw from it): torch.manual_seed would also
+        # reseed CUDA's, which this does not restore (drop path draws there).
+        torch.default_generator.manual_seed(s)
         random.seed(s)
         try:
             return self.dataset[i]
@@ -86,7 +88,6 @@ def make_loader(
         SeededAugment(dataset, seed), batch_size=batch_size, sampler=sampler,
         num_workers=workers, drop_last=drop_last, pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(seed),
-        persistent_workers=False,  # a pass's workers are forked with that pass's sampler
     )
 
 

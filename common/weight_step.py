@@ -5,14 +5,14 @@
     `clipped` to `clip` -> read the loss, the correct count and the gradient norm
     -> step and update the scale, unless the step diverged
 
-Divergence is decided the same way on every process of a DDP run, with no extra
-communication: a non-finite loss on one process makes the averaged gradients non-finite on
-all of them, so each sees a non-finite gradient norm in the same step and stops there,
-with the same one-line error, before stepping (rather than the others stepping into NaN
-weights until torchrun kills them when the poisoned process exits). With
-fp16 autocast the GradScaler owns non-finite gradients (it skips the step and lowers the
-scale), so only the loss counts there. The three figures are read together: one device
-sync per step, as before in both pipelines.
+Divergence, without extra communication: a non-finite loss on one process of a DDP run
+makes the averaged gradients non-finite on all of them, so each sees a non-finite loss
+(the poisoned one) or gradient norm (the others) in the same step and stops there, before
+stepping, with a one-line error (rather than the others stepping into NaN weights until
+torchrun kills them when the poisoned process exits). With an fp16 GradScaler, non-finite
+gradients are its business (it skips the step and lowers the scale), so only the loss
+counts: there the other processes go on until torchrun stops them. The figures are read
+together: one device sync per step, as before in both pipelines.
 """
 
 from __future__ import annotations
@@ -51,8 +51,12 @@ class WeightStep:
         if self.clip:
             self.scaler.unscale_(self.optimizer)
             norm = nn.utils.clip_grad_norm_(self.clipped, float(self.clip))
-        else:
-            norm = nn.utils.get_total_norm([p.grad for p in self.clipped if p.grad is not None])
+        elif not self.scaler.is_enabled():
+            grads = [p.grad.detach() for p in self.clipped if p.grad is not None]
+            norm = (torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+                    if grads else loss.new_zeros(()))
+        else:  # the GradScaler checks its gradients itself
+            norm = loss.new_zeros(())
         correct = (logits.detach().argmax(1) == y).sum()
         loss_v, correct_v, norm_v = torch.stack(
             [loss.detach().float(), correct.float(), norm.float()]).tolist()

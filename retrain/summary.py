@@ -55,8 +55,9 @@ def count_macs(model: nn.Module, input_size: tuple[int, int], in_channels: int =
     that module and its submodules ('' is the whole model).
 
     Counted at the operator level by torch's FlopCounterMode (convolutions and matrix
-    products; MACs = FLOPs / 2), so the fast paths that call F.conv2d / F.linear directly
-    (space/ops.py) are counted like module calls. An FS layer counts the convolution it runs,
+    products; MACs = FLOPs / 2). Its global module hooks make the ops call their layers as
+    declared (space/ops.py), so every layer's MACs are attributed to it; the fast paths
+    compute the same convolutions, so the totals are theirs too. An FS layer counts the convolution it runs,
     i.e. the plain conv it stands for; its cached filters cost no MACs."""
     was_training = model.training
     try:

@@ -161,7 +161,7 @@ class Trainer:
         for step, (x, y) in enumerate(progress):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             x = to_memory_format(x, self.channels_last)
-            loss_v, correct, bad = self.weight_step(self._loss, x, y)
+            loss_v, correct, bad = self.weight_step(self.loss_and_logits, x, y)
             if bad:
                 raise self.diverged(epoch, step, bad)
             n = y.shape[0]
@@ -173,7 +173,7 @@ class Trainer:
         return {"train_loss": loss_sum / max(count, 1), "train_acc": 100.0 * correct / max(count, 1),
                 "images": count}
 
-    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_and_logits(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy (with label smoothing), plus the auxiliary head's, weighted."""
         logits, logits_aux = self.net(x)
         loss = self.criterion(logits, y)

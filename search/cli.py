@@ -63,9 +63,10 @@ Threads and loader workers not set are chosen to fit the cores (shown at start-u
 # Shorthand flag -> config key: the shared ones and search's own.
 SEARCH_SHORTHANDS = {**SHORTHANDS, "order": "arch.order", "max_images": "data.max_images",
                      "budget": "budget.params", "ratios": "fs.ratios"}
-# What --resume may change: where and how it runs, never what it computes (the drawing and
-# plotting settings, and the worker count: the augmentation is seeded per sample, see
-# search.data). Not runtime.amp or runtime.channels_last: they change the arithmetic.
+# What --resume may change: where and how it runs, never what it computes (common's
+# RESUMABLE, the worker count included: augmentation is seeded per image, common.loader;
+# and the drawing and plotting settings). Not runtime.amp or runtime.channels_last: they
+# change the arithmetic.
 SEARCH_RESUMABLE = RESUMABLE + ("runtime.draw_every", "runtime.plot")
 
 

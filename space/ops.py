@@ -76,7 +76,7 @@ class ReLUConvBN(_Sequential):
         self.op = nn.Sequential(nn.ReLU(inplace=False), conv, nn.BatchNorm2d(C_out, affine=affine))
 
     def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
-        if hooked(*self.op):  # ReLU twice is ReLU: a preactivated input gives the same result
+        if hooked(self.op, *self.op):  # ReLU twice is ReLU: a preactivated input gives the same result
             return scaled(self.op(x), scale)
         op = self.op
         return batch_norm(op[2], apply_conv(op[1], relu_in(x, preactivated)), scale)
@@ -108,7 +108,7 @@ class DilConv(_Sequential):
         )
 
     def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
-        if hooked(*self.op):
+        if hooked(self.op, *self.op):
             return scaled(self.op(x), scale)
         op = self.op
         return batch_norm(op[3], apply_conv(op[2], depthwise(op[1], relu_in(x, preactivated))), scale)
@@ -142,7 +142,7 @@ class SepConv(_Sequential):
         )
 
     def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
-        if hooked(*self.op):
+        if hooked(self.op, *self.op):
             return scaled(self.op(x), scale)
         op = self.op
         y = batch_norm(op[3], apply_conv(op[2], depthwise(op[1], relu_in(x, preactivated))))

@@ -365,3 +365,8 @@ def test_global_hooks_and_the_search_ops() -> None:
     finally:
         handle.remove()
     assert seen.count(nn.BatchNorm2d) == 2 and seen.count(nn.ReLU) == 2
+    # A hook on the op's Sequential itself (DARTS's `op` attribute) fires too.
+    sep = copy.deepcopy(net.cells[0]._ops[0]._ops[PRIMITIVES.index("sep_conv_3x3")])
+    sep.op.register_forward_hook(lambda m, i, o: calls.append(2))
+    sep(torch.randn(2, 4, 8, 8, dtype=torch.float64))
+    assert calls == [1, 2]
