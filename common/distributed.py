@@ -71,6 +71,16 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank. DDP broadcasts
+    them at the start of each training forward, so after the last one each rank holds its
+    own batch's update; evaluating then would mix models."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for b in model.buffers():
+        dist.broadcast(b, 0)
+
+
 def average_gradients(params: list[torch.nn.Parameter]) -> None:
     """Mean of the gradients over ranks, for parameters that DDP does not manage (the
     architecture weights of a search)."""

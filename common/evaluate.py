@@ -3,7 +3,9 @@ its architecture half (every epoch), retrain on its test split (every epoch and 
 exported files).
 
 Each rank takes every world_size-th image, with no padding, so the ranks' shards partition
-the set exactly and the summed figures equal a single-process evaluation.
+the set exactly, and every rank first takes rank 0's buffers (BN statistics), so the summed
+figures are those of a single-process evaluation of rank 0's model: the one checkpointed
+and exported.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from common.distributed import DistInfo, all_reduce_sum
+from common.distributed import DistInfo, all_reduce_sum, broadcast_buffers
 from common.runtime import autocast, to_memory_format
 
 
@@ -39,6 +41,8 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.
     networks also return the auxiliary head's). With a distributed `dist`, each rank takes
     its shard and the sums are reduced over ranks. The model is left in eval mode."""
     dist = dist or DistInfo()
+    if dist.enabled:
+        broadcast_buffers(model)
     model.eval()
     # Its own generator: a loader without one draws a seed from the global RNG per pass.
     loader = DataLoader(dataset, batch_size=batch_size, sampler=_Shard(len(dataset), dist),
