@@ -4,6 +4,9 @@ The repr parser never evaluates its input: it walks the syntax tree and accepts 
 `Genotype(key=<literal>, ...)` where a concat may also be `range(int, int)` and fs may be
 `FSSpec(...)` with literal keyword arguments (the per-op ratio lists as tuple or list
 literals of numbers and None), a dict literal or None.
+
+(About 310 lines: the three formats share the canonical dict form and `save`/`load` pick
+among them by suffix, so they stay in one module.)
 """
 
 from __future__ import annotations
