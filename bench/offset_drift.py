@@ -36,8 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def read(path: Path) -> tuple[int, float, list[torch.Tensor]]:
     """(architecture steps, temperature, offset logits per DFS layer) of a search checkpoint."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("kind") != "search":
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such file; give copies of one search's checkpoint.pt")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # not a torch file, truncated, ...
+        raise SystemExit(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("kind") != "search":
         raise SystemExit(f"{path} is not a search checkpoint")
     logits = [v.float() for k, v in state["model"].items() if k.endswith("offset_logits")]
     if not logits:

@@ -149,12 +149,13 @@ def worker(job: dict) -> dict:
 
     arch_step = weight_step = None
     if job["impl"] == "ours":  # the search loop's own architect and weight step
+        from common.runtime import grad_scaler
         from common.weight_step import WeightStep
         from search.architect import Architect
 
         ours = Architect(net, upper, lower, w_opt, order={1: "first", 2: "second"}[job["order"]])
         cpu = torch.device("cpu")
-        ours_w = WeightStep(w_opt, torch.amp.GradScaler("cpu", enabled=False), cpu, False,
+        ours_w = WeightStep(w_opt, grad_scaler(cpu, False), cpu, False,
                             clipped=lower, clip=5.0, frozen=upper)
 
         def arch_step():

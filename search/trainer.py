@@ -108,7 +108,8 @@ class SearchTrainer:
         """The lower-level loss (a method so that tests can inject a divergence)."""
         return F.cross_entropy(logits, y)
 
-    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_and_logits(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weight step's forward (common.weight_step): the lower-level loss and logits."""
         logits = self.model(x)
         return self.weight_loss(logits, y), logits
 
@@ -134,7 +135,7 @@ class SearchTrainer:
                     raise self._diverged(epoch, step, f"architecture step's loss is {arch_loss}")
                 sums[3] += arch_loss
                 arch_steps += 1
-            loss_v, correct, bad = self.weight_step(self._loss, x, y)
+            loss_v, correct, bad = self.weight_step(self.loss_and_logits, x, y)
             if bad:
                 raise self._diverged(epoch, step, bad)
             n = y.size(0)
