@@ -1,5 +1,5 @@
 """Two CPU backward passes that oneDNN/ATen compute slowly for the search network's shapes,
-replaced by the same sums computed another way. Forward passes are the native ones.
+replaced by the same sums computed another way, and batch statistics accurate in float32.
 
 * Dilated depthwise convolution, stride 1, 'same' padding (dil_conv's depthwise convs on
   maps larger than the dilated kernel): the input gradient is the correlation of the output
@@ -11,13 +11,21 @@ replaced by the same sums computed another way. Forward passes are the native on
   channels_last backward falls to a scalar tail loop there and is 2-3x slower than its
   contiguous-format kernel plus the two layout copies this path pays.
 
+Batch statistics (`exact=True`, which the search supernet asks for): ATen's channels_last
+kernel sums them in one float32 pass, with a relative variance error of ~2e-6 at a search
+batch, 20x its contiguous kernel's; through the ~500 batch norms of the supernet that put
+1e-4 into the architecture gradients. `_batch_stats` takes two torch reductions instead
+(~4e-8). That makes a training step 1.12-1.14x slower (bench/batch_stats.py), and training
+weights gains nothing from it, so everything else (retrain's networks) keeps ATen's
+statistics: `exact=False`, the default.
+
 `depthwise` routes the search ops' depthwise convolutions on CPU: strided and small-map
 dilated ones are rewritten as undilated convolutions (the same sums), other dilated ones take
 `depthwise_same`. `conv1x1` runs 1x1 convolutions as matrix products on CPU. Every rewrite
 here applies on CPU only, where it was measured (bench/search_step.py); on CUDA the native
 kernels run.
 
-The two backward passes apply only to float32 CPU tensors in channels_last that need
+The two backward passes and the exact statistics apply only to float32 CPU tensors in channels_last that need
 gradients, and their backward is once-differentiable (double backprop through them raises;
 torch.func transforms work, as the Functions define setup_context); everything else takes
 the native path, which is also what float64 gradient checks exercise. Results equal the
@@ -115,7 +123,11 @@ def _update_running(running_mean: Tensor | None, running_var: Tensor | None, mea
 
 class _BatchNormCL(torch.autograd.Function):
     @staticmethod
-    def forward(x, weight, bias, running_mean, running_var, momentum: float, eps: float):
+    def forward(x, weight, bias, running_mean, running_var, momentum: float, eps: float,
+                exact: bool):
+        if not exact:
+            return torch.ops.aten.native_batch_norm(
+                x, weight, bias, running_mean, running_var, True, momentum, eps)
         mean, var = _batch_stats(x)
         _update_running(running_mean, running_var, mean, var, momentum, x.numel() // x.shape[1])
         # Eval-mode batch norm with the batch's own statistics: the training-mode output,
@@ -125,7 +137,7 @@ class _BatchNormCL(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        x, weight, _, _, _, _, eps = inputs
+        x, weight, _, _, _, _, eps, _ = inputs
         _, mean, invstd = output
         ctx.mark_non_differentiable(mean, invstd)
         ctx.save_for_backward(x, weight, mean, invstd)
@@ -143,7 +155,7 @@ class _BatchNormCL(torch.autograd.Function):
         )
         if gx is not None:
             gx = gx.contiguous(memory_format=_CL)
-        return gx, gw, gb, None, None, None, None
+        return gx, gw, gb, None, None, None, None, None
 
 
 def batch_norm_train(
@@ -154,17 +166,21 @@ def batch_norm_train(
     bias: Tensor | None,
     momentum: float,
     eps: float,
+    exact: bool = False,
 ) -> Tensor:
-    """`F.batch_norm(x, ..., training=True, ...)`, with batch statistics ATen's channels_last
-    kernel would get wrong in float32, and its backward in the faster memory format (see
-    the module docstring)."""
-    if _channels_last_f32(x) and x.numel() > x.shape[1]:  # one value per channel: ATen's error
-        if x.requires_grad and torch.is_grad_enabled():
-            return _BatchNormCL.apply(x, weight, bias, running_mean, running_var, momentum, eps)[0]
-        mean, var = _batch_stats(x)
-        _update_running(running_mean, running_var, mean, var, momentum, x.numel() // x.shape[1])
-        return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
-    return F.batch_norm(x, running_mean, running_var, weight, bias, True, momentum, eps)
+    """`F.batch_norm(x, ..., training=True, ...)`: on float32 CPU channels_last tensors, with
+    `exact` the batch statistics ATen's kernel gets wrong in float32 taken in two accurate
+    passes, and the backward in the faster memory format (see the module docstring)."""
+    if not _channels_last_f32(x) or x.numel() == x.shape[1]:  # one value per channel: ATen's error
+        return F.batch_norm(x, running_mean, running_var, weight, bias, True, momentum, eps)
+    if x.requires_grad and torch.is_grad_enabled() and (exact or x.shape[1] % _WIDTH):
+        return _BatchNormCL.apply(x, weight, bias, running_mean, running_var, momentum, eps,
+                                  exact)[0]
+    if not exact:
+        return F.batch_norm(x, running_mean, running_var, weight, bias, True, momentum, eps)
+    mean, var = _batch_stats(x)
+    _update_running(running_mean, running_var, mean, var, momentum, x.numel() // x.shape[1])
+    return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
 
 
 def conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

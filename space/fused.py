@@ -5,6 +5,11 @@ declared because a hook watches one of them.
 
     batch_norm(bn, x, scale) = scale * bn(x)          (one pass; running statistics as bn's)
     apply_conv(m, x)         = m(x)                   (1x1 stride 1: a matrix product on CPU)
+
+A batch norm marked by `exact_batch_stats` (the search supernet marks all of its own) takes
+its training-mode statistics in two accurate float32 passes on CPU (space/cpu_kernels.py):
+the architecture gradients need them, weight training does not, so retrain's networks keep
+ATen's. The mark is read by this fast path only; a layer called as a module is ATen's.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ from torch import Tensor
 
 from space.cpu_kernels import batch_norm_train, conv1x1
 
+EXACT = "exact_batch_stats"  # the attribute exact_batch_stats sets on a BatchNorm2d
+
 
 def batch_norm(bn: nn.BatchNorm2d, x: Tensor, scale: Tensor | None = None) -> Tensor:
     """``bn(x) * scale`` in one pass: `scale` (a scalar tensor, or None for plain ``bn(x)``)
     becomes, or multiplies, the BN's affine weight. Running statistics are updated exactly as
-    ``bn(x)`` would; training mode takes space/cpu_kernels.py's batch norm."""
+    ``bn(x)`` would; training mode takes space/cpu_kernels.py's batch norm, with exact
+    statistics where `exact_batch_stats` marked `bn`."""
     # Mirrors nn.BatchNorm2d.forward (momentum, num_batches_tracked, eval with/without stats).
     momentum = 0.0 if bn.momentum is None else bn.momentum
     if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
@@ -38,8 +46,19 @@ def batch_norm(bn: nn.BatchNorm2d, x: Tensor, scale: Tensor | None = None) -> Te
         bias = None if bn.bias is None else bn.bias * scale
     mean, var = (bn.running_mean, bn.running_var) if track else (None, None)
     if use_batch:
-        return batch_norm_train(x, mean, var, weight, bias, momentum, bn.eps)
+        return batch_norm_train(x, mean, var, weight, bias, momentum, bn.eps,
+                                bn.__dict__.get(EXACT, False))  # no __getattr__ miss
     return F.batch_norm(x, mean, var, weight, bias, False, momentum, bn.eps)
+
+
+def exact_batch_stats(model: nn.Module, on: bool = True) -> nn.Module:
+    """Mark (or with ``on=False`` unmark) every BatchNorm2d in `model`, as it is now, for
+    exact batch statistics in `batch_norm`; returns `model`. A plain attribute: kept by
+    deepcopy, not in a state_dict."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            setattr(m, EXACT, on)
+    return model
 
 
 def hooked(*layers: nn.Module) -> bool:
@@ -57,8 +76,9 @@ def scaled(y: Tensor, scale: Tensor | None) -> Tensor:
     return y if scale is None else y * scale
 
 
-def relu_in(x: Tensor, preactivated: bool) -> Tensor:
-    return x if preactivated else F.relu(x)
+def relu_in(x: Tensor, relu: Tensor | None) -> Tensor:
+    """ReLU(x): `relu` when the caller computed it once for several ops (it must be F.relu(x))."""
+    return F.relu(x) if relu is None else relu
 
 
 def conv_weight(conv: nn.Module) -> Tensor:

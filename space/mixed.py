@@ -8,7 +8,8 @@ Two evaluation paths compute the same sum:
   DARTS's). The ReLU that starts every conv op is taken once per input node from a
   `NodeInput` shared by all edges leaving that node. Each conv op's alpha is folded into its
   last BatchNorm, and terms are added in place into one node accumulator instead of building
-  a tree of temporaries.
+  a tree of temporaries. An op (or a pool's BN) that carries a module hook is called as
+  declared, unshared, so the hook sees it; so is `none`, for its hook.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genotypes import PRIMITIVES, FSSpec
-from space.fused import batch_norm
+from space.fused import batch_norm, hooked
 from space.ops import forward_reference, make_candidate
 
 # How each op may be fused (space.ops: every op's `fused`).
@@ -85,6 +86,7 @@ class MixedOp(nn.Module):
         self._order = tuple(
             sorted((k for k, kind in enumerate(kinds) if kind != _NONE), key=lambda k: kinds[k] != _RELU_LED)
         )
+        self._none = tuple(k for k, kind in enumerate(kinds) if kind == _NONE)
         self._kinds = tuple(kinds)
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
@@ -101,20 +103,25 @@ class MixedOp(nn.Module):
         for k in self._order:
             kind, op = self._kinds[k], self._ops[k]
             if kind == _RELU_LED:
-                y = op(src.relu, preactivated=True, scale=w[k])
+                y = op(src.x, relu=src.relu, scale=w[k])
                 acc = y if acc is None else acc.add_(y)
                 continue
             if kind == _IDENTITY:
-                y = src.x
+                y = op(src.x) if hooked(op) else src.x
             else:  # _POOL
                 y = self._pooled(k, src)
             # y is shared (an input node or another edge's pool), so never accumulate into it.
             acc = y * w[k] if acc is None else acc.addcmul_(y, w[k])
         assert acc is not None  # at least one non-none op exists
+        for k in self._none:  # its term is zero: computed only for a hook to see it
+            if hooked(self._ops[k]):
+                acc.addcmul_(self._ops[k](src.x), w[k])
         return acc
 
     def _pooled(self, k: int, src: NodeInput) -> Tensor:
         pool, bn = self._ops[k]
+        if hooked(self._ops[k], pool, bn):  # as declared, for the hook; not shared
+            return self._ops[k](src.x)
         if not (self.training and src.share_pools):
             return batch_norm(bn, pool(src.x))
         hit = src.pooled.get(k)

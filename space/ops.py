@@ -13,20 +13,19 @@ the computation exactly as the DARTS code writes it (the speed and correctness b
 `fused` and, if its forward is not DARTS's, `forward_reference`) and its line in OPS.
 
 The ReLU-led ops take two optional keyword arguments used by the search cell's fast path:
-``preactivated=True`` says the input is already ReLU'd (one ReLU per cell node instead of one
-per op), and ``scale`` multiplies the output, folded into the last BatchNorm's affine transform
-so the architecture weight costs no extra pass over the activations. Both leave the result
-equal to ``scale * op(x)``.
+``relu`` is ReLU(x), computed once by the caller for every op reading x (one ReLU per cell
+node instead of one per op), and ``scale`` multiplies the output, folded into the last
+BatchNorm's affine transform so the architecture weight costs no extra pass over the
+activations. Both leave the result equal to ``scale * op(x)``; an op that runs its layers
+for a hook gives its ReLU module x itself, as DARTS does.
 
 The fast forwards are built from space/fused.py (BN with the scale folded in, 1x1 convs as
 matrix products, the CPU rewrites of space/cpu_kernels.py), which compute an op's layers
 without calling them, so a hook on a layer would not fire there. When any hook is
 registered on an op's layers, or globally, the op runs `forward_reference` instead, calling
-each layer as declared (`hooked`). So hooks work
-in the evaluation networks (retrain, export) and on the search's ReLU-led ops; the search
-supernet's own fast path still computes its stem BN, its pools' BN and the shared ReLUs
-without calling those modules and skips `none`: `SearchNetwork(fast=False)` calls every
-layer. Without hooks nothing changes.
+each layer as declared (`hooked`); the search's mixed ops, cells and supernet do the same
+for what they compute themselves (pools and their BN, skip_connect, `none`, the stem), so a
+hook fires on every module of either network. Without hooks nothing changes.
 """
 
 from __future__ import annotations
@@ -75,11 +74,11 @@ class ReLUConvBN(_Sequential):
             conv = nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False)
         self.op = nn.Sequential(nn.ReLU(inplace=False), conv, nn.BatchNorm2d(C_out, affine=affine))
 
-    def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
-        if hooked(self.op, *self.op):  # ReLU twice is ReLU: a preactivated input gives the same result
+    def forward(self, x: Tensor, *, relu: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
+        if hooked(self.op, *self.op):
             return scaled(self.op(x), scale)
         op = self.op
-        return batch_norm(op[2], apply_conv(op[1], relu_in(x, preactivated)), scale)
+        return batch_norm(op[2], apply_conv(op[1], relu_in(x, relu)), scale)
 
 
 class DilConv(_Sequential):
@@ -107,11 +106,11 @@ class DilConv(_Sequential):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
-    def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, *, relu: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
         if hooked(self.op, *self.op):
             return scaled(self.op(x), scale)
         op = self.op
-        return batch_norm(op[3], apply_conv(op[2], depthwise(op[1], relu_in(x, preactivated))), scale)
+        return batch_norm(op[3], apply_conv(op[2], depthwise(op[1], relu_in(x, relu))), scale)
 
 
 class SepConv(_Sequential):
@@ -141,11 +140,11 @@ class SepConv(_Sequential):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
-    def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, *, relu: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
         if hooked(self.op, *self.op):
             return scaled(self.op(x), scale)
         op = self.op
-        y = batch_norm(op[3], apply_conv(op[2], depthwise(op[1], relu_in(x, preactivated))))
+        y = batch_norm(op[3], apply_conv(op[2], depthwise(op[1], relu_in(x, relu))))
         # In place is safe: BatchNorm's backward needs its input, not its output, and this
         # saves one activation-sized tensor per SepConv (the reference's ReLU copies).
         y = F.relu_(y)
@@ -193,10 +192,10 @@ class FactorizedReduce(nn.Module):
         self.conv_2 = pointwise_conv(C_in, C_out // 2, stride=2, fs=fs)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
-    def forward(self, x: Tensor, *, preactivated: bool = False, scale: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, *, relu: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
         if hooked(self.relu, self.conv_1, self.conv_2, self.bn):
             return scaled(self.forward_reference(x), scale)
-        x = relu_in(x, preactivated)
+        x = relu_in(x, relu)
         # A stride-2 1x1 conv reads the even grid, the shifted one the odd grid: take those
         # pixels first and convolve with stride 1 (the same sums; faster on CPU, where the
         # strided kernels are slower). On odd sizes the odd grid is one pixel short, so it is

@@ -8,6 +8,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from genotypes import FSSpec
+from space.fused import hooked
 from space.mixed import MixedOp, NodeInput
 from space.ops import FactorizedReduce, ReLUConvBN, forward_reference
 
@@ -53,15 +54,17 @@ class SearchCell(nn.Module):
         weights: Tensor,
         *,
         fast: bool = True,
-        preactivated: bool = False,
+        relus: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """The cell output for inputs `s0` (c_{k-2}) and `s1` (c_{k-1}) and the (edges, ops)
-        softmaxed architecture `weights`. `preactivated`: s0 and s1 are already ReLU'd (both
-        preprocessing ops start with a ReLU; the network computes it once per cell output)."""
+        softmaxed architecture `weights`. `relus`: ReLU(s0) and ReLU(s1), when the caller
+        has them (both preprocessing ops start with a ReLU; the network computes it once per
+        cell output, which feeds two cells)."""
         if not fast:
             return self.forward_reference(s0, s1, weights)
-        s0 = self.preprocess0(s0, preactivated=preactivated)
-        s1 = self.preprocess1(s1, preactivated=preactivated)
+        r0, r1 = (None, None) if relus is None else relus
+        s0 = self.preprocess0(s0, relu=r0)
+        s1 = self.preprocess1(s1, relu=r1)
         share = self.training
         nodes = [NodeInput(s0, share_pools=share), NodeInput(s1, share_pools=share)]
         # One unbind per row: scalar views whose backward is a single stack, instead of
@@ -71,7 +74,12 @@ class SearchCell(nn.Module):
         for _ in range(self._steps):
             acc = None
             for j, src in enumerate(nodes):
-                acc = self._ops[offset + j].accumulate(acc, src, rows[offset + j].unbind(0))
+                mixed = self._ops[offset + j]
+                if hooked(mixed):  # called as a module, for the hook
+                    y = mixed(src.x, rows[offset + j])
+                    acc = y if acc is None else acc.add_(y)
+                    continue
+                acc = mixed.accumulate(acc, src, rows[offset + j].unbind(0))
             offset += len(nodes)
             nodes.append(NodeInput(acc, share_pools=share))
         return torch.cat([n.x for n in nodes[-self._multiplier :]], dim=1)

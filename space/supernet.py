@@ -17,7 +17,7 @@ from torch import Tensor
 from genotypes import PRIMITIVES, FSSpec, Genotype, derive
 from space import fs_model
 from space.fs_bank import batched_filters
-from space.fused import batch_norm
+from space.fused import batch_norm, exact_batch_stats, hooked
 from space.nested_fs import nest_layers, ratio_mix
 from space.search_cell import SearchCell
 
@@ -83,6 +83,8 @@ class SearchNetwork(nn.Module):
         self.ratios: tuple[float, ...] | None = None
         if ratios is not None:
             self._nest(tuple(sorted(float(r) for r in ratios)), k)
+        # Accurate float32 batch statistics on CPU: the architecture gradients need them.
+        exact_batch_stats(self)
 
     def _nest(self, ratios: tuple[float, ...], edges: int) -> None:
         """Make every candidate op's FS layers nested-ratio layers; slot of (cell kind,
@@ -132,16 +134,20 @@ class SearchNetwork(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)
         # All FS/DFS filters of the supernet in one batch (space/fs_bank.py).
         with batched_filters(self):
-            out = batch_norm(self.stem[1], self.stem[0](x))
+            if hooked(self.stem, *self.stem):
+                out = self.stem(x)
+            else:
+                out = batch_norm(self.stem[1], self.stem[0](x))
             # Both preprocessing ops of a cell start with a ReLU of a previous cell's output,
             # and each output feeds two cells: take that ReLU once.
+            s0 = s1 = out
             r0 = r1 = F.relu(out)
             last = len(self.cells) - 1
             for i, cell in enumerate(self.cells):
                 w = w_reduce if cell.reduction else w_normal
-                out = cell(r0, r1, w, preactivated=True)
+                out = cell(s0, s1, w, relus=(r0, r1))
                 if i < last:
-                    r0, r1 = r1, F.relu(out)
+                    s0, s1, r0, r1 = s1, out, r1, F.relu(out)
         return self.classifier(self.global_pooling(out).flatten(1))
 
     # -- parameter groups ------------------------------------------------------------------

@@ -37,8 +37,10 @@ def test_depthwise_same_equals_conv2d(k: int, d: int) -> None:
         assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("exact", [True, False])
 @pytest.mark.parametrize(("c", "width"), [(8, 16), (24, 16), (16, 16), (12, 8), (16, 8)])
-def test_batch_norm_train_equals_native(c: int, width: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_batch_norm_train_equals_native(c: int, width: int, exact: bool,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     # The vector width decides the path; set it so both paths run on any CPU.
     monkeypatch.setattr(cpu_kernels, "_WIDTH", width)
     x = _input(c)
@@ -46,15 +48,19 @@ def test_batch_norm_train_equals_native(c: int, width: int, monkeypatch: pytest.
     bias = torch.randn(c, requires_grad=True)
     stats = [torch.zeros(c), torch.ones(c)]
     stats_ref = [t.clone() for t in stats]
-    got = batch_norm_train(x, *stats, weight, bias, 0.1, 1e-5)
+    got = batch_norm_train(x, *stats, weight, bias, 0.1, 1e-5, exact)
     want = F.batch_norm(x, *stats_ref, weight, bias, True, 0.1, 1e-5)
     assert_close(got, want)
+    if not exact:  # ATen's statistics and normalisation: the very same numbers
+        assert torch.equal(got, want) and torch.equal(stats[1], stats_ref[1])
     assert got.is_contiguous(memory_format=CL)
     assert_close(stats[0], stats_ref[0])
     assert_close(stats[1], stats_ref[1])
     for a, b in zip(_grads(got, [x, weight, bias]), _grads(want, [x, weight, bias]), strict=True):
         assert_close(a, b, rtol=1e-4, atol=1e-5)
-    assert got.grad_fn.name().startswith("_BatchNormCL")  # every float32 channels_last input
+    # Exact statistics, or a vector tail (the contiguous backward): the rewritten path.
+    rewritten = exact or c % width != 0
+    assert got.grad_fn.name().startswith("_BatchNormCL") == rewritten
 
 
 @pytest.mark.parametrize("c", [8, 16, 24])
@@ -65,7 +71,7 @@ def test_batch_norm_statistics_are_float64_accurate_in_channels_last(c: int) -> 
     g = torch.Generator().manual_seed(c)
     x = (3.0 + 0.5 * torch.randn(32, c, 32, 32, generator=g)).contiguous(memory_format=CL)
     stats = [torch.zeros(c), torch.ones(c)]
-    y = batch_norm_train(x.requires_grad_(), *stats, None, None, 1.0, 1e-5)
+    y = batch_norm_train(x.requires_grad_(), *stats, None, None, 1.0, 1e-5, exact=True)
     x64 = x.detach().double().requires_grad_()
     y64 = F.batch_norm(x64, None, None, None, None, True, 0.0, 1e-5)
     var64 = x64.detach().var((0, 2, 3), unbiased=True)
@@ -78,9 +84,10 @@ def test_batch_norm_statistics_are_float64_accurate_in_channels_last(c: int) -> 
     assert (gx.double() - gx64).norm() / gx64.norm() < 1e-6
 
 
-def test_batch_norm_without_affine_or_stats() -> None:
+@pytest.mark.parametrize("exact", [True, False])
+def test_batch_norm_without_affine_or_stats(exact: bool) -> None:
     x = _input(8)
-    got = batch_norm_train(x, None, None, None, None, 0.1, 1e-5)
+    got = batch_norm_train(x, None, None, None, None, 0.1, 1e-5, exact)
     want = F.batch_norm(x, None, None, None, None, True, 0.1, 1e-5)
     assert_close(got, want)
     assert_close(_grads(got, [x])[0], _grads(want, [x])[0], rtol=1e-4, atol=1e-5)
@@ -132,3 +139,34 @@ def test_depthwise_with_bias_keeps_the_native_conv() -> None:
         dw.bias.fill_(5.0)
     x = _input(8, hw=16)
     assert_close(depthwise(dw, x), dw(x))
+
+
+def test_the_supernet_takes_exact_statistics_and_retrain_networks_atens() -> None:
+    """The search supernet marks every batch norm for exact statistics (its architecture
+    gradients need them); retrain's networks keep ATen's, the same numbers as nn.BatchNorm2d."""
+    import copy
+
+    from genotypes import load_genotype
+    from space.fused import EXACT, batch_norm
+    from space.network import NetworkCIFAR
+    from space.supernet import SearchNetwork
+
+    sup = SearchNetwork(16, 10, 5)
+    bns = [m for m in sup.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) > 100 and all(getattr(m, EXACT, False) for m in bns)
+    net = NetworkCIFAR(16, 10, 8, True, load_genotype("DARTS_V2"))
+    assert not any(hasattr(m, EXACT) for m in net.modules())
+    # A search batch at an offset mean: the marked BN's variance is float64's to 2e-7, the
+    # unmarked one's output and statistics are nn.BatchNorm2d's, bit for bit.
+    g = torch.Generator().manual_seed(0)
+    x = (3.0 + 0.5 * torch.randn(32, 16, 32, 32, generator=g)).contiguous(memory_format=CL)
+    var64 = x.double().var((0, 2, 3))
+    marked, plain = sup.cells[0].preprocess1.op[2], net.cells[0].preprocess1.op[2]
+    assert marked.num_features == plain.num_features == 16
+    ref = copy.deepcopy(plain)
+    for bn in (marked, plain, ref):
+        bn.momentum = 1.0
+    batch_norm(marked, x.requires_grad_())
+    assert (marked.running_var.double() - var64).norm() / var64.norm() < 2e-7
+    assert torch.equal(batch_norm(plain, x), ref(x))
+    assert torch.equal(plain.running_var, ref.running_var)

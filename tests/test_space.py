@@ -345,6 +345,41 @@ def test_hooks_fire_in_the_evaluation_network(spec: str) -> None:
     assert back == [1]
 
 
+@pytest.mark.parametrize("share", ["all", "half"])
+def test_hooks_fire_on_every_module_of_the_supernet(share: str) -> None:
+    """In the supernet's fast path a hook on any module fires: the stem and its BN, the
+    pools and their BNs (on edges that share another edge's pooling too), skip_connect,
+    `none`, the ops, the mixed ops, the cells. With hooks on every module, or on a seeded
+    half of them (hooked and shared pools side by side), the output and every gradient,
+    alphas included, are those of the unhooked fast path (float64, C=8, 5 cells, 32x32)."""
+    torch.manual_seed(0)
+    net = SearchNetwork(8, 10, 5, fs=DFS).double().train()
+    hooked_net = copy.deepcopy(net)
+    mods = [m for m in hooked_net.modules() if not isinstance(m, nn.ModuleList)]
+    if share == "half":
+        keep = torch.randperm(len(mods), generator=torch.Generator().manual_seed(0))
+        mods = [mods[i] for i in keep[: len(mods) // 2].tolist()]
+    fired: set[int] = set()
+    for m in mods:
+        m.register_forward_hook(lambda m, i, o: fired.add(id(m)))
+    # A ReLU module's hook sees the op's input itself, as in DARTS, not the shared ReLU(x).
+    relu_in: list[float] = []
+    sep = hooked_net.cells[1]._ops[0]._ops[PRIMITIVES.index("sep_conv_3x3")]
+    for relu in (hooked_net.cells[1].preprocess1.op[0], sep.op[0]):
+        relu.register_forward_hook(lambda m, i, o: relu_in.append(i[0].min().item()))
+    x = torch.randn(8, 3, 32, 32, dtype=torch.float64)
+    out, expect = hooked_net(x), net(x)
+    assert len(fired) == len(mods) > 100  # every hooked module was called
+    assert len(relu_in) == 2 and max(relu_in) < 0
+    torch.testing.assert_close(out, expect, rtol=1e-10, atol=1e-12)
+    ga, gb = _grads(out, list(hooked_net.parameters())), _grads(expect, list(net.parameters()))
+    for a, b in zip(ga, gb, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    # Running statistics too (the pools' BNs update once per edge, hooked or shared).
+    for a, b in zip(hooked_net.buffers(), net.buffers(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_global_hooks_and_the_search_ops() -> None:
     """A global forward hook sees the ops' layers; a hook on a MixedOp's SepConv conv fires
     in the supernet's fast path, with the unhooked output."""
