@@ -15,7 +15,7 @@ Batch statistics (`exact=True`, which the search supernet asks for): ATen's chan
 kernel sums them in one float32 pass, with a relative variance error of ~2e-6 at a search
 batch, 20x its contiguous kernel's; through the ~500 batch norms of the supernet that put
 1e-4 into the architecture gradients. `_batch_stats` takes two torch reductions instead
-(~4e-8). That makes a training step 1.12-1.14x slower (bench/batch_stats.py), and training
+(~4e-8). That makes a training step 1.09-1.15x slower (bench/batch_stats.py), and training
 weights gains nothing from it, so everything else (retrain's networks) keeps ATen's
 statistics: `exact=False`, the default.
 
@@ -25,11 +25,12 @@ dilated ones are rewritten as undilated convolutions (the same sums), other dila
 here applies on CPU only, where it was measured (bench/search_step.py); on CUDA the native
 kernels run.
 
-The two backward passes and the exact statistics apply only to float32 CPU tensors in channels_last that need
-gradients, and their backward is once-differentiable (double backprop through them raises;
-torch.func transforms work, as the Functions define setup_context); everything else takes
-the native path, which is also what float64 gradient checks exercise. Results equal the
-native ones up to float rounding (tests/test_cpu_kernels.py).
+The two backward passes apply only to float32 CPU tensors in channels_last that need
+gradients, the exact statistics to float32 CPU tensors in channels_last (with or without
+gradients). The rewritten backward passes are once-differentiable (double backprop through
+them raises; torch.func transforms work, as the Functions define setup_context); everything
+else takes the native path, which is also what float64 gradient checks exercise. Results
+equal the native ones up to float rounding (tests/test_cpu_kernels.py).
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ def batch_norm_train(
     """`F.batch_norm(x, ..., training=True, ...)`: on float32 CPU channels_last tensors, with
     `exact` the batch statistics ATen's kernel gets wrong in float32 taken in two accurate
     passes, and the backward in the faster memory format (see the module docstring)."""
-    if not _channels_last_f32(x) or x.numel() == x.shape[1]:  # one value per channel: ATen's error
+    if not _channels_last_f32(x) or x.numel() <= x.shape[1]:  # <= 1 value per channel: ATen's
         return F.batch_norm(x, running_mean, running_var, weight, bias, True, momentum, eps)
     if x.requires_grad and torch.is_grad_enabled() and (exact or x.shape[1] % _WIDTH):
         return _BatchNormCL.apply(x, weight, bias, running_mean, running_var, momentum, eps,

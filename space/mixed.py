@@ -9,7 +9,8 @@ Two evaluation paths compute the same sum:
   `NodeInput` shared by all edges leaving that node. Each conv op's alpha is folded into its
   last BatchNorm, and terms are added in place into one node accumulator instead of building
   a tree of temporaries. An op (or a pool's BN) that carries a module hook is called as
-  declared, unshared, so the hook sees it; so is `none`, for its hook.
+  declared, ``op(x)``, unshared and unscaled, and its output is never written into, so its
+  hooks see what DARTS computes; so is `none`, for its hook.
 """
 
 from __future__ import annotations
@@ -102,15 +103,18 @@ class MixedOp(nn.Module):
         8 weights as scalar tensors. `acc` must be a tensor only this cell node owns."""
         for k in self._order:
             kind, op = self._kinds[k], self._ops[k]
-            if kind == _RELU_LED:
+            if kind == _RELU_LED and not op.watched():
                 y = op(src.x, relu=src.relu, scale=w[k])
                 acc = y if acc is None else acc.add_(y)
                 continue
-            if kind == _IDENTITY:
+            if kind == _RELU_LED:  # watched: op(x) as declared, unscaled, for its hooks
+                y = op(src.x)
+            elif kind == _IDENTITY:
                 y = op(src.x) if hooked(op) else src.x
             else:  # _POOL
                 y = self._pooled(k, src)
-            # y is shared (an input node or another edge's pool), so never accumulate into it.
+            # y is shared (an input node, another edge's pool) or a hook has seen it, so never
+            # accumulate into it.
             acc = y * w[k] if acc is None else acc.addcmul_(y, w[k])
         assert acc is not None  # at least one non-none op exists
         for k in self._none:  # its term is zero: computed only for a hook to see it

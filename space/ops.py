@@ -16,8 +16,9 @@ The ReLU-led ops take two optional keyword arguments used by the search cell's f
 ``relu`` is ReLU(x), computed once by the caller for every op reading x (one ReLU per cell
 node instead of one per op), and ``scale`` multiplies the output, folded into the last
 BatchNorm's affine transform so the architecture weight costs no extra pass over the
-activations. Both leave the result equal to ``scale * op(x)``; an op that runs its layers
-for a hook gives its ReLU module x itself, as DARTS does.
+activations. Both leave the result equal to ``scale * op(x)``. A caller that shares a ReLU
+or folds a scale asks `watched()` first: a watched op is called as ``op(x)``, so its hooks see
+DARTS's input and output, and a backward hook's gradient flows through x.
 
 The fast forwards are built from space/fused.py (BN with the scale folded in, 1x1 convs as
 matrix products, the CPU rewrites of space/cpu_kernels.py), which compute an op's layers
@@ -53,6 +54,10 @@ class _Sequential(nn.Module):
     def forward_reference(self, x: Tensor) -> Tensor:
         return self.op(x)
 
+    def watched(self) -> bool:
+        """A hook watches this op or one of its layers: they run as declared."""
+        return hooked(self, self.op, *self.op)
+
 
 class ReLUConvBN(_Sequential):
     """ReLU -> conv -> BN. A 1x1 kernel (the cell preprocessing) becomes an FS layer."""
@@ -75,7 +80,7 @@ class ReLUConvBN(_Sequential):
         self.op = nn.Sequential(nn.ReLU(inplace=False), conv, nn.BatchNorm2d(C_out, affine=affine))
 
     def forward(self, x: Tensor, *, relu: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
-        if hooked(self.op, *self.op):
+        if self.watched():
             return scaled(self.op(x), scale)
         op = self.op
         return batch_norm(op[2], apply_conv(op[1], relu_in(x, relu)), scale)
@@ -107,7 +112,7 @@ class DilConv(_Sequential):
         )
 
     def forward(self, x: Tensor, *, relu: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
-        if hooked(self.op, *self.op):
+        if self.watched():
             return scaled(self.op(x), scale)
         op = self.op
         return batch_norm(op[3], apply_conv(op[2], depthwise(op[1], relu_in(x, relu))), scale)
@@ -141,7 +146,7 @@ class SepConv(_Sequential):
         )
 
     def forward(self, x: Tensor, *, relu: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
-        if hooked(self.op, *self.op):
+        if self.watched():
             return scaled(self.op(x), scale)
         op = self.op
         y = batch_norm(op[3], apply_conv(op[2], depthwise(op[1], relu_in(x, relu))))
@@ -161,8 +166,8 @@ class Identity(nn.Module):
 
 
 class Zero(nn.Module):
-    """The `none` op: a zero tensor of the output shape. Mixed ops skip it entirely, because
-    its contribution to a weighted sum is exactly zero."""
+    """The `none` op: a zero tensor of the output shape. Mixed ops skip it (its contribution
+    to a weighted sum is exactly zero) unless a hook watches it."""
 
     fused = "none"
 
@@ -193,7 +198,7 @@ class FactorizedReduce(nn.Module):
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x: Tensor, *, relu: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
-        if hooked(self.relu, self.conv_1, self.conv_2, self.bn):
+        if self.watched():
             return scaled(self.forward_reference(x), scale)
         x = relu_in(x, relu)
         # A stride-2 1x1 conv reads the even grid, the shifted one the odd grid: take those
@@ -208,6 +213,10 @@ class FactorizedReduce(nn.Module):
                        pointwise_subsampled(self.conv_2, odd)], dim=1)
         return batch_norm(self.bn, y, scale)
 
+
+    def watched(self) -> bool:
+        """A hook watches this op or one of its layers: they run as declared."""
+        return hooked(self, self.relu, self.conv_1, self.conv_2, self.bn)
 
     def forward_reference(self, x: Tensor) -> Tensor:
         """The DARTS computation as written there (the speed baseline)."""

@@ -63,7 +63,7 @@ class SearchCell(nn.Module):
         if not fast:
             return self.forward_reference(s0, s1, weights)
         r0, r1 = (None, None) if relus is None else relus
-        s0 = self.preprocess0(s0, relu=r0)
+        s0 = self.preprocess0(s0, relu=r0)  # a watched op ignores relu and reads s0
         s1 = self.preprocess1(s1, relu=r1)
         share = self.training
         nodes = [NodeInput(s0, share_pools=share), NodeInput(s1, share_pools=share)]
@@ -75,9 +75,9 @@ class SearchCell(nn.Module):
             acc = None
             for j, src in enumerate(nodes):
                 mixed = self._ops[offset + j]
-                if hooked(mixed):  # called as a module, for the hook
+                if hooked(mixed):  # called as a module, for the hook, which has seen y
                     y = mixed(src.x, rows[offset + j])
-                    acc = y if acc is None else acc.add_(y)
+                    acc = y.clone() if acc is None else acc.add_(y)
                     continue
                 acc = mixed.accumulate(acc, src, rows[offset + j].unbind(0))
             offset += len(nodes)

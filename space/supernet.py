@@ -145,7 +145,9 @@ class SearchNetwork(nn.Module):
             last = len(self.cells) - 1
             for i, cell in enumerate(self.cells):
                 w = w_reduce if cell.reduction else w_normal
-                out = cell(s0, s1, w, relus=(r0, r1))
+                # A watched cell computes from s0, s1 alone, so a backward hook's gradient
+                # flows through them.
+                out = cell(s0, s1, w, relus=None if hooked(cell) else (r0, r1))
                 if i < last:
                     s0, s1, r0, r1 = s1, out, r1, F.relu(out)
         return self.classifier(self.global_pooling(out).flatten(1))

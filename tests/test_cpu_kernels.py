@@ -141,9 +141,13 @@ def test_depthwise_with_bias_keeps_the_native_conv() -> None:
     assert_close(depthwise(dw, x), dw(x))
 
 
-def test_the_supernet_takes_exact_statistics_and_retrain_networks_atens() -> None:
+@pytest.mark.parametrize("width", [16, 32])
+def test_the_supernet_takes_exact_statistics_and_retrain_networks_atens(
+        width: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The search supernet marks every batch norm for exact statistics (its architecture
-    gradients need them); retrain's networks keep ATen's, the same numbers as nn.BatchNorm2d."""
+    gradients need them); retrain's networks keep ATen's, the same numbers as nn.BatchNorm2d
+    (with the vector width at 32, the 16 channels take the contiguous-backward path)."""
+    monkeypatch.setattr(cpu_kernels, "_WIDTH", width)
     import copy
 
     from genotypes import load_genotype

@@ -380,6 +380,54 @@ def test_hooks_fire_on_every_module_of_the_supernet(share: str) -> None:
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+def test_backward_hooks_and_kept_outputs_in_the_supernet() -> None:
+    """Full backward hooks on a cell, a mixed op, the ReLU-led op its fast path takes first, a
+    preprocessing op and a pool fire once with nonzero input gradients (the cell's for s1 is
+    its preprocessing's), and forward hooks that keep their outputs get what DARTS computes:
+    the op unscaled, nothing written into afterwards. A global full backward hook runs too.
+    Output and weight gradients are the unhooked ones (float64, C=8, 5 cells, 32x32)."""
+    torch.manual_seed(0)
+    net = SearchNetwork(8, 10, 5, fs=DFS).double().train()
+    hooked_net = copy.deepcopy(net)
+    cell = hooked_net.cells[1]
+    mixed = cell._ops[0]
+    watched = {"cell": cell, "mixed": mixed, "op": mixed._ops[mixed._order[0]],
+               "pre": cell.preprocess1, "pool": mixed._ops[PRIMITIVES.index("max_pool_3x3")]}
+    assert watched["op"].fused == "relu_led"
+    grads: dict[str, list] = {}
+    kept: dict[str, list] = {}
+    for name, m in watched.items():
+        m.register_full_backward_hook(
+            lambda m, gi, go, name=name: grads.setdefault(name, []).append(gi))
+        m.register_forward_hook(
+            lambda m, i, o, name=name: kept.setdefault(name, []).append((i, o, o.detach().clone())))
+    x = torch.randn(8, 3, 32, 32, dtype=torch.float64)
+    out, expect = hooked_net(x), net(x)
+    torch.testing.assert_close(out, expect, rtol=1e-10, atol=1e-12)
+    ga, gb = _grads(out, list(hooked_net.parameters())), _grads(expect, list(net.parameters()))
+    for a, b in zip(ga, gb, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert {n: len(g) for n, g in grads.items()} == dict.fromkeys(watched, 1)
+    for name, (gi,) in grads.items():
+        assert gi[0] is not None and gi[0].abs().sum() > 0, name
+    assert grads["cell"][0][1].abs().sum() > 0  # s1, a positional input of the cell
+    torch.testing.assert_close(grads["cell"][0][1], grads["pre"][0][0], rtol=1e-10, atol=1e-14)
+    for name, [(_, o, o_then)] in kept.items():
+        assert torch.equal(o, o_then), name  # nothing wrote into a hooked module's output
+    (i, o, _), = kept["op"]
+    torch.testing.assert_close(o, copy.deepcopy(watched["op"]).forward_reference(i[0]))
+    (i, o, _), = kept["mixed"]
+    torch.testing.assert_close(o, copy.deepcopy(mixed).forward_reference(*i))
+    handle = nn.modules.module.register_module_full_backward_hook(lambda m, gi, go: None)
+    try:
+        again, xg = copy.deepcopy(net), x.clone().requires_grad_()
+        y = again(xg)
+        torch.testing.assert_close(y, expect, rtol=1e-10, atol=1e-12)
+        y.sum().backward()
+    finally:
+        handle.remove()
+
+
 def test_global_hooks_and_the_search_ops() -> None:
     """A global forward hook sees the ops' layers; a hook on a MixedOp's SepConv conv fires
     in the supernet's fast path, with the unhooked output."""
