@@ -43,9 +43,7 @@ CPU = torch.device("cpu")
 def search_step(batch: int):
     torch.manual_seed(0)
     net = SearchNetwork(8, 10, 5, fs=FSSpec(2.0, True, 4)).train()
-    upper = net.arch_parameters() + net.offset_parameters()
-    ids = {id(p) for p in upper}
-    lower = [p for p in net.parameters() if id(p) not in ids]
+    upper, lower = net.arch_parameters() + net.offset_parameters(), net.weight_parameters()
     g = torch.Generator().manual_seed(1)
     xt, xv = (torch.randn(batch, 3, 32, 32, generator=g) for _ in range(2))
     yt, yv = (torch.randint(0, 10, (batch,), generator=g) for _ in range(2))

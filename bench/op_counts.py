@@ -59,7 +59,7 @@ def worker(checkout: str, step: str, fs_mode: str, aten_stats: bool) -> dict[str
         net.drop_path_prob = 0.1
         x = torch.randn(64, 3, 32, 32).contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, 10, (64,))
-        lower, arch = list(net.parameters()), None
+        lower, upper, arch = list(net.parameters()), [], None
 
         def loss():
             logits, aux = net(x)
@@ -76,9 +76,7 @@ def worker(checkout: str, step: str, fs_mode: str, aten_stats: bool) -> dict[str
                 pass
             else:
                 exact_batch_stats(net, False)
-        upper = net.arch_parameters() + net.offset_parameters()
-        ids = {id(p) for p in upper}
-        lower = [p for p in net.parameters() if id(p) not in ids]
+        upper, lower = net.arch_parameters() + net.offset_parameters(), net.weight_parameters()
         g = torch.Generator().manual_seed(1)
         xt, xv = (torch.randn(32, 3, 32, 32, generator=g) for _ in range(2))
         yt, yv = (torch.randint(0, 10, (32,), generator=g) for _ in range(2))
@@ -87,8 +85,6 @@ def worker(checkout: str, step: str, fs_mode: str, aten_stats: bool) -> dict[str
         def loss():
             return F.cross_entropy(net(xt), yt)
     opt = torch.optim.SGD(lower, lr=0.025, momentum=0.9, weight_decay=3e-4)
-    lower_ids = {id(p) for p in lower}
-    frozen = [p for p in net.parameters() if id(p) not in lower_ids]  # the search's upper level
     if step != "retrain":
         arch = Architect(net, upper, lower, opt, order=order)
 
@@ -97,7 +93,7 @@ def worker(checkout: str, step: str, fs_mode: str, aten_stats: bool) -> dict[str
             arch.step(xt, yt, xv, yv, 0.025)
         opt.zero_grad(set_to_none=True)
         loss().backward()
-        for p in frozen:
+        for p in upper:  # the weight step leaves the upper level's gradients alone
             p.grad = None
         nn.utils.clip_grad_norm_(lower, 5.0)
         opt.step()
@@ -133,9 +129,12 @@ def main() -> None:
         return
     if a.other is None:
         ap.error("name the other checkout")
-    this = HERE.parents[1]
+    this, other = HERE.parents[1], a.other.resolve()
+    if not all((other / pkg / "__init__.py").is_file() for pkg in ("space", "search", "retrain")):
+        ap.error(f"{other} has no space/, search/ and retrain/ packages; give a checkout of "
+                 "this project")
     for step in STEPS if a.step == "all" else (a.step,):
-        mine, theirs = (counts(c, step, a.fs, a.aten_stats) for c in (this, a.other.resolve()))
+        mine, theirs = (counts(c, step, a.fs, a.aten_stats) for c in (this, other))
         diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
         print(f"\n{step}, fs {a.fs}{', ATen batch statistics' if a.aten_stats else ''}: "
               f"{sum(mine.values()):,} ATen calls here, {sum(theirs.values()):,} in {a.other}; "

@@ -213,7 +213,6 @@ class FactorizedReduce(nn.Module):
                        pointwise_subsampled(self.conv_2, odd)], dim=1)
         return batch_norm(self.bn, y, scale)
 
-
     def watched(self) -> bool:
         """A hook watches this op or one of its layers: they run as declared."""
         return hooked(self, self.relu, self.conv_1, self.conv_2, self.bn)
