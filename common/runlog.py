@@ -7,7 +7,6 @@ import json
 import math
 import os
 import shlex
-import shutil
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -20,19 +19,33 @@ from tqdm import tqdm
 from common.errors import Interrupted, UserError
 from common.files import atomic_write_text
 
-#: Written into every run directory when it is created: what makes a folder "a run" that
-#: --overwrite may delete. Folders from before the marker are recognised by their files.
+#: Written into every run directory when it is created; it names the kind of run. Only a
+#: folder holding it is a run that --overwrite may clear: file names alone (config.yaml,
+#: log.jsonl, ...) are common enough that a user's own folder could carry them.
 RUN_MARKER = ".dfs-run"
-_RUN_FILES = ("config.yaml", "log.jsonl", "checkpoint.pt", "latest.pt", "metrics.json")
+
+#: Everything this project writes inside a run directory (search, retrain, study), as glob
+#: patterns relative to it. --overwrite removes what matches and keeps everything else; a
+#: test runs a search and a retrain and checks that they write nothing outside this list.
+RUN_OUTPUTS = (
+    RUN_MARKER, "config.yaml", "log.jsonl", "genotype.json", "stdout.log",  # both; study
+    "checkpoint.pt", "genotypes/epoch-*.json", "cells/*.gv", "cells/*.png",  # search
+    "cells/*.svg", "cells/*.pdf", "plots/*.png",
+    "latest.pt", "best.pt", "metrics.json", "model.pt", "model-wq.pt",  # retrain
+    "model.onnx", "model-wq.onnx", "tensorboard/events.out.tfevents.*",
+    ".*.tmp", "*/.*.tmp",  # an atomic write cut short (common.files)
+)
 
 
 def is_run_dir(path: str | Path) -> bool:
-    """True for a folder this project created as a run directory (search or retrain)."""
-    path = Path(path)
-    if (path / RUN_MARKER).is_file():
-        return True
-    # Older runs: config.yaml plus one of the files only a run writes.
-    return (path / "config.yaml").is_file() and any((path / f).exists() for f in _RUN_FILES[1:])
+    """True for a folder this project created as a run directory (search or retrain): it
+    holds the run marker."""
+    return (Path(path) / RUN_MARKER).is_file()
+
+
+def _not_a_run(out: Path) -> str:
+    return (f"{out} is not empty and is not a run directory of this project (it has no "
+            f"{RUN_MARKER} file); nothing in it was changed: choose another --out")
 
 
 def check_run_dir(out: str | Path | None, overwrite: bool = False) -> None:
@@ -45,28 +58,47 @@ def check_run_dir(out: str | Path | None, overwrite: bool = False) -> None:
         raise UserError(f"--out {out} is a file, not a folder; choose another --out")
     if not (out.is_dir() and any(out.iterdir())):
         return
+    if not is_run_dir(out):
+        raise UserError(_not_a_run(out))
     if not overwrite:
         raise UserError(
-            f"run directory {out} already exists; pass --overwrite to replace it, "
+            f"run directory {out} already exists; pass --overwrite to replace its run files, "
             f"--resume {out} to continue it, or choose another --out"
         )
+
+
+def clear_run_dir(out: str | Path) -> list[Path]:
+    """Remove what this project wrote in run directory `out` (`RUN_OUTPUTS`) and return
+    what was kept, relative to `out`. Refuses a folder without the run marker."""
+    out = Path(out)
     if not is_run_dir(out):
-        # --overwrite deletes a tree: only ever one this project created as a run.
-        raise UserError(f"{out} exists and is not a run directory; refusing to delete it "
-                        "with --overwrite (choose another --out)")
+        raise UserError(_not_a_run(out))
+    ours = {p for pattern in RUN_OUTPUTS for p in out.glob(pattern) if p.is_file() or p.is_symlink()}
+    for p in sorted(ours, key=lambda q: str(q) != str(out / RUN_MARKER)):  # the marker last
+        p.unlink()
+    # Folders the project made are removed once empty; a folder holding a user's file stays.
+    for d in sorted({p.parent for p in ours if p.parent != out}, reverse=True):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+    return sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() or p.is_symlink())
 
 
 def make_run_dir(out: str | Path | None, kind: str, tag: str, overwrite: bool = False) -> Path:
     """Create the run directory (default runs/<kind>-<tag>-<time>). An existing non-empty
-    directory is only replaced when `overwrite` is set and it is a run directory
-    (`is_run_dir`), so neither a run nor a user's folder is lost by accident."""
+    directory is only reused when `overwrite` is set and it holds the run marker; then only
+    the files this project writes there are removed (`clear_run_dir`), and one line names
+    what was kept."""
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{kind}-{tag}-{stamp}"
     out = Path(out)
     check_run_dir(out, overwrite)
     if out.is_dir() and any(out.iterdir()):
-        shutil.rmtree(out)
+        kept = clear_run_dir(out)
+        if kept:
+            names = ", ".join(str(p) for p in kept[:5]) + (", ..." if len(kept) > 5 else "")
+            say(f"--overwrite kept {len(kept)} file(s) in {out} that this project did not "
+                f"write: {names}")
     out.mkdir(parents=True, exist_ok=True)
     (out / RUN_MARKER).write_text(f"{kind}\n")
     return out

@@ -5,7 +5,8 @@ own process, so a crash of one run never stops the study and each folder can be 
 evaluated or resumed alone. A finished run (metrics.json; for a search, its last epoch
 logged) is skipped, an interrupted one continues with `--resume` from its checkpoint, and
 one that stopped before its first checkpoint is started again (`--overwrite` semantics:
-only a folder `common.runlog.is_run_dir` recognises is ever deleted). A run's output is
+only in a folder `common.runlog.is_run_dir` recognises, and only the files the project
+wrote are removed). A run's output is
 appended to its folder's stdout.log as it comes.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from common.runlog import is_run_dir
+from common.runlog import clear_run_dir, is_run_dir
 from study import layout
 from study.child import PARENT_ENV
 from study.commands import retrain_argv, search_argv
@@ -223,7 +223,7 @@ class Runner:
                 return 1, f"{path} exists and is not a run directory; refusing to replace it", path
             old = path / layout.STDOUT
             pending = old.read_text() if old.is_file() else ""
-            shutil.rmtree(path)  # what --overwrite does, but keeping the earlier output
+            clear_run_dir(path)  # what --overwrite does, but keeping the earlier output
         module = self.s.modules[stage]
         shown = shlex.join(["python", "-m", stage, *argv])
         pending += f"=== {datetime.now():%Y-%m-%d %H:%M:%S} study {self.study.name}: {shown}\n"

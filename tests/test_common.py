@@ -62,13 +62,14 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_run(tmp_path):
     (folder / "config.yaml").write_text("lr: 0.1")
     with pytest.raises(UserError, match="not a run directory"):
         make_run_dir(folder, "search", "x", overwrite=True)
-    # A run created before the marker existed (config.yaml + a run's own files) may be replaced.
+    # Nor is a run from before the marker: names alone never make a folder deletable.
     old = tmp_path / "old-run"
     old.mkdir()
     (old / "config.yaml").write_text("search: {}")
     (old / "log.jsonl").write_text("{}")
-    assert make_run_dir(old, "search", "x", overwrite=True) == old
-    assert not (old / "log.jsonl").exists() and is_run_dir(old)
+    with pytest.raises(UserError, match="not a run directory"):
+        make_run_dir(old, "search", "x", overwrite=True)
+    assert (old / "log.jsonl").exists() and not is_run_dir(old)
 
 
 def test_checkpoint_round_trip_and_clear_errors(tmp_path):

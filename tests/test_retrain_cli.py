@@ -15,6 +15,7 @@ import torch
 import yaml
 from cli_exits import one_line_exit
 from PIL import Image
+from run_files import run_files_outside_the_list
 
 from retrain import load_exported
 from retrain.cli import main
@@ -134,12 +135,10 @@ def test_user_errors_are_one_line_and_lose_nothing(capsys, tmp_path, tiny_folder
     run = tmp_path / "run"
     run.mkdir()
     (run / "precious.txt").write_text("keep me")
-    assert "already exists" in _fail(capsys, ["--genotype", "DARTS_V2", *base, "--out", str(run)])
-    assert (run / "precious.txt").read_text() == "keep me" and len(list(run.iterdir())) == 1
-    # --overwrite replaces runs only: a folder that is not one survives (it used to be wiped).
-    assert "not a run directory" in _fail(
-        capsys, ["--genotype", "DARTS_V2", *base, "--out", str(run), "--overwrite"])
-    assert (run / "precious.txt").read_text() == "keep me" and len(list(run.iterdir())) == 1
+    for overwrite in ([], ["--overwrite"]):  # a folder that is not a run is never touched
+        err = _fail(capsys, ["--genotype", "DARTS_V2", *base, "--out", str(run), *overwrite])
+        assert "not a run directory" in err and "--resume" not in err
+        assert (run / "precious.txt").read_text() == "keep me" and len(list(run.iterdir())) == 1
     assert "not a retrain run" in _fail(capsys, ["--resume", str(run)])
     assert "needs --genotype" in _fail(capsys, ["--dataset", str(tiny_folder)])
     assert "does not exist" in _fail(capsys, [str(tmp_path / "none.pt"), "--dataset", "cifar10"],
@@ -160,6 +159,7 @@ def test_tiny_run_writes_every_file_and_evaluate_reproduces_it(capsys, tmp_path,
     names = {p.name for p in out.iterdir()}
     assert {"config.yaml", "genotype.json", "log.jsonl", "latest.pt", "best.pt", "model.pt",
             "model-wq.pt", "metrics.json"} <= names
+    assert run_files_outside_the_list(out) == []  # --overwrite can clear all it wrote
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [0, 1] and all(LOG_KEYS <= set(r) for r in log)
     assert [r["hardened"] for r in log] == [False, True]  # default: hardened at half

@@ -15,8 +15,10 @@ import torch
 import yaml
 from cli_exits import one_line_exit
 from image_folders import make_image_folder
+from run_files import run_files_outside_the_list
 
 from common.checkpoint import load_checkpoint
+from common.runlog import make_run_dir
 from search.cli import main
 from search.outputs import retrain_command
 from search.trainer import SearchTrainer
@@ -65,15 +67,6 @@ def test_cifar_without_data_or_network(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_existing_run_dir_is_kept(folder, tmp_path, capsys):
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "log.jsonl").write_text('{"epoch": 0}\n')
-    err = _fail([str(folder), "--out", str(run)], capsys)
-    assert "--overwrite" in err and "--resume" in err
-    assert (run / "log.jsonl").read_text() == '{"epoch": 0}\n'
-
-
 def test_overwrite_refuses_a_non_run_directory(folder, tmp_path, capsys):
     precious = tmp_path / "precious"
     precious.mkdir()
@@ -83,8 +76,7 @@ def test_overwrite_refuses_a_non_run_directory(folder, tmp_path, capsys):
 
 
 def test_overwrite_keeps_old_run_when_input_is_bad(tmp_path, capsys):
-    run = tmp_path / "run"
-    run.mkdir()
+    run = make_run_dir(tmp_path / "run", "search", "x")
     (run / "config.yaml").write_text("search: {}\n")
     _fail([str(tmp_path / "missing"), "--out", str(run), "--overwrite"], capsys)
     assert (run / "config.yaml").exists()  # the dataset is checked before anything is deleted
@@ -133,6 +125,7 @@ def test_tiny_run_directory(folder, tmp_path, capsys):
                  "checkpoint.pt", "config.yaml", "cells/normal.png", "cells/reduce.png",
                  "cells/epoch-000-normal.png", "plots/curves.png"):
         assert (run / name).exists(), name
+    assert run_files_outside_the_list(run) == []  # --overwrite can clear all it wrote
     g = json.loads((run / "genotype.json").read_text())
     assert g == records[-1]["genotype"]
     assert saved["dataset"] == str(folder) and "--epochs 2" in saved["command"]
