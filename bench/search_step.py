@@ -1,8 +1,8 @@
 """Time one full DARTS search step on CPU (figures, not a test).
 
     .venv/bin/python bench/search_step.py [--fs off|fs|dfs|ratios|all] [--order 1|2|both]
-        [--steps 5] [--warmup 1] [--threads 2] [--repeat 1] [--reference PATH/TO/darts/cnn]
-        [--compile]
+        [--algo darts|pc-darts|gdas|all] [--steps 5] [--warmup 1] [--threads 2] [--repeat 1]
+        [--reference PATH/TO/darts/cnn] [--compile]
 
 A step is the architecture step then the weight step. 1st order: loss on a valid batch ->
 gradient to the upper level (alphas, plus DFS offset logits) -> Adam; loss on a train batch ->
@@ -15,7 +15,9 @@ Rows (`--fs ratios`: DFS with each op's ratio searched among 1, 2, 4, 8, nested 
 against plain DFS):
 
 * `ours`: SearchNetwork (fast path) stepped by search/architect.py's Architect and
-  common/weight_step.py's WeightStep: the code the search runs.
+  common/weight_step.py's WeightStep: the code the search runs. With --algo, one such row
+  per algorithm (`pc-darts`: partial channels 1/4 and edge normalisation; `gdas`: one
+  sampled op per edge, first order only), compared with the DARTS row.
 * `naive`: the same network with fast=False (all 8 ops including none, sum(w*op(x)),
   contiguous format), stepped by the architecture step written out above; always run.
 * with --reference pointing at a quark0/darts checkout's cnn/ directory (fs off only; its
@@ -82,6 +84,7 @@ def _build(job: dict):
 
     sys.path.insert(0, str(ROOT))
     from genotypes import FSSpec
+    from search.algorithms import make_algorithm
     from space.supernet import SearchNetwork
 
     torch.manual_seed(0)
@@ -91,8 +94,12 @@ def _build(job: dict):
     fs = {"off": None, "fs": FSSpec(2.0, False, 4), "dfs": FSSpec(2.0, True, 4),
           "ratios": FSSpec(2.0, True, 4)}[job["fs"]]
     ratios = (1, 2, 4, 8) if job["fs"] == "ratios" else None
+    algo = make_algorithm({"algorithm": job["algo"], "partial_channels": 4,
+                           "arch": {"order": {1: "first", 2: "second"}[job["order"]]},
+                           "gdas": {"tau_start": 10.0, "tau_end": 0.1}})
     net = SearchNetwork(job["C"], 10, job["layers"], fs=fs, fast=job["impl"] == "ours",
-                        ratios=ratios)
+                        ratios=ratios, **algo.network_options())
+    algo.attach(net)
     if job["compile"] and job["impl"] == "ours":
         net.forward = torch.compile(net.forward)
     upper = net.arch_parameters() + net.offset_parameters()
@@ -219,6 +226,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="interleaved rounds of all rows")
     ap.add_argument("--order", choices=list(ORDERS), default="both")
     ap.add_argument("--fs", choices=list(FS_MODES), default="all")
+    ap.add_argument("--algo", choices=["darts", "pc-darts", "gdas", "all"], default="darts",
+                    help="search algorithm(s) of the `ours` rows")
     ap.add_argument("--reference", help="a quark0/darts checkout's cnn/ directory")
     ap.add_argument("--compile", action="store_true", help="torch.compile our forward")
     ap.add_argument("--C", type=int, default=8)
@@ -235,15 +244,19 @@ def main() -> None:
                          "cnn/ directory of a quark0/darts checkout")
     common = {k: getattr(args, k) for k in ("steps", "warmup", "threads", "C", "layers", "batch",
                                             "size", "compile", "reference")}
+    algos = ["darts", "pc-darts", "gdas"] if args.algo == "all" else [args.algo]
     jobs = []
     for order in ORDERS[args.order]:
         for fs in FS_MODES[args.fs]:
             impls = ["ours", "naive"] + (["reference", "ref-lean"] if args.reference and fs == "off" else [])
-            jobs += [{**common, "impl": i, "fs": fs, "order": order} for i in impls]
+            jobs += [{**common, "impl": i, "fs": fs, "order": order, "algo": "darts"}
+                     for i in impls if "darts" in algos or i != "ours"]
+            jobs += [{**common, "impl": "ours", "fs": fs, "order": order, "algo": a}
+                     for a in algos if a != "darts" and not (a == "gdas" and order == 2)]
     results: dict[int, dict] = {i: {"times": [], "peak_kb": 0} for i in range(len(jobs))}
     for r in range(args.repeat):
         for i, job in enumerate(jobs):
-            print(f"[round {r + 1}/{args.repeat}] {job['impl']} fs={job['fs']} "
+            print(f"[round {r + 1}/{args.repeat}] {job['impl']} {job['algo']} fs={job['fs']} "
                   f"order={job['order']} ...", file=sys.stderr, flush=True)
             res = _run_job(job)
             results[i]["times"] += res["times"]
@@ -251,10 +264,11 @@ def main() -> None:
     print(f"\nC={args.C}, {args.layers} cells, batch {args.batch}, {args.size}x{args.size}, "
           f"10 classes, {args.threads} threads, {args.steps} steps x {args.repeat} rounds "
           f"(median){', torch.compile' if args.compile else ''}\n")
-    print("| impl | fs | order | ms/step | images/s | peak MiB | vs naive | vs reference | vs ref-lean |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| impl | algo | fs | order | ms/step | images/s | peak MiB | vs naive | vs reference "
+          "| vs ref-lean | time / darts | memory / darts |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     med = {i: statistics.median(results[i]["times"]) for i in results}
-    key = {(j["impl"], j["fs"], j["order"]): i for i, j in enumerate(jobs)}
+    key = {(j["impl"], j["fs"], j["order"]): i for i, j in enumerate(jobs) if j["algo"] == "darts"}
 
     def speedup(base: int | None, i: int) -> str:
         return f"{med[base] / med[i]:.2f}x" if base is not None else ""
@@ -263,16 +277,22 @@ def main() -> None:
         vs = [speedup(key.get(b), i) for b in (("naive", job["fs"], job["order"]),
                                                ("reference", "off", job["order"]),
                                                ("ref-lean", "off", job["order"]))]
-        print(f"| {job['impl']} | {job['fs']} | {job['order']} | {med[i] * 1e3:.0f} | "
+        darts = key.get(("ours", job["fs"], job["order"])) if job["impl"] == "ours" else None
+        vs += ["", ""] if darts is None else [
+            f"{med[i] / med[darts]:.2f}x",
+            f"{results[i]['peak_kb'] / max(1, results[darts]['peak_kb']):.2f}x"]
+        print(f"| {job['impl']} | {job['algo']} | {job['fs']} | {job['order']} | {med[i] * 1e3:.0f} | "
               f"{args.batch / med[i]:.1f} | {results[i]['peak_kb'] / 1024:.0f} | {' | '.join(vs)} |")
     off = {o: key.get(("ours", "off", o)) for o in ORDERS[args.order]}
     for i, job in enumerate(jobs):
-        if job["impl"] == "ours" and job["fs"] != "off" and off.get(job["order"]) is not None:
+        if (job["impl"] == "ours" and job["algo"] == "darts" and job["fs"] != "off"
+                and off.get(job["order"]) is not None):
             print(f"\n{job['fs'].upper()} vs FS off (ours, order {job['order']}): "
                   f"{med[i] / med[off[job['order']]]:.2f}x the time", end="")
     dfs = {o: key.get(("ours", "dfs", o)) for o in ORDERS[args.order]}
     for i, job in enumerate(jobs):
-        if job["impl"] == "ours" and job["fs"] == "ratios" and dfs.get(job["order"]) is not None:
+        if (job["impl"] == "ours" and job["algo"] == "darts" and job["fs"] == "ratios"
+                and dfs.get(job["order"]) is not None):
             print(f"\nratio search vs DFS (ours, order {job['order']}): "
                   f"{med[i] / med[dfs[job['order']]]:.2f}x the time (target <= 1.3x)", end="")
     print()

@@ -43,6 +43,17 @@ def edge_weights(alphas: Any, num_ops: int = len(PRIMITIVES), name: str = "alpha
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _edge_column(scale: Any, name: str) -> np.ndarray:
+    """A (NUM_EDGES, 1) float64 column of per-edge weights."""
+    if hasattr(scale, "detach"):
+        scale = scale.detach().to("cpu").double().numpy()
+    s = np.asarray(scale, dtype=np.float64)
+    if s.shape != (NUM_EDGES,) or not np.isfinite(s).all() or (s < 0).any():
+        raise GenotypeError(f"{name} must be {NUM_EDGES} finite non-negative edge weights; "
+                            f"got shape {s.shape}")
+    return s[:, None]
+
+
 def _parse_cell(w: np.ndarray, primitives: Sequence[str]) -> list[tuple[str, int, int]]:
     """(op, input, supernet edge row) of the two kept edges of each node."""
     allowed = [k for k, p in enumerate(primitives) if p != "none"]
@@ -123,6 +134,7 @@ def derive(
     ratios: Sequence[float] | None = None,
     ratio_logits: tuple[Any, Any] | None = None,
     has_fs: tuple[Any, Any] | None = None,
+    edge_scale: tuple[Any, Any] | None = None,
 ) -> Genotype:
     """The DARTS discretisation of a searched cell pair.
 
@@ -145,6 +157,9 @@ def derive(
     primitives = tuple(primitives)
     wn = edge_weights(alphas_normal, len(primitives), "alphas_normal")
     wr = edge_weights(alphas_reduce, len(primitives), "alphas_reduce")
+    if edge_scale is not None:
+        wn, wr = (w * _edge_column(e, name) for w, e, name in
+                  zip((wn, wr), edge_scale, ("edge_scale normal", "edge_scale reduce"), strict=True))
     cat = tuple(int(c) for c in concat)
     normal = _capped_cell(wn, primitives, max_skip, max_free, reduction=False)
     reduce = _capped_cell(wr, primitives, max_skip, max_free, reduction=True)

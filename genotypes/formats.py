@@ -54,7 +54,7 @@ def _check_size(s: str, what: str) -> str:
 def to_json(g: Genotype) -> str:
     """Canonical JSON: one top-level key per line, each cell on one line."""
     d = to_dict(g)
-    body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(d[k])}" for k in FIELDS)
+    body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(d[k])}" for k in FIELDS if k in d)
     return "{\n" + body + "\n}\n"
 
 
@@ -221,7 +221,7 @@ def from_repr(s: str) -> Genotype:
         raise _reject("positional arguments are not allowed, use keywords")
     d: dict[str, Any] = {}
     for kw in call.keywords:
-        if kw.arg is None or kw.arg not in FIELDS:
+        if kw.arg is None or kw.arg not in FIELDS[:5]:  # a repr carries no source
             raise _reject(f"unknown keyword {kw.arg or '**'}")
         if kw.arg in d:
             raise _reject(f"keyword {kw.arg} given twice")

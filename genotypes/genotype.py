@@ -55,7 +55,9 @@ class FSSpec:
 class Genotype:
     """A DARTS cell pair. Edges are (op name, input index) pairs, two per intermediate node,
     in node order; input 0 is c_{k-2}, 1 is c_{k-1}, 2.. are earlier intermediate nodes.
-    `fs` records the FS settings of the search (None: plain DARTS).
+    `fs` records the FS settings of the search (None: plain DARTS). `source` records where
+    the genotype came from (e.g. {"algorithm": "pc-darts"} or {"random": 3}); it is written
+    to genotype files but is not part of the architecture, so equality ignores it.
 
     Construction only normalises lists to tuples; it does not validate (use `validate`, which
     every loader calls)."""
@@ -65,6 +67,7 @@ class Genotype:
     reduce: tuple[tuple[str, int], ...]
     reduce_concat: tuple[int, ...]
     fs: FSSpec | None = field(default=None)
+    source: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         # Normalise list inputs (from JSON/YAML/repr) to hashable tuples.
@@ -78,7 +81,7 @@ class Genotype:
         return to_dict(self)
 
 
-FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat", "fs")
+FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat", "fs", "source")
 #: The per-op ratio fields of FSSpec, in the order of its cells.
 OP_RATIO_FIELDS = ("normal_ratios", "reduce_ratios")
 FS_FIELDS = ("ratio", "dfs", "num_offsets", *OP_RATIO_FIELDS)
@@ -221,7 +224,20 @@ def to_dict(g: Genotype) -> dict[str, Any]:
         "reduce": [[op, i] for op, i in g.reduce],
         "reduce_concat": list(g.reduce_concat),
         "fs": fs_to_dict(g.fs),
+        **({} if g.source is None else {"source": dict(g.source)}),
     }
+
+
+def _source(value: Any) -> dict[str, Any] | None:
+    """A genotype's `source`: null or a mapping of names to plain values."""
+    if value is None:
+        return None
+    plain = (str, int, float, bool, type(None))
+    if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, plain) for k, v in value.items()):
+        raise GenotypeError("source must be a mapping of names to plain values, e.g. "
+                            '{"algorithm": "darts"}')
+    return dict(value)
 
 
 def _edges(name: str, value: Any) -> list[tuple[str, int]]:
@@ -270,7 +286,7 @@ def from_dict(d: Any, primitives: Sequence[str] = PRIMITIVES) -> Genotype:
     missing = [k for k in FIELDS[:4] if k not in d]
     if missing:
         raise GenotypeError(f"genotype is missing key(s) {', '.join(missing)}; required: "
-                            f"{', '.join(FIELDS[:4])} (fs optional)")
+                            f"{', '.join(FIELDS[:4])} (fs, source optional)")
     extra = sorted(str(k) for k in set(d) - set(FIELDS))
     if extra:
         raise GenotypeError(f"genotype has unknown key(s) {extra}; allowed: {', '.join(FIELDS)}")
@@ -280,6 +296,7 @@ def from_dict(d: Any, primitives: Sequence[str] = PRIMITIVES) -> Genotype:
         reduce=tuple(_edges("reduce", d["reduce"])),
         reduce_concat=tuple(_concat("reduce_concat", d["reduce_concat"])),
         fs=fs_from_dict(d.get("fs")),
+        source=_source(d.get("source")),
     )
     return validate(g, primitives)
 

@@ -35,6 +35,7 @@ from common.runlog import (
 )
 from common.runtime import resolve_device, seed_everything, set_threads
 from genotypes import describe_fs
+from search.algorithms import ALGORITHMS
 from search.data import build_search_data
 from search.ddp import rank0_first
 from search.outputs import CHECKPOINT, CONFIG, LOG, save_run_config
@@ -61,7 +62,8 @@ Threads and loader workers not set are chosen to fit the cores (shown at start-u
 """
 
 # Shorthand flag -> config key: the shared ones and search's own.
-SEARCH_SHORTHANDS = {**SHORTHANDS, "order": "arch.order", "max_images": "data.max_images",
+SEARCH_SHORTHANDS = {**SHORTHANDS, "algo": "algorithm", "partial_channels": "partial_channels",
+                     "order": "arch.order", "max_images": "data.max_images",
                      "budget": "budget.params", "ratios": "fs.ratios"}
 # What --resume may change: where and how it runs, never what it computes (common's
 # RESUMABLE, the worker count included: augmentation is seeded per image, common.loader;
@@ -94,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", metavar="PARAMS",
                    help="effective parameters of the retrain network (paper width: C=36, 20 "
                    "cells; budget.init_channels/layers), e.g. 1.5M, 800k, 1200000")
+    p.add_argument("--algo", choices=list(ALGORITHMS),
+                   help="search algorithm (default darts; see also --preset pc-darts)")
+    p.add_argument("--partial-channels", type=int, metavar="K",
+                   help="pc-darts: mix each edge's ops on 1/K of its channels (default 4)")
     p.add_argument("--order", choices=["first", "second"], help="DARTS approximation order")
     p.add_argument("--unrolled", action="store_true",
                    help="DARTS's name for --order second (the unrolled step)")
@@ -216,6 +222,12 @@ def main(argv: list[str] | None = None) -> None:
         cleanup()
 
 
+def _algo_text(cfg: dict[str, Any]) -> str:
+    algo = cfg["algorithm"]
+    part = f" 1/{cfg['partial_channels']} channels" if algo == "pc-darts" else ""
+    return f"algo={algo}{part} order={cfg['arch']['order']}"
+
+
 def _start(cfg: dict[str, Any], train_set, info, run_dir: Path, dataset: str, preset: str,
            device, dist_info, state: dict[str, Any] | None, budget: CpuBudget) -> None:
     sd = build_search_data(train_set, info, cfg, dist_info, pin_memory=device.type == "cuda")
@@ -230,7 +242,7 @@ def _start(cfg: dict[str, Any], train_set, info, run_dir: Path, dataset: str, pr
     is_main = dist_info.is_main
     say(f"search on {dataset}: {info.num_classes} classes, {info.input_size[0]}x{info.input_size[1]}, "
         f"{sd.num_train} + {sd.num_valid} images; C={cfg['init_channels']} layers={cfg['layers']} "
-        f"order={cfg['arch']['order']}; fs: {fs_text}; {cfg['epochs']} epoch(s) on "
+        f"{_algo_text(cfg)}; fs: {fs_text}; {cfg['epochs']} epoch(s) on "
         f"{device}{procs} with {budget.describe()}; {where}", is_main)
     note = busy_note(budget) if is_main else None
     if note:

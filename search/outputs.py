@@ -118,9 +118,10 @@ def retrain_command(genotype_file: Path, dataset: str, preset: str, data_root: s
 
 def epoch_record(epoch: int, stats: dict[str, Any], valid: tuple[float, float], arch_state: dict,
                  entropy: float | None, temperature: float | None, g: Genotype,
-                 sizes: dict[str, Any] | None = None) -> dict[str, Any]:
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The log.jsonl record of one epoch (the keys genotypes.plot.plot_run reads, and a few);
-    `sizes`: SearchTrainer.size_figures (parameter-free ops; E[P] and the count with a
+    `extra`: the algorithm's figures (GDAS's tau) and SearchTrainer.size_figures
+    (parameter-free ops; E[P] and the count with a
     budget or searched ratios)."""
     return {
         "epoch": epoch,
@@ -131,7 +132,7 @@ def epoch_record(epoch: int, stats: dict[str, Any], valid: tuple[float, float], 
         "offset_entropy": entropy, "temperature": temperature,
         "genotype": to_dict(g),
         "seconds": stats["seconds"], "images_per_s": stats["images_per_s"],
-        **(sizes or {}),
+        **(extra or {}),
     }
 
 

@@ -125,8 +125,9 @@ class ArchPenalty:
         assert self.model is not None
         net = self.net
         ratios = None if net.ratios is None else [net.ratios_normal, net.ratios_reduce]
+        edges = None if not net.edge_norm else [net.edge_weights(False), net.edge_weights(True)]
         return self.model.expected(*self.model.relaxed([net.alphas_normal, net.alphas_reduce],
-                                                        ratios))
+                                                        ratios, edges))
 
     def budget_weight(self) -> float:
         """lambda(t): 0 at the first architecture epoch, `budget.weight` after

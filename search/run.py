@@ -14,7 +14,6 @@ from genotypes import PRIMITIVES, Genotype
 from search.data import SearchData
 from search.ddp import ranks_agree
 from search.outputs import RunOutputs, epoch_record, summary_line
-from search.penalty import derive_caps
 from search.trainer import SearchTrainer, temperature_of_epoch
 from space.budget import EDGES, fit_to_budget
 from space.fs_model import set_temperature
@@ -23,7 +22,7 @@ from space.fs_model import set_temperature
 def final_genotype(trainer: SearchTrainer, cfg: dict[str, Any], main: bool) -> Genotype:
     """The derived genotype; with a budget, fitted to it (space.budget.fit_to_budget) and
     its exact count printed next to the budget."""
-    g = trainer.net.genotype(**derive_caps(cfg))
+    g = trainer.genotype()
     budget, model = cfg["budget"]["params"], trainer.budget_model
     if budget is None or model is None:
         return g
@@ -75,13 +74,14 @@ def run_search(
         temperature = temperature_of_epoch(cfg["fs"]["temperature"], epoch, epochs) if dfs else None
         if temperature is not None:
             set_temperature(net, temperature)
+        algo_figures = trainer.algorithm.start_epoch(net, epoch, epochs)
         stats = trainer.train_epoch(epoch, show=main)
         valid = trainer.evaluate()
         trainer.check_finite(epoch, valid[0])  # before anything of this epoch is written
         trainer.scheduler.step()
-        g = net.genotype(**derive_caps(cfg))
+        g = trainer.genotype()
         last = epoch_record(epoch, stats, valid, net.arch_state(), net.offset_entropy(),
-                            temperature, g, trainer.size_figures(g))
+                            temperature, g, {**algo_figures, **trainer.size_figures(g)})
         state = {"epoch": epoch + 1, "temperature": temperature, "config": cfg,
                  "dataset": dataset, "world_size": dist_info.world_size, **trainer.state_dict()}
         outputs.epoch_done(epoch, last, g, state)

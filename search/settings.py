@@ -17,6 +17,7 @@ from common.checks import (
 )
 from common.config import check_fs_ratio
 from common.errors import UserError
+from search.algorithms import ALGORITHMS
 
 CHOICES = {
     "fs.mode": ("off", "fs", "dfs"),
@@ -54,6 +55,10 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     normalise_fs_mode(cfg)
     for key, allowed in CHOICES.items():
         check_choice(cfg, key, allowed)
+    check_choice(cfg, "algorithm", tuple(ALGORITHMS))
+    check_number(cfg, "partial_channels", int, 1)
+    for key in ("gdas.tau_start", "gdas.tau_end"):
+        check_number(cfg, key, float, 0.0, lo_open=True)
     for key in ("epochs", "batch_size", "layers"):
         check_number(cfg, key, int, 1)
     check_number(cfg, "seed", int, 0)

@@ -8,6 +8,7 @@ FS vectors, and the offset logits with `fs.offsets_with: weights`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -26,9 +27,10 @@ from common.runtime import channels_last, grad_scaler, to_memory_format
 from common.weight_step import WeightStep
 from genotypes import Genotype
 from genotypes.derive import free_op_count
+from search.algorithms import Algorithm, make_algorithm
 from search.architect import Architect
 from search.data import SearchData
-from search.penalty import ArchPenalty, budget_model
+from search.penalty import ArchPenalty, budget_model, derive_caps
 from space.supernet import SearchNetwork
 
 
@@ -38,14 +40,20 @@ def temperature_of_epoch(t_cfg: dict[str, Any], epoch: int, epochs: int) -> floa
     return temperature_at(t_cfg["start"], t_cfg["end"], t_cfg["schedule"], epoch, epochs)
 
 
-def build_network(cfg: dict[str, Any], num_classes: int, in_channels: int) -> nn.Module:
+def build_network(cfg: dict[str, Any], num_classes: int, in_channels: int,
+                  algorithm: Algorithm | None = None) -> SearchNetwork:
+    """The supernet of a resolved `search` config, as its algorithm builds and weights it."""
+    algorithm = algorithm or make_algorithm(cfg)
     try:
-        return SearchNetwork(
+        net = SearchNetwork(
             C=int(cfg["init_channels"]), num_classes=num_classes, layers=int(cfg["layers"]),
             fs=fs_spec(cfg["fs"]), in_channels=in_channels, ratios=cfg["fs"]["ratios"],
+            **algorithm.network_options(),
         )
     except ValueError as e:  # e.g. a width the FS ratio cannot compress
         raise UserError(f"cannot build the search network: {e}") from None
+    algorithm.attach(net)
+    return net
 
 
 class SearchTrainer:
@@ -58,7 +66,9 @@ class SearchTrainer:
         rt, wcfg, acfg = cfg["runtime"], cfg["weights"], cfg["arch"]
         self.amp = bool(rt["amp"]) and device.type == "cuda"
         self.channels_last = bool(rt["channels_last"])
-        net = build_network(cfg, data.info.num_classes, data.info.in_channels).to(device)
+        self.algorithm = make_algorithm(cfg)
+        net = build_network(cfg, data.info.num_classes, data.info.in_channels,
+                            self.algorithm).to(device)
         self.net = net = channels_last(net, self.channels_last)
         offsets = list(net.offset_parameters()) if cfg["fs"]["mode"] == "dfs" else []
         upper = list(net.arch_parameters())
@@ -159,6 +169,12 @@ class SearchTrainer:
                      workers=int(self.cfg["data"]["workers"]))
         self.net.train()
         return r["loss"], r["top1"]
+
+    def genotype(self) -> Genotype:
+        """The derived genotype of the current architecture (with the config's caps),
+        recording the algorithm that searched it."""
+        g = self.net.genotype(**derive_caps(self.cfg))
+        return dataclasses.replace(g, source={"algorithm": self.algorithm.name})
 
     def size_figures(self, g: Genotype) -> dict[str, Any]:
         """The epoch's size figures for log.jsonl: parameter-free ops of the derived cells,

@@ -24,6 +24,8 @@ parameters:
 
     pi_eo   = softmax(alpha_e)_o / (1 - softmax(alpha_e)_none)        (derivation drops none)
     s_e     = max_{o != none} softmax(alpha_e)_o,  q_e = s_e / sum_{f -> same node} s_f
+              (with PC-DARTS's edge normalisation s_e is multiplied by the edge's weight,
+              softmax of the betas over the node's edges, as its derivation does)
     kappa_e = q_e + sum_{f -> same node, f != e} q_f q_e / (1 - q_f)
     rho_eor = softmax(beta_eo)_r
 
@@ -184,17 +186,22 @@ class BudgetModel:
         per_op = (ratio_w.to(t.dtype) * t).sum(-1)  # (2, 14, ops)
         return self.fixed + (keep.to(t.dtype) * (op_w.to(t.dtype) * per_op).sum(-1)).sum()
 
-    def relaxed(self, alphas: Sequence[Tensor], ratio_logits: Sequence[Tensor] | None
-                ) -> tuple[Tensor, Tensor, Tensor]:
+    def relaxed(self, alphas: Sequence[Tensor], ratio_logits: Sequence[Tensor] | None,
+                edge_scale: Sequence[Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """(op weights, keep weights, ratio weights) from the search's parameters (module
-        docstring); `ratio_logits` None: every op at the model's single ratio."""
+        docstring); `ratio_logits` None: every op at the model's single ratio. `edge_scale`
+        (normal, reduce) edge weights (PC-DARTS) scale the edge strengths s_e, as the
+        derivation scales them, so kappa follows the edges the derivation keeps."""
         none = PRIMITIVES.index("none")
-        # float64: 1 - p_none must not round to 0 when `none` dominates an edge.
+        # float64: the op weights of an edge that `none` dominates stay resolvable.
         p = torch.stack([F.softmax(a.double(), dim=-1) for a in alphas])  # (2, 14, ops)
         mask = torch.ones(len(PRIMITIVES), dtype=p.dtype, device=p.device)
         mask[none] = 0.0
-        op_w = p * mask / (1.0 - p[..., none:none + 1])
+        # 1 - p_none as the sum of the other ops' weights: no cancellation when none dominates.
+        op_w = p * mask / (p * mask).sum(-1, keepdim=True)
         strength = (p * mask).amax(-1)  # (2, 14)
+        if edge_scale is not None:
+            strength = strength * torch.stack([e.double() for e in edge_scale])
         keep = torch.cat([_top2_inclusion(strength[:, rows]) for rows in _node_rows()], dim=1)
         if ratio_logits is None:
             ratio_w = p.new_ones(*p.shape, 1)
@@ -223,8 +230,14 @@ def _node_rows() -> list[list[int]]:
 def _top2_inclusion(s: Tensor) -> Tensor:
     """kappa of the module docstring for strengths s (..., n): the probability that each
     edge is among two drawn without replacement, with probabilities s / sum(s)."""
+    n = s.shape[-1]
     q = s / s.sum(-1, keepdim=True)
-    second = (q / (1.0 - q)).sum(-1, keepdim=True) - q / (1.0 - q)  # sum_{f != e} q_f/(1-q_f)
+    # q_f / (1 - q_f) = s_f / sum_{g != f} s_g, with the sum of the others taken directly (no
+    # 1 - q_f cancellation, which turns a dominant edge into inf - inf), floored at the
+    # smallest normal number so that an edge with all others at 0 gives 0 * large, not NaN.
+    others = s @ (1.0 - torch.eye(n, dtype=s.dtype, device=s.device))
+    odds = s / others.clamp_min(torch.finfo(s.dtype).tiny)
+    second = odds @ (1.0 - torch.eye(n, dtype=s.dtype, device=s.device))  # sum_{f != e} odds_f
     return q + q * second
 
 

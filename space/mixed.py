@@ -1,6 +1,7 @@
 """The DARTS mixed op: the softmax(alpha)-weighted sum of the 8 candidate ops on one edge.
 
-Two evaluation paths compute the same sum:
+`MixedOp.forward_sampled` is the one-op edge of sampling algorithms (GDAS): only the sampled
+op runs. Two evaluation paths compute the full sum:
 
 * `MixedOp.forward_reference` is DARTS's ``sum(w * op(x))`` over all 8 ops, `none` included.
 * `MixedOp.accumulate` (and `forward`, built on it) is the fast path. `none` is skipped (its
@@ -97,6 +98,16 @@ class MixedOp(nn.Module):
     def forward_reference(self, x: Tensor, weights: Tensor) -> Tensor:
         """The reference DARTS evaluation: all 8 ops, `none` included, summed out of place."""
         return sum(w * forward_reference(op, x) for w, op in zip(weights, self._ops, strict=True))
+
+    def forward_sampled(self, x: Tensor, weights: Tensor, index: int) -> Tensor:
+        """One sampled op (GDAS): ``weights`` is a hard one-hot sample with straight-through
+        gradients; only op `index` runs, and every other weight is added as a constant
+        (its value is 0, its gradient that of the whole output), as in GDAS."""
+        out = weights[index] * self._ops[index](x)
+        for k in range(len(self._ops)):
+            if k != index:
+                out = out + weights[k]
+        return out
 
     def accumulate(self, acc: Tensor | None, src: NodeInput, w: Sequence[Tensor]) -> Tensor:
         """Add this edge's weighted ops on `src` into `acc` (created when None); `w` holds the

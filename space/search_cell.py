@@ -1,5 +1,10 @@
 """The DARTS search cell: two preprocessed inputs, `steps` nodes, each the sum of a MixedOp on
-every earlier node, output the concat of the last `multiplier` nodes."""
+every earlier node, output the concat of the last `multiplier` nodes.
+
+The search algorithm decides what an edge computes (space.supernet.CellWeights): DARTS's
+weighted sum of all ops, PC-DARTS's partial-channel sum scaled by the edge's normalised beta,
+GDAS's single sampled op. The fused DARTS path serves plain full-channel sums; the others
+take the per-edge path, `node = sum_e edge_e * mixed_e(h_e)`."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from genotypes import FSSpec
 from space.fused import hooked
 from space.mixed import MixedOp, NodeInput
 from space.ops import FactorizedReduce, ReLUConvBN, forward_reference
+from space.partial import PartialMixedOp
 
 
 class SearchCell(nn.Module):
@@ -29,6 +35,7 @@ class SearchCell(nn.Module):
         reduction: bool,
         reduction_prev: bool,
         fs: FSSpec | None = None,
+        partial: int = 1,
     ) -> None:
         super().__init__()
         self.reduction = reduction
@@ -45,7 +52,9 @@ class SearchCell(nn.Module):
             for j in range(2 + i):
                 # Only edges reading the cell inputs are strided in a reduction cell.
                 stride = 2 if reduction and j < 2 else 1
-                self._ops.append(MixedOp(C, stride, fs))
+                self._ops.append(MixedOp(C, stride, fs) if partial == 1
+                                 else PartialMixedOp(C, stride, partial, fs))
+        self.partial = partial
 
     def forward(
         self,
@@ -55,13 +64,16 @@ class SearchCell(nn.Module):
         *,
         fast: bool = True,
         relus: tuple[Tensor, Tensor] | None = None,
+        edges: Tensor | None = None,
+        sampled: list[int] | None = None,
     ) -> Tensor:
         """The cell output for inputs `s0` (c_{k-2}) and `s1` (c_{k-1}) and the (edges, ops)
-        softmaxed architecture `weights`. `relus`: ReLU(s0) and ReLU(s1), when the caller
-        has them (both preprocessing ops start with a ReLU; the network computes it once per
-        cell output, which feeds two cells)."""
-        if not fast:
-            return self.forward_reference(s0, s1, weights)
+        architecture `weights`. `relus`: ReLU(s0) and ReLU(s1), when the caller has them
+        (both preprocessing ops start with a ReLU; the network computes it once per cell
+        output, which feeds two cells). `edges`: a weight per edge for the node sums (edge
+        normalisation); `sampled`: the one op each edge runs (its weights are a hard sample)."""
+        if not fast or edges is not None or sampled is not None or self.partial != 1:
+            return self.forward_edges(s0, s1, weights, edges, sampled, reference=not fast)
         r0, r1 = (None, None) if relus is None else relus
         s0 = self.preprocess0(s0, relu=r0)  # a watched op ignores relu and reads s0
         s1 = self.preprocess1(s1, relu=r1)
@@ -86,15 +98,27 @@ class SearchCell(nn.Module):
 
     def forward_reference(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
         """The reference Cell.forward, line for line (the in-repo speed baseline)."""
-        s0 = forward_reference(self.preprocess0, s0)
-        s1 = forward_reference(self.preprocess1, s1)
-        states = [s0, s1]
+        return self.forward_edges(s0, s1, weights, None, None, reference=True)
+
+    def forward_edges(self, s0: Tensor, s1: Tensor, weights: Tensor, edges: Tensor | None,
+                      sampled: list[int] | None, reference: bool = False) -> Tensor:
+        """Each node the sum over its incoming edges of ``edges[e] * mixed_e(h)`` (no factor
+        without `edges`), each mixed op by its own forward (`reference`: DARTS's plain sum),
+        or by `forward_sampled` on its sampled op."""
+        pre = forward_reference if reference else (lambda op, x: op(x))
+        states = [pre(self.preprocess0, s0), pre(self.preprocess1, s1)]
         offset = 0
         for _ in range(self._steps):
-            s = sum(
-                self._ops[offset + j].forward_reference(h, weights[offset + j])
-                for j, h in enumerate(states)
-            )
+            terms = []
+            for j, h in enumerate(states):
+                e, mixed = offset + j, self._ops[offset + j]
+                if sampled is not None:
+                    y = mixed.forward_sampled(h, weights[e], sampled[e])
+                elif reference:
+                    y = mixed.forward_reference(h, weights[e])
+                else:
+                    y = mixed(h, weights[e])
+                terms.append(y if edges is None else edges[e] * y)
             offset += len(states)
-            states.append(s)
+            states.append(sum(terms))
         return torch.cat(states[-self._multiplier :], dim=1)

@@ -9,6 +9,9 @@ being registered parameters here (``alphas_normal``/``alphas_reduce``) instead o
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -22,6 +25,39 @@ from space.nested_fs import nest_layers, ratio_mix
 from space.search_cell import SearchCell
 
 
+class CellWeights(NamedTuple):
+    """What the edges of one kind of cell compute with, as an algorithm's weighting gives it:
+    `ops` (edges, ops) op weights; `edges` (edges,) node-sum weights or None; `sampled` the
+    op index each edge runs (a hard sample: `ops` rows are one-hot) or None (all ops run)."""
+
+    ops: Tensor
+    edges: Tensor | None = None
+    sampled: list[int] | None = None
+
+
+#: net, reduction -> CellWeights: how a search algorithm turns the architecture parameters
+#: into the weights of one forward (search/algorithms/).
+Weighting = Callable[["SearchNetwork", bool], CellWeights]
+
+
+def softmax_weighting(net: SearchNetwork, reduction: bool) -> CellWeights:
+    """DARTS's relaxation, the default: softmax over each edge's ops, and with edge
+    normalisation (PC-DARTS) each edge weighted by its softmaxed beta."""
+    alphas = net.alphas_reduce if reduction else net.alphas_normal
+    # Softmax per call, never cached: functional_call may swap the alphas between calls.
+    return CellWeights(F.softmax(alphas, dim=-1), net.edge_weights(reduction))
+
+
+def node_softmax(betas: Tensor, steps: int) -> Tensor:
+    """PC-DARTS's edge normalisation: softmax of the betas over each node's incoming edges
+    (node i has 2 + i), concatenated in edge order."""
+    out, start = [], 0
+    for i in range(steps):
+        out.append(F.softmax(betas[start:start + 2 + i], dim=-1))
+        start += 2 + i
+    return torch.cat(out)
+
+
 class SearchNetwork(nn.Module):
     """DARTS supernet: stem (3x3 conv + BN, `stem_multiplier * C` channels), `layers` search
     cells with reductions at layers//3 and 2*layers//3, global average pooling and a linear
@@ -31,6 +67,13 @@ class SearchNetwork(nn.Module):
     (space/nested_fs.py) mixed by the op's ratio logits ``ratios_normal``/``ratios_reduce``,
     (edges, ops, len(ratios)) architecture parameters shared by all cells of a kind, as the
     alphas are. The cell preprocessing keeps `fs.ratio`.
+
+    `partial_channels` K > 1: every edge mixes its ops on 1/K of the channels
+    (space/partial.py); `edge_norm`: (edges,) logits ``betas_normal``/``betas_reduce``
+    weight each edge in its node's sum by their softmax over the node's incoming edges
+    (PC-DARTS; created after the alphas, as there). `weighting` (an attribute a search
+    algorithm may replace) turns the architecture parameters into each forward's
+    `CellWeights`; the default is `softmax_weighting`.
 
     `fast=False` evaluates exactly as the reference code does (all 8 ops including `none`,
     ``sum(w * op(x))``, contiguous memory format): the in-repo speed baseline. `fast=True` (the
@@ -50,6 +93,8 @@ class SearchNetwork(nn.Module):
         *,
         fast: bool = True,
         ratios: tuple[float, ...] | list[float] | None = None,
+        partial_channels: int = 1,
+        edge_norm: bool = False,
     ) -> None:
         super().__init__()
         if not 1 <= multiplier <= steps:
@@ -70,7 +115,8 @@ class SearchNetwork(nn.Module):
             if reduction:
                 C_curr *= 2
             self.cells.append(
-                SearchCell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, fs)
+                SearchCell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, fs,
+                           partial=partial_channels)
             )
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
@@ -80,6 +126,11 @@ class SearchNetwork(nn.Module):
         k = steps * (steps + 3) // 2  # edges per cell: 14 for DARTS's 4 steps
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(k, len(PRIMITIVES)))
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(k, len(PRIMITIVES)))
+        self.edge_norm = edge_norm
+        if edge_norm:
+            self.betas_normal = nn.Parameter(1e-3 * torch.randn(k))
+            self.betas_reduce = nn.Parameter(1e-3 * torch.randn(k))
+        self.weighting: Weighting = softmax_weighting
         self.ratios: tuple[float, ...] | None = None
         if ratios is not None:
             self._nest(tuple(sorted(float(r) for r in ratios)), k)
@@ -112,6 +163,13 @@ class SearchNetwork(nn.Module):
         logits = torch.cat([self.ratios_normal, self.ratios_reduce])
         return F.softmax(logits.flatten(0, 1), dim=-1)
 
+    def edge_weights(self, reduction: bool) -> Tensor | None:
+        """The node-sum weight of every edge (`node_softmax` of the betas), None without
+        edge normalisation."""
+        if not self.edge_norm:
+            return None
+        return node_softmax(self.betas_reduce if reduction else self.betas_normal, self._steps)
+
     def forward(self, x: Tensor) -> Tensor:
         """Logits for a batch of images (any size >= 8 px: the network pools globally)."""
         w_ratio = self.ratio_weights()
@@ -121,13 +179,12 @@ class SearchNetwork(nn.Module):
             return self._forward(x)
 
     def _forward(self, x: Tensor) -> Tensor:
-        # Softmax per call, never cached: functional_call may swap the alphas between calls.
-        w_normal = F.softmax(self.alphas_normal, dim=-1)
-        w_reduce = F.softmax(self.alphas_reduce, dim=-1)
+        w_normal, w_reduce = self.weighting(self, False), self.weighting(self, True)
         if not self.fast:
             s0 = s1 = self.stem(x)
             for cell in self.cells:
-                s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal, fast=False)
+                w = w_reduce if cell.reduction else w_normal
+                s0, s1 = s1, cell(s0, s1, w.ops, fast=False, edges=w.edges, sampled=w.sampled)
             return self.classifier(self.global_pooling(s1).flatten(1))
         # channels_last: oneDNN's depthwise/pointwise convs and pools are several times faster
         # in NHWC on CPU; every later op keeps the format of its input.
@@ -147,7 +204,8 @@ class SearchNetwork(nn.Module):
                 w = w_reduce if cell.reduction else w_normal
                 # A watched cell computes from s0, s1 alone, so a backward hook's gradient
                 # flows through them.
-                out = cell(s0, s1, w, relus=None if hooked(cell) else (r0, r1))
+                out = cell(s0, s1, w.ops, relus=None if hooked(cell) else (r0, r1),
+                           edges=w.edges, sampled=w.sampled)
                 if i < last:
                     s0, s1, r0, r1 = s1, out, r1, F.relu(out)
         return self.classifier(self.global_pooling(out).flatten(1))
@@ -155,10 +213,13 @@ class SearchNetwork(nn.Module):
     # -- parameter groups ------------------------------------------------------------------
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        """The architecture weights: [alphas_normal, alphas_reduce], each (14, 8), and with
-        searched ratios [ratios_normal, ratios_reduce], each (14, 8, R)."""
-        alphas = [self.alphas_normal, self.alphas_reduce]
-        return alphas if self.ratios is None else [*alphas, self.ratios_normal, self.ratios_reduce]
+        """The architecture weights: [alphas_normal, alphas_reduce], each (14, 8), with edge
+        normalisation [betas_normal, betas_reduce], each (14,), and with searched ratios
+        [ratios_normal, ratios_reduce], each (14, 8, R)."""
+        out = [self.alphas_normal, self.alphas_reduce]
+        if self.edge_norm:
+            out += [self.betas_normal, self.betas_reduce]
+        return out if self.ratios is None else [*out, self.ratios_normal, self.ratios_reduce]
 
     def offset_parameters(self) -> list[nn.Parameter]:
         """The offset logits of every DFS layer (empty without DFS)."""
@@ -172,17 +233,20 @@ class SearchNetwork(nn.Module):
     # -- reporting ---------------------------------------------------------------------------
 
     def genotype(self, max_skip: int | None = None, max_free: int | None = None) -> Genotype:
-        """The DARTS derivation of the current alphas, recording this network's FSSpec and,
+        """The DARTS derivation of the current alphas (with edge normalisation, of softmax(alpha)
+        times the edge's weight, PC-DARTS's rule), recording this network's FSSpec and,
         with searched ratios, each kept op's ratio (genotypes are defined for DARTS's 14-edge
         cells, i.e. steps=4). `max_skip`, `max_free`: genotypes.derive's caps on skip_connect
         and on parameter-free ops per cell."""
-        if self.ratios is None:
-            return derive(self.alphas_normal, self.alphas_reduce, fs=self.fs, max_skip=max_skip,
-                          max_free=max_free)
-        return derive(self.alphas_normal, self.alphas_reduce, fs=self.fs, max_skip=max_skip,
-                      max_free=max_free,
-                      ratios=self.ratios, ratio_logits=(self.ratios_normal, self.ratios_reduce),
+        kw = {}
+        if self.edge_norm:  # PC-DARTS: op weights scaled by their edge's weight
+            with torch.no_grad():
+                kw["edge_scale"] = (self.edge_weights(False), self.edge_weights(True))
+        if self.ratios is not None:
+            kw.update(ratios=self.ratios, ratio_logits=(self.ratios_normal, self.ratios_reduce),
                       has_fs=(self.ratio_has_fs[0], self.ratio_has_fs[1]))
+        return derive(self.alphas_normal, self.alphas_reduce, fs=self.fs, max_skip=max_skip,
+                      max_free=max_free, **kw)
 
     def arch_state(self) -> dict[str, list[list[float]]]:
         """Softmaxed alphas as nested lists (rows: edges, columns: PRIMITIVES), for logs."""

@@ -151,7 +151,9 @@ def test_plain_search_is_unchanged(folder, tmp_path) -> None:
     run = tmp_path / "run"
     main([str(folder), *TINY, "--epochs", "2", "--out", str(run)])
     recs = _records(run)
-    assert recs[-1]["genotype"] == BEFORE_GENOTYPE
+    g = dict(recs[-1]["genotype"])
+    assert g.pop("source") == {"algorithm": "darts"}  # provenance, not architecture
+    assert g == BEFORE_GENOTYPE
     np.testing.assert_allclose([r["train_loss"] for r in recs], BEFORE_TRAIN_LOSS, rtol=1e-6)
     np.testing.assert_allclose([r["valid_loss"] for r in recs], BEFORE_VALID_LOSS, rtol=1e-6)
     assert "expected_params" not in recs[-1]

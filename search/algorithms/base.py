@@ -1,0 +1,59 @@
+"""The seam between a search algorithm and the supernet, and the registry of algorithms."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from common.errors import UserError
+from space.supernet import SearchNetwork
+
+ALGORITHMS: dict[str, type[Algorithm]] = {}
+
+
+def register(name: str) -> Callable[[type[Algorithm]], type[Algorithm]]:
+    """Class decorator: make an `Algorithm` available as `--algo name`."""
+    def add(cls: type[Algorithm]) -> type[Algorithm]:
+        if name in ALGORITHMS:
+            raise ValueError(f"search algorithm {name!r} is registered twice")
+        cls.name = name
+        ALGORITHMS[name] = cls
+        return cls
+    return add
+
+
+class Algorithm:
+    """DARTS's behaviour, which an algorithm overrides where it differs: the supernet's
+    build options, the weighting each forward uses (None: the supernet's softmax), the
+    per-epoch schedule, and the architecture-step orders it supports."""
+
+    name = "darts"
+    #: Architecture-step orders (search.arch.order) this algorithm supports.
+    orders: tuple[str, ...] = ("first", "second")
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        order = cfg["arch"]["order"]
+        if order not in self.orders:
+            raise UserError(f"--algo {self.name} supports --order {' or '.join(self.orders)} "
+                            f"only, not {order}")
+
+    def network_options(self) -> dict[str, Any]:
+        """Keyword arguments for `SearchNetwork` beyond the space's own."""
+        return {}
+
+    def attach(self, net: SearchNetwork) -> None:
+        """Set what the algorithm needs on the built supernet (its weighting)."""
+
+    def start_epoch(self, net: SearchNetwork, epoch: int, epochs: int) -> dict[str, float]:
+        """Called before each epoch's training; returns figures for that epoch's log record."""
+        return {}
+
+
+def make_algorithm(cfg: dict[str, Any]) -> Algorithm:
+    """The algorithm a resolved `search` config names."""
+    name = cfg["algorithm"]
+    if name not in ALGORITHMS:
+        raise UserError(f"config algorithm={name!r} is invalid: choose one of "
+                        f"{', '.join(ALGORITHMS)}")
+    return ALGORITHMS[name](cfg)

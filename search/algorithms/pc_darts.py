@@ -1,0 +1,27 @@
+"""PC-DARTS (Xu et al., ICLR 2020): partial channel connections and edge normalisation.
+
+Each edge mixes its ops on 1/K of its channels and shuffles them with the rest
+(space/partial.py), and each node sums its incoming edges weighted by
+
+    edge_e = softmax_{f -> node(e)}(beta_f)_e
+
+(space.supernet.node_softmax), so that the sampled channels do not make the edge choice
+unstable. The genotype is derived from softmax(alpha_e) * edge_e (the op choice is
+unchanged; the edge choice is beta-weighted), and the budget's E[P] scales the edge
+strengths by the same edge_e. The `pc-darts` preset holds the paper's defaults
+(batch 256, weight lr 0.1, architecture lr 6e-4, 15 warm-up epochs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from search.algorithms.base import Algorithm, register
+
+
+@register("pc-darts")
+class PCDarts(Algorithm):
+    """Partial channels (1/`partial_channels`) with edge normalisation."""
+
+    def network_options(self) -> dict[str, Any]:
+        return {"partial_channels": int(self.cfg["partial_channels"]), "edge_norm": True}

@@ -1,0 +1,62 @@
+"""Partial channel connections (PC-DARTS, Xu et al., ICLR 2020).
+
+An edge of width C mixes its candidate ops on 1/K of the channels only; the rest bypass the
+ops (max-pooled 2x2 on a strided edge so the shapes agree), and a channel shuffle with K
+groups interleaves the two parts so that the next cell's edges see other channels:
+
+    x = [x_a, x_b],  x_a = x[:, :C/K],  x_b = x[:, C/K:]
+    y = shuffle_K(concat(sum_o w_o * op_o(x_a),  x_b  or  maxpool_2x2(x_b)))
+    shuffle_K(z)[:, i * K + g] = z[:, g * (C/K) + i]   (g < K groups of C/K channels)
+
+Every candidate op is built at width C/K, so the edge costs about 1/K of a DARTS edge in
+compute and activation memory. The node sum then weights each incoming edge by its edge-
+normalisation weight (space.supernet: softmax of the betas over the node's incoming edges).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from genotypes import FSSpec
+from space.mixed import MixedOp
+
+
+def channel_shuffle(x: Tensor, groups: int) -> Tensor:
+    """ShuffleNet's channel shuffle: (B, groups * n, H, W) -> channel i*groups + g is input
+    channel g*n + i. The result keeps `x`'s memory format (NHWC stays NHWC)."""
+    b, c, h, w = x.shape
+    fmt = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
+           and not x.is_contiguous() else torch.contiguous_format)
+    y = x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+    return y.contiguous(memory_format=fmt)
+
+
+class PartialMixedOp(MixedOp):
+    """A MixedOp on 1/`k` of the channels (module docstring). Its candidate ops are a
+    MixedOp's at width C // k (so state_dict keys stay ``_ops.K...``), plus ``mp``, the
+    2x2 max pool of the bypassed channels on a strided edge."""
+
+    def __init__(self, C: int, stride: int, k: int, fs: FSSpec | None = None) -> None:
+        if C % k:
+            raise ValueError(f"partial channels 1/{k} need a width divisible by {k}; "
+                             f"got {C} channels")
+        super().__init__(C // k, stride, fs)
+        self.k = k
+        self.mp = nn.MaxPool2d(2, 2)
+
+    def _merge(self, y: Tensor, x: Tensor) -> Tensor:
+        rest = x[:, x.shape[1] // self.k:]
+        if y.shape[2] != x.shape[2]:
+            rest = self.mp(rest)
+        return channel_shuffle(torch.cat([y, rest], dim=1), self.k)
+
+    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
+        return self._merge(super().forward(x[:, : x.shape[1] // self.k], weights), x)
+
+    def forward_reference(self, x: Tensor, weights: Tensor) -> Tensor:
+        return self._merge(super().forward_reference(x[:, : x.shape[1] // self.k], weights), x)
+
+    def forward_sampled(self, x: Tensor, weights: Tensor, index: int) -> Tensor:
+        return self._merge(super().forward_sampled(x[:, : x.shape[1] // self.k], weights, index), x)
