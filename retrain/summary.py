@@ -26,6 +26,7 @@ from genotypes import describe_op_ratios, fs_from_dict
 from retrain.export import exported_size, manifest_of, pack_state_dict
 from retrain.model import NetSpec, build_network
 from space.fs_model import harden_model
+from space.fused import fast_mode
 from space.report import param_report
 from space.wq import quantized_state_dict
 
@@ -55,15 +56,16 @@ def count_macs(model: nn.Module, input_size: tuple[int, int], in_channels: int =
     that module and its submodules ('' is the whole model).
 
     Counted at the operator level by torch's FlopCounterMode (convolutions and matrix
-    products; MACs = FLOPs / 2). Its global module hooks make the ops call their layers as
-    declared (space/ops.py), so every layer's MACs are attributed to it; the fast paths
-    compute the same convolutions, so the totals are theirs too. An FS layer counts the convolution it runs,
-    i.e. the plain conv it stands for; its cached filters cost no MACs."""
+    products; MACs = FLOPs / 2) over the plain forward (space.fused.fast_mode off), which
+    calls every layer as a module, so every layer's MACs are attributed to it; the fast
+    forward computes the same convolutions, so the totals are its too. An FS layer counts
+    the convolution it runs, i.e. the plain conv it stands for; its cached filters cost no
+    MACs."""
     was_training = model.training
     try:
         model.eval()
         p = next(model.parameters())
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), fast_mode(model, False), FlopCounterMode(display=False) as counter:
             model(torch.zeros(1, in_channels, *input_size, device=p.device, dtype=p.dtype))
     finally:
         model.train(was_training)

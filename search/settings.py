@@ -17,7 +17,7 @@ from common.checks import (
 )
 from common.config import check_fs_ratio
 from common.errors import UserError
-from search.algorithms import ALGORITHMS
+from search.algorithms import ALGORITHMS, make_algorithm
 
 CHOICES = {
     "fs.mode": ("off", "fs", "dfs"),
@@ -56,6 +56,7 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     for key, allowed in CHOICES.items():
         check_choice(cfg, key, allowed)
     check_choice(cfg, "algorithm", tuple(ALGORITHMS))
+    make_algorithm(cfg)  # the algorithm's own limits (GDAS: first order only)
     check_number(cfg, "partial_channels", int, 1)
     for key in ("gdas.tau_start", "gdas.tau_end"):
         check_number(cfg, key, float, 0.0, lo_open=True)

@@ -51,7 +51,11 @@ def build_network(cfg: dict[str, Any], num_classes: int, in_channels: int,
             **algorithm.network_options(),
         )
     except ValueError as e:  # e.g. a width the FS ratio cannot compress
-        raise UserError(f"cannot build the search network: {e}") from None
+        hint = ""
+        if int(cfg["partial_channels"]) > 1 and cfg["algorithm"] == "pc-darts":
+            hint = (f" (pc-darts: each edge's ops have init_channels/{cfg['partial_channels']} "
+                    "channels; raise init_channels or lower --partial-channels)")
+        raise UserError(f"cannot build the search network: {e}{hint}") from None
     algorithm.attach(net)
     return net
 

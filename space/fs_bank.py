@@ -157,7 +157,7 @@ class FilterBank:
     docstring). Use `batched_filters(model)` rather than building one by hand."""
 
     def __init__(self, layers: Sequence[nn.Module],
-                 links: Sequence[tuple[dict, str, nn.Module]] = ()) -> None:
+                 links: Sequence[tuple[weakref.ref, str, nn.Module]] = ()) -> None:
         groups: dict[tuple, list[nn.Module]] = {}
         seen: set[int] = set()
         for m in layers:
@@ -178,7 +178,7 @@ class FilterBank:
     def current(self) -> bool:
         """Still valid: every module on the paths the bank was built from is still in place,
         and every layer still of its group's kind."""
-        return (all(mods.get(key) is child for mods, key, child in self.links)
+        return (all(getattr(parent(), key, None) is child for parent, key, child in self.links)
                 and all(_kind(m) == g.kind for g in self.groups for m in g.layers))
 
     @contextmanager
@@ -194,15 +194,16 @@ class FilterBank:
             fsmod.provided_filters.reset(token)
 
 
-def _links(model: nn.Module, names: list[str]) -> list[tuple[dict, str, nn.Module]]:
-    """(parent's module dict, key, child) of every step from `model` to the named layers,
-    each once."""
-    links: dict[tuple[int, str], tuple[dict, str, nn.Module]] = {}
+def _links(model: nn.Module, names: list[str]) -> list[tuple[weakref.ref, str, nn.Module]]:
+    """(weak reference to the parent, key, child) of every step from `model` to the named
+    layers, each once. Weak: the bank is held for the model (`_BANKS`) and must not keep
+    the model alive."""
+    links: dict[tuple[int, str], tuple[weakref.ref, str, nn.Module]] = {}
     for name in names:
         parent = model
         for key in name.split(".") if name else ():
-            child = parent._modules[key]
-            links[(id(parent._modules), key)] = (parent._modules, key, child)
+            child = parent.get_submodule(key)
+            links[(id(parent), key)] = (weakref.ref(parent), key, child)
             parent = child
     return list(links.values())
 

@@ -1,7 +1,12 @@
 """The building blocks of the ops' fast forwards (space/ops.py): batch norm with the search's
 architecture weight folded into its affine transform, a conv applied through
-space/cpu_kernels.py's rewrites, and `hooked`, which tells an op to call its layers as
-declared because a hook watches one of them.
+space/cpu_kernels.py's rewrites, and the switch between an op's fast and plain forward.
+
+A fast forward computes several layers in one pass without calling them as modules, so
+module hooks on those layers do not fire there. `set_fast(model, False)` (or the context
+`fast_mode(model, False)`) switches every op, mixed op and cell of `model` to its plain
+forward, which calls each layer as a module, exactly as the DARTS code does: hooks then work
+by ordinary `Module.__call__`. The two forwards compute the same function (tested).
 
     batch_norm(bn, x, scale) = scale * bn(x)          (one pass; running statistics as bn's)
     apply_conv(m, x)         = m(x)                   (1x1 stride 1: a matrix product on CPU)
@@ -14,9 +19,11 @@ ATen's. The mark is read by this fast path only; a layer called as a module is A
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.nn.modules.module as _module
 from torch import Tensor
 
 from space.cpu_kernels import batch_norm_train, conv1x1
@@ -61,15 +68,30 @@ def exact_batch_stats(model: nn.Module, on: bool = True) -> nn.Module:
     return model
 
 
-def hooked(*layers: nn.Module) -> bool:
-    """True when a forward or backward hook (or pre-hook) is registered on one of `layers`
-    (the layers a fast forward computes without calling them), or globally
-    (nn.modules.module.register_module_forward_hook and kin). A few dict checks: cheap
-    enough for every op call."""
-    if _module._has_any_global_hook():
-        return True
-    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
-               or m._backward_pre_hooks for m in layers)
+def _switchable(m: nn.Module) -> bool:
+    """A module with a fast forward declares a class attribute `fast` (a bool)."""
+    return isinstance(getattr(type(m), "fast", None), bool)
+
+
+def set_fast(model: nn.Module, on: bool = True) -> nn.Module:
+    """Switch every module of `model` that has a fast forward to it (`on`) or to its plain
+    forward (module docstring); returns `model`."""
+    for m in model.modules():
+        if _switchable(m):
+            m.fast = bool(on)
+    return model
+
+
+@contextmanager
+def fast_mode(model: nn.Module, on: bool) -> Iterator[nn.Module]:
+    """`set_fast(model, on)` inside the block; each module's own setting comes back after."""
+    before = [(m, m.fast) for m in model.modules() if _switchable(m)]
+    set_fast(model, on)
+    try:
+        yield model
+    finally:
+        for m, was in before:
+            m.fast = was
 
 
 def scaled(y: Tensor, scale: Tensor | None) -> Tensor:

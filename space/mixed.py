@@ -1,17 +1,13 @@
 """The DARTS mixed op: the softmax(alpha)-weighted sum of the 8 candidate ops on one edge.
 
-`MixedOp.forward_sampled` is the one-op edge of sampling algorithms (GDAS): only the sampled
-op runs. Two evaluation paths compute the full sum:
-
-* `MixedOp.forward_reference` is DARTS's ``sum(w * op(x))`` over all 8 ops, `none` included.
-* `MixedOp.accumulate` (and `forward`, built on it) is the fast path. `none` is skipped (its
-  term is exactly zero; the softmax still runs over all 8 alphas, so alpha gradients are
-  DARTS's). The ReLU that starts every conv op is taken once per input node from a
-  `NodeInput` shared by all edges leaving that node. Each conv op's alpha is folded into its
-  last BatchNorm, and terms are added in place into one node accumulator instead of building
-  a tree of temporaries. An op (or a pool's BN) that carries a module hook is called as
-  declared, ``op(x)``, unshared and unscaled, and its output is never written into, so its
-  hooks see what DARTS computes; so is `none`, for its hook.
+`MixedOp.forward(x, weights)` is the plain sum ``sum(w * op(x))`` over all 8 ops, each op
+called as a module, when the op's `fast` is off (space.fused.set_fast), and otherwise the
+fused fast path, `accumulate`, which computes the same sum: `none` is skipped (its term is
+exactly zero; the softmax still runs over all 8 alphas, so alpha gradients are DARTS's); the
+ReLU that starts every conv op is taken once per input node from a `NodeInput` shared by all
+edges leaving that node; each conv op's alpha is folded into its last BatchNorm; and terms
+are added in place into one node accumulator instead of building a tree of temporaries.
+With `index` (GDAS's hard sample) only that op runs.
 """
 
 from __future__ import annotations
@@ -24,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genotypes import PRIMITIVES, FSSpec
-from space.fused import batch_norm, hooked
+from space.fused import batch_norm
 from space.ops import forward_reference, make_candidate
 
 # How each op may be fused (space.ops: every op's `fused`).
@@ -71,6 +67,8 @@ class MixedOp(nn.Module):
     """One DARTS edge: the 8 PRIMITIVES (pools followed by BN(affine=False), as in DARTS) in
     `_ops`, in PRIMITIVES order, so state_dict keys are DARTS's (``_ops.K...``)."""
 
+    fast = True  # the fused sum; off: each op called as a module (space.fused.set_fast)
+
     def __init__(self, C: int, stride: int, fs: FSSpec | None = None) -> None:
         super().__init__()
         self._ops = nn.ModuleList()
@@ -88,55 +86,44 @@ class MixedOp(nn.Module):
         self._order = tuple(
             sorted((k for k, kind in enumerate(kinds) if kind != _NONE), key=lambda k: kinds[k] != _RELU_LED)
         )
-        self._none = tuple(k for k, kind in enumerate(kinds) if kind == _NONE)
         self._kinds = tuple(kinds)
 
-    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
-        """sum_k weights[k] * op_k(x) over the 8 ops, by the fast path (none skipped)."""
+    def forward(self, x: Tensor, weights: Tensor, index: int | None = None) -> Tensor:
+        """sum_k weights[k] * op_k(x) over the 8 ops; with `index`, GDAS's one sampled op:
+        `weights` is a hard one-hot sample with straight-through gradients, only op `index`
+        runs, and every other weight is added as a constant (its value is 0, its gradient
+        that of the whole output), as in GDAS."""
+        if index is not None:
+            out = weights[index] * self._ops[index](x)
+            for k in range(len(self._ops)):
+                if k != index:
+                    out = out + weights[k]
+            return out
+        if not self.fast:
+            return sum(w * op(x) for w, op in zip(weights, self._ops, strict=True))
         return self.accumulate(None, NodeInput(x, share_pools=False), weights.unbind(0))
 
     def forward_reference(self, x: Tensor, weights: Tensor) -> Tensor:
         """The reference DARTS evaluation: all 8 ops, `none` included, summed out of place."""
         return sum(w * forward_reference(op, x) for w, op in zip(weights, self._ops, strict=True))
 
-    def forward_sampled(self, x: Tensor, weights: Tensor, index: int) -> Tensor:
-        """One sampled op (GDAS): ``weights`` is a hard one-hot sample with straight-through
-        gradients; only op `index` runs, and every other weight is added as a constant
-        (its value is 0, its gradient that of the whole output), as in GDAS."""
-        out = weights[index] * self._ops[index](x)
-        for k in range(len(self._ops)):
-            if k != index:
-                out = out + weights[k]
-        return out
-
     def accumulate(self, acc: Tensor | None, src: NodeInput, w: Sequence[Tensor]) -> Tensor:
         """Add this edge's weighted ops on `src` into `acc` (created when None); `w` holds the
         8 weights as scalar tensors. `acc` must be a tensor only this cell node owns."""
         for k in self._order:
             kind, op = self._kinds[k], self._ops[k]
-            if kind == _RELU_LED and not op.watched():
+            if kind == _RELU_LED:
                 y = op(src.x, relu=src.relu, scale=w[k])
                 acc = y if acc is None else acc.add_(y)
                 continue
-            if kind == _RELU_LED:  # watched: op(x) as declared, unscaled, for its hooks
-                y = op(src.x)
-            elif kind == _IDENTITY:
-                y = op(src.x) if hooked(op) else src.x
-            else:  # _POOL
-                y = self._pooled(k, src)
-            # y is shared (an input node, another edge's pool) or a hook has seen it, so never
-            # accumulate into it.
+            # y is shared (an input node, another edge's pool), so never accumulate into it.
+            y = src.x if kind == _IDENTITY else self._pooled(k, src)
             acc = y * w[k] if acc is None else acc.addcmul_(y, w[k])
         assert acc is not None  # at least one non-none op exists
-        for k in self._none:  # its term is zero: computed only for a hook to see it
-            if hooked(self._ops[k]):
-                acc.addcmul_(self._ops[k](src.x), w[k])
         return acc
 
     def _pooled(self, k: int, src: NodeInput) -> Tensor:
         pool, bn = self._ops[k]
-        if hooked(self._ops[k], pool, bn):  # as declared, for the hook; not shared
-            return self._ops[k](src.x)
         if not (self.training and src.share_pools):
             return batch_norm(bn, pool(src.x))
         hit = src.pooled.get(k)

@@ -16,17 +16,13 @@ The ReLU-led ops take two optional keyword arguments used by the search cell's f
 ``relu`` is ReLU(x), computed once by the caller for every op reading x (one ReLU per cell
 node instead of one per op), and ``scale`` multiplies the output, folded into the last
 BatchNorm's affine transform so the architecture weight costs no extra pass over the
-activations. Both leave the result equal to ``scale * op(x)``. A caller that shares a ReLU
-or folds a scale asks `watched()` first: a watched op is called as ``op(x)``, so its hooks see
-DARTS's input and output, and a backward hook's gradient flows through x.
+activations. Both leave the result equal to ``scale * op(x)``.
 
 The fast forwards are built from space/fused.py (BN with the scale folded in, 1x1 convs as
 matrix products, the CPU rewrites of space/cpu_kernels.py), which compute an op's layers
-without calling them, so a hook on a layer would not fire there. When any hook is
-registered on an op's layers, or globally, the op runs `forward_reference` instead, calling
-each layer as declared (`hooked`); the search's mixed ops, cells and supernet do the same
-for what they compute themselves (pools and their BN, skip_connect, `none`, the stem), so a
-hook fires on every module of either network. Without hooks nothing changes.
+without calling them, so a hook on a layer does not fire there. An op whose `fast` is off
+(`space.fused.set_fast(model, False)`) runs `forward_reference`, calling each layer as a
+module, so module hooks fire; the result is the same.
 """
 
 from __future__ import annotations
@@ -41,7 +37,7 @@ from torch import Tensor
 from genotypes import FSSpec
 from space.cpu_kernels import depthwise
 from space.fs_model import pointwise_conv
-from space.fused import apply_conv, batch_norm, hooked, pointwise_subsampled, relu_in, scaled
+from space.fused import apply_conv, batch_norm, pointwise_subsampled, relu_in, scaled
 
 
 class _Sequential(nn.Module):
@@ -49,14 +45,11 @@ class _Sequential(nn.Module):
     its reference computation is that Sequential, layer by layer."""
 
     fused = "relu_led"
+    fast = True  # the fused forward; off: the layers as modules (space.fused.set_fast)
     op: nn.Sequential
 
     def forward_reference(self, x: Tensor) -> Tensor:
         return self.op(x)
-
-    def watched(self) -> bool:
-        """A hook watches this op or one of its layers: they run as declared."""
-        return hooked(self, self.op, *self.op)
 
 
 class ReLUConvBN(_Sequential):
@@ -80,7 +73,7 @@ class ReLUConvBN(_Sequential):
         self.op = nn.Sequential(nn.ReLU(inplace=False), conv, nn.BatchNorm2d(C_out, affine=affine))
 
     def forward(self, x: Tensor, *, relu: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
-        if self.watched():
+        if not self.fast:
             return scaled(self.op(x), scale)
         op = self.op
         return batch_norm(op[2], apply_conv(op[1], relu_in(x, relu)), scale)
@@ -112,7 +105,7 @@ class DilConv(_Sequential):
         )
 
     def forward(self, x: Tensor, *, relu: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
-        if self.watched():
+        if not self.fast:
             return scaled(self.op(x), scale)
         op = self.op
         return batch_norm(op[3], apply_conv(op[2], depthwise(op[1], relu_in(x, relu))), scale)
@@ -146,7 +139,7 @@ class SepConv(_Sequential):
         )
 
     def forward(self, x: Tensor, *, relu: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
-        if self.watched():
+        if not self.fast:
             return scaled(self.op(x), scale)
         op = self.op
         y = batch_norm(op[3], apply_conv(op[2], depthwise(op[1], relu_in(x, relu))))
@@ -166,8 +159,8 @@ class Identity(nn.Module):
 
 
 class Zero(nn.Module):
-    """The `none` op: a zero tensor of the output shape. Mixed ops skip it (its contribution
-    to a weighted sum is exactly zero) unless a hook watches it."""
+    """The `none` op: a zero tensor of the output shape. The fast mixed op skips it (its
+    contribution to a weighted sum is exactly zero)."""
 
     fused = "none"
 
@@ -185,6 +178,7 @@ class FactorizedReduce(nn.Module):
     """Halves the resolution with two stride-2 1x1 convs on offset grids, concatenated."""
 
     fused = "relu_led"
+    fast = True  # the fused forward; off: forward_reference (space.fused.set_fast)
 
     def __init__(
         self, C_in: int, C_out: int, affine: bool = True, fs: FSSpec | None = None
@@ -198,7 +192,7 @@ class FactorizedReduce(nn.Module):
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x: Tensor, *, relu: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
-        if self.watched():
+        if not self.fast:
             return scaled(self.forward_reference(x), scale)
         x = relu_in(x, relu)
         # A stride-2 1x1 conv reads the even grid, the shifted one the odd grid: take those
@@ -212,10 +206,6 @@ class FactorizedReduce(nn.Module):
         y = torch.cat([pointwise_subsampled(self.conv_1, even),
                        pointwise_subsampled(self.conv_2, odd)], dim=1)
         return batch_norm(self.bn, y, scale)
-
-    def watched(self) -> bool:
-        """A hook watches this op or one of its layers: they run as declared."""
-        return hooked(self, self.relu, self.conv_1, self.conv_2, self.bn)
 
     def forward_reference(self, x: Tensor) -> Tensor:
         """The DARTS computation as written there (the speed baseline)."""

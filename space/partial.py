@@ -52,11 +52,5 @@ class PartialMixedOp(MixedOp):
             rest = self.mp(rest)
         return channel_shuffle(torch.cat([y, rest], dim=1), self.k)
 
-    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
-        return self._merge(super().forward(x[:, : x.shape[1] // self.k], weights), x)
-
-    def forward_reference(self, x: Tensor, weights: Tensor) -> Tensor:
-        return self._merge(super().forward_reference(x[:, : x.shape[1] // self.k], weights), x)
-
-    def forward_sampled(self, x: Tensor, weights: Tensor, index: int) -> Tensor:
-        return self._merge(super().forward_sampled(x[:, : x.shape[1] // self.k], weights, index), x)
+    def forward(self, x: Tensor, weights: Tensor, index: int | None = None) -> Tensor:
+        return self._merge(super().forward(x[:, : x.shape[1] // self.k], weights, index), x)

@@ -3,8 +3,9 @@ every earlier node, output the concat of the last `multiplier` nodes.
 
 The search algorithm decides what an edge computes (space.supernet.CellWeights): DARTS's
 weighted sum of all ops, PC-DARTS's partial-channel sum scaled by the edge's normalised beta,
-GDAS's single sampled op. The fused DARTS path serves plain full-channel sums; the others
-take the per-edge path, `node = sum_e edge_e * mixed_e(h_e)`."""
+GDAS's single sampled op. The fused DARTS path serves full-channel sums of all ops; the
+others, and the plain forward (space.fused.set_fast off), take the per-edge path,
+`node = sum_e edge_e * mixed_e(h_e)`, each mixed op called as a module."""
 
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from genotypes import FSSpec
-from space.fused import hooked
 from space.mixed import MixedOp, NodeInput
-from space.ops import FactorizedReduce, ReLUConvBN, forward_reference
+from space.ops import FactorizedReduce, ReLUConvBN
 from space.partial import PartialMixedOp
 
 
@@ -24,6 +24,8 @@ class SearchCell(nn.Module):
     FactorizedReduce after a reduction cell, else a 1x1 ReLUConvBN), ``preprocess1``, ``_ops``
     (one MixedOp per edge, edge order: node 0 from inputs 0,1; node 1 from 0,1,2; ...) and the
     empty ``_bns`` list the reference also has. BN is affine=False throughout, as in search."""
+
+    fast = True  # the fused node sums; off: the per-edge path (space.fused.set_fast)
 
     def __init__(
         self,
@@ -62,7 +64,6 @@ class SearchCell(nn.Module):
         s1: Tensor,
         weights: Tensor,
         *,
-        fast: bool = True,
         relus: tuple[Tensor, Tensor] | None = None,
         edges: Tensor | None = None,
         sampled: list[int] | None = None,
@@ -72,10 +73,10 @@ class SearchCell(nn.Module):
         (both preprocessing ops start with a ReLU; the network computes it once per cell
         output, which feeds two cells). `edges`: a weight per edge for the node sums (edge
         normalisation); `sampled`: the one op each edge runs (its weights are a hard sample)."""
-        if not fast or edges is not None or sampled is not None or self.partial != 1:
-            return self.forward_edges(s0, s1, weights, edges, sampled, reference=not fast)
+        if not self.fast or edges is not None or sampled is not None or self.partial != 1:
+            return self.forward_edges(s0, s1, weights, edges, sampled)
         r0, r1 = (None, None) if relus is None else relus
-        s0 = self.preprocess0(s0, relu=r0)  # a watched op ignores relu and reads s0
+        s0 = self.preprocess0(s0, relu=r0)
         s1 = self.preprocess1(s1, relu=r1)
         share = self.training
         nodes = [NodeInput(s0, share_pools=share), NodeInput(s1, share_pools=share)]
@@ -86,38 +87,24 @@ class SearchCell(nn.Module):
         for _ in range(self._steps):
             acc = None
             for j, src in enumerate(nodes):
-                mixed = self._ops[offset + j]
-                if hooked(mixed):  # called as a module, for the hook, which has seen y
-                    y = mixed(src.x, rows[offset + j])
-                    acc = y.clone() if acc is None else acc.add_(y)
-                    continue
-                acc = mixed.accumulate(acc, src, rows[offset + j].unbind(0))
+                acc = self._ops[offset + j].accumulate(acc, src, rows[offset + j].unbind(0))
             offset += len(nodes)
             nodes.append(NodeInput(acc, share_pools=share))
         return torch.cat([n.x for n in nodes[-self._multiplier :]], dim=1)
 
-    def forward_reference(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
-        """The reference Cell.forward, line for line (the in-repo speed baseline)."""
-        return self.forward_edges(s0, s1, weights, None, None, reference=True)
-
     def forward_edges(self, s0: Tensor, s1: Tensor, weights: Tensor, edges: Tensor | None,
-                      sampled: list[int] | None, reference: bool = False) -> Tensor:
+                      sampled: list[int] | None) -> Tensor:
         """Each node the sum over its incoming edges of ``edges[e] * mixed_e(h)`` (no factor
-        without `edges`), each mixed op by its own forward (`reference`: DARTS's plain sum),
-        or by `forward_sampled` on its sampled op."""
-        pre = forward_reference if reference else (lambda op, x: op(x))
-        states = [pre(self.preprocess0, s0), pre(self.preprocess1, s1)]
+        without `edges`), every op and mixed op called as a module (with `sampled`, each
+        edge runs its one sampled op). With every `fast` off this is DARTS's Cell.forward,
+        line for line."""
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self._steps):
             terms = []
             for j, h in enumerate(states):
-                e, mixed = offset + j, self._ops[offset + j]
-                if sampled is not None:
-                    y = mixed.forward_sampled(h, weights[e], sampled[e])
-                elif reference:
-                    y = mixed.forward_reference(h, weights[e])
-                else:
-                    y = mixed(h, weights[e])
+                e = offset + j
+                y = self._ops[e](h, weights[e], None if sampled is None else sampled[e])
                 terms.append(y if edges is None else edges[e] * y)
             offset += len(states)
             states.append(sum(terms))

@@ -20,7 +20,7 @@ from torch import Tensor
 from genotypes import PRIMITIVES, FSSpec, Genotype, derive
 from space import fs_model
 from space.fs_bank import batched_filters
-from space.fused import batch_norm, exact_batch_stats, hooked
+from space.fused import batch_norm, exact_batch_stats, set_fast
 from space.nested_fs import nest_layers, ratio_mix
 from space.search_cell import SearchCell
 
@@ -102,7 +102,6 @@ class SearchNetwork(nn.Module):
         self._C, self._num_classes, self._layers = C, num_classes, layers
         self._steps, self._multiplier = steps, multiplier
         self.fs = fs
-        self.fast = fast
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr)
@@ -136,6 +135,19 @@ class SearchNetwork(nn.Module):
             self._nest(tuple(sorted(float(r) for r in ratios)), k)
         # Accurate float32 batch statistics on CPU: the architecture gradients need them.
         exact_batch_stats(self)
+        self.fast = fast
+
+    @property
+    def fast(self) -> bool:
+        """The fused forward (True) or the plain one that calls every layer as a module, as
+        the DARTS code does (False; module hooks fire there). Setting it switches every op,
+        mixed op and cell (space.fused.set_fast)."""
+        return self.__dict__.get("_fast", True)
+
+    @fast.setter
+    def fast(self, on: bool) -> None:
+        self.__dict__["_fast"] = bool(on)
+        set_fast(self, on)
 
     def _nest(self, ratios: tuple[float, ...], edges: int) -> None:
         """Make every candidate op's FS layers nested-ratio layers; slot of (cell kind,
@@ -184,17 +196,14 @@ class SearchNetwork(nn.Module):
             s0 = s1 = self.stem(x)
             for cell in self.cells:
                 w = w_reduce if cell.reduction else w_normal
-                s0, s1 = s1, cell(s0, s1, w.ops, fast=False, edges=w.edges, sampled=w.sampled)
+                s0, s1 = s1, cell(s0, s1, w.ops, edges=w.edges, sampled=w.sampled)
             return self.classifier(self.global_pooling(s1).flatten(1))
         # channels_last: oneDNN's depthwise/pointwise convs and pools are several times faster
         # in NHWC on CPU; every later op keeps the format of its input.
         x = x.contiguous(memory_format=torch.channels_last)
         # All FS/DFS filters of the supernet in one batch (space/fs_bank.py).
         with batched_filters(self):
-            if hooked(self.stem, *self.stem):
-                out = self.stem(x)
-            else:
-                out = batch_norm(self.stem[1], self.stem[0](x))
+            out = batch_norm(self.stem[1], self.stem[0](x))
             # Both preprocessing ops of a cell start with a ReLU of a previous cell's output,
             # and each output feeds two cells: take that ReLU once.
             s0 = s1 = out
@@ -202,10 +211,7 @@ class SearchNetwork(nn.Module):
             last = len(self.cells) - 1
             for i, cell in enumerate(self.cells):
                 w = w_reduce if cell.reduction else w_normal
-                # A watched cell computes from s0, s1 alone, so a backward hook's gradient
-                # flows through them.
-                out = cell(s0, s1, w.ops, relus=None if hooked(cell) else (r0, r1),
-                           edges=w.edges, sampled=w.sampled)
+                out = cell(s0, s1, w.ops, relus=(r0, r1), edges=w.edges, sampled=w.sampled)
                 if i < last:
                     s0, s1, r0, r1 = s1, out, r1, F.relu(out)
         return self.classifier(self.global_pooling(out).flatten(1))

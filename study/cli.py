@@ -90,6 +90,7 @@ def preflight(study: Study) -> None:
                 items += [f"fs.mode={s.fs}"] if s.fs else []
                 items += [f"fs.ratio={s.ratio}"] if s.ratio is not None else []
                 items += [f"arch.order={s.order}"] if s.order else []
+                items += [f"algorithm={s.algo}"] if s.algo else []
                 check_config(resolve_config("search", s.preset or "paper", items))
         except UserError as e:
             raise UserError(f"arm {arm.name!r}: {e}") from None

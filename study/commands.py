@@ -44,6 +44,7 @@ def search_argv(arm: Arm, dataset: str) -> list[str]:
     argv += ["--fs", s.fs] if s.fs else []
     argv += ["--ratio", f"{s.ratio:g}"] if s.ratio is not None else []
     argv += ["--order", s.order] if s.order else []
+    argv += ["--algo", s.algo] if s.algo else []
     for item in s.sets:
         argv += ["--set", item]
     return argv

@@ -18,12 +18,12 @@
         set: {fs.harden_epoch: 5}      # retrain --set items: a mapping (nested or dotted
                                        #   keys) or a list of "key=value" strings
       - name: searched
-        search: {preset: smoke, fs: dfs, ratio: 2, order: first, set: {epochs: 3}}
+        search: {preset: smoke, algo: pc-darts, fs: dfs, ratio: 2, order: first, set: {epochs: 3}}
     compare:                           # pairs of arms: the first minus the second
       - [dfs-r2, fs-off]
 
 An arm holds retrain options (`genotype`, `preset`, `fs`, `ratio`, `set`) and optionally a
-`search` block (`preset`, `fs`, `ratio`, `order`, `set`): the search runs first, with the same
+`search` block (`preset`, `algo`, `fs`, `ratio`, `order`, `set`): the search runs first, with the same
 seed, and the arm's retrain trains its genotype.json (an arm with a search has no
 `genotype`). `defaults` holds the same keys as an arm (but `name`); an arm's own keys win, and
 `set` items (also a search block's) are applied defaults first, so the arm's win. Relative
@@ -45,11 +45,12 @@ import yaml
 from common.config import check_fs_ratio
 from common.errors import UserError
 from retrain.setup import FS_MODES
+from search.algorithms import ALGORITHMS
 from search.settings import CHOICES
 
 TOP_KEYS = ("name", "dataset", "out", "seeds", "threads", "defaults", "arms", "compare")
 ARM_KEYS = ("name", "genotype", "preset", "fs", "ratio", "set", "search")
-SEARCH_KEYS = ("preset", "fs", "ratio", "order", "set")
+SEARCH_KEYS = ("preset", "algo", "fs", "ratio", "order", "set")
 RETRAIN_FS = FS_MODES  # retrain's --fs choices
 SEARCH_FS = CHOICES["fs.mode"]  # search's
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -63,6 +64,7 @@ class Stage:
     fs: str | None = None
     ratio: float | None = None
     order: str | None = None
+    algo: str | None = None
     genotype: str | None = None
     sets: tuple[str, ...] = ()
 
@@ -167,18 +169,20 @@ def _text(value: Any, key: str, where: str) -> str | None:
 
 
 def _stage(data: dict[str, Any], where: str, search: bool) -> Stage:
+    order = algo = None
     if search:
         order = data.get("order")
         if order not in (None, "first", "second"):
             raise _fail(where, f"order {order!r} is unknown; use first or second")
-    else:
-        order = None
+        algo = data.get("algo")
+        if algo is not None and algo not in ALGORITHMS:
+            raise _fail(where, f"algo {algo!r} is unknown; use one of {', '.join(ALGORITHMS)}")
     fs = _fs(data.get("fs"), SEARCH_FS if search else RETRAIN_FS, where)
     ratio = _ratio(data.get("ratio"), where)
     if fs == "off" and ratio is not None:
         raise _fail(where, "ratio has no effect with fs off; drop it")
     return Stage(preset=_text(data.get("preset"), "preset", where), fs=fs, ratio=ratio,
-                 order=order, genotype=_text(data.get("genotype"), "genotype", where),
+                 order=order, algo=algo, genotype=_text(data.get("genotype"), "genotype", where),
                  sets=parse_sets(data.get("set"), where))
 
 

@@ -17,6 +17,7 @@ from torch.func import functional_call
 from genotypes import PRIMITIVES, FSSpec, Genotype, validate
 from space.fs import DFSConv2d, FSConv2d
 from space.fs_model import fs_layers, is_fs_layer
+from space.fused import fast_mode, set_fast
 from space.mixed import MixedOp
 from space.ops import DilConv, FactorizedReduce, SepConv
 from space.search_cell import SearchCell
@@ -170,7 +171,7 @@ def test_cell_fast_path_equals_naive(reduction: bool, reduction_prev: bool) -> N
     s0 = torch.randn(2, 6, 18 if reduction_prev else 9, 18 if reduction_prev else 9)
     s1 = torch.randn(2, 8, 9, 9)
     fast = cell(s0, s1, F.softmax(alphas, dim=-1))
-    naive = ref(s0, s1, F.softmax(alphas, dim=-1), fast=False)
+    naive = set_fast(ref, False)(s0, s1, F.softmax(alphas, dim=-1))
     torch.testing.assert_close(fast, naive)
     ga = _grads(fast, [alphas, *cell.parameters()])
     gb = _grads(naive, [alphas, *ref.parameters()])
@@ -318,7 +319,7 @@ def _op_layers(net: nn.Module) -> list[nn.Module]:
 
 @pytest.mark.parametrize("spec", ["off", "dfs"])
 def test_hooks_fire_in_the_evaluation_network(spec: str) -> None:
-    """A hook on any layer of an op fires (the op then calls its layers as declared), and the
+    """In the plain forward (set_fast off) a hook on any layer of an op fires, and the
     network's output and gradients are those of the unhooked fast forward (float64, the
     DARTS_V2 network at 32x32, C=16, 8 cells)."""
     from genotypes import load_genotype
@@ -327,7 +328,7 @@ def test_hooks_fire_in_the_evaluation_network(spec: str) -> None:
     torch.manual_seed(0)
     fs = {"off": None, "dfs": FSSpec(ratio=2.0, dfs=True, num_offsets=4)}[spec]
     net = NetworkCIFAR(16, 10, 8, False, load_genotype("DARTS_V2"), fs=fs).double().train()
-    hooked_net = copy.deepcopy(net)
+    hooked_net = set_fast(copy.deepcopy(net), False)
     x = torch.randn(8, 3, 32, 32, dtype=torch.float64)
     fired: set[int] = set()
     layers = _op_layers(hooked_net)
@@ -347,14 +348,15 @@ def test_hooks_fire_in_the_evaluation_network(spec: str) -> None:
 
 @pytest.mark.parametrize("share", ["all", "half"])
 def test_hooks_fire_on_every_module_of_the_supernet(share: str) -> None:
-    """In the supernet's fast path a hook on any module fires: the stem and its BN, the
-    pools and their BNs (on edges that share another edge's pooling too), skip_connect,
-    `none`, the ops, the mixed ops, the cells. With hooks on every module, or on a seeded
-    half of them (hooked and shared pools side by side), the output and every gradient,
-    alphas included, are those of the unhooked fast path (float64, C=8, 5 cells, 32x32)."""
+    """In the supernet's plain forward (fast off) a hook on any module fires: the stem and
+    its BN, the pools and their BNs, skip_connect, `none`, the ops, the mixed ops, the cells.
+    With hooks on every module, or on a seeded half of them, the output and every gradient,
+    alphas included, and the running statistics are those of the unhooked fast path
+    (float64, C=8, 5 cells, 32x32)."""
     torch.manual_seed(0)
     net = SearchNetwork(8, 10, 5, fs=DFS).double().train()
     hooked_net = copy.deepcopy(net)
+    hooked_net.fast = False
     mods = [m for m in hooked_net.modules() if not isinstance(m, nn.ModuleList)]
     if share == "half":
         keep = torch.randperm(len(mods), generator=torch.Generator().manual_seed(0))
@@ -381,14 +383,15 @@ def test_hooks_fire_on_every_module_of_the_supernet(share: str) -> None:
 
 
 def test_backward_hooks_and_kept_outputs_in_the_supernet() -> None:
-    """Full backward hooks on a cell, a mixed op, the ReLU-led op its fast path takes first, a
+    """In the plain forward, full backward hooks on a cell, a mixed op, a ReLU-led op, a
     preprocessing op and a pool fire once with nonzero input gradients (the cell's for s1 is
     its preprocessing's), and forward hooks that keep their outputs get what DARTS computes:
     the op unscaled, nothing written into afterwards. A global full backward hook runs too.
-    Output and weight gradients are the unhooked ones (float64, C=8, 5 cells, 32x32)."""
+    Output and weight gradients are the unhooked fast path's (float64, C=8, 5 cells, 32x32)."""
     torch.manual_seed(0)
     net = SearchNetwork(8, 10, 5, fs=DFS).double().train()
     hooked_net = copy.deepcopy(net)
+    hooked_net.fast = False
     cell = hooked_net.cells[1]
     mixed = cell._ops[0]
     watched = {"cell": cell, "mixed": mixed, "op": mixed._ops[mixed._order[0]],
@@ -417,10 +420,10 @@ def test_backward_hooks_and_kept_outputs_in_the_supernet() -> None:
     (i, o, _), = kept["op"]
     torch.testing.assert_close(o, copy.deepcopy(watched["op"]).forward_reference(i[0]))
     (i, o, _), = kept["mixed"]
-    torch.testing.assert_close(o, copy.deepcopy(mixed).forward_reference(*i))
+    torch.testing.assert_close(o, copy.deepcopy(mixed).forward_reference(*i[:2]))
     handle = nn.modules.module.register_module_full_backward_hook(lambda m, gi, go: None)
     try:
-        again, xg = copy.deepcopy(net), x.clone().requires_grad_()
+        again, xg = copy.deepcopy(hooked_net), x.clone().requires_grad_()
         y = again(xg)
         torch.testing.assert_close(y, expect, rtol=1e-10, atol=1e-12)
         y.sum().backward()
@@ -429,8 +432,9 @@ def test_backward_hooks_and_kept_outputs_in_the_supernet() -> None:
 
 
 def test_global_hooks_and_the_search_ops() -> None:
-    """A global forward hook sees the ops' layers; a hook on a MixedOp's SepConv conv fires
-    in the supernet's fast path, with the unhooked output."""
+    """A global forward hook sees the ops' layers in the plain forward; a hook on a MixedOp's
+    SepConv conv fires there, with the fast path's output, and not in the fused forward,
+    which computes the layer without calling it."""
     torch.manual_seed(0)
     net = _small(SPECS["dfs"]).double()
     hooked_net = copy.deepcopy(net)
@@ -439,17 +443,22 @@ def test_global_hooks_and_the_search_ops() -> None:
     calls: list[int] = []
     conv.register_forward_hook(lambda m, i, o: calls.append(1))
     torch.testing.assert_close(hooked_net(x), net(x), rtol=1e-10, atol=1e-12)
-    assert calls == [1]
+    assert calls == []
+    with fast_mode(hooked_net, False):
+        torch.testing.assert_close(hooked_net(x), net(x), rtol=1e-10, atol=1e-12)
+    assert calls == [1] and hooked_net.cells[0]._ops[0].fast  # switched back
     seen: list[type] = []
     handle = nn.modules.module.register_module_forward_hook(lambda m, i, o: seen.append(type(m)))
     try:
-        sep = copy.deepcopy(net.cells[0]._ops[0]._ops[PRIMITIVES.index("sep_conv_3x3")])
+        sep = set_fast(copy.deepcopy(net.cells[0]._ops[0]._ops[PRIMITIVES.index("sep_conv_3x3")]),
+                       False)
         sep(torch.randn(2, 4, 8, 8, dtype=torch.float64))
     finally:
         handle.remove()
     assert seen.count(nn.BatchNorm2d) == 2 and seen.count(nn.ReLU) == 2
     # A hook on the op's Sequential itself (DARTS's `op` attribute) fires too.
-    sep = copy.deepcopy(net.cells[0]._ops[0]._ops[PRIMITIVES.index("sep_conv_3x3")])
+    sep = set_fast(copy.deepcopy(net.cells[0]._ops[0]._ops[PRIMITIVES.index("sep_conv_3x3")]),
+                   False)
     sep.op.register_forward_hook(lambda m, i, o: calls.append(2))
     sep(torch.randn(2, 4, 8, 8, dtype=torch.float64))
     assert calls == [1, 2]

@@ -114,6 +114,10 @@ def test_study_file_errors_are_one_line(capsys, tmp_path):
     assert "arm 'x': bad genotype" in err(arms({"name": "x", "genotype": "DART_V2"}))
     assert "arm 'x': unknown config key 'arch.lrr'" in err(
         arms({"name": "x", "search": {"set": {"arch.lrr": 1}}}))
+    assert "algo 'pcdarts' is unknown; use one of darts, pc-darts, gdas" in err(
+        arms({"name": "x", "search": {"algo": "pcdarts"}}))
+    assert "arm 'x': --algo gdas supports --order first only" in err(
+        arms({"name": "x", "search": {"algo": "gdas", "order": "second"}}))
     assert not (tmp_path / "out").exists()
     assert "not a folder" in _fail(capsys, ["run", str(_write(f, {**good, "dataset": "nope"}))])
     assert "--seeds" in _fail(capsys, ["run", str(_write(f, good)), "--seeds", "0,x"])
@@ -318,8 +322,9 @@ def test_killed_study_resumes_and_extends_without_rerunning(capsys, tmp_path):
 def test_arm_with_a_search_retrains_its_genotype(tmp_path):
     data = make_folder(tmp_path / "data")
     out = tmp_path / "out"
-    search = {"preset": "smoke", "fs": "dfs", "ratio": 2,
-              "set": {**TINY, "runtime.plot": False, "runtime.draw_every": 0}}
+    search = {"preset": "smoke", "algo": "pc-darts", "fs": "dfs", "ratio": 2,
+              "set": {**TINY, "init_channels": 8, "partial_channels": 2, "runtime.plot": False,
+                      "runtime.draw_every": 0}}
     study = {"name": "searched", "dataset": str(data), "out": str(out), "seeds": [3], "threads": 1,
              "arms": [{"name": "s", "preset": "smoke", "set": TINY, "search": search}]}
     f = _write(tmp_path / "s.yaml", study)
@@ -330,6 +335,7 @@ def test_arm_with_a_search_retrains_its_genotype(tmp_path):
     searched = json.loads((sdir / "genotype.json").read_text())
     trained = yaml.safe_load((rdir / "config.yaml").read_text())
     assert trained["genotype"]["normal"] == searched["normal"]
+    assert searched["source"] == {"algorithm": "pc-darts"}
     assert yaml.safe_load((sdir / "config.yaml").read_text())["search"]["seed"] == 3
     assert trained["retrain"]["seed"] == 3
     rep = json.loads((out / "study.json").read_text())
