@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -256,3 +259,47 @@ def test_gdas_second_order_is_one_line(tmp_path, capsys):
     data = make_image_folder(tmp_path / "imgs")
     err = one_line_exit(main, [str(data), *TINY, "--algo", "gdas", "--order", "second"], capsys)
     assert "gdas supports --order first only" in err
+
+
+# -- optional: against a yuhuixu1993/PC-DARTS checkout ----------------------------------------
+
+
+@pytest.mark.skipif(not os.environ.get("PCDARTS_REFERENCE"),
+                    reason="set PCDARTS_REFERENCE to a yuhuixu1993/PC-DARTS checkout")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_pc_darts_against_reference_checkout(dtype) -> None:
+    """The PC-DARTS code itself (model_search.Network, imported at run time, never copied):
+    the same weights, alphas and betas under a seed, the same logits and architecture
+    gradients (float64 to 1e-10; float32 within its rounding), the same genotype."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from search_step import _load_reference
+
+    ms = _load_reference(os.environ["PCDARTS_REFERENCE"])
+    torch.manual_seed(0)
+    ref = ms.Network(16, 10, 5, torch.nn.CrossEntropyLoss())
+    torch.manual_seed(0)
+    net = SearchNetwork(16, 10, 5, partial_channels=4, edge_norm=True)
+    arch = ("alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce")
+    ours = {k: v for k, v in net.state_dict().items() if k not in arch}
+    assert list(ours) == list(ref.state_dict())
+    assert all(torch.equal(v, ours[k]) for k, v in ref.state_dict().items())
+    for name in arch:  # the same draws, in the same order
+        assert torch.equal(getattr(ref, name), getattr(net, name)), name
+    with torch.no_grad():
+        for name in arch:
+            getattr(net, name).normal_(0.0, 1.0)
+    net, ref = net.to(dtype), ref.to(dtype)
+    ref._arch_parameters = [getattr(net, n).detach().clone().requires_grad_() for n in arch]
+    for name, p in zip(arch, ref._arch_parameters, strict=True):
+        setattr(ref, name, p)
+    x = torch.randn(4, 3, 16, 16, dtype=dtype)
+    out, expect = net(x), ref(x)
+    tol = {"rtol": 1e-10, "atol": 1e-10} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}
+    torch.testing.assert_close(out, expect, **tol)
+    for a, b in zip(_grads(out, net.arch_parameters()), _grads(expect, ref._arch_parameters),
+                    strict=True):
+        torch.testing.assert_close(a, b, **tol)
+    g = ref.genotype()
+    mine = net.genotype()
+    assert [tuple(e) for e in g.normal] == list(mine.normal)
+    assert [tuple(e) for e in g.reduce] == list(mine.reduce)
