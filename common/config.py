@@ -7,9 +7,11 @@ never silently does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +111,9 @@ def _flat_keys(cfg: dict[str, Any], prefix: str = "") -> list[str]:
     return keys
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def apply_override(cfg: dict[str, Any], item: str) -> None:
     """Apply one `a.b.c=value` override in place; unknown keys are an error."""
     if "=" not in item:
@@ -119,6 +124,10 @@ def apply_override(cfg: dict[str, Any], item: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str):
+        # YAML 1.1 reads 3e-3 (no dot) as text; on the command line it is the number.
+        with contextlib.suppress(ValueError):
+            value = float(value) if _FLOAT.fullmatch(value.strip()) else value
     node = cfg
     parts = key.split(".")
     for i, part in enumerate(parts):

@@ -108,6 +108,19 @@ def _capped_cell(w: np.ndarray, primitives: Sequence[str], max_skip: int | None,
         picked = _parse_cell(w, primitives)
 
 
+def edge_entropy(weights: Any) -> np.ndarray:
+    """Entropy (nats) of each edge's op weights: rows already softmaxed (or logits, which are
+    softmaxed first). Uniform over 8 ops gives ln 8 = 2.079; a settled edge tends to 0."""
+    w = edge_weights(weights, np.asarray(weights).shape[-1])
+    return -(w * np.log(np.clip(w, 1e-300, None))).sum(axis=1)
+
+
+def changed_edges(a: Genotype, b: Genotype) -> int:
+    """How many of the 16 kept (op, input) pairs of both cells differ between two genotypes."""
+    return sum(x != y for cell in ("normal", "reduce")
+               for x, y in zip(getattr(a, cell), getattr(b, cell), strict=True))
+
+
 def skip_count(g: Genotype) -> dict[str, int]:
     """skip_connect edges of each cell."""
     return {cell: sum(op == "skip_connect" for op, _ in getattr(g, cell))

@@ -68,6 +68,7 @@ class Architect:
         distributed: bool = False,
         regularizer: Callable[[], Tensor | None] | None = None,
         lr_of: dict[int, float] | None = None,
+        groups: Sequence[tuple[Sequence[nn.Parameter], float, float]] = (),
     ) -> None:
         if order not in ("first", "second"):
             raise ValueError(f"order must be 'first' or 'second', got {order!r}")
@@ -85,11 +86,17 @@ class Architect:
         self._stats: list[tuple[str, nn.Module, str]] | None = None
         # lr_of: a learning rate of its own for some upper parameters (by id), e.g. the
         # ratio logits; each gets its own Adam parameter group.
+        # `groups`: (parameters, lr, weight decay) of a group of upper parameters, e.g. the DFS
+        # offset logits at a scaled rate without decay.
         lr_of = lr_of or {}
-        groups = [{"params": [p for p in self.upper if id(p) not in lr_of]}]
-        groups += [{"params": [p], "lr": lr_of[id(p)]} for p in self.upper if id(p) in lr_of]
+        grouped = {id(p) for params, _, _ in groups for p in params}
+        param_groups = [{"params": [p for p in self.upper if id(p) not in lr_of and id(p) not in grouped]}]
+        param_groups += [{"params": [p], "lr": lr_of[id(p)]} for p in self.upper if id(p) in lr_of]
+        param_groups += [{"params": list(params), "lr": g_lr, "weight_decay": g_wd}
+                         for params, g_lr, g_wd in groups]
         self.optimizer = torch.optim.Adam(
-            [g for g in groups if g["params"]], lr=lr, betas=tuple(betas), weight_decay=weight_decay
+            [g for g in param_groups if g["params"]], lr=lr, betas=tuple(betas),
+            weight_decay=weight_decay,
         )
 
     # -- helpers -------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from common.config import save_run_config as save_config_yaml
 from common.runlog import JsonlLog, say
 from common.shapes import KNOWN as KNOWN_DATASETS
 from genotypes import Genotype, genotype_lines, save_genotype, to_dict
+from genotypes.derive import changed_edges, edge_entropy
 
 LOG, GENOTYPE, CHECKPOINT, CONFIG = "log.jsonl", "genotype.json", "checkpoint.pt", "config.yaml"
 DEFAULT_DATA_ROOT = "data"  # both presets' data.root
@@ -118,9 +119,11 @@ def retrain_command(genotype_file: Path, dataset: str, preset: str, data_root: s
 
 def epoch_record(epoch: int, stats: dict[str, Any], valid: tuple[float, float], arch_state: dict,
                  entropy: float | None, temperature: float | None, g: Genotype,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                 extra: dict[str, Any] | None = None,
+                 previous: Genotype | None = None) -> dict[str, Any]:
     """The log.jsonl record of one epoch (the keys genotypes.plot.plot_run reads, and a few);
-    `extra`: the algorithm's figures (GDAS's tau) and SearchTrainer.size_figures
+    `previous`: the genotype of the epoch before (None for the first). `extra`: the
+    algorithm's figures (GDAS's tau) and SearchTrainer.size_figures
     (parameter-free ops; E[P] and the count with a
     budget or searched ratios)."""
     return {
@@ -129,6 +132,10 @@ def epoch_record(epoch: int, stats: dict[str, Any], valid: tuple[float, float], 
         "valid_loss": valid[0], "valid_acc": valid[1],
         "arch_loss": stats["arch_loss"], "lr": stats["lr"],
         "alphas_normal": arch_state["normal"], "alphas_reduce": arch_state["reduce"],
+        # Mean entropy of the edges' op weights (ln 8 = 2.079 is uniform), and how many of the
+        # 16 kept edges the derivation changed since the previous epoch.
+        "alpha_entropy": {c: float(edge_entropy(arch_state[c]).mean()) for c in ("normal", "reduce")},
+        "changed_edges": None if previous is None else changed_edges(previous, g),
         "offset_entropy": entropy, "temperature": temperature,
         "genotype": to_dict(g),
         "seconds": stats["seconds"], "images_per_s": stats["images_per_s"],
@@ -137,8 +144,11 @@ def epoch_record(epoch: int, stats: dict[str, Any], valid: tuple[float, float], 
 
 
 def summary_line(rec: dict[str, Any], epochs: int) -> str:
-    h = rec["offset_entropy"]
-    extra = "" if h is None else f"  H(offsets) {h:.3f}  T {rec['temperature']:.3g}"
+    h, ha = rec["offset_entropy"], rec["alpha_entropy"]
+    extra = f"  H(alpha) {ha['normal']:.3f}/{ha['reduce']:.3f}"
+    if rec["changed_edges"] is not None:
+        extra += f" ({rec['changed_edges']} edges changed)"
+    extra += "" if h is None else f"  H(offsets) {h:.3f}  T {rec['temperature']:.3g}"
     if rec.get("expected_params") is not None:  # a budget or searched ratios
         extra += f"  E[P] {rec['expected_params'] / 1e6:.3f}M (derived {rec['params'] / 1e6:.3f}M"
         extra += "" if rec.get("budget") is None else f", budget {rec['budget'] / 1e6:.3f}M"

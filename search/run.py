@@ -10,7 +10,7 @@ import torch
 from common.checkpoint import set_rng_state
 from common.distributed import DistInfo
 from common.runlog import say
-from genotypes import PRIMITIVES, Genotype
+from genotypes import PRIMITIVES, Genotype, from_dict
 from search.data import SearchData
 from search.ddp import ranks_agree
 from search.outputs import RunOutputs, epoch_record, summary_line
@@ -70,6 +70,8 @@ def run_search(
     outputs = RunOutputs(run_dir, main, cfg["runtime"]["draw_every"], epochs, cfg["runtime"]["plot"])
     dfs = cfg["fs"]["mode"] == "dfs"
     last: dict[str, Any] | None = None
+    logged = outputs.log.read() if start > 0 and main else []
+    previous = from_dict(logged[-1]["genotype"]) if logged else None
     for epoch in range(start, epochs):
         temperature = temperature_of_epoch(cfg["fs"]["temperature"], epoch, epochs) if dfs else None
         if temperature is not None:
@@ -81,7 +83,8 @@ def run_search(
         trainer.scheduler.step()
         g = trainer.genotype()
         last = epoch_record(epoch, stats, valid, net.arch_state(), net.offset_entropy(),
-                            temperature, g, {**algo_figures, **trainer.size_figures(g)})
+                            temperature, g, {**algo_figures, **trainer.size_figures(g)}, previous)
+        previous = g
         state = {"epoch": epoch + 1, "temperature": temperature, "config": cfg,
                  "dataset": dataset, "world_size": dist_info.world_size, **trainer.state_dict()}
         outputs.epoch_done(epoch, last, g, state)

@@ -70,6 +70,7 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise UserError("config train_portion=1 leaves no images for the architecture; use < 1")
     set_key(cfg, "fs.ratio", check_fs_ratio(get_key(cfg, "fs.ratio")))  # worded as retrain words it
     check_number(cfg, "fs.num_offsets", int, 1)
+    check_number(cfg, "fs.offset_lr_scale", float, 0.0, lo_open=True)
     _check_ratios(cfg)
     check_count(cfg, "budget.params")
     for key in ("budget.init_channels", "budget.layers"):

@@ -94,11 +94,17 @@ class SearchTrainer:
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.w_optimizer, T_max=int(cfg["epochs"]), eta_min=float(wcfg["lr_min"])
         )
+        # DFS offset logits in the upper level at fs.offset_lr_scale x arch.lr, without weight
+        # decay (which pulls them back to uniform), as retrain trains its offsets; at scale 1
+        # they stay in the alphas' group (DFSNet's recipe).
+        scale = float(cfg["fs"]["offset_lr_scale"])
+        groups = ([(offsets, float(acfg["lr"]) * scale, 0.0)]
+                  if offsets and cfg["fs"]["offsets_with"] == "arch" and scale != 1.0 else [])
         self.architect = Architect(
             net, upper, self.lower, self.w_optimizer, lr=float(acfg["lr"]),
             betas=tuple(float(b) for b in acfg["betas"]), weight_decay=float(acfg["weight_decay"]),
             order=acfg["order"], fd_eps=float(acfg["fd_eps"]), distributed=dist_info.enabled,
-            regularizer=self.penalty if self.penalty.active else None, lr_of=lr_of,
+            regularizer=self.penalty if self.penalty.active else None, lr_of=lr_of, groups=groups,
         )
         # The upper level is not DDP's business: its gradients come from the architect and
         # are averaged there (average_gradients), so DDP neither reduces nor broadcasts it.

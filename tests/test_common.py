@@ -362,3 +362,13 @@ def test_interrupt_and_corrupt_checkpoint_messages(tmp_path):
     (tmp_path / "best.pt").write_bytes(b"broken too")
     with pytest.raises(UserError, match=r"checkpoint .*; start it again .* --overwrite$"):
         load_resume_checkpoint(tmp_path, "latest.pt", "retrain", older="best.pt")
+
+
+def test_exponent_without_a_dot_is_a_number():
+    """YAML 1.1 reads 3e-3 as text; as an override it is the number a user means."""
+    cfg = resolve_config("search", "paper")
+    apply_override(cfg, "arch.lr=3e-3")
+    apply_override(cfg, "weights.lr=1E-2")
+    assert cfg["arch"]["lr"] == 0.003 and cfg["weights"]["lr"] == 0.01
+    apply_override(cfg, "fs.mode=off")  # text stays text
+    assert cfg["fs"]["mode"] == "off"
