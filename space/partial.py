@@ -23,16 +23,6 @@ from genotypes import FSSpec
 from space.mixed import MixedOp
 
 
-def channel_shuffle(x: Tensor, groups: int) -> Tensor:
-    """ShuffleNet's channel shuffle: (B, groups * n, H, W) -> channel i*groups + g is input
-    channel g*n + i. The result keeps `x`'s memory format (NHWC stays NHWC)."""
-    b, c, h, w = x.shape
-    fmt = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
-           and not x.is_contiguous() else torch.contiguous_format)
-    y = x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
-    return y.contiguous(memory_format=fmt)
-
-
 class PartialMixedOp(MixedOp):
     """A MixedOp on 1/`k` of the channels (module docstring). Its candidate ops are a
     MixedOp's at width C // k (so state_dict keys stay ``_ops.K...``), plus ``mp``, the
@@ -47,10 +37,24 @@ class PartialMixedOp(MixedOp):
         self.mp = nn.MaxPool2d(2, 2)
 
     def _merge(self, y: Tensor, x: Tensor) -> Tensor:
-        rest = x[:, x.shape[1] // self.k:]
+        """ShuffleNet's channel shuffle of ``cat([y, rest])`` with k groups, written straight
+        into one tensor: with
+        n = C/k, output channel i*k is y's channel i and i*k + g (g >= 1) is rest's channel
+        (g-1)*n + i, i.e. viewed as (B, n, k, H, W), slot 0 holds y and slots 1.. hold rest
+        viewed as (B, k-1, n, H, W) with the first two dims swapped. One activation-sized
+        tensor per edge instead of two (the concatenation and its shuffled copy)."""
+        n = x.shape[1] // self.k
+        rest = x[:, n:]
         if y.shape[2] != x.shape[2]:
             rest = self.mp(rest)
-        return channel_shuffle(torch.cat([y, rest], dim=1), self.k)
+        b, _, h, w = y.shape
+        fmt = (torch.channels_last if y.is_contiguous(memory_format=torch.channels_last)
+               and not y.is_contiguous() else torch.contiguous_format)
+        out = torch.empty(b, n * self.k, h, w, dtype=y.dtype, device=y.device, memory_format=fmt)
+        slots = out.view(b, n, self.k, h, w)
+        slots[:, :, 0].copy_(y)
+        slots[:, :, 1:].copy_(rest.reshape(b, self.k - 1, n, h, w).transpose(1, 2))
+        return out
 
     def forward(self, x: Tensor, weights: Tensor, index: int | None = None) -> Tensor:
         return self._merge(super().forward(x[:, : x.shape[1] // self.k], weights, index), x)

@@ -26,7 +26,6 @@ from search.cli import main
 from search.trainer import SearchTrainer
 from space.budget import BudgetModel
 from space.ops import forward_reference
-from space.partial import channel_shuffle
 from space.supernet import SearchNetwork
 
 DFS = FSSpec(2.0, True, 4)
@@ -94,15 +93,6 @@ def _pc_edge(net: SearchNetwork, k: int):
 def _grads(out: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
     return list(torch.autograd.grad((out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype)
                                      .view_as(out)).sum(), params))
-
-
-def test_channel_shuffle_keeps_the_memory_format():
-    z = torch.randn(2, 12, 5, 5)
-    torch.testing.assert_close(channel_shuffle(z, 4), _shuffle_by_index(z, 4), rtol=0, atol=0)
-    nhwc = z.contiguous(memory_format=torch.channels_last)
-    y = channel_shuffle(nhwc, 4)
-    assert y.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(y, _shuffle_by_index(z, 4))
 
 
 @pytest.mark.parametrize("fs", [None, DFS], ids=["off", "dfs"])
@@ -303,3 +293,29 @@ def test_pc_darts_against_reference_checkout(dtype) -> None:
     mine = net.genotype()
     assert [tuple(e) for e in g.normal] == list(mine.normal)
     assert [tuple(e) for e in g.reduce] == list(mine.reduce)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("nhwc", [False, True])
+def test_partial_merge_is_the_shuffled_concatenation(stride, nhwc):
+    """The edge's output written in place equals shuffle(cat(ops' sum, bypass)), bit for bit,
+    in both memory formats, with the gradients of both parts."""
+    from space.partial import PartialMixedOp
+
+    op = PartialMixedOp(16, stride, 4)
+    x = torch.randn(2, 16, 8, 8, requires_grad=True)
+    if nhwc:
+        x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = torch.randn(2, 4, 8 // stride, 8 // stride)
+    if nhwc:
+        y = y.contiguous(memory_format=torch.channels_last)
+    y.requires_grad_()
+    out = op._merge(y, x)
+    rest = x[:, 4:] if stride == 1 else F.max_pool2d(x[:, 4:], 2, 2)
+    expect = _shuffle_by_index(torch.cat([y, rest], 1), 4)
+    assert torch.equal(out, expect)
+    assert out.is_contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+    g = torch.randn_like(out)
+    ga = torch.autograd.grad(out, [x, y], g)
+    gb = torch.autograd.grad(expect, [x, y], g)
+    assert all(torch.equal(a, b) for a, b in zip(ga, gb, strict=True))
