@@ -26,7 +26,7 @@ from torch import nn
 from common.cli_flags import SHORTHANDS, fixed_on_resume, flag_overrides, override_key
 from common.config import available_presets, load_config_file, resolve_config
 from common.cpu import cpu_budget
-from common.distributed import DistInfo, cleanup, init_distributed
+from common.distributed import DistInfo, cleanup, init_distributed, rank0_first
 from common.errors import UserError, cli_entry
 from common.fs_settings import DEFAULT_RATIO, fs_spec
 from common.runlog import check_run_dir, command_line
@@ -203,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         run = {"dataset": setup.dataset_spec(args.dataset), "preset": args.preset,
                "genotype": to_dict(genotype), "command": shlex.join(command_line("retrain", argv))}
         job = setup.make_job(cfg, run, opened)
-        check_run_dir(args.out, args.overwrite)  # before any training: a wrong --out costs one line
+        # Before any training: a wrong --out costs one line. Rank 0 alone checks (and later
+        # creates) it; its error stops every rank.
+        rank0_first(dist, lambda first: check_run_dir(args.out, args.overwrite) if first else None)
         return run_training(job, args.out, resume=False, overwrite=args.overwrite)
 
 
