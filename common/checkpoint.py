@@ -84,7 +84,9 @@ def rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # This process's device only: a run computes on one GPU per process, and a list of
+        # every visible GPU's state could not be restored on a machine with fewer.
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -92,5 +94,26 @@ def set_rng_state(state: dict[str, Any]) -> None:
     inner = state["python"]
     random.setstate((state["python_version"], tuple(inner[:-1]), inner[-1] or None))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if isinstance(cuda, list | tuple):  # every visible GPU's, as earlier checkpoints hold
+            if not cuda:
+                return
+            cuda = cuda[min(torch.cuda.current_device(), len(cuda) - 1)]
+        torch.cuda.set_rng_state(cuda)
+
+
+def check_resume_device(state: dict[str, Any], run_dir: Path, device: torch.device,
+                        precision: str) -> None:
+    """Refuse to resume a run on another kind of device or in another precision (the
+    checkpoint's `device` and `precision`, common.runtime.precision): AMP would switch on or
+    off silently, an fp16 GradScaler cannot load a bf16 or fp32 run's state, and the
+    arithmetic would change mid-run. Checkpoints without the record are not checked."""
+    saved_device, saved_precision = state.get("device"), state.get("precision")
+    if saved_device is None:
+        return
+    if (saved_device, saved_precision) != (device.type, precision):
+        raise UserError(
+            f"cannot resume {run_dir}: it ran on {saved_device} in {saved_precision} and would "
+            f"continue on {device.type} in {precision}; resume it with --device {saved_device} "
+            f"on a machine that computes in {saved_precision}, or start again")

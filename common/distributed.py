@@ -4,12 +4,17 @@ reduction, for both pipelines."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+
+from common.errors import UserError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,19 +50,63 @@ def init_distributed(device: torch.device) -> DistInfo:
     return DistInfo(rank, world, local)
 
 
+def rank0_first(dist_info: DistInfo, fn: Callable[[bool], T], share: bool = False) -> T:
+    """Run `fn(True)` on rank 0, then `fn(False)` on the other ranks (or, with `share`, hand
+    them rank 0's result, which must be picklable). A UserError on rank 0 is raised there and
+    makes the other ranks exit quietly with status 2, so the user reads one line."""
+    if not dist_info.enabled:
+        return fn(True)
+    err, result = None, None
+    if dist_info.is_main:
+        try:
+            result = fn(True)
+        except UserError as e:
+            err = str(e)
+    box = [err, result if share else None]
+    dist.broadcast_object_list(box, src=0)
+    if box[0] is not None:
+        if dist_info.is_main:
+            raise UserError(box[0])
+        raise SystemExit(2)
+    if dist_info.is_main:
+        return result  # type: ignore[return-value]
+    return box[1] if share else fn(False)  # type: ignore[return-value]
+
+
 def local_device(device: torch.device, info: DistInfo) -> torch.device:
     if device.type == "cuda" and info.enabled:
         return torch.device("cuda", info.local_rank)
     return device
 
 
+def _is_stat(module: torch.nn.Module) -> bool:
+    return isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+
+
+def derived_buffers(model: torch.nn.Module) -> list[str]:
+    """Names of the buffers that are not BatchNorm statistics: the FS layers' gather indices,
+    read counts, shifts and offsets, and the like. Each rank builds them identically from the
+    config (and DFS offsets only change by hardening, after which DDP is rebuilt), so
+    broadcasting them (about 59 MB on the paper's supernet) every forward would only cost
+    time; an in-place copy into `offsets` would also make every FS layer rebuild its index."""
+    return [f"{m}.{n}" if m else n for m, mod in model.named_modules() if not _is_stat(mod)
+            for n, _ in mod.named_buffers(recurse=False)]
+
+
+def stat_buffers(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The BatchNorm running statistics (and batch counters) of `model`."""
+    return [b for mod in model.modules() if _is_stat(mod) for b in mod.buffers(recurse=False)]
+
+
 def wrap_ddp(model: torch.nn.Module, device: torch.device,
              ignore: Sequence[str] = ()) -> torch.nn.Module:
-    """`model` wrapped in DistributedDataParallel for this process's device; parameters named
-    in `ignore` (the search's architecture weights, which its architect averages itself) are
-    neither broadcast nor reduced by DDP."""
-    if ignore:
-        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, list(ignore))
+    """`model` wrapped in DistributedDataParallel for this process's device. DDP syncs the
+    BatchNorm statistics only (`derived_buffers` stay out); parameters named in `ignore`
+    (the search's architecture weights, which its architect averages itself) are neither
+    broadcast nor reduced by DDP."""
+    skip = list(ignore) + derived_buffers(model)
+    if skip:
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, skip)
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
 
@@ -72,13 +121,20 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
 
 
 def broadcast_buffers(model: torch.nn.Module) -> None:
-    """Copy rank 0's buffers (BatchNorm running statistics) to every rank. DDP broadcasts
-    them at the start of each training forward, so after the last one each rank holds its
-    own batch's update; evaluating then would mix models."""
+    """Copy rank 0's BatchNorm running statistics to every rank, one broadcast per dtype.
+    DDP broadcasts them at the start of each training forward, so after the last one each
+    rank holds its own batch's update; evaluating then would mix models. The other buffers
+    are the same on every rank (`derived_buffers`)."""
     if not (dist.is_available() and dist.is_initialized()):
         return
-    for b in model.buffers():
-        dist.broadcast(b, 0)
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for b in stat_buffers(model):
+        by_dtype.setdefault(b.dtype, []).append(b)
+    for bufs in by_dtype.values():
+        flat = torch.cat([b.reshape(-1) for b in bufs])
+        dist.broadcast(flat, 0)
+        torch._foreach_copy_(bufs, [v.view_as(b) for v, b in zip(
+            flat.split([b.numel() for b in bufs]), bufs, strict=True)])
 
 
 def average_gradients(params: list[torch.nn.Parameter]) -> None:

@@ -48,21 +48,24 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.
     loader = DataLoader(dataset, batch_size=batch_size, sampler=_Shard(len(dataset), dist),
                         num_workers=workers, pin_memory=device.type == "cuda",
                         generator=torch.Generator())
-    sums = [0.0, 0.0, 0.0, 0.0]  # loss*n, top1 correct, top5 correct, n
+    # Summed on the device in float64 (the same additions as Python floats) and read once at
+    # the end: a read per batch would make the CPU wait for the GPU after every batch.
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, top1, top5 correct
+    n = 0
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         x = to_memory_format(x, channels_last)
         with autocast(device, amp):
             out = model(x)
         logits = (out[0] if isinstance(out, tuple) else out).float()
-        sums[0] += float(F.cross_entropy(logits, y, reduction="sum"))
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hit = top.eq(y.view(-1, 1))
-        sums[1] += float(hit[:, :1].any(1).sum())
-        sums[2] += float(hit.any(1).sum())
-        sums[3] += y.shape[0]
-    # Only a distributed evaluation reduces: rank 0 alone evaluating an export must not
-    # wait for ranks that are not evaluating.
-    loss, c1, c5, n = all_reduce_sum(sums, device) if dist.enabled else sums
+        sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
+                             hit[:, :1].any(1).sum().double(), hit.any(1).sum().double()])
+        n += y.shape[0]
+    figures = [*sums.tolist(), float(n)]
+    # Only a distributed evaluation reduces: rank 0 alone evaluating a model must not wait
+    # for ranks that are not evaluating.
+    loss, c1, c5, n = all_reduce_sum(figures, device) if dist.enabled else figures
     n = max(n, 1)
     return {"loss": loss / n, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "count": int(n)}

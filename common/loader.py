@@ -84,10 +84,13 @@ def make_loader(
     """A DataLoader over a PassTaggedSampler with per-sample seeded augmentation (see the
     module doc); call `loader.sampler.set_epoch(e)` each pass (CyclingLoader does)."""
     sampler = PassTaggedSampler(dataset, dist_info, shuffle, seed, drop_last)
+    # persistent_workers: each pass (every epoch; every cycle of the search's validation
+    # half) reuses the workers instead of starting new ones; the sampler is read afresh
+    # at each pass, and augmentation depends on (seed, pass, index) only.
     return DataLoader(
         SeededAugment(dataset, seed), batch_size=batch_size, sampler=sampler,
         num_workers=workers, drop_last=drop_last, pin_memory=pin_memory,
-        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed),
     )
 
 

@@ -13,8 +13,10 @@ checkpoints), model.pt / model-wq.pt (exports, see retrain.export) and metrics.j
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,11 @@ from torch import nn
 from common.cli_flags import SHORTHANDS, fixed_on_resume, flag_overrides, override_key
 from common.config import available_presets, load_config_file, resolve_config
 from common.cpu import cpu_budget
+from common.distributed import DistInfo, cleanup, init_distributed, rank0_first
 from common.errors import UserError, cli_entry
 from common.fs_settings import DEFAULT_RATIO, fs_spec
 from common.runlog import check_run_dir, command_line
-from common.runtime import set_threads
+from common.runtime import resolve_device, set_threads
 from genotypes import Genotype, to_dict
 from retrain import setup
 from retrain.model import NetSpec, build_network
@@ -79,17 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _resolve(args: argparse.Namespace, need_files: bool
+def _resolve(args: argparse.Namespace, need_files: bool, dist: DistInfo | None = None
              ) -> tuple[dict[str, Any], tuple[int, tuple[int, int]], tuple | None]:
     """(config, (classes, input size), opened dataset or None). The dataset is opened, as
-    its own step, when training needs its files or its shape is not known without them (a
-    folder); its input size decides whether the preset's `imagenet` settings apply."""
+    its own step (rank 0 first under torchrun), when training needs its files or its shape
+    is not known without them (a folder); its input size decides whether the preset's
+    `imagenet` settings apply."""
     overrides = args.overrides + flag_overrides(args)
     trial = setup.trial_config(args.preset, overrides)
     shape = None if need_files else setup.dataset_shape(args.dataset, trial)
     opened = None
     if shape is None:
-        opened = setup.open_data(args.dataset, trial)
+        opened = setup.open_data_ranked(args.dataset, trial, dist or DistInfo())
         shape = (opened[2].num_classes, opened[2].input_size)
     cfg = setup.resolve(args.preset, overrides, setup.imagenet_like(shape[1]))
     return cfg, shape, opened
@@ -185,20 +189,36 @@ def main(argv: list[str] | None = None) -> int:
         return _summary(args)
     if args.resume:
         cfg, run = _resume_config(args)
-        job = setup.make_job(cfg, run, setup.open_data(run["dataset"], cfg))
-        return run_training(job, Path(args.resume), resume=True)
+        with _process_group(cfg) as dist:
+            job = setup.make_job(cfg, run, setup.open_data_ranked(run["dataset"], cfg, dist))
+            return run_training(job, Path(args.resume), resume=True)
     if not args.genotype or not args.dataset:
         raise UserError("training needs --genotype G and --dataset D (or --resume RUN_DIR, "
                         "or --summary)")
     genotype = setup.read_genotype(args.genotype)
-    cfg, _, opened = _resolve(args, need_files=True)
-    if fs_spec(cfg["fs"], genotype.fs) is None and args.ratio is not None:
-        raise UserError("--ratio has no effect without FS layers; drop it or use --fs dfs/fs")
-    run = {"dataset": setup.dataset_spec(args.dataset), "preset": args.preset,
-           "genotype": to_dict(genotype), "command": shlex.join(command_line("retrain", argv))}
-    job = setup.make_job(cfg, run, opened)
-    check_run_dir(args.out, args.overwrite)  # before any training: a wrong --out costs one line
-    return run_training(job, args.out, resume=False, overwrite=args.overwrite)
+    with _process_group(setup.trial_config(args.preset, args.overrides + flag_overrides(args))) as dist:
+        cfg, _, opened = _resolve(args, need_files=True, dist=dist)
+        if fs_spec(cfg["fs"], genotype.fs) is None and args.ratio is not None:
+            raise UserError("--ratio has no effect without FS layers; drop it or use --fs dfs/fs")
+        run = {"dataset": setup.dataset_spec(args.dataset), "preset": args.preset,
+               "genotype": to_dict(genotype), "command": shlex.join(command_line("retrain", argv))}
+        job = setup.make_job(cfg, run, opened)
+        # Before any training: a wrong --out costs one line. Rank 0 alone checks (and later
+        # creates) it; its error stops every rank.
+        rank0_first(dist, lambda first: check_run_dir(args.out, args.overwrite) if first else None)
+        return run_training(job, args.out, resume=False, overwrite=args.overwrite)
+
+
+@contextlib.contextmanager
+def _process_group(cfg: dict[str, Any]) -> Iterator[DistInfo]:
+    """Join torchrun's process group (no-op in a single process) before the dataset is
+    opened, so that rank 0 opens (and downloads) it first; left by run_training, or here
+    when set-up fails before it."""
+    dist = init_distributed(resolve_device(str(cfg["runtime"]["device"])))
+    try:
+        yield dist
+    finally:
+        cleanup()
 
 
 if __name__ == "__main__":

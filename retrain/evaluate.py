@@ -25,6 +25,7 @@ import torch.nn as nn  # noqa: E402
 
 from common.cpu import cpu_budget  # noqa: E402
 from common.data import open_dataset  # noqa: E402
+from common.distributed import DistInfo  # noqa: E402
 from common.errors import UserError, cli_entry  # noqa: E402
 from common.evaluate import evaluate  # noqa: E402
 from common.runtime import channels_last as to_channels_last  # noqa: E402
@@ -35,13 +36,15 @@ from retrain.setup import info_from_meta  # noqa: E402
 
 
 def evaluate_exported(model: nn.Module, meta: dict[str, Any], dataset, device: torch.device,
-                      batch_size: int | None = None) -> dict[str, float]:
-    """`evaluate` with the batch size and memory format the training run used (recorded in
-    the export), so the figures equal those of the run's own evaluation."""
+                      batch_size: int | None = None,
+                      dist: DistInfo | None = None) -> dict[str, float]:
+    """`evaluate` in fp32 with the batch size and memory format the training run used
+    (recorded in the export), so the figures equal those of the run's own evaluation
+    (retrain.trainer.Trainer.test). With a distributed `dist`, each rank takes its shard."""
     cl = bool(meta.get("channels_last", False))
     model = to_channels_last(model.to(device), cl)
     bs = batch_size or int(meta.get("batch_size", 96))
-    return evaluate(model, dataset, bs, device, channels_last=cl)
+    return evaluate(model, dataset, bs, device, dist, channels_last=cl)
 
 
 def load_test_split(dataset: str, data_root: str, download: bool, data: dict[str, Any],

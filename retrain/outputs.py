@@ -21,6 +21,7 @@ from typing import Any
 from common.checkpoint import save_checkpoint
 from common.config import save_run_config
 from common.data import DatasetInfo
+from common.distributed import rank0_first
 from common.files import atomic_write_text
 from common.runlog import JsonlLog, say
 from genotypes import Genotype, describe_op_ratios, from_dict, genotype_lines, save_genotype
@@ -94,9 +95,15 @@ def run_genotype_lines(genotype: Genotype, spec: NetSpec, harden_at: int, epochs
 
 
 def export(trainer: Trainer, run: dict[str, Any], run_dir: Path, info: DatasetInfo, test_ds,
-           started: float | None = None) -> dict[str, Any]:
+           started: float | None = None) -> dict[str, Any] | None:
     """Write model.pt and model-wq.pt, reload each from disk and evaluate it, write
-    metrics.json. Accuracies are those of the reloaded files, i.e. what evaluate reports.
+    metrics.json. Accuracies are those of the reloaded files, i.e. what retrain.evaluate
+    reports, in fp32 as every test figure of the run (Trainer.test).
+
+    Called on every rank: rank 0 writes the files (the others wait only for that), then each
+    rank evaluates its shard of the test set (common.evaluate), so no rank waits in a
+    collective for a whole evaluation (NCCL's default timeout is 10 minutes). Rank 0 writes
+    metrics.json and returns its figures; the other ranks return None.
 
     Times: train_seconds / train_minutes sum the completed epochs (train + test), over every
     session of a resumed run, never time lost in an interrupted epoch; wall_minutes is the
@@ -107,11 +114,19 @@ def export(trainer: Trainer, run: dict[str, Any], run_dir: Path, info: DatasetIn
     meta = setup.export_meta(cfg, run["dataset"])
     dmeta = setup.data_meta(info)
     t0 = time.perf_counter()
-    files, results, specs = {}, {}, {}
-    for name, wq in (("model.pt", False), ("model-wq.pt", True)):
-        files[name] = save_exported(model, trainer.spec, dmeta, run_dir / name, wq=wq, meta=meta)
+    names = (("model.pt", False), ("model-wq.pt", True))
+
+    def save(first: bool) -> dict[str, int]:
+        return {name: save_exported(model, trainer.spec, dmeta, run_dir / name, wq=wq, meta=meta)
+                for name, wq in names} if first else {}
+
+    files = rank0_first(trainer.dist, save, share=True)
+    results, specs = {}, {}
+    for name, _ in names:
         loaded, specs[name], _ = load_exported_full(run_dir / name)
-        results[name] = evaluate_exported(loaded, meta, test_ds, trainer.device)
+        results[name] = evaluate_exported(loaded, meta, test_ds, trainer.device, dist=trainer.dist)
+    if not trainer.dist.is_main:
+        return None
     # Counts of the trained network (auxiliary head reported apart), described as exported.
     report = summarize(specs["model.pt"], model)
     f, q = results["model.pt"], results["model-wq.pt"]

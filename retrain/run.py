@@ -10,11 +10,17 @@ from typing import Any
 
 import torch
 
-from common.checkpoint import load_resume_checkpoint
+from common.checkpoint import check_resume_device, load_resume_checkpoint
 from common.cpu import busy_note, cpu_budget
 from common.distributed import barrier, cleanup, init_distributed, local_device
 from common.runlog import interrupt_advice, make_run_dir, say
-from common.runtime import resolve_device, set_threads
+from common.runtime import (
+    deterministic_pooling,
+    precision,
+    resolve_device,
+    set_determinism,
+    set_threads,
+)
 from common.shapes import KNOWN
 from retrain import data as rdata
 from retrain import setup
@@ -71,11 +77,17 @@ def run_training(job: setup.Job, out: str | Path | None, resume: bool,
         d = cfg["data"]
         train_ds = rdata.train_set(train, test, info, d.get("max_images"), cfg["cutout"])
         test_ds = rdata.test_set(train, test, info, d.get("max_test_images"))
+        deterministic = bool(cfg["runtime"]["deterministic"])
+        set_determinism(deterministic)
+        if deterministic and device.type == "cuda":
+            deterministic_pooling(job.network)
         trainer = Trainer(cfg, spec, job.network, dist, device, train_ds, test_ds)
         outputs = RunOutputs(run_dir, main)
         with interrupt_advice(run_dir, LATEST, main):
             if resume and (run_dir / LATEST).is_file():
-                trainer.resume(load_resume_checkpoint(run_dir, LATEST, CKPT_KIND, older=BEST))
+                state = load_resume_checkpoint(run_dir, LATEST, CKPT_KIND, older=BEST)
+                check_resume_device(state, run_dir, device, precision(device, trainer.amp))
+                trainer.resume(state)
                 if main:  # epochs logged after this checkpoint run again
                     outputs.log.truncate(trainer.start_epoch)
                 if trainer.start_epoch >= trainer.epochs:
@@ -93,8 +105,8 @@ def run_training(job: setup.Job, out: str | Path | None, resume: bool,
             if note:
                 say(note)
             train_epochs(trainer, outputs)
-            if main:
-                export(trainer, run, run_dir, info, test_ds, started)
+            # Every rank: rank 0 writes the files, all evaluate them, each on its shard.
+            export(trainer, run, run_dir, info, test_ds, started)
         barrier()
     finally:
         cleanup()

@@ -28,6 +28,7 @@ from common.checks import (
 )
 from common.config import apply_override, check_fs_ratio, deep_update, load_preset
 from common.data import DatasetInfo, open_dataset
+from common.distributed import DistInfo, rank0_first
 from common.errors import UserError
 from common.fs_settings import fs_spec
 from common.runtime import seed_everything
@@ -167,7 +168,8 @@ def check(cfg: dict[str, Any]) -> None:
     for key in ("data.max_images", "data.max_test_images"):
         check_number(cfg, key, int, 1, optional=True)
     check_number(cfg, "data.input_size", int, 8, optional=True)
-    for key in ("auxiliary", "data.download", "runtime.amp", "runtime.channels_last"):
+    for key in ("auxiliary", "data.download", "runtime.amp", "runtime.channels_last",
+                "runtime.deterministic"):
         check_bool(cfg, key)
 
 
@@ -193,10 +195,17 @@ def make_spec(cfg: dict[str, Any], genotype: Genotype, num_classes: int,
                    fs=fs_spec(cfg["fs"], genotype.fs), stem=stem_for(cfg, input_size))
 
 
-def open_data(spec: str, cfg: dict[str, Any]):
-    """(train, test or None, info) of the configured dataset (one clear line if missing)."""
+def open_data(spec: str, cfg: dict[str, Any], may_download: bool = True):
+    """(train, test or None, info) of the configured dataset (one clear line if missing).
+    `may_download=False`: never download (the ranks after the first under torchrun)."""
     d = cfg["data"]
-    return open_dataset(spec, d["root"], bool(d["download"]), d["input_size"])
+    return open_dataset(spec, d["root"], bool(d["download"]) and may_download, d["input_size"])
+
+
+def open_data_ranked(spec: str, cfg: dict[str, Any], dist: DistInfo):
+    """`open_data` on rank 0 first (it alone may download), then on the other ranks, as the
+    search does (common.distributed.rank0_first): ranks never race on one folder."""
+    return rank0_first(dist, lambda first: open_data(spec, cfg, may_download=first))
 
 
 def dataset_spec(dataset: str) -> str:

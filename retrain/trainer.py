@@ -22,7 +22,13 @@ from common.evaluate import evaluate
 from common.fs_settings import temperature_at
 from common.loader import make_loader
 from common.runlog import Progress
-from common.runtime import channels_last, grad_scaler, seed_everything, to_memory_format
+from common.runtime import (
+    channels_last,
+    grad_scaler,
+    precision,
+    seed_everything,
+    to_memory_format,
+)
 from common.weight_step import WeightStep
 from retrain.model import NetSpec
 from space.fs_model import harden_model, offset_entropy, offset_parameters, set_temperature
@@ -134,6 +140,7 @@ class Trainer:
                 "hardened": self.hardened, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "device": self.device.type, "precision": precision(self.device, self.amp),
                 "best_acc": self.best_acc, "best_epoch": self.best_epoch,
                 "elapsed": self.elapsed}
 
@@ -188,8 +195,12 @@ class Trainer:
                         "start again with a lower optimizer.lr (--set)")
 
     def test(self) -> dict[str, float]:
+        """Test figures in fp32 (no autocast, whatever runtime.amp): the precision the exports
+        are evaluated in (retrain.outputs.export, retrain.evaluate), so log.jsonl's test_acc
+        of the last epoch and metrics.json's agree, on any device."""
         r = evaluate(self.model, self.test_set, int(self.cfg["batch_size"]), self.device,
-                     self.dist, amp=self.amp, channels_last=self.channels_last)
+                     self.dist, amp=False, channels_last=self.channels_last,
+                     workers=int(self.cfg["data"]["workers"]))
         return {"test_loss": r["loss"], "test_acc": r["top1"], "test_top5": r["top5"]}
 
     @property

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from common.checkpoint import load_resume_checkpoint
+from common.checkpoint import check_resume_device, load_resume_checkpoint
 from common.cli_flags import RESUMABLE, SHORTHANDS, fixed_on_resume, flag_overrides
 from common.config import load_config_file, resolve_config
 from common.cpu import CpuBudget, busy_note, cpu_budget
@@ -33,7 +33,7 @@ from common.runlog import (
     say,
     start_again,
 )
-from common.runtime import resolve_device, seed_everything, set_threads
+from common.runtime import precision, resolve_device, seed_everything, set_threads
 from genotypes import describe_fs
 from search.algorithms import ALGORITHMS
 from search.data import build_search_data
@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     if state is None:
         check_run_dir(args.out, args.overwrite)
     device = resolve_device(cfg["runtime"]["device"])
+    if state is not None:  # before the resume touches config.yaml or log.jsonl
+        check_resume_device(state, run_dir, device, precision(device, bool(cfg["runtime"]["amp"])))
     dist_info = init_distributed(device)
     try:
         device = local_device(device, dist_info)

@@ -7,9 +7,10 @@ from typing import Any
 
 import torch
 
-from common.checkpoint import set_rng_state
+from common.checkpoint import check_resume_device, set_rng_state
 from common.distributed import DistInfo
 from common.runlog import say
+from common.runtime import deterministic_pooling, precision, set_determinism
 from genotypes import PRIMITIVES, Genotype, from_dict
 from search.data import SearchData
 from search.ddp import ranks_agree
@@ -59,8 +60,15 @@ def run_search(
 ) -> tuple[Genotype, SearchTrainer]:
     """Search from epoch 0, or from a checkpoint's epoch; returns the final genotype.
     `preset` is the one the search ran with (the retrain command it prints uses its own)."""
+    deterministic = bool(cfg["runtime"]["deterministic"])
+    set_determinism(deterministic)
+    computes_in = precision(device, bool(cfg["runtime"]["amp"]))
+    if resume_state is not None:
+        check_resume_device(resume_state, run_dir, device, computes_in)
     trainer = SearchTrainer(cfg, data, device, dist_info)
     net, main = trainer.net, dist_info.is_main
+    if deterministic and device.type == "cuda":
+        deterministic_pooling(net)
     epochs = int(cfg["epochs"])
     start = 0
     if resume_state is not None:
@@ -86,7 +94,8 @@ def run_search(
                             temperature, g, {**algo_figures, **trainer.size_figures(g)}, previous)
         previous = g
         state = {"epoch": epoch + 1, "temperature": temperature, "config": cfg,
-                 "dataset": dataset, "world_size": dist_info.world_size, **trainer.state_dict()}
+                 "dataset": dataset, "world_size": dist_info.world_size,
+                 "device": device.type, "precision": computes_in, **trainer.state_dict()}
         outputs.epoch_done(epoch, last, g, state)
         say(summary_line(last, epochs), main)
     if last is None and main:  # resumed a finished run: report what it found

@@ -102,6 +102,7 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     check_number(cfg, "data.input_size", int, 8, optional=True)
     check_number(cfg, "runtime.threads", int, 1, optional=True)
     check_number(cfg, "runtime.draw_every", int, 0)
-    for key in ("data.download", "runtime.amp", "runtime.channels_last", "runtime.plot"):
+    for key in ("data.download", "runtime.amp", "runtime.channels_last", "runtime.plot",
+                "runtime.deterministic"):
         check_bool(cfg, key)
     return cfg

@@ -141,7 +141,12 @@ class SearchTrainer:
         loader = self.data.train
         loader.sampler.set_epoch(epoch)
         lr, search_arch = self.lr, epoch >= int(self.cfg["arch"]["warmup_epochs"])
-        sums = torch.zeros(4, dtype=torch.float64)  # loss*n, correct, n, arch loss sum
+        sums = torch.zeros(3, dtype=torch.float64)  # loss*n, correct, n
+        # The architecture losses are summed on the device and read once, after the epoch: a
+        # read per step would make the CPU wait for the GPU. A non-finite architecture step
+        # still stops the run in its own step: the alphas go non-finite with it, and so does
+        # the weight step's loss, which WeightStep reads every step.
+        arch_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         arch_steps = 0
         epochs = int(self.cfg["epochs"])
         bar = Progress(loader, len(loader), f"epoch {epoch + 1}/{epochs}", enabled=show)
@@ -150,10 +155,7 @@ class SearchTrainer:
             x, y = self._to_device(x, y)
             if search_arch:
                 xv, yv = self._to_device(*next(self.valid_iter))
-                arch_loss = self.architect.step(x, y, xv, yv, xi=lr).item()
-                if not math.isfinite(arch_loss):
-                    raise self._diverged(epoch, step, f"architecture step's loss is {arch_loss}")
-                sums[3] += arch_loss
+                arch_sum += self.architect.step(x, y, xv, yv, xi=lr).double()
                 arch_steps += 1
             loss_v, correct, bad = self.weight_step(self.loss_and_logits, x, y)
             if bad:
@@ -164,8 +166,11 @@ class SearchTrainer:
             bar.update(loss=sums[0].item() / sums[2].item(), acc=100.0 * sums[1].item() / sums[2].item(),
                        img_s=round(seen / (time.perf_counter() - start)))
         seconds = time.perf_counter() - start
+        arch_total = float(arch_sum)
+        if not math.isfinite(arch_total):
+            raise self._diverged(epoch, None, f"the architecture steps' loss is {arch_total}")
         loss_sum, correct, n, arch_sum, steps = all_reduce_sum(
-            [*sums.tolist(), float(arch_steps)], self.device)
+            [*sums.tolist(), arch_total, float(arch_steps)], self.device)
         return {
             "train_loss": loss_sum / n, "train_acc": 100.0 * correct / n,
             "arch_loss": arch_sum / steps if steps else None, "lr": lr,

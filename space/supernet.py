@@ -199,8 +199,10 @@ class SearchNetwork(nn.Module):
                 s0, s1 = s1, cell(s0, s1, w.ops, edges=w.edges, sampled=w.sampled)
             return self.classifier(self.global_pooling(s1).flatten(1))
         # channels_last: oneDNN's depthwise/pointwise convs and pools are several times faster
-        # in NHWC on CPU; every later op keeps the format of its input.
-        x = x.contiguous(memory_format=torch.channels_last)
+        # in NHWC on CPU; every later op keeps the format of its input. On CUDA the input's
+        # format decides (runtime.channels_last).
+        if x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
         # All FS/DFS filters of the supernet in one batch (space/fs_bank.py).
         with batched_filters(self):
             out = batch_norm(self.stem[1], self.stem[0](x))

@@ -12,6 +12,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SUBSET = Path(os.environ.get("DFS_CIFAR_SUBSET", ROOT.parent / "shared" / "data" / "cifar10-subset"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` need a GPU: skipped, with the reason, where torch sees none."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run bench/device_check.sh on one)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)
