@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from common.checkpoint import check_resume_device, set_rng_state
+from common.checkpoint import set_rng_state
 from common.distributed import DistInfo
 from common.runlog import say
 from common.runtime import deterministic_pooling, precision, set_determinism
@@ -62,9 +62,7 @@ def run_search(
     `preset` is the one the search ran with (the retrain command it prints uses its own)."""
     deterministic = bool(cfg["runtime"]["deterministic"])
     set_determinism(deterministic)
-    computes_in = precision(device, bool(cfg["runtime"]["amp"]))
-    if resume_state is not None:
-        check_resume_device(resume_state, run_dir, device, computes_in)
+    computes_in = precision(device, bool(cfg["runtime"]["amp"]))  # checked on resume (cli)
     trainer = SearchTrainer(cfg, data, device, dist_info)
     net, main = trainer.net, dist_info.is_main
     if deterministic and device.type == "cuda":
