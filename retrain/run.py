@@ -72,7 +72,7 @@ def run_training(job: setup.Job, out: str | Path | None, resume: bool,
         train_ds = rdata.train_set(train, test, info, d.get("max_images"), cfg["cutout"])
         test_ds = rdata.test_set(train, test, info, d.get("max_test_images"))
         trainer = Trainer(cfg, spec, job.network, dist, device, train_ds, test_ds)
-        outputs = RunOutputs(run_dir, main)
+        outputs = RunOutputs(run_dir, main, cfg.get("log", {}).get("tensorboard", False))
         with interrupt_advice(run_dir, LATEST, main):
             if resume and (run_dir / LATEST).is_file():
                 trainer.resume(load_resume_checkpoint(run_dir, LATEST, CKPT_KIND, older=BEST))
@@ -93,6 +93,7 @@ def run_training(job: setup.Job, out: str | Path | None, resume: bool,
             if note:
                 say(note)
             train_epochs(trainer, outputs)
+            outputs.tensorboard.close()
             if main:
                 export(trainer, run, run_dir, info, test_ds, started)
         barrier()
