@@ -7,7 +7,8 @@
     torchrun --nproc_per_node 4 -m retrain --genotype G --dataset imagenet --device cuda
 
 A run directory holds config.yaml, genotype.json, log.jsonl, latest.pt / best.pt (resumable
-checkpoints), model.pt / model-wq.pt (exports, see retrain.export) and metrics.json.
+checkpoints), model.pt / model-wq.pt (exports, see retrain.export; no model-wq.pt for --fs
+off), model.onnx (retrain.onnx_export), metrics.json, and with --tensorboard tensorboard/.
 """
 
 from __future__ import annotations

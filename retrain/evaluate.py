@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -88,6 +89,9 @@ def _load_onnx(path: str, device: str, threads: int | None):
 
     if device not in ("auto", "cpu"):
         raise UserError("an ONNX file is evaluated in onnxruntime on the CPU; drop --device")
+    if not os.path.isfile(path):
+        raise UserError(f"{path} does not exist; give an .onnx file written by "
+                        "python -m retrain.export")
     try:
         md = read_metadata(path)
         spec = NetSpec.from_dict(md["net"])

@@ -129,8 +129,9 @@ def export(trainer: Trainer, run: dict[str, Any], run_dir: Path, info: DatasetIn
     if cfg.get("export", {}).get("onnx", True):
         files["model.onnx"] = export_onnx(model, trainer.spec, dmeta, run_dir / "model.onnx",
                                           meta=meta)
-        results["model.onnx"] = evaluate(OnnxModule(inference_session(run_dir / "model.onnx")),
-                                         test_ds, int(meta["batch_size"]), torch.device("cpu"))
+        session = inference_session(run_dir / "model.onnx", torch.get_num_threads())
+        results["model.onnx"] = evaluate(OnnxModule(session), test_ds, int(meta["batch_size"]),
+                                         torch.device("cpu"))
     # Counts of the trained network (auxiliary head reported apart), described as exported.
     report = summarize(specs["model.pt"], model)
     f, q, o = (results.get(k, {}) for k in ("model.pt", "model-wq.pt", "model.onnx"))
