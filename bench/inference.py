@@ -9,7 +9,8 @@ torch.compile and onnxruntime (CPU), and the files' sizes on disk and gzip-compr
 Every network is loaded back from its exported files (model.pt / model-wq.pt, dequantised
 at load: PyTorch runs it at the float speed; model.onnx / model-wq.onnx, see
 retrain.onnx_export) and run in eval mode under no_grad (FS layers then reuse their cached
-gathered filters). torch.compile compiles the deploy form, every FS layer the plain conv
+gathered filters); BatchNorm tensors are randomised as training leaves them
+(`_trained_like`). torch.compile compiles the deploy form, every FS layer the plain conv
 of its gathered filters (retrain.onnx_export.plain_network), as the ONNX graph holds it;
 where it fails on this machine its rows say so. Runs are round-robin, medians compared.
 Target: FS and FS-WQ within 5% of --fs off in every runtime (same MACs), at about 0.5x /
@@ -36,6 +37,21 @@ TARGET = 1.05
 VARIANTS = ("off", "FS", "FS-WQ")
 
 
+def _trained_like(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with seeded random BatchNorm statistics and affine parameters, as training
+    leaves them: a fresh network's identical BN tensors (ones, zeros) would be shared by the
+    ONNX optimiser and make the .onnx files smaller than a trained network's."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                for t in (m.running_mean, m.weight, m.bias):
+                    if t is not None:
+                        t.copy_(torch.randn(t.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model
+
+
 def _files(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, Path]]:
     """{variant: {format: path}} of the exported files (no WQ files for --fs off)."""
     data = {"name": "bench", "num_classes": 10, "input_size": [args.size] * 2,
@@ -44,7 +60,7 @@ def _files(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, Path]]:
     for name, (spec, m) in variants(args, auxiliary=False).items():
         if name == "DFS":
             continue
-        m = m.cpu().eval().to(memory_format=torch.contiguous_format)
+        m = _trained_like(m.cpu().eval().to(memory_format=torch.contiguous_format))
         for wq in (False, True) if name == "FS" else (False,):
             key = "FS-WQ" if wq else name
             pt, ox = tmp / f"{key}.pt", tmp / f"{key}.onnx"

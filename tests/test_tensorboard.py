@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from common.tensorboard import scalars_of
 from retrain.cli import main as retrain_main
 from search.cli import main as search_main
 
+ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -75,3 +78,12 @@ def test_retrain_tensorboard_and_off_by_default(tmp_path):
     assert retrain_main([*base, "--out", str(tmp_path / "plain")]) == 0
     assert not (tmp_path / "plain" / "tensorboard").exists()
     assert not (tmp_path / "plain" / "model.onnx").exists()  # export.onnx=false
+
+
+def test_pipelines_import_onnx_and_tensorboard_only_when_used():
+    code = ("import sys, search.cli, search.run, retrain.cli, retrain.run, retrain.evaluate; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('onnx', 'onnxruntime', "
+            "'onnxscript', 'tensorboard') or m.startswith('torch.utils.tensorboard')))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
