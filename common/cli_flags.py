@@ -9,14 +9,14 @@ from typing import Any
 SHORTHANDS: dict[str, str] = {
     "epochs": "epochs", "batch_size": "batch_size", "seed": "seed", "fs": "fs.mode",
     "ratio": "fs.ratio", "device": "runtime.device", "threads": "runtime.threads",
-    "data_root": "data.root", "workers": "data.workers",
+    "data_root": "data.root", "workers": "data.workers", "tensorboard": "log.tensorboard",
 }
 
 #: Config keys (or key prefixes) --resume may change in both pipelines: where and how fast a
 #: run computes, never what (the worker count included: augmentation is seeded per image,
 #: common.loader).
 RESUMABLE: tuple[str, ...] = ("runtime.device", "runtime.threads", "data.root", "data.download",
-                              "data.workers")
+                              "data.workers", "log.tensorboard")
 
 
 def flag_overrides(args: Any, shorthands: dict[str, str] = SHORTHANDS) -> list[str]:

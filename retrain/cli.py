@@ -7,7 +7,8 @@
     torchrun --nproc_per_node 4 -m retrain --genotype G --dataset imagenet --device cuda
 
 A run directory holds config.yaml, genotype.json, log.jsonl, latest.pt / best.pt (resumable
-checkpoints), model.pt / model-wq.pt (exports, see retrain.export) and metrics.json.
+checkpoints), model.pt / model-wq.pt (exports, see retrain.export; no model-wq.pt for --fs
+off), model.onnx (retrain.onnx_export), metrics.json, and with --tensorboard tensorboard/.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "images below 128 px, else a few)")
     p.add_argument("--data-root", help="where named datasets live")
     p.add_argument("--no-download", action="store_true", help="never download a dataset")
+    p.add_argument("--tensorboard", action="store_true", default=None, help="write TensorBoard "
+                   "event files to RUN_DIR/tensorboard (config log.tensorboard)")
     p.add_argument("--out", help="run directory (default runs/retrain-<dataset>-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
@@ -165,7 +168,7 @@ def _resume_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
     if flags or args.preset != "paper":
         raise UserError(f"--resume continues the run exactly as configured in {run_dir}/config.yaml; "
                         f"drop {', '.join(flags) or '--preset'} (only --device, --threads, "
-                        "--workers, --data-root, --no-download may change)")
+                        "--workers, --data-root, --no-download, --tensorboard may change)")
     data = load_config_file(run_dir / "config.yaml")
     if not all(k in data for k in ("retrain", "genotype", "dataset")):
         raise UserError(f"{run_dir}/config.yaml is not a retrain run's config; give a retrain run")

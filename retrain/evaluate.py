@@ -3,15 +3,19 @@ common.evaluate, the one both pipelines run).
 
     python -m retrain.evaluate runs/retrain-.../model.pt --dataset cifar10 [--data-root DIR]
     python -m retrain.evaluate runs/retrain-.../model-wq.pt --dataset PATH --json
+    python -m retrain.evaluate runs/retrain-.../model.onnx --dataset PATH   # onnxruntime, CPU
 
 The network is rebuilt from what the file holds (genotype, widths, FS settings, weights) and
-the test split is normalised with the statistics recorded at training time.
+the test split is normalised with the statistics recorded at training time. An ONNX file
+(retrain.onnx_export) runs in onnxruntime's CPU execution provider, on the same test split
+normalised with the statistics in its metadata.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -65,7 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m retrain.evaluate",
         description="Evaluate an exported model (model.pt or model-wq.pt) on a test set.")
-    p.add_argument("model", help="exported model file written by a retrain run")
+    p.add_argument("model", help="exported model file written by a retrain run (model.pt, "
+                   "model-wq.pt, or an .onnx file from python -m retrain.export)")
     p.add_argument("--dataset", required=True, help="cifar10, cifar100, imagenet or a folder")
     p.add_argument("--data-root", default="data", help="where named datasets live (default data)")
     p.add_argument("--no-download", action="store_true", help="never download a dataset")
@@ -80,17 +85,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _load_onnx(path: str, device: str, threads: int | None):
+    """(module running the ONNX file in onnxruntime, its NetSpec, its data/meta/weights)."""
+    from retrain.model import NetSpec
+    from retrain.onnx_export import OnnxModule, inference_session, read_metadata
+
+    if device not in ("auto", "cpu"):
+        raise UserError("an ONNX file is evaluated in onnxruntime on the CPU; drop --device")
+    if not os.path.isfile(path):
+        raise UserError(f"{path} does not exist; give an .onnx file written by "
+                        "python -m retrain.export")
+    try:
+        md = read_metadata(path)
+        spec = NetSpec.from_dict(md["net"])
+    except Exception as e:
+        raise UserError(f"{path} is not an ONNX file written by python -m retrain.export "
+                        f"({type(e).__name__}); export it again") from None
+    budget = cpu_budget(threads, 0, "cpu", min(spec.input_size)).threads
+    info = {"data": md["data"], "meta": md["meta"], "weights": f"ONNX {md['weights']}"}
+    return OnnxModule(inference_session(path, budget)), spec, info
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    device = resolve_device(args.device)
-    model, spec, info = load_exported_full(args.model)
-    # Evaluation loads in this process (no workers): every core computes.
-    set_threads(cpu_budget(args.threads, 0, device.type, min(spec.input_size)).threads)
+    onnx = str(args.model).endswith(".onnx")
+    if onnx:
+        model, spec, info = _load_onnx(args.model, args.device, args.threads)
+        device = torch.device("cpu")
+    else:
+        device = resolve_device(args.device)
+        model, spec, info = load_exported_full(args.model)
+        # Evaluation loads in this process (no workers): every core computes.
+        set_threads(cpu_budget(args.threads, 0, device.type, min(spec.input_size)).threads)
     meta = info["meta"]
     limit = args.test_limit if args.test_limit is not None else meta.get("test_limit")
     ds = load_test_split(args.dataset, args.data_root, not args.no_download, info["data"], limit)
-    r = evaluate_exported(model, meta, ds, device, args.batch_size)
+    if onnx:
+        r = evaluate(model, ds, args.batch_size or int(meta.get("batch_size", 96)), device)
+    else:
+        r = evaluate_exported(model, meta, ds, device, args.batch_size)
     out = {"model": str(args.model), "weights": info["weights"], "dataset": args.dataset,
            "images": r["count"], "top1": r["top1"], "top5": r["top5"], "loss": r["loss"]}
     if args.json:

@@ -9,6 +9,8 @@ integer offsets are stored in the narrowest integer type that holds them. `model
 holds the same network with 8-bit FS vectors (space.wq).
 
     model = load_exported("runs/.../model.pt")          # an nn.Module in eval mode
+
+`python -m retrain.export RUN_DIR --onnx [--wq]` writes the network as ONNX (retrain.onnx_cli).
 """
 
 from __future__ import annotations
@@ -154,3 +156,11 @@ def load_exported(path: str | Path) -> nn.Module:
     """The network an exported file (model.pt or model-wq.pt) holds, in eval mode; it
     returns (logits, None) like every network here."""
     return load_exported_full(path)[0]
+
+
+if __name__ == "__main__":  # python -m retrain.export: the ONNX export command
+    import sys
+
+    from retrain.onnx_cli import main
+
+    sys.exit(main())

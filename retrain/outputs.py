@@ -5,7 +5,11 @@
     RUN_DIR/genotype.json   the genotype trained
     RUN_DIR/log.jsonl       one record per epoch
     RUN_DIR/latest.pt       the last completed epoch (--resume); best.pt the best one's
-    RUN_DIR/model.pt, model-wq.pt, metrics.json   the exports and their figures (see `export`)
+    RUN_DIR/model.pt, model-wq.pt, metrics.json   the exports and their figures (see `export`;
+                            no model-wq.pt for a --fs off network: nothing to quantise)
+    RUN_DIR/model.onnx      the float network as ONNX (retrain.onnx_export; export.onnx: false
+                            skips it)
+    RUN_DIR/tensorboard/    event files, with log.tensorboard (common.tensorboard)
 
 Only rank 0 writes.
 """
@@ -18,17 +22,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from common.checkpoint import save_checkpoint
 from common.config import save_run_config
 from common.data import DatasetInfo
 from common.distributed import rank0_first
+from common.evaluate import evaluate
 from common.files import atomic_write_text
 from common.runlog import JsonlLog, say
+from common.tensorboard import TensorBoardLog
 from genotypes import Genotype, describe_op_ratios, from_dict, genotype_lines, save_genotype
 from retrain import setup
 from retrain.evaluate import evaluate_exported
 from retrain.export import load_exported_full, save_exported
 from retrain.model import NetSpec
+from retrain.onnx_export import OnnxModule, export_onnx, inference_session
 from retrain.summary import summarize
 from retrain.trainer import Trainer
 
@@ -46,9 +55,10 @@ def write_run_files(run_dir: Path, cfg: dict[str, Any], run: dict[str, Any]) -> 
 class RunOutputs:
     """The log and checkpoints of one retrain run (inactive on ranks other than 0)."""
 
-    def __init__(self, run_dir: Path, enabled: bool) -> None:
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool = False) -> None:
         self.dir, self.enabled = Path(run_dir), enabled
         self.log = JsonlLog(self.dir / "log.jsonl")
+        self.tensorboard = TensorBoardLog(self.dir, enabled and tensorboard)
 
     def epoch_done(self, record: dict[str, Any], state: dict[str, Any], best: bool) -> None:
         """The log line first, then latest.pt (and best.pt): a kill in between leaves a log
@@ -56,6 +66,7 @@ class RunOutputs:
         if not self.enabled:
             return
         self.log.write(record)
+        self.tensorboard.write(record)
         save_checkpoint(state, self.dir / LATEST, CKPT_KIND)
         if best:
             save_checkpoint(state, self.dir / BEST, CKPT_KIND)
@@ -96,14 +107,17 @@ def run_genotype_lines(genotype: Genotype, spec: NetSpec, harden_at: int, epochs
 
 def export(trainer: Trainer, run: dict[str, Any], run_dir: Path, info: DatasetInfo, test_ds,
            started: float | None = None) -> dict[str, Any] | None:
-    """Write model.pt and model-wq.pt, reload each from disk and evaluate it, write
-    metrics.json. Accuracies are those of the reloaded files, i.e. what retrain.evaluate
-    reports, in fp32 as every test figure of the run (Trainer.test).
+    """Write model.pt and model-wq.pt (not for a --fs off network: without FS vectors it
+    would be model.pt again), reload each from disk and evaluate it, write model.onnx (unless
+    export.onnx is false) and evaluate it in onnxruntime, write metrics.json. Accuracies are
+    those of the reloaded files, i.e. what retrain.evaluate reports, in fp32 as every test
+    figure of the run (Trainer.test).
 
     Called on every rank: rank 0 writes the files (the others wait only for that), then each
     rank evaluates its shard of the test set (common.evaluate), so no rank waits in a
-    collective for a whole evaluation (NCCL's default timeout is 10 minutes). Rank 0 writes
-    metrics.json and returns its figures; the other ranks return None.
+    collective for a whole evaluation (NCCL's default timeout is 10 minutes). Rank 0 alone
+    then writes and checks model.onnx (onnxruntime on the CPU) and metrics.json and returns
+    its figures; the other ranks return None.
 
     Times: train_seconds / train_minutes sum the completed epochs (train + test), over every
     session of a resumed run, never time lost in an interrupted epoch; wall_minutes is the
@@ -114,7 +128,8 @@ def export(trainer: Trainer, run: dict[str, Any], run_dir: Path, info: DatasetIn
     meta = setup.export_meta(cfg, run["dataset"])
     dmeta = setup.data_meta(info)
     t0 = time.perf_counter()
-    names = (("model.pt", False), ("model-wq.pt", True))
+    wq_too = trainer.spec.fs is not None
+    names = (("model.pt", False), ("model-wq.pt", True))[:1 + wq_too]
 
     def save(first: bool) -> dict[str, int]:
         return {name: save_exported(model, trainer.spec, dmeta, run_dir / name, wq=wq, meta=meta)
@@ -127,12 +142,19 @@ def export(trainer: Trainer, run: dict[str, Any], run_dir: Path, info: DatasetIn
         results[name] = evaluate_exported(loaded, meta, test_ds, trainer.device, dist=trainer.dist)
     if not trainer.dist.is_main:
         return None
+    if cfg.get("export", {}).get("onnx", True):
+        files["model.onnx"] = export_onnx(model, trainer.spec, dmeta, run_dir / "model.onnx",
+                                          meta=meta)
+        session = inference_session(run_dir / "model.onnx", torch.get_num_threads())
+        results["model.onnx"] = evaluate(OnnxModule(session), test_ds, int(meta["batch_size"]),
+                                         torch.device("cpu"))
     # Counts of the trained network (auxiliary head reported apart), described as exported.
     report = summarize(specs["model.pt"], model)
-    f, q = results["model.pt"], results["model-wq.pt"]
+    f, q, o = (results.get(k, {}) for k in ("model.pt", "model-wq.pt", "model.onnx"))
     metrics = {
         "test_acc": f["top1"], "test_top5": f["top5"], "test_loss": f["loss"],
-        "test_acc_wq": q["top1"], "test_top5_wq": q["top5"], "test_images": f["count"],
+        "test_acc_wq": q.get("top1"), "test_top5_wq": q.get("top5"),
+        "test_acc_onnx": o.get("top1"), "test_images": f["count"],
         "best_test_acc": trainer.best_acc, "best_epoch": trainer.best_epoch,
         "epochs": trainer.epochs, "train_seconds": round(trainer.elapsed, 1),
         "train_minutes": round(trainer.elapsed / 60, 2),
@@ -144,8 +166,11 @@ def export(trainer: Trainer, run: dict[str, Any], run_dir: Path, info: DatasetIn
         "export_seconds": round(time.perf_counter() - t0, 1),
     }
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    say(f"exported {run_dir / 'model.pt'} ({files['model.pt']:,} bytes, top-1 {f['top1']:.2f}%) "
-        f"and model-wq.pt ({files['model-wq.pt']:,} bytes, top-1 {q['top1']:.2f}%); "
+    others = [f"{name} ({files[name]:,} bytes, top-1 {results[name]['top1']:.2f}%"
+              + (" in onnxruntime)" if name.endswith(".onnx") else ")")
+              for name in ("model-wq.pt", "model.onnx") if name in files]
+    say(f"exported {run_dir / 'model.pt'} ({files['model.pt']:,} bytes, top-1 {f['top1']:.2f}%)"
+        + "".join(f", {x}" for x in others) + "; "
         f"{report['totals']['effective']:,} effective parameters, compression "
         f"{report['totals']['compression']:.2f}x; training {trainer.elapsed / 60:.1f} min, "
         f"{metrics['wall_minutes']:.1f} min wall clock")

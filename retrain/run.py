@@ -82,7 +82,7 @@ def run_training(job: setup.Job, out: str | Path | None, resume: bool,
         if deterministic and device.type == "cuda":
             deterministic_pooling(job.network)
         trainer = Trainer(cfg, spec, job.network, dist, device, train_ds, test_ds)
-        outputs = RunOutputs(run_dir, main)
+        outputs = RunOutputs(run_dir, main, cfg.get("log", {}).get("tensorboard", False))
         with interrupt_advice(run_dir, LATEST, main):
             if resume and (run_dir / LATEST).is_file():
                 state = load_resume_checkpoint(run_dir, LATEST, CKPT_KIND, older=BEST)
@@ -105,6 +105,7 @@ def run_training(job: setup.Job, out: str | Path | None, resume: bool,
             if note:
                 say(note)
             train_epochs(trainer, outputs)
+            outputs.tensorboard.close()
             # Every rank: rank 0 writes the files, all evaluate them, each on its shard.
             export(trainer, run, run_dir, info, test_ds, started)
         barrier()

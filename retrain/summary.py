@@ -32,7 +32,7 @@ from space.wq import quantized_state_dict
 
 COLUMNS = [
     ("params", "params"), ("fs", "FS params"), ("effective", "effective"),
-    ("effective_wq", "eff. WQ"), ("uncompressed", "uncompressed"), ("compression", "compr."),
+    ("uncompressed", "uncompressed"), ("compression", "compr."),
     ("macs", "MACs"), ("bytes", "bytes"), ("bytes_wq", "bytes WQ"),
 ]
 
@@ -41,12 +41,15 @@ def param_stats(module: nn.Module, hardened: nn.Module) -> dict[str, float]:
     """Counts of `module` (as trained) and of `hardened` (the same part as exported), from
     space.report.param_report, the project's one definition of these figures: params (all
     trained parameters, DFS offset logits included), fs (FS vector elements), offset_logits,
-    effective (parameters exported), effective_wq (FS elements counting 1/4: 8-bit),
-    uncompressed (every FS layer as the plain conv it stands for; = the --fs off count),
-    compression and compression_wq (uncompressed / effective[_wq])."""
+    effective (parameters exported), effective_wq (FS elements counting 1/4: 8-bit; a
+    fraction where the FS count is not a multiple of 4), weight_bytes_wq (the exported weights'
+    bytes with 8-bit FS vectors: 1 byte per FS element, 4 per other parameter; 4 x
+    effective_wq, an integer), uncompressed (every FS layer as the plain conv it stands for;
+    = the --fs off count), compression and compression_wq (uncompressed / effective[_wq])."""
     r, h = param_report(module), param_report(hardened)
     return {"params": r["total"], "fs": r["fs"], "offset_logits": r["offset_logits"],
             "effective": h["total"], "effective_wq": h["effective_wq"],
+            "weight_bytes_wq": 4 * (h["total"] - h["fs"]) + h["fs"],
             "uncompressed": h["uncompressed"], "compression": h["compression"],
             "compression_wq": h["compression_wq"]}
 
@@ -146,7 +149,9 @@ def summarize(spec: NetSpec, model: nn.Module | None = None, data: dict[str, Any
     totals["bytes"] = sum(r["bytes"] for r in rows)
     totals["bytes_wq"] = sum(r["bytes_wq"] for r in rows)
     totals["file_bytes"] = exported_size(hard, spec, data, wq=False, meta=meta)
-    totals["file_bytes_wq"] = exported_size(hard, spec, data, wq=True, meta=meta)
+    # A --fs off network has no FS vectors to quantise: nothing writes a WQ file for it.
+    totals["file_bytes_wq"] = (None if spec.fs is None
+                               else exported_size(hard, spec, data, wq=True, meta=meta))
     totals["file_bytes_exact"] = exact
     aux = None
     if hasattr(model, "auxiliary_head"):
@@ -176,11 +181,13 @@ def format_table(report: dict[str, Any]) -> str:
     head = (f"network: {net['stem']} stem, C={net['init_channels']}, {net['layers']} cells, "
             f"{net['num_classes']} classes, input {net['input_size'][0]}x{net['input_size'][1]}; "
             f"1x1 convs: {fs_txt}")
-    cols = [("part", "part"), ("type", "type")] + COLUMNS
+    wq = fs is not None  # a --fs off network has no FS vectors to quantise: no WQ export
+    columns = COLUMNS if wq else [c for c in COLUMNS if c[0] != "bytes_wq"]
+    cols = [("part", "part"), ("type", "type")] + columns
     lines = []
     for r in report["rows"] + [{"part": "total", **report["totals"]}]:
         lines.append([str(r.get("part"))] + [str(r.get("type", ""))]
-                     + [_fmt(r.get(k), k) for k, _ in COLUMNS])
+                     + [_fmt(r.get(k), k) for k, _ in columns])
     widths = [max(len(t), *(len(x[i]) for x in lines)) for i, (_, t) in enumerate(cols)]
     fmt_row = lambda xs: "  ".join(x.ljust(w) if i < 2 else x.rjust(w)  # noqa: E731
                                    for i, (x, w) in enumerate(zip(xs, widths, strict=True)))
@@ -190,11 +197,18 @@ def format_table(report: dict[str, Any]) -> str:
     out.append("")
     out.append(f"parameters {_fmt(t['params'], '')} (auxiliary head excluded, as DARTS counts)"
                f"; FS {_fmt(t['fs'], '')}; effective {_fmt(t['effective'], '')}"
-               f" ({_fmt(t.get('effective_wq'), '')} with 8-bit WQ)")
+               + (f" ({_fmt(t['weight_bytes_wq'], '')} weight bytes with 8-bit WQ: 1 byte per "
+                  "FS element, 4 per other parameter)" if wq else ""))
     out.append(f"uncompressed equivalent {_fmt(t['uncompressed'], '')}; compression "
-               f"{_fmt(t['compression'], 'compression')} ({_fmt(t.get('compression_wq'), 'compression')}"
-               f" with WQ); MACs {_fmt(t['macs'], '')} per input")
-    if t.get("file_bytes_exact"):
+               f"{_fmt(t['compression'], 'compression')}"
+               + (f" ({_fmt(t.get('compression_wq'), 'compression')} with WQ)" if wq else "")
+               + f"; MACs {_fmt(t['macs'], '')} per input")
+    if not wq:
+        out.append(f"model.pt {'' if t.get('file_bytes_exact') else 'about '}"
+                   f"{_fmt(t['file_bytes'], '')} bytes"
+                   + ("" if t.get("file_bytes_exact") else " (an estimate: the file also holds "
+                      "the dataset's class names and statistics; --dataset on disk makes it exact)"))
+    elif t.get("file_bytes_exact"):
         out.append(f"model.pt {_fmt(t['file_bytes'], '')} bytes; model-wq.pt "
                    f"{_fmt(t['file_bytes_wq'], '')} bytes (the files a run with these settings "
                    "writes)")

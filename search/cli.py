@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, help="cap the training images (stratified)")
     p.add_argument("--data-root", help="where cifar10/100 and imagenet live (default ./data)")
     p.add_argument("--no-download", action="store_true", help="never download a dataset")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="write TensorBoard event files to RUN_DIR/tensorboard (log.tensorboard)")
     p.add_argument("--out", help="run directory (default runs/search-DATASET-TIME)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")

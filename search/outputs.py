@@ -7,6 +7,7 @@
     RUN_DIR/cells/                 cell drawings (every runtime.draw_every epochs, and final)
     RUN_DIR/plots/                 alphas / curves / offset entropy plots (at the end;
                                    runtime.plot: false skips them)
+    RUN_DIR/tensorboard/           event files, with log.tensorboard (common.tensorboard)
 
 Only rank 0 writes. Drawing and plotting are conveniences: a failure there is one warning
 line and never stops a search.
@@ -24,6 +25,7 @@ from common.config import preset_with_section
 from common.config import save_run_config as save_config_yaml
 from common.runlog import JsonlLog, say
 from common.shapes import KNOWN as KNOWN_DATASETS
+from common.tensorboard import TensorBoardLog
 from genotypes import Genotype, genotype_lines, save_genotype, to_dict
 from genotypes.derive import changed_edges, edge_entropy
 
@@ -54,10 +56,11 @@ class RunOutputs:
     """The run directory of one search (inactive on ranks other than 0)."""
 
     def __init__(self, run_dir: Path, enabled: bool, draw_every: int, epochs: int,
-                 plot: bool = True) -> None:
+                 plot: bool = True, tensorboard: bool = False) -> None:
         self.dir, self.enabled, self.plot = Path(run_dir), enabled, plot
         self.draw_every, self.epochs = int(draw_every), int(epochs)
         self.log = JsonlLog(self.dir / LOG)
+        self.tensorboard = TensorBoardLog(self.dir, enabled and tensorboard)
 
     def epoch_done(self, epoch: int, record: dict[str, Any], g: Genotype,
                    checkpoint: dict[str, Any]) -> None:
@@ -66,6 +69,7 @@ class RunOutputs:
         if not self.enabled:
             return
         self.log.write(record)
+        self.tensorboard.write(record)
         save_genotype(g, self.dir / "genotypes" / f"epoch-{epoch:03d}.json")
         save_genotype(g, self.dir / GENOTYPE)
         save_checkpoint({**checkpoint, "rng": rng_state()}, self.dir / CHECKPOINT, "search")
@@ -86,6 +90,7 @@ class RunOutputs:
         """Final drawings and plots, and the summary: genotype, its file, the retrain command."""
         if not self.enabled:
             return
+        self.tensorboard.close()
         save_genotype(g, self.dir / GENOTYPE)  # a budget's fit may have changed the ratios
         self.draw(g)
         try:

@@ -73,7 +73,8 @@ def run_search(
         trainer.load_state_dict(resume_state)
         set_rng_state(resume_state["rng"])
         start = int(resume_state["epoch"])
-    outputs = RunOutputs(run_dir, main, cfg["runtime"]["draw_every"], epochs, cfg["runtime"]["plot"])
+    outputs = RunOutputs(run_dir, main, cfg["runtime"]["draw_every"], epochs, cfg["runtime"]["plot"],
+                         cfg.get("log", {}).get("tensorboard", False))
     dfs = cfg["fs"]["mode"] == "dfs"
     last: dict[str, Any] | None = None
     logged = outputs.log.read() if start > 0 and main else []

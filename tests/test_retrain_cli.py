@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -158,7 +159,7 @@ def test_tiny_run_writes_every_file_and_evaluate_reproduces_it(capsys, tmp_path,
     assert main(argv) == 0
     names = {p.name for p in out.iterdir()}
     assert {"config.yaml", "genotype.json", "log.jsonl", "latest.pt", "best.pt", "model.pt",
-            "model-wq.pt", "metrics.json"} <= names
+            "model-wq.pt", "model.onnx", "metrics.json"} <= names
     assert run_files_outside_the_list(out) == []  # --overwrite can clear all it wrote
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [0, 1] and all(LOG_KEYS <= set(r) for r in log)
@@ -167,6 +168,7 @@ def test_tiny_run_writes_every_file_and_evaluate_reproduces_it(capsys, tmp_path,
     assert 0.0 < log[0]["offset_entropy"] <= math.log(4) + 1e-6 and log[1]["offset_entropy"] is None
     m = json.loads((out / "metrics.json").read_text())
     assert m["test_acc"] == log[-1]["test_acc"] and m["test_images"] == 12
+    assert m["test_acc_onnx"] == m["test_acc"]  # model.onnx in onnxruntime
     assert m["file_bytes"]["model.pt"] == (out / "model.pt").stat().st_size
     assert {"params", "effective", "effective_wq", "uncompressed", "compression", "macs"} <= set(
         m["counts"])
@@ -272,3 +274,30 @@ def test_nan_stops_and_keeps_last_good_checkpoint(capsys, tmp_path, tiny_folder,
     state = load_checkpoint(out / "latest.pt", "retrain")
     assert state["epoch"] == 1 and not (out / "metrics.json").exists()
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+def test_fs_off_run_writes_no_wq_file_and_the_summary_lists_none(capsys, tmp_path, tiny_folder):
+    out = tmp_path / "run"
+    assert main(["--genotype", "DARTS_V2", "--dataset", str(tiny_folder), *TINY, "--epochs", "1",
+                 "--fs", "off", "--out", str(out), "--set", "export.onnx=false"]) == 0
+    assert not (out / "model-wq.pt").exists()
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["file_bytes"]) == {"model.pt"} and m["test_acc_wq"] is None
+    assert "model-wq" not in capsys.readouterr().out
+    assert main(["--genotype", "DARTS_V2", "--summary", "--fs", "off"]) == 0
+    text = capsys.readouterr().out
+    assert "model.pt about" in text and "WQ" not in text and "model-wq" not in text
+    assert main(["--genotype", "DARTS_V2", "--summary", "--json", "--fs", "off"]) == 0
+    assert json.loads(capsys.readouterr().out)["totals"]["file_bytes_wq"] is None
+
+
+def test_summary_prints_whole_8bit_figures(capsys):
+    """The paper DARTS_V2 network's FS count is not a multiple of 4: its 8-bit size is
+    printed in weight bytes (an integer: 1 per FS element, 4 per other parameter)."""
+    assert main(["--genotype", "DARTS_V2", "--summary", "--json"]) == 0
+    t = json.loads(capsys.readouterr().out)["totals"]
+    assert t["weight_bytes_wq"] == 4 * (t["effective"] - t["fs"]) + t["fs"]
+    assert main(["--genotype", "DARTS_V2", "--summary"]) == 0
+    text = capsys.readouterr().out
+    assert f"{t['weight_bytes_wq']:,} weight bytes with 8-bit WQ" in text
+    assert not re.search(r"\d,\d{3}\.\d", text)  # no fractional parameter counts
