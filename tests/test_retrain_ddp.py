@@ -48,7 +48,7 @@ def test_two_process_gloo_run(tmp_path):
     assert spec.num_classes == 3 and info["meta"]["batch_size"] == 4
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [".dfs-run", "best.pt", "config.yaml", "genotype.json", "latest.pt", "log.jsonl", "metrics.json",
-         "model-wq.pt", "model.pt"])
+         "model-wq.pt", "model.onnx", "model.pt"])
 
 
 _ONE_RANK_NAN = """
