@@ -47,9 +47,9 @@ class BudgetFit:
 
     def lines(self) -> list[str]:
         """The fit as a search prints it."""
+        share = 100.0 * self.derived / self.budget
         out = [f"budget: {self.budget:,} effective parameters of {self.network}",
-               f"drawn genotype: {self.derived:,} parameters ({100.0 * self.derived / self.budget:.1f}% "
-               "of the budget)"]
+               f"genotype before the fit: {self.derived:,} parameters ({share:.1f}% of the budget)"]
         out += [f"  {n}" for n in self.notes]
         verdict = "within" if self.within else "OVER"
         out.append(f"final genotype: {self.exact:,} parameters, "
@@ -88,10 +88,10 @@ def budget_fit(g: Genotype, budget: int, ratios: list[float] | None, fs: FSSpec 
     g = dataclasses.replace(g, fs=fs)
     derived = model.count(g)
     fitted, notes = fit_to_budget(model, g, int(budget), None)
-    source = {**(g.source or {}), "budget": int(budget)}
+    exact = model.exact(fitted)
+    source = {**(g.source or {}), "budget": int(budget), "fitted_params": exact}
     fitted = dataclasses.replace(fitted, source=source)
-    return BudgetFit(fitted, int(budget), derived, model.exact(fitted), tuple(notes),
-                     model.describe())
+    return BudgetFit(fitted, int(budget), derived, exact, tuple(notes), model.describe())
 
 
 def plain_count(g: Genotype, init_channels: int, layers: int, num_classes: int = 10,

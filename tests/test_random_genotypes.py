@@ -90,7 +90,7 @@ def test_budget_fit_of_a_random_genotype_lands_within_the_budget(seed, budget):
     model = BudgetModel(g.fs, [1, 2, 4, 8], 16, 8)
     exact = model.exact(g)  # the network built and counted
     assert exact == fit.exact <= budget and fit.within
-    assert g.source == {"random": seed, "budget": budget}
+    assert g.source == {"random": seed, "budget": budget, "fitted_params": exact}
     assert g.normal == random_genotype(seed).normal  # only the ratios change
     # The fit uses the budget: no op's ratio can be lowered a step without going over it.
     for cell in ("normal", "reduce"):
@@ -124,7 +124,7 @@ def test_cli_draws_fits_and_writes(tmp_path, capsys):
     cap = capsys.readouterr()
     assert "budget: 300,000 effective parameters" in cap.err and "(within it)" in cap.err
     g = load_genotype(str(f2))
-    assert g.source == {"random": 4, "budget": 300000} and g.fs.normal_ratios is not None
+    assert g.source["random"] == 4 and g.source["budget"] == 300000 and g.fs.normal_ratios is not None
 
 
 @pytest.mark.parametrize("argv,message", [
