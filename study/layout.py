@@ -177,12 +177,12 @@ def search_figures(path: Path) -> dict[str, Any]:
             "search_expected_params": float(ep) if isinstance(ep, int | float) else None}
 
 
-def fitted_params(path: Path) -> int | None:
-    """The exact count of a drawn or fitted genotype file's budget network (its `source`
-    `fitted_params`), or None (no such file, or not fitted)."""
+def fitted_params(path: Path) -> dict[str, int | None]:
+    """Of a drawn or fitted genotype file (its `source`): the exact count of the budget's
+    network and the budget (None: no such file, or not fitted)."""
     try:
         source = json.loads(path.read_text()).get("source") or {}
     except (OSError, ValueError, AttributeError):
-        return None
-    value = source.get("fitted_params")
-    return int(value) if isinstance(value, int) else None
+        source = {}
+    return {key: int(source[name]) if isinstance(source.get(name), int) else None
+            for key, name in (("fitted_params", "fitted_params"), ("budget", "budget"))}

@@ -50,8 +50,8 @@ def collect(out: Path, record: dict[str, Any]) -> tuple[dict[str, list[dict]], l
             if fig is not None:
                 if arm.get("search"):
                     fig.update(layout.search_figures(layout.search_dir(out, name, seed)))
-                fig["fitted_params"] = layout.fitted_params(
-                    layout.run_dir(out, name, seed).with_name(f"seed-{seed}-genotype.json"))
+                fig.update(layout.fitted_params(
+                    layout.run_dir(out, name, seed).with_name(f"seed-{seed}-genotype.json")))
                 runs[name].append({"seed": seed, "run_dir": str(rdir.relative_to(out)), **fig})
                 continue
             sdir = layout.search_dir(out, name, seed)
@@ -94,6 +94,9 @@ def build(meta: dict[str, Any], runs: dict[str, list[dict]], missing: list[dict]
             "search_alpha_entropy": _spread([r.get("search_alpha_entropy") for r in rs]),
             "search_expected_params": _spread([r.get("search_expected_params") for r in rs]),
             "fitted_params": _spread([r.get("fitted_params") for r in rs]),
+            "budget": _spread([r.get("budget") for r in rs]),
+            "over_budget": sum(r.get("fitted_params") is not None and r.get("budget") is not None
+                               and r["fitted_params"] > r["budget"] for r in rs),
             "runs": rs,
         }
     compare = []
@@ -184,14 +187,19 @@ def _genotype_lines(rep: dict[str, Any]) -> list[str]:
         if ent is None and ep is None and fit is None:
             continue
         e = "–" if ent is None else f"{ent['mean']:.3f} ({ent['min']:.3f}–{ent['max']:.3f})"
-        rows.append(f"| {name} | {e} | {_count(ep)} | {_count(fit)} |")
+        over = a.get("over_budget") or 0
+        budget = "–" if a.get("budget") is None else _count(a["budget"])
+        budget += f" ({over} of {a['n']} seeds OVER it)" if over else ""
+        rows.append(f"| {name} | {e} | {_count(ep)} | {_count(fit)} | {budget} |")
     if not rows:
         return []
     return ["", "Genotypes: a search's final alpha entropy (nats, mean over edges of the entropy "
             "of softmax(alpha); ln 8 = 2.079 is undecided) and E[P] (expected effective "
             "parameters of the budget's network), and a drawn or fitted genotype's exact count "
-            "at the budget's network; mean (min–max) over seeds:", "",
-            "| arm | alpha entropy | E[P] | fitted params |", "|---|---|---:|---:|", *rows]
+            "at the budget's network against its budget (a genotype over it even with every op "
+            "at the largest ratio is trained as it is); mean (min–max) over seeds:", "",
+            "| arm | alpha entropy | E[P] | fitted params | budget |", "|---|---|---:|---:|---:|",
+            *rows]
 
 
 def write(out: Path, rep: dict[str, Any]) -> list[Path]:

@@ -104,7 +104,8 @@ def test_fit_arm_lands_within_the_budget_and_is_reported(fakes):
     data = make_folder(fakes / "data", per_class=2, test_per_class=1)
     out = fakes / "out"
     arms = [{"name": "fit", "budget": "0.7M", "ratios": [1, 2, 4, 8]},
-            {"name": "rnd", "random": True, "budget": "0.7M", "ratios": [1, 2, 4, 8]}]
+            {"name": "rnd", "random": True, "budget": "0.7M", "ratios": [1, 2, 4, 8]},
+            {"name": "tight", "budget": "0.3M", "ratios": [1, 2, 4, 8]}]
     f = _write(fakes / "s.yaml", _study(data, out, arms, seeds=[1], compare=[["fit", "rnd"]]))
     assert main(["run", str(f)]) == 0
     rep = json.loads((out / "study.json").read_text())
@@ -116,7 +117,13 @@ def test_fit_arm_lands_within_the_budget_and_is_reported(fakes):
         assert exact <= 700_000 and g.source["fitted_params"] == exact
         assert rep["arms"][name]["fitted_params"]["mean"] == exact
     assert rep["compare"][0]["a"] == "fit" and rep["compare"][0]["n_a"] == 1
-    assert "| fit | – |" in (out / "study.md").read_text()
+    assert "| fit | – | – |" in (out / "study.md").read_text()
+    assert "| 700,000 |" in (out / "study.md").read_text()
+    assert rep["arms"]["fit"]["over_budget"] == 0
+    # DARTS_V2 cannot reach 0.3M with every op at ratio 8: trained, and reported as over.
+    tight = load_genotype(str(out / "runs" / "tight" / "seed-1-genotype.json"))
+    assert tight.source["fitted_params"] > 300_000 and rep["arms"]["tight"]["over_budget"] == 1
+    assert "| 300,000 (1 of 1 seeds OVER it) |" in (out / "study.md").read_text()
 
 
 def test_search_arm_reports_alpha_entropy_and_expected_params(fakes):
@@ -136,7 +143,7 @@ def test_search_arm_reports_alpha_entropy_and_expected_params(fakes):
     assert rep["arms"]["rnd"]["search_alpha_entropy"] is None
     assert rep["compare"][0]["n_a"] == 2 and rep["compare"][0]["n_b"] == 2
     md = (out / "study.md").read_text()
-    assert "| s | 0.693 (0.347–1.040) | 400,000 (400,000–400,001) | – |" in md
+    assert "| s | 0.693 (0.347–1.040) | 400,000 (400,000–400,001) | – | – |" in md
 
 
 def test_search_figures_without_a_budget(tmp_path):
