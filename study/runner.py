@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from common.errors import UserError
 from common.runlog import clear_run_dir, is_run_dir
 from study import layout, sources
 from study.child import PARENT_ENV
@@ -175,7 +176,7 @@ class Runner:
         try:  # a random or fit arm's genotype, drawn once per seed (study.sources)
             for line in sources.prepare(arm, seed, self.s.out, self.s.dataset):
                 self.say(f"{label}: {line}")
-        except Exception as e:  # noqa: BLE001 - one run's failure, reported like a run's
+        except (UserError, ValueError, OSError) as e:  # bad genotype file or counting: this run fails
             self.say(f"{label}: FAILED to make its genotype: {e}")
             return Outcome(arm.name, seed, "failed", message=str(e))
         for module, argv, path in stages:
