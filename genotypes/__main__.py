@@ -1,4 +1,5 @@
-"""Command line: `python -m genotypes show|draw|plot ...`. Errors: one line on stderr, exit 2."""
+"""Command line: `python -m genotypes show|draw|plot|random ...`. Errors: one line on stderr,
+exit 2."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import argparse
 import os
 import sys
 
-from genotypes.formats import load_genotype, to_json, to_repr
-from genotypes.genotype import GenotypeError
+from genotypes.formats import load_genotype, save_genotype, to_json, to_repr
+from genotypes.genotype import FSSpec, GenotypeError
+from genotypes.random import random_genotype
 from genotypes.zoo import ZOO
 
 _G_HELP = (f"a genotype file (.json/.yaml/.yml/.txt), a search run directory, a zoo name "
@@ -34,6 +36,59 @@ def _plot(args: argparse.Namespace) -> None:
         print(p)
 
 
+def _ratios(text: str) -> list[float]:
+    """--ratios 1,2,4,8: two or more distinct ratios >= 1."""
+    try:
+        ratios = [float(r) for r in text.split(",") if r.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of ratios such as 1,2,4,8") from None
+    if len(ratios) < 2 or len(set(ratios)) != len(ratios) or not all(1.0 <= r < float("inf")
+                                                                      for r in ratios):
+        raise argparse.ArgumentTypeError(f"{text!r}: give two or more distinct ratios >= 1, "
+                                         "e.g. 1,2,4,8")
+    return sorted(ratios)
+
+
+def _random(args: argparse.Namespace) -> None:
+    if args.ratio is not None and args.fs == "off":
+        raise ValueError("--ratio has no effect with --fs off; drop it or use --fs fs/dfs")
+    if args.ratio is not None and not 1.0 <= args.ratio < float("inf"):
+        raise ValueError(f"--ratio {args.ratio:g} is invalid: an FS ratio is a number >= 1")
+    if args.ratios is not None and args.budget is None:
+        raise ValueError("--ratios are the candidates of the budget fit; add --budget (e.g. 0.5M)")
+    if args.ratios is not None and args.fs == "off":
+        raise ValueError("--ratios need FS layers, but --fs is off; use --fs dfs or --fs fs")
+    fs = None if args.fs == "off" else FSSpec(ratio=2.0 if args.ratio is None else args.ratio,
+                                              dfs=args.fs == "dfs")
+    g = random_genotype(args.seed, fs)
+    if args.budget is not None:
+        # The CLI entry is the one place in genotypes that reaches into the other packages
+        # (space, through the search's own counter and fit): only here, and only on demand,
+        # so that importing genotypes stays free of torch and of the rest of the project.
+        from common.checks import parse_count
+        from study.fit import budget_fit
+
+        try:
+            budget = parse_count(args.budget)
+        except ValueError:
+            raise ValueError(f"--budget {args.budget!r} is not a parameter count; give one such "
+                             "as 1500000, 1.5M or 800k") from None
+        for name in ("init_channels", "layers", "dataset_classes"):
+            if getattr(args, name) < 1 or (name == "init_channels" and args.init_channels % 2):
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} {getattr(args, name)} is invalid: give a positive "
+                                 f"{'even ' if name == 'init_channels' else ''}integer")
+        fit = budget_fit(g, budget, args.ratios, fs, args.init_channels, args.layers,
+                         args.dataset_classes)
+        for line in fit.lines():
+            print(line, file=sys.stderr)
+        g = fit.genotype
+    if args.out:
+        save_genotype(g, args.out)
+    print(to_json(g), end="")
+    print(to_repr(g))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m genotypes`."""
     ap = argparse.ArgumentParser(prog="python -m genotypes", description=__doc__)
@@ -51,6 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="search run directory holding log.jsonl")
     p.add_argument("--out", default=None, help="output directory (default RUN_DIR/plots)")
     p.set_defaults(func=_plot)
+    r = sub.add_parser("random", help="draw a genotype uniformly from the DARTS space (each node: "
+                       "2 distinct inputs, each op uniform over the 7 non-none ops)")
+    r.add_argument("--seed", type=int, required=True, help="the draw's seed (same seed, same genotype)")
+    r.add_argument("--out", default=None, help="also write the genotype to this file "
+                   "(.json/.yaml/.yml/.txt)")
+    r.add_argument("--fs", default="off", choices=("off", "fs", "dfs"),
+                   help="FS settings recorded in the genotype (default off: plain convolutions)")
+    r.add_argument("--ratio", type=float, default=None, help="FS ratio (default 2)")
+    r.add_argument("--budget", default=None, metavar="PARAMS",
+                   help="fit the ops' ratios to this many effective parameters as a search fits "
+                   "its genotype, e.g. 0.5M, 800k")
+    r.add_argument("--ratios", type=_ratios, default=None, metavar="R1,R2,...",
+                   help="the ratios an op may take in the fit, e.g. 1,2,4,8 (needs --fs fs/dfs)")
+    r.add_argument("--init-channels", type=int, default=36, help="width of the network the "
+                   "budget counts (default 36, the paper's)")
+    r.add_argument("--layers", type=int, default=20, help="cells of the network the budget counts "
+                   "(default 20)")
+    r.add_argument("--dataset-classes", type=int, default=10, help="classes of the counted "
+                   "network's classifier (default 10)")
+    r.set_defaults(func=_random)
     return ap
 
 

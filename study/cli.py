@@ -28,9 +28,11 @@ from common.cpu import available_cores
 from common.errors import UserError, cli_entry
 from study import layout
 from study.commands import NAMED_DATASETS, dataset_arg, retrain_argv, search_argv
+from study.sources import size_narrow_arms
 from study.spec import Study, load_study, parse_seeds
 
 SEARCH_GENOTYPE = "<search run>/genotype.json"
+DRAWN_GENOTYPE = "<run>-genotype.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +86,8 @@ def preflight(study: Study) -> None:
             items += [f"fs.ratio={r.ratio}"] if r.ratio is not None else []
             rsetup.resolve(r.preset or "paper", items, lambda cfg: False)
             if s is None:
-                rsetup.read_genotype(retrain_argv(arm, "")[1])
+                if not (arm.source and arm.source.kind == "random"):  # drawn per run
+                    rsetup.read_genotype(retrain_argv(arm, "")[1])
             else:
                 items = [re.sub(r"^search\.", "", x) for x in s.sets]
                 items += [f"fs.mode={s.fs}"] if s.fs else []
@@ -100,7 +103,8 @@ def make_record(study: Study, dataset: str, seeds: list[int], out: Path) -> dict
     """OUT/study.yaml: the study file and each arm's resolved commands. An arm whose commands
     changed since its runs in OUT were made is refused: its seeds would mix two settings."""
     arms = [{"name": a.name, "search": search_argv(a, dataset) if a.search else None,
-             "retrain": retrain_argv(a, dataset, SEARCH_GENOTYPE if a.search else None)}
+             "retrain": retrain_argv(a, dataset, _genotype_arg(a)),
+             "source": _plain(dataclasses.asdict(a.source)) if a.source else None}
             for a in study.arms]
     old: dict[str, Any] = {}
     if (out / layout.RECORD).is_file():
@@ -110,7 +114,8 @@ def make_record(study: Study, dataset: str, seeds: list[int], out: Path) -> dict
     before = {a["name"]: a for a in old.get("arms", [])}
     for a in arms:
         prev = before.get(a["name"])
-        if prev and (prev["search"], prev["retrain"]) != (a["search"], a["retrain"]) \
+        then = (prev or {}).get("search"), (prev or {}).get("retrain"), (prev or {}).get("source")
+        if prev and then != (a["search"], a["retrain"], a["source"]) \
                 and layout.seeds_on_disk(out, a["name"]):
             raise UserError(f"arm {a['name']!r} has runs in {out} made with other options "
                             f"({' '.join(prev['retrain'])}); give the changed arm a new name "
@@ -119,6 +124,20 @@ def make_record(study: Study, dataset: str, seeds: list[int], out: Path) -> dict
     return {"name": study.name, "source": str(study.source) if study.source else None,
             "dataset": dataset, "seeds": all_seeds, "compare": [list(p) for p in study.compare],
             "arms": arms, "study": study.raw}
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    """Tuples as lists, as the record reads back from YAML."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def _genotype_arg(arm: Any) -> str | None:
+    """What the record shows for a genotype made per run: a search's, or a drawn/fitted one."""
+    if arm.search is not None:
+        return SEARCH_GENOTYPE
+    if arm.source is not None and arm.source.kind in ("random", "fit"):
+        return DRAWN_GENOTYPE
+    return None
 
 
 class _Lock:
@@ -172,6 +191,10 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; choose a folder")
     preflight(study)
+    arms, lines = size_narrow_arms(study.arms, dataset)
+    study = dataclasses.replace(study, arms=arms)
+    for line in lines:
+        print(line, flush=True)
     record = make_record(study, dataset, seeds, out)
     now = _chosen_arms(study, args.arms)
     runner = Runner(now, Settings(out=out, dataset=dataset, jobs=args.jobs, threads=threads), seeds)

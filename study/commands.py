@@ -17,7 +17,7 @@ def dataset_arg(dataset: str) -> str:
     return str(Path(dataset).expanduser().resolve())
 
 
-def _path_arg(value: str) -> str:
+def path_arg(value: str) -> str:
     """A genotype or preset that names an existing file, as an absolute path."""
     p = Path(value).expanduser()
     return str(p.resolve()) if p.exists() else value
@@ -26,8 +26,8 @@ def _path_arg(value: str) -> str:
 def retrain_argv(arm: Arm, dataset: str, genotype: str | None = None) -> list[str]:
     """`python -m retrain` options of an arm (seed, out and threads are added per run)."""
     r = arm.retrain
-    argv = ["--genotype", genotype or _path_arg(r.genotype or ""), "--dataset", dataset]
-    argv += ["--preset", _path_arg(r.preset)] if r.preset else []
+    argv = ["--genotype", genotype or path_arg(r.genotype or ""), "--dataset", dataset]
+    argv += ["--preset", path_arg(r.preset)] if r.preset else []
     argv += ["--fs", r.fs] if r.fs else []
     argv += ["--ratio", f"{r.ratio:g}"] if r.ratio is not None else []
     for item in r.sets:
@@ -40,7 +40,7 @@ def search_argv(arm: Arm, dataset: str) -> list[str]:
     s = arm.search
     assert s is not None
     argv = [dataset]
-    argv += ["--preset", _path_arg(s.preset)] if s.preset else []
+    argv += ["--preset", path_arg(s.preset)] if s.preset else []
     argv += ["--fs", s.fs] if s.fs else []
     argv += ["--ratio", f"{s.ratio:g}"] if s.ratio is not None else []
     argv += ["--order", s.order] if s.order else []

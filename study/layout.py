@@ -3,6 +3,7 @@
     OUT/study.yaml                     the study file and the resolved arms (commands)
     OUT/runs/<arm>/seed-<s>/           an ordinary retrain run directory (+ stdout.log)
     OUT/runs/<arm>/seed-<s>-search/    an ordinary search run directory (arms with a search)
+    OUT/runs/<arm>/seed-<s>-genotype.json   a random or fitted arm's genotype (study.sources)
     OUT/failed/<arm>-seed-<s>.log      output of a run that failed before making its folder
     OUT/study.json, study.md, accuracy_vs_params.png   the report
 
@@ -12,6 +13,7 @@ Reading needs no torch: states come from file names, config.yaml and log.jsonl.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +155,34 @@ def short(fig: dict[str, Any]) -> str:
     if fig.get("effective") is not None:
         text += f", {fig['effective']:,} effective params"
     return text
+
+
+def alpha_entropy(rows: list[list[float]]) -> float:
+    """Mean over edges of the entropy (nats) of each edge's softmaxed alpha row (ln 8 = 2.079
+    for 8 ops: the search has not decided; 0: one op per edge)."""
+    total = 0.0
+    for row in rows:
+        total -= sum(p * math.log(p) for p in row if p > 0)
+    return total / len(rows)
+
+
+def search_figures(path: Path) -> dict[str, Any]:
+    """Of a finished search (its last log.jsonl record): the final alpha entropy over both
+    cells' edges, and E[P] (`expected_params`, logged with a budget or searched ratios)."""
+    log = read_log(path)
+    last = log[-1] if log else {}
+    rows = (last.get("alphas_normal") or []) + (last.get("alphas_reduce") or [])
+    ep = last.get("expected_params")
+    return {"search_alpha_entropy": alpha_entropy(rows) if rows else None,
+            "search_expected_params": float(ep) if isinstance(ep, int | float) else None}
+
+
+def fitted_params(path: Path) -> dict[str, int | None]:
+    """Of a drawn or fitted genotype file (its `source`): the exact count of the budget's
+    network and the budget (None: no such file, or not fitted)."""
+    try:
+        source = json.loads(path.read_text()).get("source") or {}
+    except (OSError, ValueError, AttributeError):
+        source = {}
+    return {key: int(source[name]) if isinstance(source.get(name), int) else None
+            for key, name in (("fitted_params", "fitted_params"), ("budget", "budget"))}

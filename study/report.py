@@ -48,6 +48,10 @@ def collect(out: Path, record: dict[str, Any]) -> tuple[dict[str, list[dict]], l
             rdir = layout.run_dir(out, name, seed)
             fig = layout.read_figures(rdir)
             if fig is not None:
+                if arm.get("search"):
+                    fig.update(layout.search_figures(layout.search_dir(out, name, seed)))
+                fig.update(layout.fitted_params(
+                    layout.run_dir(out, name, seed).with_name(f"seed-{seed}-genotype.json")))
                 runs[name].append({"seed": seed, "run_dir": str(rdir.relative_to(out)), **fig})
                 continue
             sdir = layout.search_dir(out, name, seed)
@@ -87,6 +91,12 @@ def build(meta: dict[str, Any], runs: dict[str, list[dict]], missing: list[dict]
             "train_minutes": _spread([r.get("train_minutes") for r in rs]),
             "offset_entropy_at_hardening": _spread(
                 [r.get("offset_entropy_at_hardening") for r in rs]),
+            "search_alpha_entropy": _spread([r.get("search_alpha_entropy") for r in rs]),
+            "search_expected_params": _spread([r.get("search_expected_params") for r in rs]),
+            "fitted_params": _spread([r.get("fitted_params") for r in rs]),
+            "budget": _spread([r.get("budget") for r in rs]),
+            "over_budget": sum(r.get("fitted_params") is not None and r.get("budget") is not None
+                               and r["fitted_params"] > r["budget"] for r in rs),
             "runs": rs,
         }
     compare = []
@@ -152,6 +162,7 @@ def markdown(rep: dict[str, Any]) -> str:
                   "learned): " + "; ".join(
                       f"{n} {e['mean']:.4f} ({e['min']:.4f}–{e['max']:.4f})"
                       for n, e in entropy.items()) + "."]
+    lines += _genotype_lines(rep)
     if rep["compare"]:
         lines += ["", "Differences of mean top-1 (points), with the 95% confidence interval and "
                   "p-value of Welch's t-test (unequal variances):", "",
@@ -165,6 +176,30 @@ def markdown(rep: dict[str, Any]) -> str:
         lines += [f"- {m['arm']} seed {m['seed']}: {m['state']}" for m in rep["missing"]]
     lines += ["", f"![accuracy against effective parameters]({PNG})", ""]
     return "\n".join(lines)
+
+
+def _genotype_lines(rep: dict[str, Any]) -> list[str]:
+    """The searched arms' final alpha entropy and E[P], the fitted genotypes' exact counts."""
+    rows = []
+    for name, a in rep["arms"].items():
+        ent, ep, fit = (a.get(k) for k in ("search_alpha_entropy", "search_expected_params",
+                                           "fitted_params"))
+        if ent is None and ep is None and fit is None:
+            continue
+        e = "–" if ent is None else f"{ent['mean']:.3f} ({ent['min']:.3f}–{ent['max']:.3f})"
+        over = a.get("over_budget") or 0
+        budget = "–" if a.get("budget") is None else _count(a["budget"])
+        budget += f" ({over} of {a['n']} seeds OVER it)" if over else ""
+        rows.append(f"| {name} | {e} | {_count(ep)} | {_count(fit)} | {budget} |")
+    if not rows:
+        return []
+    return ["", "Genotypes: a search's final alpha entropy (nats, mean over edges of the entropy "
+            "of softmax(alpha); ln 8 = 2.079 is undecided) and E[P] (expected effective "
+            "parameters of the budget's network), and a drawn or fitted genotype's exact count "
+            "at the budget's network against its budget (a genotype over it even with every op "
+            "at the largest ratio is trained as it is); mean (min–max) over seeds:", "",
+            "| arm | alpha entropy | E[P] | fitted params | budget |", "|---|---|---:|---:|---:|",
+            *rows]
 
 
 def write(out: Path, rep: dict[str, Any]) -> list[Path]:

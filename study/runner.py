@@ -26,8 +26,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from common.errors import UserError
 from common.runlog import clear_run_dir, is_run_dir
-from study import layout
+from study import layout, sources
 from study.child import PARENT_ENV
 from study.commands import retrain_argv, search_argv
 from study.spec import Arm, Study
@@ -119,6 +120,8 @@ class Runner:
                                                        "--out", str(sdir)]
             stages.append(("search", argv + self._workers("search"), sdir))
             genotype = str((sdir / "genotype.json").resolve())
+        elif arm.source is not None and arm.source.kind in ("random", "fit"):
+            genotype = str(sources.genotype_path(out, arm.name, seed).resolve())
         rdir = layout.run_dir(out, arm.name, seed)
         argv = retrain_argv(arm, self.s.dataset, genotype) + ["--seed", str(seed), "--threads", t,
                                                               "--out", str(rdir)]
@@ -170,6 +173,12 @@ class Runner:
             if fig is not None:
                 self.say(f"{label}: finished earlier: {layout.short(fig)}")
                 return Outcome(arm.name, seed, "skipped", fig)
+        try:  # a random or fit arm's genotype, drawn once per seed (study.sources)
+            for line in sources.prepare(arm, seed, self.s.out, self.s.dataset):
+                self.say(f"{label}: {line}")
+        except (UserError, ValueError, OSError) as e:  # bad genotype file or counting: this run fails
+            self.say(f"{label}: FAILED to make its genotype: {e}")
+            return Outcome(arm.name, seed, "failed", message=str(e))
         for module, argv, path in stages:
             search = module == "search"
             state = (layout.search_state if search else layout.retrain_state)(path)

@@ -19,13 +19,25 @@
                                        #   keys) or a list of "key=value" strings
       - name: searched
         search: {preset: smoke, algo: pc-darts, fs: dfs, ratio: 2, order: first, set: {epochs: 3}}
+      - name: random                   # one uniform draw per seed (genotypes.random) ...
+        random: true
+        budget: 0.5M                   # ... optionally fitted to a budget (study.sources)
+        ratios: [1, 2, 4, 8]
+      - name: darts-v2-fit             # a named genotype's ratios fitted to a budget
+        budget: 0.5M
+        ratios: [1, 2, 4, 8]
+      - name: plain-narrow             # plain, at the width matching a count
+        fs: off
+        match_arm: darts-v2-fit        # or match_params: 0.5M
     compare:                           # pairs of arms: the first minus the second
       - [dfs-r2, fs-off]
 
 An arm holds retrain options (`genotype`, `preset`, `fs`, `ratio`, `set`) and optionally a
 `search` block (`preset`, `algo`, `fs`, `ratio`, `order`, `set`): the search runs first, with the same
 seed, and the arm's retrain trains its genotype.json (an arm with a search has no
-`genotype`). `defaults` holds the same keys as an arm (but `name`); an arm's own keys win, and
+`genotype`). An arm has exactly one of `genotype`, `search` and `random: true`; `budget`,
+`ratios`, `match_params` and `match_arm` make or size its genotype (study.sources).
+`defaults` holds the same keys as an arm (but `name`); an arm's own keys win, and
 `set` items (also a search block's) are applied defaults first, so the arm's win. Relative
 paths (dataset, out, genotype and preset files) are relative to the working directory, as
 for every command here. Every mistake is one line naming the file and the key.
@@ -47,9 +59,11 @@ from common.errors import UserError
 from retrain.setup import FS_MODES
 from search.algorithms import ALGORITHMS
 from search.settings import CHOICES
+from study import sources
+from study.sources import Source
 
 TOP_KEYS = ("name", "dataset", "out", "seeds", "threads", "defaults", "arms", "compare")
-ARM_KEYS = ("name", "genotype", "preset", "fs", "ratio", "set", "search")
+ARM_KEYS = ("name", "genotype", "preset", "fs", "ratio", "set", "search", *sources.KEYS)
 SEARCH_KEYS = ("preset", "algo", "fs", "ratio", "order", "set")
 RETRAIN_FS = FS_MODES  # retrain's --fs choices
 SEARCH_FS = CHOICES["fs.mode"]  # search's
@@ -71,11 +85,13 @@ class Stage:
 
 @dataclass(frozen=True)
 class Arm:
-    """A named arm: a retrain, optionally preceded by a search whose genotype it trains."""
+    """A named arm: a retrain, optionally preceded by a search whose genotype it trains, or
+    of a genotype drawn, fitted or sized by `source` (study.sources)."""
 
     name: str
     retrain: Stage
     search: Stage | None = None
+    source: Source | None = None
 
 
 @dataclass
@@ -214,7 +230,10 @@ def _arm(raw: Any, defaults: dict[str, Any], where: str, index: int) -> Arm:
     data = _merge(defaults, raw, where)
     at = f"{where}: arm {name!r}"
     search = None
-    if data.get("search") is not None:
+    source = sources.parse(data, raw, at)
+    if source is not None and source.kind == "random":
+        data.pop("genotype", None)
+    elif data.get("search") is not None:
         block = _mapping(data["search"], at, "search")
         _check_keys(block, SEARCH_KEYS, at, "search")
         search = _stage(block, f"{at} search", search=True)
@@ -223,8 +242,9 @@ def _arm(raw: Any, defaults: dict[str, Any], where: str, index: int) -> Arm:
                             "search's genotype, so drop one")
         data.pop("genotype", None)
     elif data.get("genotype") is None:
-        raise UserError(f"{at}: needs a `genotype` (zoo name, file, search run) or a `search` block")
-    return Arm(name=name, retrain=_stage(data, at, search=False), search=search)
+        raise UserError(f"{at}: needs a `genotype` (zoo name, file, search run), a `search` "
+                        "block or `random: true`")
+    return Arm(name=name, retrain=_stage(data, at, search=False), search=search, source=source)
 
 
 def _seeds(value: Any, where: str) -> list[int]:
@@ -282,6 +302,7 @@ def from_dict(data: Any, where: str = "study", source: Path | None = None) -> St
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise _fail(where, f"arm names repeat: {', '.join(dup)}")
+    sources.check_matches(arms, where)
     out = data.get("out")
     return Study(name=str(data["name"]), dataset=str(data["dataset"]),
                  out=Path(str(out)) if out not in (None, "") else None,
