@@ -29,13 +29,18 @@ def _cell(rng: np.random.Generator) -> list[tuple[str, int]]:
     return edges
 
 
-def random_genotype(seed: int, fs: FSSpec | None = None) -> Genotype:
+def random_genotype(seed: int, fs: FSSpec | None = None, draw: int = 0) -> Genotype:
     """The genotype drawn with `seed` (module docstring), with FS settings `fs` (None: plain
-    convolutions); its `source` records {"random": seed}."""
+    convolutions); its `source` records {"random": seed}. `draw` k > 0: the (k+1)-th genotype
+    of the seed's stream (for rejection sampling, e.g. until one fits a budget), recorded as
+    {"random": seed, "draw": k}."""
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"a random genotype's seed must be an integer >= 0, got {seed!r}")
     rng = np.random.default_rng(int(seed))
+    for _ in range(int(draw) * 2):  # the earlier draws' cells
+        _cell(rng)
     normal, reduce = _cell(rng), _cell(rng)
     concat = tuple(range(NUM_INPUTS, NUM_INPUTS + NUM_NODES))
+    source = {"random": int(seed), **({"draw": int(draw)} if draw else {})}
     return validate(Genotype(normal=tuple(normal), normal_concat=concat, reduce=tuple(reduce),
-                             reduce_concat=concat, fs=fs, source={"random": int(seed)}))
+                             reduce_concat=concat, fs=fs, source=source))

@@ -139,6 +139,10 @@ def fs_of(fs_mode: str | None) -> FSSpec | None:
     return FSSpec(ratio=2.0, dfs=fs_mode != "fs")
 
 
+#: Draws a random arm's seed may take to find a genotype that fits its budget.
+MAX_DRAWS = 100
+
+
 def make_genotype(source: Source, base: Genotype | None, seed: int, fs_mode: str | None,
                   dataset: str) -> tuple[Genotype, list[str]]:
     """The genotype of one seed of a random or fit arm, and the fit's lines."""
@@ -155,8 +159,19 @@ def make_genotype(source: Source, base: Genotype | None, seed: int, fs_mode: str
     if source.budget is None:
         return g, []
     classes, size = dataset_shape_of(dataset)
-    fit = budget_fit(g, source.budget, list(source.ratios) if source.ratios else None, fs,
-                     num_classes=classes, input_size=size)
+    ratios = list(source.ratios) if source.ratios else None
+
+    def fit_of(g: Genotype) -> Any:
+        return budget_fit(g, source.budget, ratios, fs, num_classes=classes, input_size=size)
+
+    fit = fit_of(g)
+    if source.kind == "random" and not fit.within:
+        # A random architecture at the budget: uniform over the genotypes the fit brings within
+        # it, by rejection (the seed's next draws); the draw taken is recorded in `source`.
+        for draw in range(1, MAX_DRAWS):
+            fit = fit_of(random_genotype(seed, fs, draw))
+            if fit.within:
+                break
     return fit.genotype, fit.lines()
 
 

@@ -18,7 +18,7 @@ from genotypes import ZOO, FSSpec, load_genotype, save_genotype
 from genotypes.random import random_genotype
 from study import cli, runner
 from study.cli import main
-from study.fit import narrow_width, plain_count
+from study.fit import budget_fit, narrow_width, plain_count
 from study.layout import search_figures
 from study.spec import load_study
 
@@ -211,8 +211,8 @@ def test_the_search_vs_random_study_file(tmp_path, capsys):
     kinds = {a.name: (a.search is not None, a.source and a.source.kind) for a in s.arms}
     assert kinds == {"searched": (True, None), "random": (False, "random"),
                      "darts-v2-fit": (False, "fit"), "plain-narrow": (False, "narrow")}
-    assert s.arm("random").source.budget == s.arm("darts-v2-fit").source.budget == 500_000
-    assert s.arm("searched").search.sets == ("budget.params=0.5M", "fs.ratios=[1, 2, 4, 8]")
+    assert s.arm("random").source.budget == s.arm("darts-v2-fit").source.budget == 700_000
+    assert s.arm("searched").search.sets == ("budget.params=0.7M", "fs.ratios=[1, 2, 4, 8]")
     assert ("searched", "random") in s.compare and ("searched", "darts-v2-fit") in s.compare
     assert ("darts-v2-fit", "plain-narrow") in s.compare
     if not (root / "configs" / "proxy.yaml").is_file():
@@ -224,3 +224,24 @@ def test_the_search_vs_random_study_file(tmp_path, capsys):
     assert "arm plain-narrow: plain width init_channels=" in text
     assert text.count("seed 2 retrain: new:") == 4 and text.count(" search: new:") == 3
     assert not (tmp_path / "out").exists()
+
+
+def test_random_arm_at_a_budget_redraws_until_one_fits(fakes):
+    """Seed 8's first draw stays over 0.7M even with every op at ratio 8 (711,129 with 3
+    classes, as counted on 2026-12-04): the arm takes the seed's next draws until the fit
+    lands within the budget, and records which draw it took."""
+    from space.budget import BudgetModel
+
+    data = make_folder(fakes / "data", per_class=2, test_per_class=1)
+    out = fakes / "out"
+    arms = [{"name": "rnd", "random": True, "budget": "0.7M", "ratios": [1, 2, 4, 8]}]
+    f = _write(fakes / "s.yaml", _study(data, out, arms, seeds=[8]))
+    assert main(["run", str(f)]) == 0
+    g = load_genotype(str(out / "runs" / "rnd" / "seed-8-genotype.json"))
+    classes = len([p for p in (data / "train").iterdir() if p.is_dir()])
+    assert g.source["random"] == 8 and g.source["draw"] >= 1
+    assert g.normal == random_genotype(8, draw=g.source["draw"]).normal != random_genotype(8).normal
+    assert BudgetModel(g.fs, [1, 2, 4, 8], 36, 20, classes).exact(g) <= 700_000
+    first = budget_fit(random_genotype(8), 700_000, [1, 2, 4, 8], FSSpec(2.0, True, 4),
+                       num_classes=classes)
+    assert not first.within
