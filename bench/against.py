@@ -1,4 +1,4 @@
-"""This checkout's step times against another checkout's (e.g. the code before a redesign),
+"""This checkout's step times against another checkout's (e.g. an earlier commit),
 measured in the same run (figures, not a test).
 
     .venv/bin/python bench/against.py OTHER_CHECKOUT [--rounds 3] [--seed 0] \\

@@ -1,5 +1,5 @@
-"""The ATen ops one training step calls, in this checkout and in another (e.g. the code before
-a redesign): a count-by-count comparison that machine noise cannot blur (figures, not a
+"""The ATen ops one training step calls, in this checkout and in another (e.g. an earlier
+commit): a count-by-count comparison that machine noise cannot blur (figures, not a
 test).
 
     .venv/bin/python bench/op_counts.py OTHER_CHECKOUT [--step retrain|search1|search2|all]
@@ -19,7 +19,7 @@ or dispatch overhead, not extra work.
 
 Each checkout runs in its own process with its own code (PYTHONPATH), the APIs used
 (retrain.model.NetSpec/build_network, space.supernet.SearchNetwork, search.architect.Architect)
-exist in every checkout since the issue-11 redesign began (cf9c511^). `--aten-stats` switches
+exist in every checkout since commit cf9c511^. `--aten-stats` switches
 off the search supernet's exact batch statistics where the checkout can
 (space.fused.exact_batch_stats, from f480fb3 on; between 7026c66 and it they were always on),
 to compare the rest.

@@ -1,5 +1,5 @@
 """Oversubscription: smoke-retrain training steps alone and beside one busy process, with the
-old CPU defaults and the new ones (figures, not a test; issue 12).
+CPU defaults against the alternatives (figures, not a test).
 
     .venv/bin/python bench/oversubscription.py [--data ../shared/data/cifar10-subset]
         [--steps 10] [--max-seconds 40] [--old-workers 0]
@@ -15,7 +15,7 @@ policy once, when torch loads it:
                  common.cpu.choose_openmp_wait_policy (PASSIVE beside a busy process, else
                  OpenMP's default), as the entry points choose them
     new, 1 thr   the new defaults with --threads 1 (what the busy-machine note suggests)
-    passive      threads = all cores with OMP_WAIT_POLICY=PASSIVE always (this round's first
+    passive      threads = all cores with OMP_WAIT_POLICY=PASSIVE always (a first
                  attempt, kept as a row: it costs 1.75x on a quiet machine)
 
 "busy" runs the same beside a process this script starts, which spins on one core for the

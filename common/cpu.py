@@ -3,7 +3,7 @@
 Imports neither torch nor numpy: the entry points call `choose_openmp_wait_policy` before
 torch loads its OpenMP runtime, which reads the waiting policy once, at load time.
 
-Why these defaults (issue 12): on a 2-core machine with one busy neighbour, 2 spinning OpenMP
+Why these defaults: on a 2-core machine with one busy neighbour, 2 spinning OpenMP
 threads made a smoke retrain epoch 30x slower. threads + workers <= cores keeps a run from
 competing with itself. The OpenMP waiting policy is the one choice made from the load at
 start-up, because it changes speed and never a result: idle threads that sleep (PASSIVE)

@@ -216,7 +216,7 @@ def test_closed_stdout_ends_quietly(argv):
     assert p.returncode == 0 and err == b"", err.decode()[-2000:]
 
 
-# --- first-day fixes (issue 12) ---------------------------------------------------------------
+# --- what a new user hits on the first day ---------------------------------------------------
 
 def test_cpu_budget_fits_the_cores(monkeypatch):
     from common.cpu import cpu_budget

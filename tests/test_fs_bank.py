@@ -138,7 +138,7 @@ def test_rebuilds_after_offsets_temperature_and_hardening() -> None:
 
 
 def test_a_layer_swapped_in_by_hand_is_batched() -> None:
-    """The bank checks the model's current modules (issue 11), not a counter only
+    """The bank checks the model's current modules, not a counter only
     harden_model bumps: a layer set by hand is rebuilt into the bank and batched."""
     model = _mixed_model()
     _assert_bank_matches_layers(model)

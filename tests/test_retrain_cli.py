@@ -190,7 +190,7 @@ def test_tiny_run_writes_every_file_and_evaluate_reproduces_it(capsys, tmp_path,
     assert "already exists" in _fail(capsys, argv)
 
 
-# --- what a new user hits on the first day (issue 12) ----------------------------------------
+# --- what a new user hits on the first day ---------------------------------------------------
 
 def test_darts_habits_arch_and_print_config(capsys):
     assert main(["--arch", "DARTS_V2", "--summary", "--json", "--set", "layers=5",
@@ -254,7 +254,7 @@ def test_ctrl_c_resume_times_and_corrupt_checkpoint(capsys, tmp_path, tiny_folde
 
 def test_nan_stops_and_keeps_last_good_checkpoint(capsys, tmp_path, tiny_folder, monkeypatch):
     """A NaN loss stops the run with one line before the epoch is logged or checkpointed
-    (issue 11: retrain gets the search's divergence checks)."""
+    (retrain has the search's divergence checks)."""
     from common.checkpoint import load_checkpoint
 
     out = tmp_path / "run"

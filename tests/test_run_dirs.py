@@ -72,7 +72,7 @@ def test_users_folder_survives_the_retrain_cli(data, tmp_path, capsys, overwrite
 
 def test_users_folder_survives_the_study(data, tmp_path, capsys, monkeypatch):
     """A user's folder where a study expects one of its runs: the run fails with a clear
-    line, the folder is untouched (it used to match the old name-based rule and be wiped)."""
+    line, and the folder is untouched, though its file names are those of a run."""
     (tmp_path / "fake_retrain.py").write_text(FAKE)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     monkeypatch.setenv("FAKE_LOG", str(tmp_path / "fake.jsonl"))

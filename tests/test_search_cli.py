@@ -175,7 +175,7 @@ def test_entry_script_error_is_one_line(tmp_path):
     assert r.stdout == "" and not (tmp_path / "runs").exists()
 
 
-# --- what a new user hits on the first day (issue 12) ----------------------------------------
+# --- what a new user hits on the first day ---------------------------------------------------
 
 def test_unrolled_is_order_second(capsys):
     main(["--print-config", "--unrolled"])
