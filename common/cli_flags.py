@@ -3,7 +3,8 @@ and what --resume lets change."""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+from typing import Any, NoReturn
 
 #: Shorthand flag (argparse dest) -> config key, in both CLIs; each may add its own.
 SHORTHANDS: dict[str, str] = {
@@ -37,3 +38,23 @@ def override_key(item: str) -> str:
 def fixed_on_resume(items: list[str], resumable: tuple[str, ...] = RESUMABLE) -> list[str]:
     """The keys of `items` (`key=value` overrides) that --resume may not change."""
     return [override_key(s) for s in items if not override_key(s).startswith(resumable)]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's error style: one line, `error: ...`, exit status 2 (the
+    usage text stays behind --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def ratio_arg(text: str) -> float:
+    """--ratio's type: one number; a list (a slip for --ratios) gets a hint."""
+    try:
+        return float(text)
+    except ValueError:
+        if "," in text:
+            raise argparse.ArgumentTypeError(
+                f"one ratio, not a list ({text!r}); to search each op's ratio among several, "
+                f"use --ratios {text}") from None
+        raise argparse.ArgumentTypeError(f"a ratio is a number >= 1, not {text!r}") from None

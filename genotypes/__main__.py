@@ -7,8 +7,8 @@ import argparse
 import os
 import sys
 
-from genotypes.formats import load_genotype, save_genotype, to_json, to_repr
-from genotypes.genotype import FSSpec, GenotypeError
+from genotypes.formats import genotype_lines, load_genotype, save_genotype, to_json
+from genotypes.genotype import FSSpec, Genotype, GenotypeError
 from genotypes.random import random_genotype
 from genotypes.zoo import ZOO
 
@@ -16,10 +16,15 @@ _G_HELP = (f"a genotype file (.json/.yaml/.yml/.txt), a search run directory, a 
            f"({', '.join(ZOO)}) or a Genotype(...) repr")
 
 
-def _show(args: argparse.Namespace) -> None:
-    g = load_genotype(args.genotype)
+def _print(g: Genotype) -> None:
+    """The JSON, then the DARTS line (pasteable into a DARTS codebase) and the fs: line."""
     print(to_json(g), end="")
-    print(to_repr(g))
+    for line in genotype_lines(g):
+        print(line)
+
+
+def _show(args: argparse.Namespace) -> None:
+    _print(load_genotype(args.genotype))
 
 
 def _draw(args: argparse.Namespace) -> None:
@@ -85,8 +90,7 @@ def _random(args: argparse.Namespace) -> None:
         g = fit.genotype
     if args.out:
         save_genotype(g, args.out)
-    print(to_json(g), end="")
-    print(to_repr(g))
+    _print(g)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,14 @@ from typing import Any
 import yaml
 from torch import nn
 
-from common.cli_flags import SHORTHANDS, fixed_on_resume, flag_overrides, override_key
+from common.cli_flags import (
+    SHORTHANDS,
+    Parser,
+    fixed_on_resume,
+    flag_overrides,
+    override_key,
+    ratio_arg,
+)
 from common.config import available_presets, load_config_file, resolve_config
 from common.cpu import cpu_budget
 from common.distributed import DistInfo, cleanup, init_distributed, rank0_first
@@ -40,7 +47,7 @@ from retrain.summary import format_json, format_table, summarize
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m retrain", description="Retrain a DARTS genotype with FS/DFS 1x1 convs "
         "(CIFAR or ImageNet network), export it compressed, or print its summary.",
         epilog="Network: inputs below 128 px get the DARTS CIFAR network (3x3 stem, default "
@@ -67,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of initial weights, data order, augmentation")
     p.add_argument("--fs", choices=setup.FS_MODES, help="1x1 convs: off (plain DARTS), fs "
                    "(fixed offsets), dfs (learned, then hardened; default) or genotype")
-    p.add_argument("--ratio", type=float, help="FS compression ratio of every FS layer "
+    p.add_argument("--ratio", type=ratio_arg, help="FS compression ratio of every FS layer "
                    "(default: the genotype's, its per-op ratios included, else "
                    f"{DEFAULT_RATIO:g})")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (AMP on CUDA)")

@@ -27,6 +27,7 @@ if __name__ == "__main__":  # python -m retrain.evaluate: before torch loads Ope
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
+from common.cli_flags import Parser
 from common.cpu import cpu_budget  # noqa: E402
 from common.data import open_dataset  # noqa: E402
 from common.distributed import DistInfo  # noqa: E402
@@ -66,7 +67,7 @@ def load_test_split(dataset: str, data_root: str, download: bool, data: dict[str
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m retrain.evaluate",
         description="Evaluate an exported model (model.pt or model-wq.pt) on a test set.")
     p.add_argument("model", help="exported model file written by a retrain run (model.pt, "

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from common.cli_flags import Parser
 from common.errors import UserError, cli_entry
 from retrain.export import load_exported_full
 from retrain.onnx_export import LAYOUTS, OPSET, export_onnx, inference_session
@@ -46,7 +47,7 @@ def max_relative_difference(model: torch.nn.Module, onnx_path: Path, shape: tupl
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m retrain.export",
         description="Export a retrained network (run directory, model.pt or model-wq.pt) to ONNX.")
     p.add_argument("model", help="retrain run directory (its model.pt) or an exported .pt file")

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from common.checkpoint import check_resume_device, load_resume_checkpoint
-from common.cli_flags import RESUMABLE, SHORTHANDS, fixed_on_resume, flag_overrides
+from common.cli_flags import RESUMABLE, SHORTHANDS, Parser, fixed_on_resume, flag_overrides, ratio_arg
 from common.config import load_config_file, resolve_config
 from common.cpu import CpuBudget, busy_note, cpu_budget
 from common.data import open_dataset
@@ -79,7 +79,7 @@ def _ratio_list(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="run_search.sh", description="DARTS search over FS/DFS convolutions.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", nargs="?", help="cifar10 | cifar100 | imagenet | PATH (ImageFolder)")
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="per process under torchrun")
     p.add_argument("--seed", type=int)
     p.add_argument("--fs", choices=["off", "fs", "dfs"], help="1x1 convs: plain, FS, or DFS")
-    p.add_argument("--ratio", type=float, help="FS compression ratio (>= 1)")
+    p.add_argument("--ratio", type=ratio_arg, help="FS compression ratio (>= 1)")
     p.add_argument("--ratios", type=_ratio_list, metavar="R1,R2,...",
                    help="search each op's FS ratio among these, e.g. 1,2,4,8 (fs.ratios)")
     p.add_argument("--budget", metavar="PARAMS",

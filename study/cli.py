@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from common.cli_flags import Parser
 from common.config import resolve_config, save_config
 from common.cpu import available_cores
 from common.errors import UserError, cli_entry
@@ -36,7 +37,7 @@ DRAWN_GENOTYPE = "<run>-genotype.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m study", description="Multi-seed studies: run "
+    p = Parser(prog="python -m study", description="Multi-seed studies: run "
                                 "arms x seeds as ordinary run directories and report mean, "
                                 "spread, confidence intervals and Welch tests.")
     sub = p.add_subparsers(dest="command", required=True)

@@ -469,7 +469,14 @@ def test_derive_errors() -> None:
 def test_cli_show(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["show", "pdarts"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("{") and "Genotype(normal=[('skip_connect', 0)" in out
+    assert out.startswith("{") and "\ngenotype: Genotype(normal=[('skip_connect', 0)" in out
+    # An FS genotype: the DARTS line a DARTS codebase can paste, and the fs: line apart.
+    g = dataclasses.replace(load_genotype("DARTS_V2"), fs=FSSpec(4.0, True, 4))
+    save_genotype(g, tmp_path / "g.json")
+    assert main(["show", str(tmp_path / "g.json")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2].startswith("genotype: Genotype(normal=[") and "FSSpec" not in lines[-2]
+    assert lines[-1] == "fs: ratio 4, DFS, 4 offsets"
     assert main(["show", "DART_V2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not a file, a zoo name" in err

@@ -233,3 +233,11 @@ def test_ctrl_c_says_what_is_kept(folder, tmp_path, capsys, monkeypatch):
     err = _fail(["--resume", str(run)], capsys)
     assert f"cannot resume {run}: checkpoint.pt is not a readable checkpoint" in err
     assert f"--out {run} --overwrite" in err and "another file" not in err
+
+
+def test_ratio_list_slip_and_argparse_errors_are_one_line(folder, capsys):
+    err = _fail([str(folder), "--ratio", "1,2,4,8"], capsys)
+    assert "use --ratios 1,2,4,8" in err
+    assert "a ratio is a number >= 1, not 'two'" in _fail([str(folder), "--ratio", "two"], capsys)
+    err = _fail([str(folder), "--algo", "pcdarts"], capsys)
+    assert "invalid choice: 'pcdarts'" in err and "--help" in err
