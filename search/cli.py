@@ -17,7 +17,15 @@ from typing import Any
 import yaml
 
 from common.checkpoint import check_resume_device, load_resume_checkpoint
-from common.cli_flags import RESUMABLE, SHORTHANDS, Parser, fixed_on_resume, flag_overrides, ratio_arg
+from common.cli_flags import (
+    RESUMABLE,
+    SHORTHANDS,
+    Parser,
+    fixed_on_resume,
+    flag_overrides,
+    override_key,
+    ratio_arg,
+)
 from common.config import load_config_file, resolve_config
 from common.cpu import CpuBudget, busy_note, cpu_budget
 from common.data import open_dataset
@@ -39,7 +47,7 @@ from search.algorithms import ALGORITHMS
 from search.data import build_search_data
 from search.ddp import rank0_first
 from search.outputs import CHECKPOINT, CONFIG, LOG, save_run_config
-from search.penalty import preprocess_ratio
+from search.penalty import BUDGET_RATIOS, preprocess_ratio
 from search.run import run_search
 from search.settings import check_config
 
@@ -130,6 +138,18 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return items + flag_overrides(args, SEARCH_SHORTHANDS)
 
 
+def budget_ratios(cfg: dict[str, Any], given: set[str]) -> bool:
+    """A budget asks for a size: unless the ratios are fixed (fs.ratios, or --ratio /
+    fs.ratio given), each op's ratio is searched among BUDGET_RATIOS, so that the result
+    can fit; returns whether it chose them. FS off has no ratio to choose."""
+    fs = cfg["fs"]
+    if (cfg["budget"]["params"] is None or fs["ratios"] is not None or fs["mode"] == "off"
+            or "fs.ratio" in given):
+        return False
+    fs["ratios"] = list(BUDGET_RATIOS)
+    return True
+
+
 def _tag(dataset: str) -> str:
     name = Path(dataset.rstrip("/")).name or "data"
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
@@ -163,12 +183,13 @@ def _prepare_resume(args: argparse.Namespace, items: list[str]):
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     items = _overrides(args)
-    state = None
+    state, chose_ratios = None, False
     if args.resume:
         run_dir, cfg, dataset, preset, state = _prepare_resume(args, items)
     else:
         run_dir, dataset, preset = None, args.dataset, args.preset
         cfg = resolve_config("search", preset, items)
+        chose_ratios = budget_ratios(cfg, {override_key(s) for s in items})
     check_config(cfg)
     if args.print_config:
         print(yaml.safe_dump(cfg, sort_keys=False), end="")
@@ -199,6 +220,10 @@ def main(argv: list[str] | None = None) -> None:
                             min(info.input_size))
         cfg["runtime"]["threads"], data["workers"] = budget.threads, budget.workers
         set_threads(budget.threads)
+        if chose_ratios:
+            say("budget: each op's FS ratio is searched among "
+                f"{', '.join(f'{r:g}' for r in BUDGET_RATIOS)} (--ratios to choose others, "
+                "--ratio R to fix one)", dist_info.is_main)
         # With a budget and searched ratios: the cell preprocessing's ratio, chosen now so
         # that config.yaml and the start-up line record it.
         chosen = preprocess_ratio(cfg, info)

@@ -39,6 +39,8 @@ from space.budget import BudgetModel
 BUDGET_BETA_DECAY = 1.0
 BUDGET_MAX_SKIP = 2
 BUDGET_MAX_FREE = 2
+#: Each op's ratio candidates with a budget when the config fixes no ratio (search.cli).
+BUDGET_RATIOS = (1.0, 2.0, 4.0, 8.0)
 
 
 def beta_decay_weight(cfg: dict[str, Any]) -> float:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from image_folders import make_image_folder
 
 from common.config import resolve_config
@@ -215,3 +216,20 @@ def test_budget_search_resumes_to_the_uninterrupted_result(folder, tmp_path, mon
     assert (cut / "genotype.json").read_text() == (full / "genotype.json").read_text()
     a, b = (torch.load(r / "checkpoint.pt", weights_only=False)["model"] for r in (full, cut))
     assert torch.equal(a["ratios_normal"], b["ratios_normal"])
+
+
+def test_a_budget_alone_searches_the_ratios(folder, tmp_path, capsys) -> None:
+    """--budget without --ratios searches each op's ratio among 1, 2, 4, 8 so the result can
+    fit; --ratio R fixes the ratios, and then an unreachable budget gets the clear message."""
+    small = ["--set", "budget.init_channels=8", "--set", "budget.layers=5", "--set", "init_channels=8"]
+    run = tmp_path / "run"
+    main([str(folder), *TINY, "--epochs", "1", "--out", str(run), "--budget", "40k", *small])
+    out = capsys.readouterr().out
+    assert "each op's FS ratio is searched among 1, 2, 4, 8" in out
+    assert yaml.safe_load((run / "config.yaml").read_text())["search"]["fs"]["ratios"] == [1, 2, 4, 8]
+    assert "(within it)" in out
+    fixed = tmp_path / "fixed"
+    main([str(folder), *TINY, "--epochs", "1", "--out", str(fixed), "--budget", "20k",
+          "--ratio", "2", *small])
+    out = capsys.readouterr().out
+    assert "searched among" not in out and "its ratios are fixed" in out
