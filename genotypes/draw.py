@@ -56,11 +56,13 @@ def _title(cell: str, fs: FSSpec | None) -> str:
             f'<FONT POINT-SIZE="11" COLOR="#555555">{note}</FONT>>')
 
 
-def _legend(dot: graphviz.Digraph) -> None:
+def _legend(dot: graphviz.Digraph, ops: list[str]) -> None:
+    """The colour key of the op families this cell uses (no others)."""
+    used = {family_color(op) for op in ops}
     rows = "".join(
         f'<TR><TD><FONT COLOR="{c}">&#9473;&#9473;&#9473;</FONT></TD>'
         f'<TD ALIGN="LEFT"><FONT POINT-SIZE="10">{fam}</FONT></TD></TR>'
-        for fam, c in FAMILY_COLORS.items() if fam != "none"
+        for fam, c in FAMILY_COLORS.items() if fam != "none" and c in used
     )
     table = (f'<<TABLE BORDER="1" COLOR="#bbbbbb" CELLBORDER="0" CELLSPACING="0" '
              f'CELLPADDING="2">{rows}</TABLE>>')
@@ -77,8 +79,10 @@ def cell_graph(
     edges coloured by op family and labelled with the op (and "· FS×r" on FS-bearing ops,
     r the edge's own ratio, genotypes.op_ratio, when `fs` has per-op ratios)."""
     dot = graphviz.Digraph(name=cell, format="png")
+    # Room between ranks and rows, so that the labels of edges leaving one node (often the
+    # same op) sit apart instead of on top of each other.
     dot.attr("graph", rankdir="LR", label=_title(cell, fs), labelloc="t", fontsize="16",
-             fontname=_FONT, nodesep="0.35", ranksep="0.6", pad="0.2", dpi="110")
+             fontname=_FONT, nodesep="0.7", ranksep="1.3", pad="0.2", dpi="110")
     dot.attr("node", style="filled,rounded", shape="box", fontname=_FONT, fontsize="13",
              penwidth="1.2", height="0.45")
     dot.attr("edge", fontname=_FONT, fontsize="11", penwidth="1.8", arrowsize="0.7")
@@ -103,7 +107,7 @@ def cell_graph(
         dot.edge(src, str(k // 2), label=f" {label} ", color=col, fontcolor=col)
     for c in concat:
         dot.edge(str(c - NUM_INPUTS), "c_{k}", color="#9e9e9e", penwidth="1.0", arrowsize="0.5")
-    _legend(dot)
+    _legend(dot, [op for op, _ in edges])
     return dot
 
 

@@ -26,6 +26,34 @@ def _points(rep: dict[str, Any]) -> list[dict[str, Any]]:
     return pts
 
 
+def _short_count(v: float, _: object = None) -> str:
+    """60k, 250k, 1.2M: tick labels short enough not to run into each other."""
+    if v >= 1e6:
+        return f"{v / 1e6:g}M"
+    return f"{v / 1e3:g}k" if v >= 1e3 else f"{v:g}"
+
+
+def _clip_to_percent(ax: Any, pts: list[dict[str, Any]]) -> None:
+    """y axis from the data (not from 0), within 0-100%; an interval bound beyond the axis
+    (few seeds give wide intervals) is marked at the edge with its value, never hidden."""
+    if not pts:
+        return
+    lows = [p["y"] - p["err"][0] for p in pts]
+    highs = [p["y"] + p["err"][1] for p in pts]
+    means = [p["y"] for p in pts]
+    pad = max(1.0, 0.08 * (max(means) - min(means)))
+    lo = max(0.0, min(lows) - pad, min(means) - 15.0)
+    hi = min(100.0, max(highs) + pad, max(means) + 15.0)
+    ax.set_ylim(lo, hi)
+    for p, low, high in zip(pts, lows, highs, strict=True):
+        for bound, edge, marker, va in ((low, lo, "v", "bottom"), (high, hi, "^", "top")):
+            if (bound < edge) if marker == "v" else (bound > edge):
+                ax.plot([p["x"]], [edge], marker=marker, color="0.2", ms=6, zorder=4,
+                        clip_on=False)
+                ax.annotate(f"{bound:.1f}", (p["x"], edge), textcoords="offset points",
+                            xytext=(5, 2 if va == "bottom" else -2), va=va, fontsize=7)
+
+
 def plot_study(rep: dict[str, Any], path: Path) -> None:
     """Draw the plot (matplotlib, Agg backend) into `path`."""
     import matplotlib
@@ -35,33 +63,32 @@ def plot_study(rep: dict[str, Any], path: Path) -> None:
     from matplotlib.ticker import FuncFormatter
 
     pts = _points(rep)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=120)
     try:
-        for i, p in enumerate(pts):
+        for p in pts:
             color = f"C{list(rep['arms']).index(p['arm']) % 10}"
+            # The legend names every point (with its seed count): labels beside the points
+            # collide where arms share a size.
             ax.errorbar([p["x"]], [p["y"]], yerr=[[p["err"][0]], [p["err"][1]]], fmt="o",
                         color=color, mfc="white" if p["wq"] else color, capsize=4, zorder=3,
-                        label=p["label"])
-            ax.annotate(f"{p['label']} (n={p['n']})", (p["x"], p["y"]), textcoords="offset points",
-                        xytext=(6, 6 if i % 2 == 0 else -12), fontsize=8)
+                        label=f"{p['label']} (n={p['n']})")
         front = pareto_front([(p["x"], p["y"]) for p in pts])
         if front:
             xs, ys = [pts[i]["x"] for i in front], [pts[i]["y"] for i in front]
             ax.plot(xs, ys, "--", color="0.4", zorder=2, label="Pareto front")
             ax.scatter(xs, ys, s=180, facecolors="none", edgecolors="0.4", zorder=2)
         ax.set_xscale("log")
-        commas = FuncFormatter(lambda v, _: f"{v:,.0f}")
-        ax.xaxis.set_major_formatter(commas)
-        ax.xaxis.set_minor_formatter(commas)
+        short = FuncFormatter(_short_count)
+        ax.xaxis.set_major_formatter(short)
+        ax.xaxis.set_minor_formatter(short)
         ax.tick_params(axis="x", which="minor", labelsize=7)
-        lo, hi = ax.get_ylim()  # intervals of few seeds can run past 0-100%
-        ax.set_ylim(max(lo, -0.5), min(hi, 100.5))
+        _clip_to_percent(ax, pts)
         ax.set_xlabel("effective parameters (log scale)")
         ax.set_ylabel("test top-1 (%), mean with 95% CI")
         ax.set_title(f"{rep['name']}: accuracy against size")
         ax.grid(True, which="both", alpha=0.3)
         if pts:
-            ax.legend(fontsize=8, loc="best")
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         fig.tight_layout()
         fig.savefig(path)
     finally:

@@ -194,3 +194,16 @@ def test_read_log_tolerates_partial_last_line_and_null_entropy(tmp_path: Path) -
     records = read_log(tmp_path)
     assert [r["epoch"] for r in records] == [0, 1]
     assert _plot_entropy(records, tmp_path) is None  # no DFS offsets: skipped
+
+
+def test_legend_lists_only_the_families_the_cell_uses():
+    from genotypes import load_genotype
+    from genotypes.draw import cell_graph
+
+    g = load_genotype("DARTS_V2")
+    reduce = cell_graph(g.reduce, g.reduce_concat, "reduce").source  # pools and skips only
+    legend = reduce[reduce.index("legend"):]
+    assert ">pool<" in legend and ">skip<" in legend
+    assert ">sep conv<" not in legend and ">dil conv<" not in legend
+    normal = cell_graph(g.normal, g.normal_concat, "normal").source
+    assert ">sep conv<" in normal[normal.index("legend"):]

@@ -357,3 +357,26 @@ def test_entropy_at_hardening_is_read_from_the_log(tmp_path):
     assert entropy_at_hardening(tmp_path) == 1.2
     (tmp_path / "log.jsonl").write_text(json.dumps({"epoch": 0, "hardened": False}))
     assert entropy_at_hardening(tmp_path) is None  # a log from before it was recorded
+
+
+def test_plot_marks_an_interval_bound_beyond_the_axis():
+    """A wide interval (few seeds) is not cut silently: the axis follows the data within
+    0-100%, and a bound past it is marked at the edge with its value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from study.plot import _clip_to_percent, _short_count
+
+    pts = [{"x": 1e5, "y": 60.0, "err": (80.0, 10.0)}, {"x": 2e5, "y": 70.0, "err": (1.0, 1.0)}]
+    fig, ax = plt.subplots()
+    try:
+        _clip_to_percent(ax, pts)
+        lo, hi = ax.get_ylim()
+        assert 0.0 <= lo <= 45.0 and 71.0 < hi <= 100.0
+        marks = [t.get_text() for t in ax.texts]
+        assert marks == ["-20.0"]  # 60 - 80, below the axis: marked, with its value
+    finally:
+        plt.close(fig)
+    assert [_short_count(v) for v in (60_000, 250_000, 1_200_000, 500)] == ["60k", "250k", "1.2M", "500"]
