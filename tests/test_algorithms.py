@@ -212,6 +212,7 @@ def test_registry_and_config_choices():
     assert presets["algorithm"] == "pc-darts" and presets["batch_size"] == 256
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["pc-darts", "gdas"])
 def test_cli_run_records_the_algorithm_and_resumes_exactly(algo, tmp_path, capsys, monkeypatch):
     data = make_image_folder(tmp_path / "imgs")

@@ -148,6 +148,7 @@ def _records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_plain_search_is_unchanged(folder, tmp_path) -> None:
     run = tmp_path / "run"
     main([str(folder), *TINY, "--epochs", "2", "--out", str(run)])
@@ -160,6 +161,7 @@ def test_plain_search_is_unchanged(folder, tmp_path) -> None:
     assert "expected_params" not in recs[-1]
 
 
+@pytest.mark.slow
 def test_budget_search_ends_under_budget(folder, tmp_path, capsys) -> None:
     """A budget search on tiny data: E[P] logged each epoch, the final genotype's network
     (counted independently, as retrain builds it) within the budget."""
@@ -185,6 +187,7 @@ def test_budget_search_ends_under_budget(folder, tmp_path, capsys) -> None:
     assert (run / "plots" / "size.png") in plot_run(run)
 
 
+@pytest.mark.slow
 def test_budget_search_resumes_to_the_uninterrupted_result(folder, tmp_path, monkeypatch, capsys):
     """Stopped after its first epoch and resumed, a budget search with searched ratios ends
     with the uninterrupted run's log figures, ratio logits and fitted genotype."""
@@ -218,6 +221,7 @@ def test_budget_search_resumes_to_the_uninterrupted_result(folder, tmp_path, mon
     assert torch.equal(a["ratios_normal"], b["ratios_normal"])
 
 
+@pytest.mark.slow
 def test_a_budget_alone_searches_the_ratios(folder, tmp_path, capsys) -> None:
     """--budget without --ratios searches each op's ratio among 1, 2, 4, 8 so the result can
     fit; --ratio R fixes the ratios, and then an unreachable budget gets the clear message."""

@@ -269,6 +269,7 @@ def test_openmp_wait_policy_follows_the_load_and_the_user():
     assert cpu.openmp_wait_policy(0, processes=2) == "PASSIVE"  # torchrun ranks share cores
 
 
+@pytest.mark.slow
 def test_entry_points_choose_the_openmp_policy_before_torch_loads():
     """OMP_WAIT_POLICY is read once, when torch loads OpenMP: each entry point must set it
     first, from the load it sees (a spinning neighbour here), and leave a user's own choice

@@ -128,6 +128,7 @@ def folder(tmp_path_factory) -> Path:
     return make_folder(tmp_path_factory.mktemp("onnx"))
 
 
+@pytest.mark.slow
 def test_cli_export_and_onnx_evaluation_agree_with_the_pt_files(tmp_path, folder, capsys):
     run = _exported_run(tmp_path, FSSpec(2.0, True, 4), folder)
     assert export_main([str(run), "--onnx", "--json"]) == 0

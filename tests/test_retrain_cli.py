@@ -152,6 +152,7 @@ def test_error_exit_status_in_a_real_process(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("error: ")
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_every_file_and_evaluate_reproduces_it(capsys, tmp_path, tiny_folder):
     out = tmp_path / "run"
     argv = ["--genotype", "PC_DARTS", "--dataset", str(tiny_folder), *TINY, "--epochs", "2",
@@ -212,6 +213,7 @@ def test_search_and_retrain_word_errors_alike(capsys, tiny_folder):
     assert err == _fail(capsys, ["cifr10"], search_main) and "did you mean cifar10?" in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_resume_times_and_corrupt_checkpoint(capsys, tmp_path, tiny_folder, monkeypatch):
     out = tmp_path / "run"
     argv = ["--genotype", "DARTS_V2", "--dataset", str(tiny_folder), *TINY, "--epochs", "2",
@@ -252,6 +254,7 @@ def test_ctrl_c_resume_times_and_corrupt_checkpoint(capsys, tmp_path, tiny_folde
     assert f"cp {out / 'best.pt'} {out / 'latest.pt'}" in err and "--overwrite" in err
 
 
+@pytest.mark.slow
 def test_nan_stops_and_keeps_last_good_checkpoint(capsys, tmp_path, tiny_folder, monkeypatch):
     """A NaN loss stops the run with one line before the epoch is logged or checkpointed
     (retrain has the search's divergence checks)."""
@@ -276,6 +279,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(capsys, tmp_path, tiny_folder,
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
 
 
+@pytest.mark.slow
 def test_fs_off_run_writes_no_wq_file_and_the_summary_lists_none(capsys, tmp_path, tiny_folder):
     out = tmp_path / "run"
     assert main(["--genotype", "DARTS_V2", "--dataset", str(tiny_folder), *TINY, "--epochs", "1",
@@ -291,6 +295,7 @@ def test_fs_off_run_writes_no_wq_file_and_the_summary_lists_none(capsys, tmp_pat
     assert json.loads(capsys.readouterr().out)["totals"]["file_bytes_wq"] is None
 
 
+@pytest.mark.slow
 def test_summary_prints_whole_8bit_figures(capsys):
     """The paper DARTS_V2 network's FS count is not a multiple of 4: its 8-bit size is
     printed in weight bytes (an integer: 1 per FS element, 4 per other parameter)."""

@@ -104,6 +104,7 @@ def test_print_config_applies_flags_in_order(capsys):
     assert cfg["weights"]["lr"] == 0.025 and cfg["batch_size"] == 64  # paper preset defaults
 
 
+@pytest.mark.slow
 def test_tiny_run_directory(folder, tmp_path, capsys):
     run = tmp_path / "run"
     main([str(folder), *TINY, "--epochs", "2", "--out", str(run), "--set", "runtime.draw_every=1",
@@ -142,6 +143,7 @@ def test_tiny_run_directory(folder, tmp_path, capsys):
     assert yaml.safe_load(capsys.readouterr().out) == saved["search"]
 
 
+@pytest.mark.slow
 def test_nan_stops_and_keeps_last_good_checkpoint(folder, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     real = SearchTrainer.weight_loss
@@ -198,6 +200,7 @@ def test_retrain_hint_carries_data_root_of_named_datasets():
     assert "--data-root" not in retrain_command(g, "/imgs/flowers", "paper", "/datasets")
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_what_is_kept(folder, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     real = SearchTrainer.train_epoch

@@ -47,6 +47,7 @@ def _check_scalars(acc: EventAccumulator, records: list[dict]) -> set[str]:
     return tags
 
 
+@pytest.mark.slow
 def test_search_tensorboard_matches_log_jsonl(tmp_path):
     run = tmp_path / "search"
     folder = make_image_folder(tmp_path / "imgs")
@@ -65,6 +66,7 @@ def test_search_tensorboard_matches_log_jsonl(tmp_path):
     assert "Genotype(normal=[" in last and records[-1]["genotype"]["normal"][0][0] in last
 
 
+@pytest.mark.slow
 def test_retrain_tensorboard_and_off_by_default(tmp_path):
     folder = make_folder(tmp_path / "imgs")
     run = tmp_path / "retrain"
