@@ -29,7 +29,8 @@ HERE = Path(__file__).resolve().parents[1]
 
 #: bench script -> regex of the rows to compare: (row name groups..., milliseconds)
 ROWS = {
-    "search_step.py": re.compile(r"^\| (ours) \| (\w+) \| (\d) \| (\d+) \|", re.M),
+    # The DARTS rows (a checkout with algorithms prints an `algo` column, an older one none).
+    "search_step.py": re.compile(r"^\| (ours) \| (?:darts \| )?(\w+) \| (\d) \| (\d+) \|", re.M),
     "retrain_step.py": re.compile(r"^(off|FS|DFS)\s+([\d.]+)\s", re.M),
 }
 
