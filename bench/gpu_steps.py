@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import statistics
 import sys
@@ -232,24 +231,14 @@ def section_determinism(args, device) -> dict:
     return {"size": "C=8, 5 cells, DFS, batch 32, 3 search steps (first order)", **out}
 
 
-def _reference(path: str, module: str):
-    names = ("genotypes", "operations", "model_search", "architect")
-    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in names}
-    sys.path.insert(0, path)
-    try:
-        return importlib.import_module(module)
-    finally:
-        sys.path.remove(path)
-        for k in [k for k in sys.modules if k.split(".")[0] in names]:
-            del sys.modules[k]
-        sys.modules.update(saved)
-
-
 def section_reference(args, device) -> dict:
     if not args.reference or not (Path(args.reference) / "model_search.py").is_file():
         return {"skipped": f"no quark0/darts cnn/ directory at {args.reference!r}"}
-    model_search = _reference(args.reference, "model_search")
-    architect = _reference(args.reference, "architect")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from search_step import _load_reference
+
+    model_search = _load_reference(args.reference, "model_search", cpu=False)
+    architect = _load_reference(args.reference, "architect", cpu=False)
     rows = []
     for order in ("first", "second"):
         try:

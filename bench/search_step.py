@@ -57,15 +57,16 @@ def _status_kb(field: str) -> int:
     return 0
 
 
-def _load_reference(path: str, module: str = "model_search"):
+def _load_reference(path: str, module: str = "model_search", cpu: bool = True):
     """A quark0/darts module (model_search, architect), imported from `path` without copying
     its code. Its top-level `genotypes`/`operations` would shadow ours, so they are swapped
-    out meanwhile."""
+    out meanwhile. `cpu`: the reference moves tensors and new networks to the GPU with
+    .cuda(); make that a no-op so that everything stays on the CPU."""
     import torch
 
-    # The reference moves tensors and new networks to the GPU; here everything stays on CPU.
-    torch.Tensor.cuda = lambda self, *a, **k: self
-    torch.nn.Module.cuda = lambda self, *a, **k: self
+    if cpu:
+        torch.Tensor.cuda = lambda self, *a, **k: self
+        torch.nn.Module.cuda = lambda self, *a, **k: self
     names = ("genotypes", "operations", "model_search", "architect")
     saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in names}
     sys.path.insert(0, path)
