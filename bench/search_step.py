@@ -27,6 +27,9 @@ against plain DFS):
   step written out above. The lean step asks autograd for the upper-level gradients only,
   where the reference's first-order step also computes every weight gradient and its
   second-order step builds a fresh network per step: `ref-lean` is the stricter baseline.
+* with --pc-reference pointing at a yuhuixu1993/PC-DARTS checkout (fs off, with --algo
+  pc-darts or all): `reference` rows for PC-DARTS, its model_search.Network stepped by its
+  own architect.Architect, compared with our pc-darts rows.
 
 Each row runs in its own process so its peak memory (VmHWM after setup, minus the RSS before
 the first step) is its own; rows are interleaved over --repeat rounds so machine noise hits
@@ -230,6 +233,7 @@ def main() -> None:
     ap.add_argument("--algo", choices=["darts", "pc-darts", "gdas", "all"], default="darts",
                     help="search algorithm(s) of the `ours` rows")
     ap.add_argument("--reference", help="a quark0/darts checkout's cnn/ directory")
+    ap.add_argument("--pc-reference", help="a yuhuixu1993/PC-DARTS checkout (its top folder)")
     ap.add_argument("--compile", action="store_true", help="torch.compile our forward")
     ap.add_argument("--C", type=int, default=8)
     ap.add_argument("--layers", type=int, default=5)
@@ -244,16 +248,22 @@ def main() -> None:
         raise SystemExit(f"--reference {args.reference}: no model_search.py there; pass the "
                          "cnn/ directory of a quark0/darts checkout")
     common = {k: getattr(args, k) for k in ("steps", "warmup", "threads", "C", "layers", "batch",
-                                            "size", "compile", "reference")}
+                                            "size", "compile")}
     algos = ["darts", "pc-darts", "gdas"] if args.algo == "all" else [args.algo]
     jobs = []
     for order in ORDERS[args.order]:
         for fs in FS_MODES[args.fs]:
             impls = ["ours", "naive"] + (["reference", "ref-lean"] if args.reference and fs == "off" else [])
-            jobs += [{**common, "impl": i, "fs": fs, "order": order, "algo": "darts"}
+            jobs += [{**common, "impl": i, "fs": fs, "order": order, "algo": "darts",
+                      "reference": args.reference}
                      for i in impls if "darts" in algos or i != "ours"]
-            jobs += [{**common, "impl": "ours", "fs": fs, "order": order, "algo": a}
-                     for a in algos if a != "darts" and not (a == "gdas" and order == 2)]
+            for a in algos:
+                if a == "darts" or (a == "gdas" and order == 2):
+                    continue
+                jobs.append({**common, "impl": "ours", "fs": fs, "order": order, "algo": a})
+                if a == "pc-darts" and args.pc_reference and fs == "off":
+                    jobs.append({**common, "impl": "reference", "fs": fs, "order": order,
+                                 "algo": a, "reference": args.pc_reference})
     results: dict[int, dict] = {i: {"times": [], "peak_kb": 0} for i in range(len(jobs))}
     for r in range(args.repeat):
         for i, job in enumerate(jobs):
@@ -269,28 +279,28 @@ def main() -> None:
           "| vs ref-lean | time / darts | memory / darts |")
     print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     med = {i: statistics.median(results[i]["times"]) for i in results}
-    key = {(j["impl"], j["fs"], j["order"]): i for i, j in enumerate(jobs) if j["algo"] == "darts"}
+    key = {(j["impl"], j["algo"], j["fs"], j["order"]): i for i, j in enumerate(jobs)}
 
     def speedup(base: int | None, i: int) -> str:
         return f"{med[base] / med[i]:.2f}x" if base is not None else ""
 
     for i, job in enumerate(jobs):
-        vs = [speedup(key.get(b), i) for b in (("naive", job["fs"], job["order"]),
-                                               ("reference", "off", job["order"]),
-                                               ("ref-lean", "off", job["order"]))]
-        darts = key.get(("ours", job["fs"], job["order"])) if job["impl"] == "ours" else None
+        vs = [speedup(key.get(b), i) for b in (("naive", "darts", job["fs"], job["order"]),
+                                               ("reference", job["algo"], "off", job["order"]),
+                                               ("ref-lean", job["algo"], "off", job["order"]))]
+        darts = key.get(("ours", "darts", job["fs"], job["order"])) if job["impl"] == "ours" else None
         vs += ["", ""] if darts is None else [
             f"{med[i] / med[darts]:.2f}x",
             f"{results[i]['peak_kb'] / max(1, results[darts]['peak_kb']):.2f}x"]
         print(f"| {job['impl']} | {job['algo']} | {job['fs']} | {job['order']} | {med[i] * 1e3:.0f} | "
               f"{args.batch / med[i]:.1f} | {results[i]['peak_kb'] / 1024:.0f} | {' | '.join(vs)} |")
-    off = {o: key.get(("ours", "off", o)) for o in ORDERS[args.order]}
+    off = {o: key.get(("ours", "darts", "off", o)) for o in ORDERS[args.order]}
     for i, job in enumerate(jobs):
         if (job["impl"] == "ours" and job["algo"] == "darts" and job["fs"] != "off"
                 and off.get(job["order"]) is not None):
             print(f"\n{job['fs'].upper()} vs FS off (ours, order {job['order']}): "
                   f"{med[i] / med[off[job['order']]]:.2f}x the time", end="")
-    dfs = {o: key.get(("ours", "dfs", o)) for o in ORDERS[args.order]}
+    dfs = {o: key.get(("ours", "darts", "dfs", o)) for o in ORDERS[args.order]}
     for i, job in enumerate(jobs):
         if (job["impl"] == "ours" and job["algo"] == "darts" and job["fs"] == "ratios"
                 and dfs.get(job["order"]) is not None):

@@ -20,7 +20,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from genotypes import FSSpec
-from space.mixed import MixedOp
+from space.mixed import MixedOp, NodeInput
 
 
 class PartialMixedOp(MixedOp):
@@ -58,3 +58,8 @@ class PartialMixedOp(MixedOp):
 
     def forward(self, x: Tensor, weights: Tensor, index: int | None = None) -> Tensor:
         return self._merge(super().forward(x[:, : x.shape[1] // self.k], weights, index), x)
+
+    def forward_shared(self, src: NodeInput, x: Tensor, weights: Tensor) -> Tensor:
+        """The fused edge on `src`, the NodeInput of x's first C/k channels that every edge
+        leaving x shares (one ReLU, one pooling per node instead of one per edge)."""
+        return self._merge(self.accumulate(None, src, weights.unbind(0)), x)

@@ -73,9 +73,9 @@ class SearchCell(nn.Module):
         (both preprocessing ops start with a ReLU; the network computes it once per cell
         output, which feeds two cells). `edges`: a weight per edge for the node sums (edge
         normalisation); `sampled`: the one op each edge runs (its weights are a hard sample)."""
-        if not self.fast or edges is not None or sampled is not None or self.partial != 1:
-            return self.forward_edges(s0, s1, weights, edges, sampled)
         r0, r1 = (None, None) if relus is None else relus
+        if not self.fast or edges is not None or sampled is not None or self.partial != 1:
+            return self.forward_edges(s0, s1, weights, edges, sampled, relus)
         s0 = self.preprocess0(s0, relu=r0)
         s1 = self.preprocess1(s1, relu=r1)
         share = self.training
@@ -93,18 +93,32 @@ class SearchCell(nn.Module):
         return torch.cat([n.x for n in nodes[-self._multiplier :]], dim=1)
 
     def forward_edges(self, s0: Tensor, s1: Tensor, weights: Tensor, edges: Tensor | None,
-                      sampled: list[int] | None) -> Tensor:
+                      sampled: list[int] | None,
+                      relus: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """Each node the sum over its incoming edges of ``edges[e] * mixed_e(h)`` (no factor
         without `edges`), every op and mixed op called as a module (with `sampled`, each
         edge runs its one sampled op). With every `fast` off this is DARTS's Cell.forward,
-        line for line."""
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        line for line. Fast partial-channel edges share, per node, the ReLU and the pooling
+        of the channels they read (PartialMixedOp.forward_shared)."""
+        if self.fast:
+            r0, r1 = (None, None) if relus is None else relus
+            states = [self.preprocess0(s0, relu=r0), self.preprocess1(s1, relu=r1)]
+        else:
+            states = [self.preprocess0(s0), self.preprocess1(s1)]
+        shared = self.fast and self.partial != 1 and sampled is None
+        srcs: list[NodeInput] = []
         offset = 0
         for _ in range(self._steps):
             terms = []
             for j, h in enumerate(states):
                 e = offset + j
-                y = self._ops[e](h, weights[e], None if sampled is None else sampled[e])
+                if shared:
+                    if j == len(srcs):
+                        srcs.append(NodeInput(h[:, : h.shape[1] // self.partial],
+                                              share_pools=self.training))
+                    y = self._ops[e].forward_shared(srcs[j], h, weights[e])
+                else:
+                    y = self._ops[e](h, weights[e], None if sampled is None else sampled[e])
                 terms.append(y if edges is None else edges[e] * y)
             offset += len(states)
             states.append(sum(terms))
