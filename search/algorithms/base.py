@@ -24,8 +24,9 @@ def register(name: str) -> Callable[[type[Algorithm]], type[Algorithm]]:
 
 class Algorithm:
     """DARTS's behaviour, which an algorithm overrides where it differs: the supernet's
-    build options, the weighting each forward uses (None: the supernet's softmax), the
-    per-epoch schedule, and the architecture-step orders it supports."""
+    build options, the weighting each forward uses (set by `attach`; left alone, the
+    supernet's softmax), the per-epoch schedule, and the architecture-step orders it
+    supports."""
 
     name = "darts"
     #: Architecture-step orders (search.arch.order) this algorithm supports.
