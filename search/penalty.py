@@ -5,8 +5,11 @@ network at the budget's width, differentiable in the alphas and ratio logits). W
 and weight lambda(t) ramped linearly from 0 to `budget.weight` over `budget.warmup_epochs`
 architecture epochs:
 
-    hinge  (default):  lambda(t) * max(0, E[P]/B - 1)   only above the budget
-    target:            lambda(t) * |E[P]/B - 1|         towards the budget from both sides
+    hinge  (default):  lambda(t) * max(0, E[P]/(a B) - 1)   only above the aim
+    target:            lambda(t) * |E[P]/(a B) - 1|         towards the aim from both sides
+
+where a = `budget.aim` (1 by default; 0.95 aims the relaxed network 5% inside the budget, as
+the hinge settles where its pull balances the loss's, a little above its aim).
 
 A size penalty pushes the search towards parameter-free ops (skip, pools), DARTS's collapse.
 Two remedies, on by default with a budget:
@@ -111,6 +114,7 @@ class ArchPenalty:
     def __init__(self, net: nn.Module, cfg: dict[str, Any], model: BudgetModel | None) -> None:
         self.net, self.model = net, model
         self.budget = cfg["budget"]["params"]
+        self.aim = float(cfg["budget"]["aim"])
         self.mode, self.weight = cfg["budget"]["mode"], float(cfg["budget"]["weight"])
         self.warmup = int(cfg["budget"]["warmup_epochs"])
         self.first_arch_epoch = int(cfg["arch"]["warmup_epochs"])
@@ -147,7 +151,7 @@ class ArchPenalty:
     def __call__(self) -> Tensor | None:
         terms: list[Tensor] = []
         if self.budget is not None and self.weight > 0:
-            excess = self.expected_params() / float(self.budget) - 1.0
+            excess = self.expected_params() / (self.aim * float(self.budget)) - 1.0
             gap = excess.clamp(min=0.0) if self.mode == "hinge" else excess.abs()
             terms.append(self.budget_weight() * gap.float())
         if self.beta > 0:

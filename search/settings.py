@@ -79,6 +79,7 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise UserError(f"config budget.init_channels={get_key(cfg, 'budget.init_channels')} "
                         "is invalid: it must be even, as the network's width")
     check_number(cfg, "budget.weight", float, 0.0)
+    check_number(cfg, "budget.aim", float, 0.0, 1.0, lo_open=True)
     check_number(cfg, "budget.warmup_epochs", int, 0)
     check_number(cfg, "arch.ratio_lr", float, 0.0, lo_open=True, optional=True)
     check_number(cfg, "arch.beta_decay", float, 0.0, optional=True)
