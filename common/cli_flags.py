@@ -16,7 +16,8 @@ SHORTHANDS: dict[str, str] = {
 #: Config keys (or key prefixes) --resume may change in both pipelines: where and how fast a
 #: run computes, never what (the worker count included: augmentation is seeded per image,
 #: common.loader).
-RESUMABLE: tuple[str, ...] = ("runtime.device", "runtime.threads", "data.root", "data.download",
+RESUMABLE: tuple[str, ...] = ("runtime.device", "runtime.threads", "runtime.adapt_threads",
+                              "data.root", "data.download",
                               "data.workers", "log.tensorboard")
 
 

@@ -169,7 +169,7 @@ def check(cfg: dict[str, Any]) -> None:
         check_number(cfg, key, int, 1, optional=True)
     check_number(cfg, "data.input_size", int, 8, optional=True)
     for key in ("auxiliary", "data.download", "runtime.amp", "runtime.channels_last",
-                "runtime.deterministic"):
+                "runtime.deterministic", "runtime.adapt_threads"):
         check_bool(cfg, key)
 
 

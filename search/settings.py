@@ -104,6 +104,6 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     check_number(cfg, "runtime.threads", int, 1, optional=True)
     check_number(cfg, "runtime.draw_every", int, 0)
     for key in ("data.download", "runtime.amp", "runtime.channels_last", "runtime.plot",
-                "runtime.deterministic"):
+                "runtime.deterministic", "runtime.adapt_threads"):
         check_bool(cfg, key)
     return cfg
