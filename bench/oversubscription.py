@@ -64,7 +64,7 @@ def child(args: argparse.Namespace) -> None:
     cfg = setup.resolve("smoke", overrides, lambda c: False)
     train, test, info = setup.open_data(str(args.data), cfg)
     spec = setup.make_spec(cfg, load_genotype("DARTS_V2"), info.num_classes, info.input_size)
-    train_ds = rdata.train_set(train, test, info, cfg["data"]["max_images"], cfg["cutout"])
+    train_ds = rdata.train_set(train, test, info, cfg.data.max_images, cfg.cutout)
     test_ds = rdata.test_set(train, test, info, 64)
     t = Trainer(cfg, spec, build_network(spec), DistInfo(), torch.device("cpu"), train_ds, test_ds)
     t.model.train()

@@ -1,77 +1,69 @@
-"""Checks of a resolved config, shared by search.settings and retrain.setup: every bad value
-is one line naming the key, the value and what is allowed, before anything runs."""
+"""The checks of config keys that a type and bounds cannot say (common.config_schema names
+them on its keys): each takes (dotted key, value), returns the value normalised, or raises a
+one-line error naming the key, the value and what is allowed."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from common.errors import UserError
 
 
-def get_key(cfg: dict[str, Any], key: str) -> Any:
-    """The value at dotted `key`; a missing key is a one-line error."""
-    node: Any = cfg
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise UserError(f"config key {key!r} is missing; start from a preset in configs/")
-        node = node[part]
-    return node
+def check_fs_ratio(value: Any) -> float:
+    """The FS compression ratio as a float, or the one-line error both CLIs give for it."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 1.0 <= value < math.inf:
+        raise UserError(f"FS ratio {value!r} is invalid: it must be a number >= 1 (--ratio or "
+                        "fs.ratio; 1 shares nothing, 2 halves each 1x1 layer)")
+    return float(value)
 
 
-def set_key(cfg: dict[str, Any], key: str, value: Any) -> None:
-    *parents, last = key.split(".")
-    node = cfg
-    for part in parents:
-        node = node[part]
-    node[last] = value
+def fs_ratio(key: str, value: Any) -> float:
+    return check_fs_ratio(value)
 
 
-def check_number(cfg: dict[str, Any], key: str, kind: type, lo: float | None = None,
-                 hi: float | None = None, lo_open: bool = False, optional: bool = False,
-                 hi_open: bool = False) -> None:
-    """`key` must be an int or a number (`kind`) within the bounds (null too if `optional`);
-    it is stored back as `kind`, so YAML's 1 and 1.0 mean the same."""
-    v = get_key(cfg, key)
-    if v is None and optional:
-        return
-    ok = isinstance(v, int | float) and not isinstance(v, bool)
-    if kind is int:
-        ok = ok and float(v).is_integer()
-    if ok:
-        v = kind(v)
-        ok = ((lo is None or (v > lo if lo_open else v >= lo))
-              and (hi is None or (v < hi if hi_open else v <= hi)))
-    if not ok:
-        what = "an integer" if kind is int else "a number"
-        bound = "" if lo is None else f" {'>' if lo_open else '>='} {lo:g}"
-        bound += "" if hi is None else f" and {'<' if hi_open else '<='} {hi:g}"
-        none = " (or null)" if optional else ""
-        raise UserError(f"config {key}={v!r} is invalid: it must be {what}{bound}{none}")
-    set_key(cfg, key, v)
+def fs_ratios(key: str, ratios: Any) -> list[float]:
+    """Two or more distinct ratios >= 1, returned sorted (whether FS layers exist to take
+    them is the search's check, search.settings)."""
+    if not isinstance(ratios, list) or len(ratios) < 2:
+        raise UserError(f"config {key}={ratios!r} is invalid: give two or more ratios, "
+                        "e.g. --set fs.ratios=[1,2,4,8]")
+    bad = [r for r in ratios if isinstance(r, bool) or not isinstance(r, int | float)
+           or not 1.0 <= r < float("inf")]
+    if bad:
+        raise UserError(f"config {key}={ratios!r} is invalid: {bad[0]!r} is not a ratio; "
+                        "each must be a number >= 1, e.g. --ratios 1,2,4,8")
+    checked = sorted(float(r) for r in ratios)
+    if len(set(checked)) != len(checked):
+        raise UserError(f"config {key}={ratios!r} repeats a ratio; list each once")
+    return checked
 
 
-def check_choice(cfg: dict[str, Any], key: str, allowed: tuple[str, ...]) -> None:
-    v = get_key(cfg, key)
-    if v not in allowed:
-        raise UserError(f"config {key}={v!r} is invalid: choose one of {', '.join(allowed)}")
+def adam_betas(key: str, betas: Any) -> list[float]:
+    if not (isinstance(betas, list) and len(betas) == 2 and all(
+            isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+        raise UserError(f"config {key}={betas!r} is invalid: give two numbers in [0, 1), "
+                        f"e.g. --set {key}=[0.5,0.999]")
+    return [float(b) for b in betas]
 
 
-def check_bool(cfg: dict[str, Any], key: str) -> None:
-    if not isinstance(get_key(cfg, key), bool):
-        raise UserError(f"config {key}={get_key(cfg, key)!r} is invalid: use true or false")
-
-
-def normalise_fs_mode(cfg: dict[str, Any]) -> None:
-    """YAML reads a bare `off` as false; in fs.mode it can only mean the text."""
-    if get_key(cfg, "fs.mode") is False:
-        set_key(cfg, "fs.mode", "off")
-
-
-def check_even_channels(cfg: dict[str, Any]) -> None:
-    c = get_key(cfg, "init_channels")
+def even_width(key: str, c: int) -> int:
     if c % 2:
-        raise UserError(f"config init_channels={c} is invalid: it must be even (the reduction "
+        raise UserError(f"config {key}={c} is invalid: it must be even (the reduction "
                         "cells halve it in FactorizedReduce)")
+    return c
+
+
+def even_budget_width(key: str, c: int) -> int:
+    if c % 2:
+        raise UserError(f"config {key}={c} is invalid: it must be even, as the network's width")
+    return c
+
+
+def below_one(key: str, v: float) -> float:
+    if v >= 1.0:
+        raise UserError(f"config {key}={v:g} leaves no images for the architecture; use < 1")
+    return v
 
 
 _SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9}
@@ -98,11 +90,10 @@ def parse_count(value: Any) -> int | None:
     return round(count)
 
 
-def check_count(cfg: dict[str, Any], key: str) -> None:
-    """`key` is null or a positive parameter count (`parse_count`), stored back as an int."""
-    v = get_key(cfg, key)
+def param_count(key: str, v: Any) -> int | None:
+    """A positive parameter count (`parse_count`), as an int."""
     try:
-        set_key(cfg, key, parse_count(v))
+        return parse_count(v)
     except ValueError:
         raise UserError(f"config {key}={v!r} is invalid: give a parameter count such as "
                         "1500000, 1.5M or 800k") from None

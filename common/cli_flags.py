@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
+from common.config_schema import RetrainConfig
+from common.schema import resumable_keys
+
 #: Shorthand flag (argparse dest) -> config key, in both CLIs; each may add its own.
 SHORTHANDS: dict[str, str] = {
     "epochs": "epochs", "batch_size": "batch_size", "seed": "seed", "fs": "fs.mode",
@@ -13,12 +16,10 @@ SHORTHANDS: dict[str, str] = {
     "data_root": "data.root", "workers": "data.workers", "tensorboard": "log.tensorboard",
 }
 
-#: Config keys (or key prefixes) --resume may change in both pipelines: where and how fast a
-#: run computes, never what (the worker count included: augmentation is seeded per image,
-#: common.loader).
-RESUMABLE: tuple[str, ...] = ("runtime.device", "runtime.threads", "runtime.adapt_threads",
-                              "data.root", "data.download",
-                              "data.workers", "log.tensorboard")
+#: Config keys --resume may change in both pipelines (the schema's `resumable` keys; the
+#: search adds its own): where and how fast a run computes, never what (the worker count
+#: included: augmentation is seeded per image, common.loader).
+RESUMABLE: tuple[str, ...] = resumable_keys(RetrainConfig)
 
 
 def flag_overrides(args: Any, shorthands: dict[str, str] = SHORTHANDS) -> list[str]:

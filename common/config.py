@@ -1,24 +1,27 @@
 """YAML presets with separate `search` and `retrain` sections, and command-line overrides.
 
-A preset is `configs/<name>.yaml` (or any YAML file path). Overrides are `key.sub=value`
-strings; values are parsed as YAML scalars/lists, and unknown keys are rejected so that a typo
-never silently does nothing.
+A preset is `configs/<name>.yaml` (or any YAML file path), validated against the schema
+(common.config_schema). Overrides are `key.sub=value` strings; values are parsed as YAML
+scalars/lists and typed by the schema, and unknown keys are rejected so that a typo never
+silently does nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import difflib
-import math
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from common import schema
+from common.checks import check_fs_ratio as check_fs_ratio  # study.spec's and the tests'
+from common.config_schema import SECTIONS
 from common.errors import UserError
 from common.files import atomic_write_text
+from common.schema import Key, as_dict
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -84,14 +87,6 @@ def preset_with_section(preset: str, section: str, _depth: int = 0) -> str | Non
     return None
 
 
-def check_fs_ratio(value: Any) -> float:
-    """The FS compression ratio as a float, or the one-line error both CLIs give for it."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 1.0 <= value < math.inf:
-        raise UserError(f"FS ratio {value!r} is invalid: it must be a number >= 1 (--ratio or "
-                        "fs.ratio; 1 shares nothing, 2 halves each 1x1 layer)")
-    return float(value)
-
-
 def deep_update(dst: dict[str, Any], src: dict[str, Any]) -> dict[str, Any]:
     """Update `dst` in place with `src`, recursing into nested mappings."""
     for k, v in src.items():
@@ -102,58 +97,45 @@ def deep_update(dst: dict[str, Any], src: dict[str, Any]) -> dict[str, Any]:
     return dst
 
 
-def _flat_keys(cfg: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = []
-    for k, v in cfg.items():
-        keys.append(prefix + k)
-        if isinstance(v, dict):
-            keys += _flat_keys(v, prefix + k + ".")
-    return keys
-
-
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
-def apply_override(cfg: dict[str, Any], item: str) -> None:
-    """Apply one `a.b.c=value` override in place; unknown keys are an error."""
-    if "=" not in item:
-        raise UserError(f"override {item!r} must look like key=value (e.g. search.epochs=10)")
-    key, raw = item.split("=", 1)
-    key = key.strip()
+def parse_value(raw: str, key: Key | None) -> Any:
+    """The value of `--set KEY=RAW` as YAML reads it, typed by the schema's `key`: 3e-3 is a
+    number (YAML 1.1 reads it as text), and a text key keeps the text as typed (YAML reads
+    off/on/no as booleans)."""
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     if isinstance(value, str):
-        # YAML 1.1 reads 3e-3 (no dot) as text; on the command line it is the number.
         with contextlib.suppress(ValueError):
             value = float(value) if _FLOAT.fullmatch(value.strip()) else value
-    node = cfg
-    parts = key.split(".")
-    for i, part in enumerate(parts):
-        if not isinstance(node, dict) or part not in node:
-            close = difflib.get_close_matches(key, _flat_keys(cfg), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise UserError(f"unknown config key {key!r}{hint}")
-        if i == len(parts) - 1:
-            old = node[part]
-            if isinstance(old, dict):
-                raise UserError(f"config key {key!r} is a section; set one of its keys instead")
-            if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            elif isinstance(old, str) and value is not None and not isinstance(value, str):
-                # YAML reads off/on/no as booleans; a string-valued key keeps the text as typed.
-                value = raw.strip()
-            node[part] = value
-        else:
-            node = node[part]
+    if key is not None and key.kind is str and value is not None and not isinstance(value, str):
+        value = raw.strip()
+    return value
 
 
-def resolve_config(
-    section: str, preset: str, overrides: list[str] | None = None
-) -> dict[str, Any]:
-    """The preset's section with the overrides applied, in order."""
-    cfg = load_preset(preset, section)
+def apply_override(cfg: Any, item: str) -> None:
+    """Apply one `a.b.c=value` override to a config in place; unknown keys are an error."""
+    if "=" not in item:
+        raise UserError(f"override {item!r} must look like key=value (e.g. search.epochs=10)")
+    name, raw = (s.strip() for s in item.split("=", 1))
+    k, inner = schema.find(type(cfg), name)
+    if inner:  # a key inside an overlay is typed as the section's own key
+        k, _ = schema.find(type(cfg), inner)
+    schema.set_key(cfg, name, parse_value(raw, k))
+
+
+def build_section(section: str, data: Any, where: str = "") -> Any:
+    """The typed config of `section` ("search" or "retrain") from YAML data."""
+    return schema.build(SECTIONS[section], data, where)
+
+
+def resolve_config(section: str, preset: str, overrides: list[str] | None = None) -> Any:
+    """The preset's section, validated against the schema, with the overrides applied in
+    order."""
+    cfg = build_section(section, load_preset(preset, section), f" in preset {preset}")
     for item in overrides or []:
         apply_override(cfg, item)
     return cfg
@@ -168,12 +150,12 @@ def save_config(cfg: dict[str, Any], path: Path) -> None:
 RUN_BASE = "paper"
 
 
-def save_run_config(path: Path, section: str, cfg: dict[str, Any], record: dict[str, Any]) -> None:
+def save_run_config(path: Path, section: str, cfg: Any, record: dict[str, Any]) -> None:
     """A run's config.yaml: `base: paper`, what the run ran on (`record`: dataset, preset,
     command, ...) and the resolved `section`. It is itself a preset (`--preset RUN/config.yaml`
-    repeats the run, `--resume` reads it as one); its base fills in keys that a later version
-    adds, so that old runs stay resumable."""
-    save_config({"base": RUN_BASE, **record, section: cfg}, path)
+    repeats the run, `--resume` reads it as one); keys a later version adds take their
+    defaults (the schema's, which its base repeats), so that old runs stay resumable."""
+    save_config({"base": RUN_BASE, **record, section: as_dict(cfg)}, path)
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

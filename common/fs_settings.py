@@ -20,13 +20,13 @@ DEFAULT_RATIO = 2.0
 DEFAULT_OFFSETS = 4
 
 
-def fs_spec(fs_cfg: dict[str, Any], fallback: FSSpec | None = None) -> FSSpec | None:
+def fs_spec(fs_cfg: Any, fallback: FSSpec | None = None) -> FSSpec | None:
     """The FSSpec of a config's `fs` section: None (plain 1x1 convolutions) for `off`, and
     for `genotype` when `fallback` (the genotype's settings) is None; fixed (`fs`) or
     learned (`dfs`) offsets otherwise. A null ratio or offset count takes `fallback`'s,
     else the defaults; a null ratio keeps `fallback`'s per-op ratios too, a set one drops
     them (one ratio everywhere)."""
-    mode = str(fs_cfg["mode"])
+    mode = str(fs_cfg.mode)
     if mode == "off":
         return None
     if mode == "genotype":
@@ -36,9 +36,9 @@ def fs_spec(fs_cfg: dict[str, Any], fallback: FSSpec | None = None) -> FSSpec | 
     else:
         dfs = mode == "dfs"
     g = fallback
-    offsets = fs_cfg["num_offsets"] or (g.num_offsets if g else DEFAULT_OFFSETS)
-    if fs_cfg["ratio"] is not None:
-        return FSSpec(ratio=float(fs_cfg["ratio"]), dfs=bool(dfs), num_offsets=int(offsets))
+    offsets = fs_cfg.num_offsets or (g.num_offsets if g else DEFAULT_OFFSETS)
+    if fs_cfg.ratio is not None:
+        return FSSpec(ratio=float(fs_cfg.ratio), dfs=bool(dfs), num_offsets=int(offsets))
     if g is None:
         return FSSpec(ratio=DEFAULT_RATIO, dfs=bool(dfs), num_offsets=int(offsets))
     return FSSpec(ratio=float(g.ratio), dfs=bool(dfs), num_offsets=int(offsets),

@@ -33,12 +33,14 @@ from common.cli_flags import (
     ratio_arg,
 )
 from common.config import available_presets, load_config_file, resolve_config
+from common.config_schema import RetrainConfig
 from common.cpu import cpu_budget
 from common.distributed import DistInfo, cleanup, init_distributed, rank0_first
 from common.errors import UserError, cli_entry
 from common.fs_settings import DEFAULT_RATIO, fs_spec
 from common.runlog import check_run_dir, command_line
 from common.runtime import resolve_device, set_threads
+from common.schema import as_dict
 from genotypes import Genotype, to_dict
 from retrain import setup
 from retrain.model import NetSpec, build_network
@@ -109,13 +111,13 @@ def _resolve(args: argparse.Namespace, need_files: bool, dist: DistInfo | None =
     return cfg, shape, opened
 
 
-def _data_record(dataset: str | None, cfg: dict[str, Any], opened: tuple | None):
+def _data_record(dataset: str | None, cfg: RetrainConfig, opened: tuple | None):
     """(the dataset record an export of this run holds (setup.data_meta), the opened dataset),
     or (None, None) when the dataset cannot be read cheaply (no --dataset; ImageNet; not on
     disk)."""
     if opened is None and dataset and dataset.lower() in ("cifar10", "cifar100"):
         try:
-            opened = setup.open_data(dataset, {**cfg, "data": {**cfg["data"], "download": False}})
+            opened = setup.open_data(dataset, cfg, may_download=False)
         except UserError:
             return None, None
     return (None, None) if opened is None else (setup.data_meta(opened[2]), opened)
@@ -124,7 +126,7 @@ def _data_record(dataset: str | None, cfg: dict[str, Any], opened: tuple | None)
 def _summary(args: argparse.Namespace) -> int:
     genotype = setup.read_genotype(args.genotype)
     cfg, (classes, size), opened = _resolve(args, need_files=False)
-    set_threads(cpu_budget(cfg["runtime"]["threads"], 0, "cpu", min(size)).threads)
+    set_threads(cpu_budget(cfg.runtime.threads, 0, "cpu", min(size)).threads)
     spec, network = _spec(cfg, genotype, classes, size)
     # With the dataset's record and the run's meta, the predicted file sizes are those of the
     # files this configuration exports (see retrain.export.exported_size).
@@ -142,11 +144,11 @@ def _print_config(args: argparse.Namespace) -> int:
     """The resolved `retrain` config as YAML (as config.yaml will record it, but with null
     threads/workers: they are chosen at start-up)."""
     cfg, _, _ = _resolve(args, need_files=False)
-    print(yaml.safe_dump(cfg, sort_keys=False), end="")
+    print(yaml.safe_dump(as_dict(cfg), sort_keys=False), end="")
     return 0
 
 
-def _spec(cfg: dict[str, Any], genotype: Genotype, classes: int,
+def _spec(cfg: RetrainConfig, genotype: Genotype, classes: int,
           size: tuple[int, int]) -> tuple[NetSpec, nn.Module]:
     """The summary's NetSpec and network, built here so that geometry errors (e.g. a ratio
     above a layer's filter count) are one clear line."""
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     genotype = setup.read_genotype(args.genotype)
     with _process_group(setup.trial_config(args.preset, args.overrides + flag_overrides(args))) as dist:
         cfg, _, opened = _resolve(args, need_files=True, dist=dist)
-        if fs_spec(cfg["fs"], genotype.fs) is None and args.ratio is not None:
+        if fs_spec(cfg.fs, genotype.fs) is None and args.ratio is not None:
             raise UserError("--ratio has no effect without FS layers; drop it or use --fs dfs/fs")
         run = {"dataset": setup.dataset_spec(args.dataset), "preset": args.preset,
                "genotype": to_dict(genotype), "command": shlex.join(command_line("retrain", argv))}
@@ -220,11 +222,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 @contextlib.contextmanager
-def _process_group(cfg: dict[str, Any]) -> Iterator[DistInfo]:
+def _process_group(cfg: RetrainConfig) -> Iterator[DistInfo]:
     """Join torchrun's process group (no-op in a single process) before the dataset is
     opened, so that rank 0 opens (and downloads) it first; left by run_training, or here
     when set-up fails before it."""
-    dist = init_distributed(resolve_device(str(cfg["runtime"]["device"])))
+    dist = init_distributed(resolve_device(str(cfg.runtime.device)))
     try:
         yield dist
     finally:

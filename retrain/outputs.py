@@ -26,6 +26,7 @@ import torch
 
 from common.checkpoint import save_checkpoint
 from common.config import save_run_config
+from common.config_schema import RetrainConfig
 from common.data import DatasetInfo
 from common.distributed import rank0_first
 from common.evaluate import evaluate
@@ -45,7 +46,7 @@ CKPT_KIND = "retrain"
 LATEST, BEST = "latest.pt", "best.pt"  # the last completed epoch's checkpoint; the best one's
 
 
-def write_run_files(run_dir: Path, cfg: dict[str, Any], run: dict[str, Any]) -> None:
+def write_run_files(run_dir: Path, cfg: RetrainConfig, run: dict[str, Any]) -> None:
     """config.yaml (dataset, preset, genotype, command line and the resolved `retrain`
     section: usable as a --preset) and genotype.json."""
     save_run_config(run_dir / "config.yaml", "retrain", cfg, run)
@@ -142,7 +143,7 @@ def export(trainer: Trainer, run: dict[str, Any], run_dir: Path, info: DatasetIn
         results[name] = evaluate_exported(loaded, meta, test_ds, trainer.device, dist=trainer.dist)
     if not trainer.dist.is_main:
         return None
-    if cfg.get("export", {}).get("onnx", True):
+    if cfg.export.onnx:
         files["model.onnx"] = export_onnx(model, trainer.spec, dmeta, run_dir / "model.onnx",
                                           meta=meta)
         session = inference_session(run_dir / "model.onnx", torch.get_num_threads())

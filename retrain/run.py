@@ -55,17 +55,17 @@ def run_training(job: setup.Job, out: str | Path | None, resume: bool,
     """Train (or continue) the job's run; rank 0 writes every file. Returns the exit status."""
     started = time.perf_counter()
     cfg, run = job.cfg, job.run
-    set_threads(cfg["runtime"]["threads"])
-    device = resolve_device(str(cfg["runtime"]["device"]))
+    set_threads(cfg.runtime.threads)
+    device = resolve_device(str(cfg.runtime.device))
     dist = init_distributed(device)
     device = local_device(device, dist)
     main = dist.is_main
     try:
         train, test, info = job.data
         # Recorded in config.yaml as chosen: --resume and --preset RUN/config.yaml keep them.
-        budget = cpu_budget(cfg["runtime"]["threads"], cfg["data"]["workers"], device.type,
+        budget = cpu_budget(cfg.runtime.threads, cfg.data.workers, device.type,
                             min(info.input_size))
-        cfg["runtime"]["threads"], cfg["data"]["workers"] = budget.threads, budget.workers
+        cfg.runtime.threads, cfg.data.workers = budget.threads, budget.workers
         set_threads(budget.threads)
         spec = job.spec
         if resume:
@@ -74,15 +74,15 @@ def run_training(job: setup.Job, out: str | Path | None, resume: bool,
             run_dir = _run_dir(out, _tag(run["dataset"]), overwrite, main)
             if main:
                 write_run_files(run_dir, cfg, run)
-        d = cfg["data"]
-        train_ds = rdata.train_set(train, test, info, d.get("max_images"), cfg["cutout"])
-        test_ds = rdata.test_set(train, test, info, d.get("max_test_images"))
-        deterministic = bool(cfg["runtime"]["deterministic"])
+        d = cfg.data
+        train_ds = rdata.train_set(train, test, info, d.max_images, cfg.cutout)
+        test_ds = rdata.test_set(train, test, info, d.max_test_images)
+        deterministic = bool(cfg.runtime.deterministic)
         set_determinism(deterministic)
         if deterministic and device.type == "cuda":
             deterministic_pooling(job.network)
         trainer = Trainer(cfg, spec, job.network, dist, device, train_ds, test_ds)
-        outputs = RunOutputs(run_dir, main, cfg.get("log", {}).get("tensorboard", False))
+        outputs = RunOutputs(run_dir, main, cfg.log.tensorboard)
         with interrupt_advice(run_dir, LATEST, main):
             if resume and (run_dir / LATEST).is_file():
                 state = load_resume_checkpoint(run_dir, LATEST, CKPT_KIND, older=BEST)

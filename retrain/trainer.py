@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from common.config_schema import RetrainConfig
 from common.distributed import DistInfo, all_reduce_sum, wrap_ddp
 from common.errors import Diverged
 from common.evaluate import evaluate
@@ -29,6 +30,7 @@ from common.runtime import (
     seed_everything,
     to_memory_format,
 )
+from common.schema import as_dict
 from common.weight_step import WeightStep
 from retrain.model import NetSpec
 from space.fs_model import harden_model, offset_entropy, offset_parameters, set_temperature
@@ -38,17 +40,17 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (int(seed) * 1_000_003 + epoch * 10_007 + rank) % (2**63)
 
 
-def harden_epoch(cfg: dict[str, Any]) -> int:
+def harden_epoch(cfg: RetrainConfig) -> int:
     """The epoch at whose start DFS offsets become fixed (default: half of training)."""
-    e = cfg["fs"]["harden_epoch"]
-    return cfg["epochs"] // 2 if e is None else int(e)
+    e = cfg.fs.harden_epoch
+    return cfg.epochs // 2 if e is None else int(e)
 
 
-def temperature_of_epoch(cfg: dict[str, Any], epoch: int, harden_at: int) -> float:
+def temperature_of_epoch(cfg: RetrainConfig, epoch: int, harden_at: int) -> float:
     """DFS softmax temperature for `epoch`: geometric from fs.temperature.start (first epoch)
     to .end (last epoch before hardening)."""
-    t = cfg["fs"].get("temperature") or {}
-    return temperature_at(t.get("start", 1.0), t.get("end", 1.0), "geometric",
+    t = cfg.fs.temperature
+    return temperature_at(t.start, t.end, "geometric",
                           min(epoch, harden_at - 1), harden_at)
 
 
@@ -79,38 +81,38 @@ class Trainer:
     """Trains `network` (built once, from `spec`, by retrain.setup.make_job) on one dataset;
     holds the optimizer, schedule, scaler and the figures a checkpoint keeps."""
 
-    def __init__(self, cfg: dict[str, Any], spec: NetSpec, network: nn.Module, dist: DistInfo,
+    def __init__(self, cfg: RetrainConfig, spec: NetSpec, network: nn.Module, dist: DistInfo,
                  device: torch.device, train_set, test_set) -> None:
         self.cfg, self.spec = cfg, spec
         self.dist, self.device = dist, device
-        self.epochs = int(cfg["epochs"])
-        self.channels_last = bool(cfg["runtime"]["channels_last"])
+        self.epochs = int(cfg.epochs)
+        self.channels_last = bool(cfg.runtime.channels_last)
         self.model = channels_last(network.to(device), self.channels_last)
-        self.amp = bool(cfg["runtime"]["amp"])
-        opt = cfg["optimizer"]
+        self.amp = bool(cfg.runtime.amp)
+        opt = cfg.optimizer
         offs = {id(p) for p in offset_parameters(self.model)}
         weights = [p for p in self.model.parameters() if id(p) not in offs]
         logits = [p for p in self.model.parameters() if id(p) in offs]
         # Offset logits pick among candidate windows; weight decay would pull them back to a
         # uniform mix, so their group has none.
         self.optimizer = torch.optim.SGD(
-            [{"params": weights, "weight_decay": float(opt["weight_decay"])},
+            [{"params": weights, "weight_decay": float(opt.weight_decay)},
              {"params": logits, "weight_decay": 0.0,
-              "lr": float(opt["lr"]) * float(cfg["fs"]["offset_lr_scale"])}],
-            lr=float(opt["lr"]), momentum=float(opt["momentum"]))
-        if opt["schedule"] == "cosine":
+              "lr": float(opt.lr) * float(cfg.fs.offset_lr_scale)}],
+            lr=float(opt.lr), momentum=float(opt.momentum))
+        if opt.schedule == "cosine":
             self.scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(
-                self.optimizer, self.epochs, eta_min=float(opt["lr_min"]))
+                self.optimizer, self.epochs, eta_min=float(opt.lr_min))
         else:
-            self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, 1, float(opt["decay"]))
+            self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, 1, float(opt.decay))
         self.scaler = grad_scaler(device, self.amp)
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=float(cfg["label_smoothing"]))
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=float(cfg.label_smoothing))
         self.hardened = not logits
         self.harden_at = harden_epoch(cfg)
         self.start_epoch, self.best_acc, self.best_epoch, self.elapsed = 0, -1.0, -1, 0.0
-        bs, workers = int(cfg["batch_size"]), int(cfg["data"]["workers"])
+        bs, workers = int(cfg.batch_size), int(cfg.data.workers)
         pin = device.type == "cuda"
-        self.train_loader = make_loader(train_set, bs, dist, shuffle=True, seed=int(cfg["seed"]),
+        self.train_loader = make_loader(train_set, bs, dist, shuffle=True, seed=int(cfg.seed),
                                         workers=workers, drop_last=False, pin_memory=pin)
         self.test_set = test_set
         self._wrap()
@@ -119,7 +121,7 @@ class Trainer:
     def _wrap(self) -> None:
         """DDP (when distributed) over the current parameters, and the weight step on them."""
         self.net = wrap_ddp(self.model, self.device) if self.dist.enabled else self.model
-        clip = self.cfg["optimizer"]["grad_clip"]
+        clip = self.cfg.optimizer.grad_clip
         self.weight_step = WeightStep(self.optimizer, self.scaler, self.device, self.amp,
                                       clipped=list(self.model.parameters()),
                                       clip=float(clip) if clip else None)
@@ -136,7 +138,7 @@ class Trainer:
             self._wrap()  # DDP must see the new parameters
 
     def state_dict(self, epoch: int) -> dict[str, Any]:
-        return {"epoch": epoch, "spec": self.spec.to_dict(), "config": self.cfg,
+        return {"epoch": epoch, "spec": self.spec.to_dict(), "config": as_dict(self.cfg),
                 "hardened": self.hardened, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
@@ -184,7 +186,7 @@ class Trainer:
         """Cross-entropy (with label smoothing), plus the auxiliary head's, weighted."""
         logits, logits_aux = self.net(x)
         loss = self.criterion(logits, y)
-        aux_w = float(self.cfg["auxiliary_weight"])
+        aux_w = float(self.cfg.auxiliary_weight)
         if logits_aux is not None and aux_w > 0:
             loss = loss + aux_w * self.criterion(logits_aux, y)
         return loss, logits
@@ -198,9 +200,9 @@ class Trainer:
         """Test figures in fp32 (no autocast, whatever runtime.amp): the precision the exports
         are evaluated in (retrain.outputs.export, retrain.evaluate), so log.jsonl's test_acc
         of the last epoch and metrics.json's agree, on any device."""
-        r = evaluate(self.model, self.test_set, int(self.cfg["batch_size"]), self.device,
+        r = evaluate(self.model, self.test_set, int(self.cfg.batch_size), self.device,
                      self.dist, amp=False, channels_last=self.channels_last,
-                     workers=int(self.cfg["data"]["workers"]))
+                     workers=int(self.cfg.data.workers))
         return {"test_loss": r["loss"], "test_acc": r["top1"], "test_top5": r["top5"]}
 
     @property
@@ -210,12 +212,12 @@ class Trainer:
     def start_epoch_settings(self, epoch: int) -> None:
         """Reseed from (seed, epoch, rank), then harden (from `harden_at` on) or set the DFS
         temperature, and the drop-path probability of `epoch`."""
-        seed_everything(epoch_seed(self.cfg["seed"], epoch, self.dist.rank))
+        seed_everything(epoch_seed(self.cfg.seed, epoch, self.dist.rank))
         if epoch >= self.harden_at:
             self.harden()
         else:
             set_temperature(self.model, temperature_of_epoch(self.cfg, epoch, self.harden_at))
-        self.model.drop_path_prob = float(self.cfg["drop_path_prob"]) * epoch / self.epochs
+        self.model.drop_path_prob = float(self.cfg.drop_path_prob) * epoch / self.epochs
 
     def note_test(self, test_acc: float, epoch: int, seconds: float) -> bool:
         """Count the epoch's time; True when `test_acc` is the best so far."""

@@ -27,6 +27,7 @@ from common.cli_flags import (
     ratio_arg,
 )
 from common.config import load_config_file, resolve_config
+from common.config_schema import SearchConfig
 from common.cpu import CpuBudget, busy_note, cpu_budget
 from common.data import open_dataset
 from common.distributed import cleanup, init_distributed, local_device
@@ -42,6 +43,7 @@ from common.runlog import (
     start_again,
 )
 from common.runtime import precision, resolve_device, seed_everything, set_threads
+from common.schema import as_dict
 from genotypes import describe_fs
 from search.algorithms import ALGORITHMS
 from search.data import build_search_data
@@ -138,15 +140,15 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return items + flag_overrides(args, SEARCH_SHORTHANDS)
 
 
-def budget_ratios(cfg: dict[str, Any], given: set[str]) -> bool:
+def budget_ratios(cfg: SearchConfig, given: set[str]) -> bool:
     """A budget asks for a size: unless the ratios are fixed (fs.ratios, or --ratio /
     fs.ratio given), each op's ratio is searched among BUDGET_RATIOS, so that the result
     can fit; returns whether it chose them. FS off has no ratio to choose."""
-    fs = cfg["fs"]
-    if (cfg["budget"]["params"] is None or fs["ratios"] is not None or fs["mode"] == "off"
+    fs = cfg.fs
+    if (cfg.budget.params is None or fs.ratios is not None or fs.mode == "off"
             or "fs.ratio" in given):
         return False
-    fs["ratios"] = list(BUDGET_RATIOS)
+    fs.ratios = list(BUDGET_RATIOS)
     return True
 
 
@@ -192,33 +194,33 @@ def main(argv: list[str] | None = None) -> None:
         chose_ratios = budget_ratios(cfg, {override_key(s) for s in items})
     check_config(cfg)
     if args.print_config:
-        print(yaml.safe_dump(cfg, sort_keys=False), end="")
+        print(yaml.safe_dump(as_dict(cfg), sort_keys=False), end="")
         return
     if not dataset:
         raise UserError("give a DATASET (cifar10, cifar100, imagenet or an ImageFolder path), "
                         "or --resume RUN_DIR; see --help")
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and cfg["arch"]["order"] == "second":
+    if world > 1 and cfg.arch.order == "second":
         raise UserError("second-order search is single-process only (its unrolled step would "
                         "need DDP inside the architect); use --order first with torchrun")
     if state is None:
         check_run_dir(args.out, args.overwrite)
-    device = resolve_device(cfg["runtime"]["device"])
+    device = resolve_device(cfg.runtime.device)
     if state is not None:  # before the resume touches config.yaml or log.jsonl
-        check_resume_device(state, run_dir, device, precision(device, bool(cfg["runtime"]["amp"])))
+        check_resume_device(state, run_dir, device, precision(device, bool(cfg.runtime.amp)))
     dist_info = init_distributed(device)
     try:
         device = local_device(device, dist_info)
-        set_threads(cfg["runtime"]["threads"])
-        seed_everything(int(cfg["seed"]))
-        data = cfg["data"]
+        set_threads(cfg.runtime.threads)
+        seed_everything(int(cfg.seed))
+        data = cfg.data
         # Rank 0 first: it alone may download, and its error is the one reported.
         train_set, _, info = rank0_first(dist_info, lambda first: open_dataset(
-            dataset, data["root"], bool(data["download"]) and first, data["input_size"]))
+            dataset, data.root, bool(data.download) and first, data.input_size))
         # Recorded in config.yaml as chosen, so that --preset RUN/config.yaml repeats the run.
-        budget = cpu_budget(cfg["runtime"]["threads"], data["workers"], device.type,
+        budget = cpu_budget(cfg.runtime.threads, data.workers, device.type,
                             min(info.input_size))
-        cfg["runtime"]["threads"], data["workers"] = budget.threads, budget.workers
+        cfg.runtime.threads, data.workers = budget.threads, budget.workers
         set_threads(budget.threads)
         if chose_ratios:
             say("budget: each op's FS ratio is searched among "
@@ -227,11 +229,11 @@ def main(argv: list[str] | None = None) -> None:
         # With a budget and searched ratios: the cell preprocessing's ratio, chosen now so
         # that config.yaml and the start-up line record it.
         chosen = preprocess_ratio(cfg, info)
-        if chosen is not None and chosen != cfg["fs"]["ratio"]:
+        if chosen is not None and chosen != cfg.fs.ratio:
             say(f"budget: the cell preprocessing takes FS ratio {chosen:g} (not fs.ratio "
-                f"{cfg['fs']['ratio']:g}): the smallest candidate at which a sep_conv_3x3 cell "
+                f"{cfg.fs.ratio:g}): the smallest candidate at which a sep_conv_3x3 cell "
                 "at that ratio fits the budget", dist_info.is_main)
-            cfg["fs"]["ratio"] = chosen
+            cfg.fs.ratio = chosen
         command = command_line("search", argv)
         if state is None:
             # Created (or replaced) only now that the config and the dataset are known good.
@@ -251,27 +253,27 @@ def main(argv: list[str] | None = None) -> None:
         cleanup()
 
 
-def _algo_text(cfg: dict[str, Any]) -> str:
-    algo = cfg["algorithm"]
-    part = f" 1/{cfg['partial_channels']} channels" if algo == "pc-darts" else ""
-    return f"algo={algo}{part} order={cfg['arch']['order']}"
+def _algo_text(cfg: SearchConfig) -> str:
+    algo = cfg.algorithm
+    part = f" 1/{cfg.partial_channels} channels" if algo == "pc-darts" else ""
+    return f"algo={algo}{part} order={cfg.arch.order}"
 
 
-def _start(cfg: dict[str, Any], train_set, info, run_dir: Path, dataset: str, preset: str,
+def _start(cfg: SearchConfig, train_set, info, run_dir: Path, dataset: str, preset: str,
            device, dist_info, state: dict[str, Any] | None, budget: CpuBudget) -> None:
     sd = build_search_data(train_set, info, cfg, dist_info, pin_memory=device.type == "cuda")
-    fs = fs_spec(cfg["fs"])
+    fs = fs_spec(cfg.fs)
     fs_text = describe_fs(fs)
-    if cfg["fs"]["ratios"] is not None:
-        fs_text += f"; each op's ratio searched among {', '.join(f'{r:g}' for r in cfg['fs']['ratios'])}"
-    if cfg["budget"]["params"] is not None:
-        fs_text += f"; budget {cfg['budget']['params']:,} parameters"
+    if cfg.fs.ratios is not None:
+        fs_text += f"; each op's ratio searched among {', '.join(f'{r:g}' for r in cfg.fs.ratios)}"
+    if cfg.budget.params is not None:
+        fs_text += f"; budget {cfg.budget.params:,} parameters"
     where = f"resuming {run_dir} at epoch {int(state['epoch']) + 1}" if state else f"run dir {run_dir}"
     procs = f" x {dist_info.world_size} processes" if dist_info.enabled else ""
     is_main = dist_info.is_main
     say(f"search on {dataset}: {info.num_classes} classes, {info.input_size[0]}x{info.input_size[1]}, "
-        f"{sd.num_train} + {sd.num_valid} images; C={cfg['init_channels']} layers={cfg['layers']} "
-        f"{_algo_text(cfg)}; fs: {fs_text}; {cfg['epochs']} epoch(s) on "
+        f"{sd.num_train} + {sd.num_valid} images; C={cfg.init_channels} layers={cfg.layers} "
+        f"{_algo_text(cfg)}; fs: {fs_text}; {cfg.epochs} epoch(s) on "
         f"{device}{procs} with {budget.describe()}; {where}", is_main)
     note = busy_note(budget) if is_main else None
     if note:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from torch.utils.data import DataLoader, Dataset
 
+from common.config_schema import SearchConfig
 from common.data import (
     DatasetInfo,
     TransformedSubset,
@@ -33,21 +34,21 @@ class SearchData:
 
 
 def build_search_data(
-    train_set: Dataset, info: DatasetInfo, cfg: dict, dist_info: DistInfo, pin_memory: bool = False,
+    train_set: Dataset, info: DatasetInfo, cfg: SearchConfig, dist_info: DistInfo, pin_memory: bool = False,
 ) -> SearchData:
     """Split the training set (capped to `data.max_images`, class-stratified) into the weights
     and architecture halves (`train_portion`) and build their loaders."""
-    seed = int(cfg["seed"])
+    seed = int(cfg.seed)
     indices = list(range(len(train_set)))
-    cap = cfg["data"].get("max_images")
+    cap = cfg.data.max_images
     if cap is not None:
         cap = int(cap)
         if cap < 2 * info.num_classes:
             raise UserError(f"data.max_images={cap} is too small: it needs at least 2 images per "
                             f"class ({2 * info.num_classes}) for the two search halves")
         indices = balanced_subset(train_set, indices, cap, seed)
-    w_idx, a_idx = split_indices(train_set, float(cfg["train_portion"]), seed, indices)
-    bs, workers = int(cfg["batch_size"]), int(cfg["data"]["workers"])
+    w_idx, a_idx = split_indices(train_set, float(cfg.train_portion), seed, indices)
+    bs, workers = int(cfg.batch_size), int(cfg.data.workers)
     if min(len(w_idx), len(a_idx)) < bs * dist_info.world_size:
         raise UserError(
             f"each search half ({len(w_idx)} and {len(a_idx)} images) needs at least one batch of "

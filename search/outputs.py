@@ -23,6 +23,7 @@ from typing import Any
 from common.checkpoint import rng_state, save_checkpoint
 from common.config import preset_with_section
 from common.config import save_run_config as save_config_yaml
+from common.config_schema import SearchConfig
 from common.runlog import JsonlLog, say
 from common.shapes import KNOWN as KNOWN_DATASETS
 from common.tensorboard import TensorBoardLog
@@ -42,7 +43,7 @@ def _short(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
 
 
-def save_run_config(run_dir: Path, cfg: dict[str, Any], dataset: str, preset: str,
+def save_run_config(run_dir: Path, cfg: SearchConfig, dataset: str, preset: str,
                     command: list[str], resumed: list[str] | None = None) -> None:
     """config.yaml: the resolved `search` section plus what it ran on (see
     common.config.save_run_config)."""

@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from common.config_schema import SearchConfig
 from common.errors import UserError
 from common.fs_settings import fs_spec
 from common.shapes import is_large
@@ -46,64 +47,64 @@ BUDGET_MAX_FREE = 2
 BUDGET_RATIOS = (1.0, 2.0, 4.0, 8.0)
 
 
-def beta_decay_weight(cfg: dict[str, Any]) -> float:
+def beta_decay_weight(cfg: SearchConfig) -> float:
     """The beta-DARTS weight: the config's, or BUDGET_BETA_DECAY with a budget, else 0."""
-    v = cfg["arch"]["beta_decay"]
+    v = cfg.arch.beta_decay
     if v is None:
-        return BUDGET_BETA_DECAY if cfg["budget"]["params"] is not None else 0.0
+        return BUDGET_BETA_DECAY if cfg.budget.params is not None else 0.0
     return float(v)
 
 
-def derive_caps(cfg: dict[str, Any]) -> dict[str, int | None]:
+def derive_caps(cfg: SearchConfig) -> dict[str, int | None]:
     """genotypes.derive's `max_skip` and `max_free`: the config's, or with a budget and a
     null config value BUDGET_MAX_SKIP / BUDGET_MAX_FREE, else no cap."""
-    budget = cfg["budget"]["params"] is not None
+    budget = cfg.budget.params is not None
     out: dict[str, int | None] = {}
     for key, default in (("max_skip", BUDGET_MAX_SKIP), ("max_free", BUDGET_MAX_FREE)):
-        v = cfg["arch"][key]
+        v = getattr(cfg.arch, key)
         out[key] = int(v) if v is not None else (default if budget else None)
     return out
 
 
-def _counter(cfg: dict[str, Any], info: Any, fs: Any, ratios: list[float]) -> BudgetModel:
+def _counter(cfg: SearchConfig, info: Any, fs: Any, ratios: list[float]) -> BudgetModel:
     """A BudgetModel of the network retrain builds for this dataset (CIFAR or ImageNet stem
     from its image size, as retrain's `stem: auto`), under a forked RNG: building modules
     draws random numbers, and the search's own draws must not change. A width the ratios
     cannot compress is one line."""
     try:
         with torch.random.fork_rng(devices=[]):
-            return BudgetModel(fs, ratios, cfg["budget"]["init_channels"],
-                               cfg["budget"]["layers"], info.num_classes, info.in_channels,
+            return BudgetModel(fs, ratios, cfg.budget.init_channels,
+                               cfg.budget.layers, info.num_classes, info.in_channels,
                                imagenet=is_large(info.input_size))
     except ValueError as e:
         raise UserError(f"cannot count the budget's network (budget.init_channels="
-                        f"{cfg['budget']['init_channels']}, budget.layers="
-                        f"{cfg['budget']['layers']}): {e}") from None
+                        f"{cfg.budget.init_channels}, budget.layers="
+                        f"{cfg.budget.layers}): {e}") from None
 
 
-def preprocess_ratio(cfg: dict[str, Any], info: Any) -> float | None:
+def preprocess_ratio(cfg: SearchConfig, info: Any) -> float | None:
     """With a budget and searched ratios, the ratio of the cell preprocessing (which no op
     owns, so the search does not choose it): the smallest candidate at which the reference
     cell (sep_conv_3x3 on every kept edge) with every op at that same ratio fits the budget,
     else the largest candidate. None when the config's fs.ratio stands."""
-    ratios, budget = cfg["fs"]["ratios"], cfg["budget"]["params"]
+    ratios, budget = cfg.fs.ratios, cfg.budget.params
     if ratios is None or budget is None:
         return None
     for r in ratios:
-        spec = dataclasses.replace(fs_spec(cfg["fs"]), ratio=float(r))
+        spec = dataclasses.replace(fs_spec(cfg.fs), ratio=float(r))
         model = _counter(cfg, info, spec, [r])
         if model.count(model.reference) <= budget:
             return float(r)
     return float(ratios[-1])
 
 
-def budget_model(cfg: dict[str, Any], info: Any) -> BudgetModel | None:
+def budget_model(cfg: SearchConfig, info: Any) -> BudgetModel | None:
     """The exact/expected counter (`info`: the dataset's DatasetInfo), when the search has a
     budget or searched ratios (then E[P] is logged)."""
-    if cfg["budget"]["params"] is None and cfg["fs"]["ratios"] is None:
+    if cfg.budget.params is None and cfg.fs.ratios is None:
         return None
-    fs = fs_spec(cfg["fs"])
-    ratios = cfg["fs"]["ratios"] or ([fs.ratio] if fs is not None else [1.0])
+    fs = fs_spec(cfg.fs)
+    ratios = cfg.fs.ratios or ([fs.ratio] if fs is not None else [1.0])
     return _counter(cfg, info, fs, ratios)
 
 
@@ -111,14 +112,14 @@ class ArchPenalty:
     """The architecture loss's extra terms for one search (module docstring); call it for
     the term of the current epoch (`epoch` is set by the trainer)."""
 
-    def __init__(self, net: nn.Module, cfg: dict[str, Any], model: BudgetModel | None) -> None:
+    def __init__(self, net: nn.Module, cfg: SearchConfig, model: BudgetModel | None) -> None:
         self.net, self.model = net, model
-        self.budget = cfg["budget"]["params"]
-        self.aim = float(cfg["budget"]["aim"])
-        self.mode, self.weight = cfg["budget"]["mode"], float(cfg["budget"]["weight"])
-        self.warmup = int(cfg["budget"]["warmup_epochs"])
-        self.first_arch_epoch = int(cfg["arch"]["warmup_epochs"])
-        self.epochs = int(cfg["epochs"])
+        self.budget = cfg.budget.params
+        self.aim = float(cfg.budget.aim)
+        self.mode, self.weight = cfg.budget.mode, float(cfg.budget.weight)
+        self.warmup = int(cfg.budget.warmup_epochs)
+        self.first_arch_epoch = int(cfg.arch.warmup_epochs)
+        self.epochs = int(cfg.epochs)
         self.beta = beta_decay_weight(cfg)
         self.epoch = 0
 

@@ -8,9 +8,11 @@ from typing import Any
 import torch
 
 from common.checkpoint import set_rng_state
+from common.config_schema import SearchConfig
 from common.distributed import DistInfo
 from common.runlog import say
 from common.runtime import deterministic_pooling, precision, set_determinism
+from common.schema import as_dict
 from genotypes import PRIMITIVES, Genotype, from_dict
 from search.data import SearchData
 from search.ddp import ranks_agree
@@ -20,11 +22,11 @@ from space.budget import EDGES, fit_to_budget
 from space.fs_model import set_temperature
 
 
-def final_genotype(trainer: SearchTrainer, cfg: dict[str, Any], main: bool) -> Genotype:
+def final_genotype(trainer: SearchTrainer, cfg: SearchConfig, main: bool) -> Genotype:
     """The derived genotype; with a budget, fitted to it (space.budget.fit_to_budget) and
     its exact count printed next to the budget."""
     g = trainer.genotype()
-    budget, model = cfg["budget"]["params"], trainer.budget_model
+    budget, model = cfg.budget.params, trainer.budget_model
     if budget is None or model is None:
         return g
     derived = model.count(g)
@@ -55,32 +57,32 @@ def final_genotype(trainer: SearchTrainer, cfg: dict[str, Any], main: bool) -> G
 
 
 def run_search(
-    cfg: dict[str, Any], data: SearchData, run_dir: Path, dataset: str, device: torch.device,
+    cfg: SearchConfig, data: SearchData, run_dir: Path, dataset: str, device: torch.device,
     dist_info: DistInfo, resume_state: dict[str, Any] | None = None, preset: str = "paper",
 ) -> tuple[Genotype, SearchTrainer]:
     """Search from epoch 0, or from a checkpoint's epoch; returns the final genotype.
     `preset` is the one the search ran with (the retrain command it prints uses its own)."""
-    deterministic = bool(cfg["runtime"]["deterministic"])
+    deterministic = bool(cfg.runtime.deterministic)
     set_determinism(deterministic)
-    computes_in = precision(device, bool(cfg["runtime"]["amp"]))  # checked on resume (cli)
+    computes_in = precision(device, bool(cfg.runtime.amp))  # checked on resume (cli)
     trainer = SearchTrainer(cfg, data, device, dist_info)
     net, main = trainer.net, dist_info.is_main
     if deterministic and device.type == "cuda":
         deterministic_pooling(net)
-    epochs = int(cfg["epochs"])
+    epochs = int(cfg.epochs)
     start = 0
     if resume_state is not None:
         trainer.load_state_dict(resume_state)
         set_rng_state(resume_state["rng"])
         start = int(resume_state["epoch"])
-    outputs = RunOutputs(run_dir, main, cfg["runtime"]["draw_every"], epochs, cfg["runtime"]["plot"],
-                         cfg.get("log", {}).get("tensorboard", False))
-    dfs = cfg["fs"]["mode"] == "dfs"
+    outputs = RunOutputs(run_dir, main, cfg.runtime.draw_every, epochs, cfg.runtime.plot,
+                         cfg.log.tensorboard)
+    dfs = cfg.fs.mode == "dfs"
     last: dict[str, Any] | None = None
     logged = outputs.log.read() if start > 0 and main else []
     previous = from_dict(logged[-1]["genotype"]) if logged else None
     for epoch in range(start, epochs):
-        temperature = temperature_of_epoch(cfg["fs"]["temperature"], epoch, epochs) if dfs else None
+        temperature = temperature_of_epoch(cfg.fs.temperature, epoch, epochs) if dfs else None
         if temperature is not None:
             set_temperature(net, temperature)
         algo_figures = trainer.algorithm.start_epoch(net, epoch, epochs)
@@ -92,7 +94,7 @@ def run_search(
         last = epoch_record(epoch, stats, valid, net.arch_state(), net.offset_entropy(),
                             temperature, g, {**algo_figures, **trainer.size_figures(g)}, previous)
         previous = g
-        state = {"epoch": epoch + 1, "temperature": temperature, "config": cfg,
+        state = {"epoch": epoch + 1, "temperature": temperature, "config": as_dict(cfg),
                  "dataset": dataset, "world_size": dist_info.world_size,
                  "device": device.type, "precision": computes_in, **trainer.state_dict()}
         outputs.epoch_done(epoch, last, g, state)
@@ -106,5 +108,5 @@ def run_search(
             raise RuntimeError("the architecture parameters differ between ranks; please report")
         say(f"architecture parameters identical on all {dist_info.world_size} ranks", main)
     g = final_genotype(trainer, cfg, main)
-    outputs.finish(g, dataset, last, preset, cfg["data"]["root"])
+    outputs.finish(g, dataset, last, preset, cfg.data.root)
     return g, trainer

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.config_schema import SearchConfig
 from common.distributed import DistInfo, all_reduce_sum, wrap_ddp
 from common.errors import Diverged, UserError
 from common.evaluate import evaluate
@@ -34,26 +35,26 @@ from search.penalty import ArchPenalty, budget_model, derive_caps
 from space.supernet import SearchNetwork
 
 
-def temperature_of_epoch(t_cfg: dict[str, Any], epoch: int, epochs: int) -> float:
+def temperature_of_epoch(t_cfg: Any, epoch: int, epochs: int) -> float:
     """DFS softmax temperature of `epoch`: fs.temperature.start at epoch 0, .end at the last,
     by .schedule."""
-    return temperature_at(t_cfg["start"], t_cfg["end"], t_cfg["schedule"], epoch, epochs)
+    return temperature_at(t_cfg.start, t_cfg.end, t_cfg.schedule, epoch, epochs)
 
 
-def build_network(cfg: dict[str, Any], num_classes: int, in_channels: int,
+def build_network(cfg: SearchConfig, num_classes: int, in_channels: int,
                   algorithm: Algorithm | None = None) -> SearchNetwork:
     """The supernet of a resolved `search` config, as its algorithm builds and weights it."""
     algorithm = algorithm or make_algorithm(cfg)
     try:
         net = SearchNetwork(
-            C=int(cfg["init_channels"]), num_classes=num_classes, layers=int(cfg["layers"]),
-            fs=fs_spec(cfg["fs"]), in_channels=in_channels, ratios=cfg["fs"]["ratios"],
+            C=int(cfg.init_channels), num_classes=num_classes, layers=int(cfg.layers),
+            fs=fs_spec(cfg.fs), in_channels=in_channels, ratios=cfg.fs.ratios,
             **algorithm.network_options(),
         )
     except ValueError as e:  # e.g. a width the FS ratio cannot compress
         hint = ""
-        if int(cfg["partial_channels"]) > 1 and cfg["algorithm"] == "pc-darts":
-            hint = (f" (pc-darts: each edge's ops have init_channels/{cfg['partial_channels']} "
+        if int(cfg.partial_channels) > 1 and cfg.algorithm == "pc-darts":
+            hint = (f" (pc-darts: each edge's ops have init_channels/{cfg.partial_channels} "
                     "channels; raise init_channels or lower --partial-channels)")
         raise UserError(f"cannot build the search network: {e}{hint}") from None
     algorithm.attach(net)
@@ -64,46 +65,46 @@ class SearchTrainer:
     """The network, both optimizers, the cosine schedule, the architect and the cycling
     validation iterator of one search, and their (checkpointable) state."""
 
-    def __init__(self, cfg: dict[str, Any], data: SearchData, device: torch.device,
+    def __init__(self, cfg: SearchConfig, data: SearchData, device: torch.device,
                  dist_info: DistInfo) -> None:
         self.cfg, self.data, self.device, self.dist = cfg, data, device, dist_info
-        rt, wcfg, acfg = cfg["runtime"], cfg["weights"], cfg["arch"]
-        self.amp = bool(rt["amp"]) and device.type == "cuda"
-        self.channels_last = bool(rt["channels_last"])
+        rt, wcfg, acfg = cfg.runtime, cfg.weights, cfg.arch
+        self.amp = bool(rt.amp) and device.type == "cuda"
+        self.channels_last = bool(rt.channels_last)
         self.algorithm = make_algorithm(cfg)
         net = build_network(cfg, data.info.num_classes, data.info.in_channels,
                             self.algorithm).to(device)
         self.net = net = channels_last(net, self.channels_last)
-        offsets = list(net.offset_parameters()) if cfg["fs"]["mode"] == "dfs" else []
+        offsets = list(net.offset_parameters()) if cfg.fs.mode == "dfs" else []
         upper = list(net.arch_parameters())
-        if cfg["fs"]["offsets_with"] == "arch":
+        if cfg.fs.offsets_with == "arch":
             upper += offsets
         ids = {id(p) for p in upper}
         self.upper = upper
         # E[P] (and the budget) count the retrain network; built before DDP wraps the net.
         self.budget_model = budget_model(cfg, data.info)
         self.penalty = ArchPenalty(net, cfg, self.budget_model)
-        ratio_lr = acfg["ratio_lr"] if acfg["ratio_lr"] is not None else 10.0 * float(acfg["lr"])
+        ratio_lr = acfg.ratio_lr if acfg.ratio_lr is not None else 10.0 * float(acfg.lr)
         lr_of = {} if net.ratios is None else {
             id(p): float(ratio_lr) for p in (net.ratios_normal, net.ratios_reduce)}
         self.lower = [p for p in net.parameters() if id(p) not in ids]
         self.w_optimizer = torch.optim.SGD(
-            self.lower, lr=float(wcfg["lr"]), momentum=float(wcfg["momentum"]),
-            weight_decay=float(wcfg["weight_decay"]),
+            self.lower, lr=float(wcfg.lr), momentum=float(wcfg.momentum),
+            weight_decay=float(wcfg.weight_decay),
         )
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.w_optimizer, T_max=int(cfg["epochs"]), eta_min=float(wcfg["lr_min"])
+            self.w_optimizer, T_max=int(cfg.epochs), eta_min=float(wcfg.lr_min)
         )
         # DFS offset logits in the upper level at fs.offset_lr_scale x arch.lr, without weight
         # decay (which pulls them back to uniform), as retrain trains its offsets; at scale 1
         # they stay in the alphas' group (DFSNet's recipe).
-        scale = float(cfg["fs"]["offset_lr_scale"])
-        groups = ([(offsets, float(acfg["lr"]) * scale, 0.0)]
-                  if offsets and cfg["fs"]["offsets_with"] == "arch" and scale != 1.0 else [])
+        scale = float(cfg.fs.offset_lr_scale)
+        groups = ([(offsets, float(acfg.lr) * scale, 0.0)]
+                  if offsets and cfg.fs.offsets_with == "arch" and scale != 1.0 else [])
         self.architect = Architect(
-            net, upper, self.lower, self.w_optimizer, lr=float(acfg["lr"]),
-            betas=tuple(float(b) for b in acfg["betas"]), weight_decay=float(acfg["weight_decay"]),
-            order=acfg["order"], fd_eps=float(acfg["fd_eps"]), distributed=dist_info.enabled,
+            net, upper, self.lower, self.w_optimizer, lr=float(acfg.lr),
+            betas=tuple(float(b) for b in acfg.betas), weight_decay=float(acfg.weight_decay),
+            order=acfg.order, fd_eps=float(acfg.fd_eps), distributed=dist_info.enabled,
             regularizer=self.penalty if self.penalty.active else None, lr_of=lr_of, groups=groups,
         )
         # The upper level is not DDP's business: its gradients come from the architect and
@@ -113,7 +114,7 @@ class SearchTrainer:
         self.valid_iter = CyclingLoader(data.valid)
         self.scaler = grad_scaler(device, self.amp)
         self.weight_step = WeightStep(self.w_optimizer, self.scaler, device, self.amp,
-                                      clipped=self.lower, clip=float(wcfg["grad_clip"]),
+                                      clipped=self.lower, clip=float(wcfg.grad_clip),
                                       frozen=self.upper)
 
     @property
@@ -140,7 +141,7 @@ class SearchTrainer:
         self.penalty.epoch = epoch
         loader = self.data.train
         loader.sampler.set_epoch(epoch)
-        lr, search_arch = self.lr, epoch >= int(self.cfg["arch"]["warmup_epochs"])
+        lr, search_arch = self.lr, epoch >= int(self.cfg.arch.warmup_epochs)
         sums = torch.zeros(3, dtype=torch.float64)  # loss*n, correct, n
         # The architecture losses are summed on the device and read once, after the epoch: a
         # read per step would make the CPU wait for the GPU. A non-finite architecture step
@@ -148,7 +149,7 @@ class SearchTrainer:
         # the weight step's loss, which WeightStep reads every step.
         arch_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         arch_steps = 0
-        epochs = int(self.cfg["epochs"])
+        epochs = int(self.cfg.epochs)
         bar = Progress(loader, len(loader), f"epoch {epoch + 1}/{epochs}", enabled=show)
         start = time.perf_counter()
         for step, (x, y) in enumerate(bar):
@@ -179,9 +180,9 @@ class SearchTrainer:
 
     def evaluate(self) -> tuple[float, float]:
         """(loss, top-1 %) on the architecture half with the evaluation transform."""
-        r = evaluate(self.net, self.data.valid_eval, int(self.cfg["batch_size"]), self.device,
+        r = evaluate(self.net, self.data.valid_eval, int(self.cfg.batch_size), self.device,
                      self.dist, amp=self.amp, channels_last=self.channels_last,
-                     workers=int(self.cfg["data"]["workers"]))
+                     workers=int(self.cfg.data.workers))
         self.net.train()
         return r["loss"], r["top1"]
 
@@ -199,7 +200,7 @@ class SearchTrainer:
             with torch.no_grad():
                 out["expected_params"] = float(self.penalty.expected_params())
             out["params"] = self.budget_model.count(g)
-            out["budget"] = self.cfg["budget"]["params"]
+            out["budget"] = self.cfg.budget.params
         return out
 
     def check_finite(self, epoch: int, valid_loss: float) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+from common.config_schema import SearchConfig
 from genotypes import FSSpec, Genotype
 from search.penalty import budget_model, preprocess_ratio
 from space.budget import BudgetModel, fit_to_budget
@@ -73,16 +74,17 @@ def budget_fit(g: Genotype, budget: int, ratios: list[float] | None, fs: FSSpec 
     if ratios is not None and fs is None:
         raise ValueError("ratios need FS layers; give an FS mode (fs or dfs) or drop the ratios")
     mode = "off" if fs is None else ("dfs" if fs.dfs else "fs")
-    cfg = {"fs": {"mode": mode, "ratio": None if fs is None else fs.ratio,
-                  "num_offsets": None if fs is None else fs.num_offsets,
-                  "ratios": None if ratios is None else sorted(float(r) for r in ratios)},
-           "budget": {"params": int(budget), "init_channels": int(init_channels),
-                      "layers": int(layers)}}
+    cfg = SearchConfig()  # what the search's counter reads: fs and budget
+    cfg.fs.mode, cfg.fs.ratios = mode, None if ratios is None else sorted(float(r) for r in ratios)
+    if fs is not None:
+        cfg.fs.ratio, cfg.fs.num_offsets = fs.ratio, fs.num_offsets
+    cfg.budget.params, cfg.budget.init_channels = int(budget), int(init_channels)
+    cfg.budget.layers = int(layers)
     info = _info(num_classes, in_channels, input_size)
     chosen = preprocess_ratio(cfg, info)
     if chosen is not None and fs is not None:
         fs = dataclasses.replace(fs, ratio=chosen, normal_ratios=None, reduce_ratios=None)
-        cfg["fs"]["ratio"] = chosen
+        cfg.fs.ratio = chosen
     model = budget_model(cfg, info)
     assert model is not None  # a budget is set
     g = dataclasses.replace(g, fs=fs)

@@ -234,19 +234,19 @@ def size_narrow_arms(arms: list[Any], dataset: str) -> tuple[list[Any], list[str
             other = by_name[src.match_arm]
             g, _ = make_genotype(other.source, _base(other), 0, other.retrain.fs, dataset)
             cfg = retrain_config(other)
-            target = count_at(g, cfg["init_channels"], cfg["layers"], classes,
+            target = count_at(g, cfg.init_channels, cfg.layers, classes,
                               imagenet=large)
             what = (f"arm {other.name}'s {target:,} effective parameters at C="
-                    f"{cfg['init_channels']}, {cfg['layers']} cells")
+                    f"{cfg.init_channels}, {cfg.layers} cells")
         cfg = retrain_config(a)
-        width, count = narrow_width(_base(a), int(target), cfg["layers"], classes,
+        width, count = narrow_width(_base(a), int(target), cfg.layers, classes,
                                     imagenet=large)
         retrain = dataclasses.replace(a.retrain, sets=(*a.retrain.sets, f"init_channels={width}"))
         out.append(dataclasses.replace(a, retrain=retrain))
-        near = ", ".join(f"C={c}: {plain_count(_base(a), c, cfg['layers'], classes, imagenet=large):,}"
+        near = ", ".join(f"C={c}: {plain_count(_base(a), c, cfg.layers, classes, imagenet=large):,}"
                          for c in (width - 2, width + 2) if c >= 2)
         lines.append(f"arm {a.name}: plain width init_channels={width} ({count:,} parameters, "
-                     f"{cfg['layers']} cells; {near}), the closest to {what}")
+                     f"{cfg.layers} cells; {near}), the closest to {what}")
     return out, lines
 
 

@@ -19,6 +19,7 @@ from cli_exits import one_line_exit
 from image_folders import make_image_folder
 
 from common.checkpoint import load_checkpoint
+from common.config_schema import SearchConfig
 from genotypes import PRIMITIVES, FSSpec, load_genotype
 from search.algorithms import ALGORITHMS, make_algorithm
 from search.algorithms.gdas import Gdas
@@ -35,8 +36,7 @@ TINY = ["--preset", "smoke", "--set", "init_channels=8", "--set", "layers=5", "-
 
 def _net(algo: str, fs: FSSpec | None = None, C: int = 8, layers: int = 5) -> SearchNetwork:
     torch.manual_seed(0)
-    cfg = yaml.safe_load(open("configs/paper.yaml"))["search"]
-    cfg["algorithm"] = algo
+    cfg = SearchConfig(algorithm=algo)
     a = make_algorithm(cfg)
     net = SearchNetwork(C=C, num_classes=10, layers=layers, fs=fs, **a.network_options())
     a.attach(net)
@@ -172,7 +172,7 @@ def test_gdas_supernet_and_arch_gradient_equal_the_formulation(fs):
 
 
 def test_gdas_temperature_schedule_and_evaluation_mode():
-    cfg = yaml.safe_load(open("configs/paper.yaml"))["search"]
+    cfg = SearchConfig()
     algo = Gdas(cfg)
     assert [algo.tau(e, 50) for e in (0, 49)] == pytest.approx([10.0, 0.1], rel=1e-12)
     assert algo.tau(25, 51) == pytest.approx(10.0 - 9.9 / 2)
@@ -181,7 +181,7 @@ def test_gdas_temperature_schedule_and_evaluation_mode():
     w = net.weighting(net, False)
     assert torch.equal(torch.get_rng_state(), state)  # no draw in evaluation
     assert w.sampled == net.alphas_normal.argmax(-1).tolist()
-    cfg["arch"]["order"] = "second"
+    cfg.arch.order = "second"
     with pytest.raises(Exception, match="supports --order first only"):
         Gdas(cfg)
 

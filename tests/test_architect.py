@@ -240,7 +240,7 @@ def test_trainer_splits_upper_and_lower_levels(mode, offsets_with):
     assert {id(p) for g in t.architect.optimizer.param_groups for p in g["params"]} == upper
     sgd = t.w_optimizer.param_groups[0]
     assert (sgd["lr"], sgd["momentum"], sgd["weight_decay"]) == (0.05, 0.9, 3e-4)  # smoke lr
-    assert t.scheduler.T_max == cfg["epochs"] and t.scheduler.eta_min == 0.001
+    assert t.scheduler.T_max == cfg.epochs and t.scheduler.eta_min == 0.001
 
 
 def _tiny_supernet(dfs: bool, grad_reduce: str = "mean"):

@@ -69,7 +69,8 @@ def test_free_op_cap_counts_pools_and_identity_skips() -> None:
 
 def _cfg(**budget) -> dict:
     cfg = resolve_config("search", "smoke", ["init_channels=4", "layers=5"])
-    cfg["budget"].update(budget)
+    for k, v in budget.items():
+        setattr(cfg.budget, k, v)
     return cfg
 
 
@@ -78,7 +79,7 @@ def test_hinge_is_zero_within_the_budget_and_target_is_two_sided() -> None:
     for mode, e, want in (("hinge", 900.0, 0.0), ("hinge", 1500.0, 0.5),
                           ("target", 900.0, 0.1), ("target", 1500.0, 0.5)):
         cfg = _cfg(params=1000, mode=mode, weight=1.0)
-        cfg["arch"]["beta_decay"] = 0.0
+        cfg.arch.beta_decay = 0.0
         pen = ArchPenalty(net, cfg, model=None)
         pen.expected_params = lambda e=e: torch.tensor(e, dtype=torch.float64)
         assert float(pen()) == pytest.approx(want)
@@ -101,9 +102,9 @@ def test_caps_and_beta_decay_default_on_only_with_a_budget() -> None:
     net = SearchNetwork(C=4, layers=5)
     assert not ArchPenalty(net, _cfg(), None).active
     cfg = _cfg()
-    cfg["arch"]["beta_decay"] = 2.0
+    cfg.arch.beta_decay = 2.0
     pen = ArchPenalty(net, cfg, None)
-    pen.epoch = cfg["epochs"] - 1  # full weight at the last epoch
+    pen.epoch = cfg.epochs - 1  # full weight at the last epoch
     alphas = torch.cat([net.alphas_normal, net.alphas_reduce])
     with torch.no_grad():
         assert float(pen()) == pytest.approx(2.0 * float(torch.logsumexp(alphas, -1).mean()))

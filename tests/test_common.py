@@ -17,16 +17,16 @@ from common.runlog import JsonlLog, is_run_dir, make_run_dir
 def test_presets_resolve_and_smoke_inherits_paper():
     paper = resolve_config("search", "paper")
     smoke = resolve_config("search", "smoke")
-    assert paper["weights"]["lr"] == 0.025 and paper["epochs"] == 50
-    assert smoke["weights"]["momentum"] == paper["weights"]["momentum"]  # inherited from base
-    assert smoke["epochs"] < paper["epochs"]
+    assert paper.weights.lr == 0.025 and paper.epochs == 50
+    assert smoke.weights.momentum == paper.weights.momentum  # inherited from base
+    assert smoke.epochs < paper.epochs
 
 
 def test_override_types_and_yaml_booleans():
     cfg = resolve_config("search", "paper", ["weights.lr=1", "fs.mode=off", "arch.betas=[0.9, 0.99]"])
-    assert cfg["weights"]["lr"] == 1.0 and isinstance(cfg["weights"]["lr"], float)
-    assert cfg["fs"]["mode"] == "off"  # YAML would read `off` as False
-    assert cfg["arch"]["betas"] == [0.9, 0.99]
+    assert cfg.weights.lr == 1.0 and isinstance(cfg.weights.lr, float)
+    assert cfg.fs.mode == "off"  # YAML would read `off` as False
+    assert cfg.arch.betas == [0.9, 0.99]
 
 
 def test_unknown_key_suggests_and_bad_preset_is_one_line():
@@ -370,6 +370,6 @@ def test_exponent_without_a_dot_is_a_number():
     cfg = resolve_config("search", "paper")
     apply_override(cfg, "arch.lr=3e-3")
     apply_override(cfg, "weights.lr=1E-2")
-    assert cfg["arch"]["lr"] == 0.003 and cfg["weights"]["lr"] == 0.01
+    assert cfg.arch.lr == 0.003 and cfg.weights.lr == 0.01
     apply_override(cfg, "fs.mode=off")  # text stays text
-    assert cfg["fs"]["mode"] == "off"
+    assert cfg.fs.mode == "off"

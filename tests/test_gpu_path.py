@@ -311,7 +311,7 @@ def test_retrain_test_figures_are_fp32_like_the_exports(monkeypatch):
                         {"loss": 1.0, "top1": 50.0, "top5": 90.0})
     fake = SimpleNamespace(model=None, test_set=None, device=torch.device("cuda"), amp=True,
                            dist=DistInfo(), channels_last=True,
-                           cfg={"batch_size": 8, "data": {"workers": 3}})
+                           cfg=SimpleNamespace(batch_size=8, data=SimpleNamespace(workers=3)))
     assert rt.Trainer.test(fake)["test_acc"] == 50.0
     assert seen["amp"] is False and seen["workers"] == 3
 

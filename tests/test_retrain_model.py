@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from common.checkpoint import save_checkpoint
+from common.config_schema import RetrainConfig, RetrainFs
 from common.errors import UserError
 from common.fs_settings import fs_spec
 from genotypes import FSSpec, Genotype
@@ -417,7 +418,7 @@ def test_per_op_ratios_must_fit_the_genotype():
 
 
 def _fs_cfg(mode="genotype", ratio=None):
-    return {"mode": mode, "ratio": ratio, "num_offsets": None}
+    return RetrainFs(mode=mode, ratio=ratio, num_offsets=None)
 
 
 def test_retrain_fs_settings_carry_or_override_per_op_ratios():
@@ -431,14 +432,13 @@ def test_retrain_fs_settings_carry_or_override_per_op_ratios():
     fs = fs_spec(_fs_cfg("dfs", 4), g.fs)
     assert fs == FSSpec(4.0, True, 4) and not fs.per_op
     assert fs_spec(_fs_cfg("off"), g.fs) is None
-    cfg = {"init_channels": 8, "layers": 5, "auxiliary": False, "stem": "auto",
-           "fs": _fs_cfg("dfs", 4)}
+    cfg = RetrainConfig(init_channels=8, layers=5, auxiliary=False, fs=_fs_cfg("dfs", 4))
     m = build_network(setup.make_spec(cfg, g, 10, (32, 32)))
     assert {c.ratio for _, c in fs_layers(m)} == {4.0}
-    spec = setup.make_spec({**cfg, "fs": _fs_cfg()}, g, 10, (32, 32))
+    spec = setup.make_spec(dataclasses.replace(cfg, fs=_fs_cfg()), g, 10, (32, 32))
     assert spec.fs == g.fs
     # FS off: the DARTS network, whatever the genotype's FS spec says.
-    off = build_network(setup.make_spec({**cfg, "fs": _fs_cfg("off")}, g, 10, (32, 32)))
+    off = build_network(setup.make_spec(dataclasses.replace(cfg, fs=_fs_cfg("off")), g, 10, (32, 32)))
     assert fs_layers(off) == []
     plain = NetworkCIFAR(8, 10, 5, False, dataclasses.replace(g, fs=None), None)
     assert [(k, v.shape) for k, v in off.state_dict().items()] == \

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from common.config_schema import SearchConfig
 from common.errors import UserError
 from space.supernet import SearchNetwork
 
@@ -32,9 +33,9 @@ class Algorithm:
     #: Architecture-step orders (search.arch.order) this algorithm supports.
     orders: tuple[str, ...] = ("first", "second")
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: SearchConfig) -> None:
         self.cfg = cfg
-        order = cfg["arch"]["order"]
+        order = cfg.arch.order
         if order not in self.orders:
             raise UserError(f"--algo {self.name} supports --order {' or '.join(self.orders)} "
                             f"only, not {order}")
@@ -51,9 +52,9 @@ class Algorithm:
         return {}
 
 
-def make_algorithm(cfg: dict[str, Any]) -> Algorithm:
+def make_algorithm(cfg: SearchConfig) -> Algorithm:
     """The algorithm a resolved `search` config names."""
-    name = cfg["algorithm"]
+    name = cfg.algorithm
     if name not in ALGORITHMS:
         raise UserError(f"config algorithm={name!r} is invalid: choose one of "
                         f"{', '.join(ALGORITHMS)}")

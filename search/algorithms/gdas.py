@@ -60,11 +60,11 @@ class Gdas(Algorithm):
     orders = ("first",)
 
     def attach(self, net: SearchNetwork) -> None:
-        net.weighting = GumbelWeighting(self.cfg["gdas"]["tau_start"])
+        net.weighting = GumbelWeighting(self.cfg.gdas.tau_start)
 
     def tau(self, epoch: int, epochs: int) -> float:
-        g = self.cfg["gdas"]
-        return temperature_at(g["tau_start"], g["tau_end"], "linear", epoch, epochs)
+        g = self.cfg.gdas
+        return temperature_at(g.tau_start, g.tau_end, "linear", epoch, epochs)
 
     def start_epoch(self, net: SearchNetwork, epoch: int, epochs: int) -> dict[str, float]:
         tau = self.tau(epoch, epochs)

@@ -24,4 +24,4 @@ class PCDarts(Algorithm):
     """Partial channels (1/`partial_channels`) with edge normalisation."""
 
     def network_options(self) -> dict[str, Any]:
-        return {"partial_channels": int(self.cfg["partial_channels"]), "edge_norm": True}
+        return {"partial_channels": int(self.cfg.partial_channels), "edge_norm": True}
