@@ -1,6 +1,7 @@
 """The checks of config keys that a type and bounds cannot say (common.config_schema names
 them on its keys): each takes (dotted key, value), returns the value normalised, or raises a
-one-line error naming the key, the value and what is allowed."""
+one-line error naming the key, the value and what is allowed. A check's docstring starts
+with what it allows, as docs/configuration.md says it."""
 
 from __future__ import annotations
 
@@ -19,12 +20,15 @@ def check_fs_ratio(value: Any) -> float:
 
 
 def fs_ratio(key: str, value: Any) -> float:
+    """a number >= 1"""
     return check_fs_ratio(value)
 
 
 def fs_ratios(key: str, ratios: Any) -> list[float]:
-    """Two or more distinct ratios >= 1, returned sorted (whether FS layers exist to take
-    them is the search's check, search.settings)."""
+    """two or more distinct numbers >= 1
+
+    Returned sorted; whether FS layers exist to take them is the search's check
+    (search.settings)."""
     if not isinstance(ratios, list) or len(ratios) < 2:
         raise UserError(f"config {key}={ratios!r} is invalid: give two or more ratios, "
                         "e.g. --set fs.ratios=[1,2,4,8]")
@@ -40,6 +44,7 @@ def fs_ratios(key: str, ratios: Any) -> list[float]:
 
 
 def adam_betas(key: str, betas: Any) -> list[float]:
+    """two numbers in [0, 1)"""
     if not (isinstance(betas, list) and len(betas) == 2 and all(
             isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
         raise UserError(f"config {key}={betas!r} is invalid: give two numbers in [0, 1), "
@@ -48,6 +53,7 @@ def adam_betas(key: str, betas: Any) -> list[float]:
 
 
 def even_width(key: str, c: int) -> int:
+    """even"""
     if c % 2:
         raise UserError(f"config {key}={c} is invalid: it must be even (the reduction "
                         "cells halve it in FactorizedReduce)")
@@ -55,15 +61,10 @@ def even_width(key: str, c: int) -> int:
 
 
 def even_budget_width(key: str, c: int) -> int:
+    """even"""
     if c % 2:
         raise UserError(f"config {key}={c} is invalid: it must be even, as the network's width")
     return c
-
-
-def below_one(key: str, v: float) -> float:
-    if v >= 1.0:
-        raise UserError(f"config {key}={v:g} leaves no images for the architecture; use < 1")
-    return v
 
 
 _SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9}
@@ -91,7 +92,9 @@ def parse_count(value: Any) -> int | None:
 
 
 def param_count(key: str, v: Any) -> int | None:
-    """A positive parameter count (`parse_count`), as an int."""
+    """a parameter count: 1500000, 1.5M, 800k
+
+    Returned as an int (`parse_count`)."""
     try:
         return parse_count(v)
     except ValueError:

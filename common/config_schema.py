@@ -172,8 +172,7 @@ class SearchConfig:
     epochs: int = key(50, "search epochs", lo=1)
     batch_size: int = key(64, "batch size (per process under torchrun)", lo=1)
     train_portion: float = key(0.5, "the training set's share for weights, the rest for the "
-                               "architecture", lo=0.0, hi=1.0, lo_open=True,
-                               check=checks.below_one)
+                               "architecture", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
     init_channels: int = key(16, "channels of the first cell (even)", lo=2,
                              check=checks.even_width)
     layers: int = key(8, "cells", lo=1)

@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _resolve(args: argparse.Namespace, need_files: bool, dist: DistInfo | None = None
-             ) -> tuple[dict[str, Any], tuple[int, tuple[int, int]], tuple | None]:
+             ) -> tuple[RetrainConfig, tuple[int, tuple[int, int]], tuple | None]:
     """(config, (classes, input size), opened dataset or None). The dataset is opened, as
     its own step (rank 0 first under torchrun), when training needs its files or its shape
     is not known without them (a folder); its input size decides whether the preset's
@@ -159,7 +159,7 @@ def _spec(cfg: RetrainConfig, genotype: Genotype, classes: int,
         raise UserError(f"cannot build the network: {e}") from None
 
 
-def _resume_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+def _resume_config(args: argparse.Namespace) -> tuple[RetrainConfig, dict[str, Any]]:
     run_dir = Path(args.resume)
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a retrain run directory (no config.yaml); give the "

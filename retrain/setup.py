@@ -87,7 +87,7 @@ def resolve(preset: str, overrides: list[str],
     return cfg
 
 
-def imagenet_like(input_size: tuple[int, int]) -> Callable[[dict[str, Any]], bool]:
+def imagenet_like(input_size: tuple[int, int]) -> Callable[[RetrainConfig], bool]:
     """The `imagenet_like` of `resolve` for a dataset of `input_size`: does the network get
     the ImageNet stems (by the config's `stem`)?"""
     return lambda cfg: stem_for(cfg, input_size) == "imagenet"

@@ -18,7 +18,6 @@ import yaml
 
 from common.checkpoint import check_resume_device, load_resume_checkpoint
 from common.cli_flags import (
-    RESUMABLE,
     SHORTHANDS,
     Parser,
     fixed_on_resume,
@@ -43,7 +42,7 @@ from common.runlog import (
     start_again,
 )
 from common.runtime import precision, resolve_device, seed_everything, set_threads
-from common.schema import as_dict
+from common.schema import as_dict, resumable_keys
 from genotypes import describe_fs
 from search.algorithms import ALGORITHMS
 from search.data import build_search_data
@@ -75,11 +74,9 @@ Threads and loader workers not set are chosen to fit the cores (shown at start-u
 SEARCH_SHORTHANDS = {**SHORTHANDS, "algo": "algorithm", "partial_channels": "partial_channels",
                      "order": "arch.order", "max_images": "data.max_images",
                      "budget": "budget.params", "ratios": "fs.ratios"}
-# What --resume may change: where and how it runs, never what it computes (common's
-# RESUMABLE, the worker count included: augmentation is seeded per image, common.loader;
-# and the drawing and plotting settings). Not runtime.amp or runtime.channels_last: they
-# change the arithmetic.
-SEARCH_RESUMABLE = RESUMABLE + ("runtime.draw_every", "runtime.plot")
+# What --resume may change: the schema's resumable keys (where and how it runs, and the
+# drawing and plotting settings), never what it computes.
+SEARCH_RESUMABLE = resumable_keys(SearchConfig)
 
 
 def _ratio_list(text: str) -> str:
