@@ -33,6 +33,7 @@ from common.evaluate import evaluate
 from common.files import atomic_write_text
 from common.runlog import JsonlLog, say
 from common.tensorboard import TensorBoardLog
+from common.threads import thread_figures
 from genotypes import Genotype, describe_op_ratios, from_dict, genotype_lines, save_genotype
 from retrain import setup
 from retrain.evaluate import evaluate_exported
@@ -80,7 +81,8 @@ def epoch_record(epoch: int, train: dict[str, float], test: dict[str, float], lr
             **test, "lr": lr, "drop_path_prob": trainer.model.drop_path_prob,
             "hardened": trainer.hardened, "offset_entropy": trainer.offset_entropy(),
             "seconds": round(seconds, 3),
-            "images_per_s": round(train["images"] / max(train_seconds, 1e-9), 2)}
+            "images_per_s": round(train["images"] / max(train_seconds, 1e-9), 2),
+            **thread_figures(train)}
 
 
 def epoch_line(record: dict[str, Any], epochs: int, fs: bool) -> str:

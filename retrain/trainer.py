@@ -31,6 +31,7 @@ from common.runtime import (
     to_memory_format,
 )
 from common.schema import as_dict
+from common.threads import run_governor
 from common.weight_step import WeightStep
 from retrain.model import NetSpec
 from space.fs_model import harden_model, offset_entropy, offset_parameters, set_temperature
@@ -115,6 +116,7 @@ class Trainer:
         self.train_loader = make_loader(train_set, bs, dist, shuffle=True, seed=int(cfg.seed),
                                         workers=workers, drop_last=False, pin_memory=pin)
         self.test_set = test_set
+        self.governor = run_governor(cfg.runtime, device, dist.is_main)
         self._wrap()
 
     # --- state -----------------------------------------------------------------------------
@@ -167,7 +169,7 @@ class Trainer:
         sums = [0.0, 0.0, 0.0]  # loss*n, correct, n
         progress = Progress(self.train_loader, len(self.train_loader),
                             f"epoch {epoch + 1}/{self.epochs}", enabled=self.dist.is_main)
-        for step, (x, y) in enumerate(progress):
+        for step, (x, y) in enumerate(self.governor.watch(progress, epoch)):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             x = to_memory_format(x, self.channels_last)
             loss_v, correct, bad = self.weight_step(self.loss_and_logits, x, y)
@@ -180,7 +182,7 @@ class Trainer:
             progress.update(loss=sums[0] / sums[2], acc=100.0 * sums[1] / sums[2])
         loss_sum, correct, count = all_reduce_sum(sums, self.device)
         return {"train_loss": loss_sum / max(count, 1), "train_acc": 100.0 * correct / max(count, 1),
-                "images": count}
+                "images": count, **self.governor.figures()}
 
     def loss_and_logits(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy (with label smoothing), plus the auxiliary head's, weighted."""

@@ -27,6 +27,7 @@ from common.config_schema import SearchConfig
 from common.runlog import JsonlLog, say
 from common.shapes import KNOWN as KNOWN_DATASETS
 from common.tensorboard import TensorBoardLog
+from common.threads import thread_figures
 from genotypes import Genotype, genotype_lines, save_genotype, to_dict
 from genotypes.derive import changed_edges, edge_entropy
 
@@ -145,7 +146,7 @@ def epoch_record(epoch: int, stats: dict[str, Any], valid: tuple[float, float], 
         "offset_entropy": entropy, "temperature": temperature,
         "genotype": to_dict(g),
         "seconds": stats["seconds"], "images_per_s": stats["images_per_s"],
-        **(extra or {}),
+        **thread_figures(stats), **(extra or {}),
     }
 
 

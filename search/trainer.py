@@ -25,6 +25,7 @@ from common.fs_settings import fs_spec, temperature_at
 from common.loader import CyclingLoader
 from common.runlog import Progress
 from common.runtime import channels_last, grad_scaler, to_memory_format
+from common.threads import run_governor
 from common.weight_step import WeightStep
 from genotypes import Genotype
 from genotypes.derive import free_op_count
@@ -116,6 +117,7 @@ class SearchTrainer:
         self.weight_step = WeightStep(self.w_optimizer, self.scaler, device, self.amp,
                                       clipped=self.lower, clip=float(wcfg.grad_clip),
                                       frozen=self.upper)
+        self.governor = run_governor(rt, device, dist_info.is_main)
 
     @property
     def lr(self) -> float:
@@ -152,7 +154,7 @@ class SearchTrainer:
         epochs = int(self.cfg.epochs)
         bar = Progress(loader, len(loader), f"epoch {epoch + 1}/{epochs}", enabled=show)
         start = time.perf_counter()
-        for step, (x, y) in enumerate(bar):
+        for step, (x, y) in enumerate(self.governor.watch(bar, epoch)):
             x, y = self._to_device(x, y)
             if search_arch:
                 xv, yv = self._to_device(*next(self.valid_iter))
@@ -176,6 +178,7 @@ class SearchTrainer:
             "train_loss": loss_sum / n, "train_acc": 100.0 * correct / n,
             "arch_loss": arch_sum / steps if steps else None, "lr": lr,
             "seconds": seconds, "images_per_s": n / seconds,
+            **self.governor.figures(),
         }
 
     def evaluate(self) -> tuple[float, float]:

@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "smoke", "--set", "init_channels=4", "--set", "layers=3", "--batch-size", "8",
         "--threads", "1", "--set", "data.workers=0"]
 LOG_KEYS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr",
-            "drop_path_prob", "hardened", "offset_entropy", "seconds", "images_per_s"}
+            "drop_path_prob", "hardened", "offset_entropy", "seconds", "images_per_s",
+            "threads"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (see conftest)

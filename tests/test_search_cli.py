@@ -113,8 +113,10 @@ def test_tiny_run_directory(folder, tmp_path, capsys):
     out = capsys.readouterr().out
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     keys = {"epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr", "alphas_normal",
-            "alphas_reduce", "offset_entropy", "temperature", "genotype", "seconds", "images_per_s"}
+            "alphas_reduce", "offset_entropy", "temperature", "genotype", "seconds", "images_per_s",
+            "threads"}
     assert [r["epoch"] for r in records] == [0, 1] and keys <= set(records[0])
+    assert records[0]["threads"] == 1  # --threads 1: nothing to take away
     assert [r["temperature"] for r in records] == [2.0, 0.5]  # cosine from start to end
     assert records[0]["arch_loss"] is None and records[1]["arch_loss"] > 0  # warm-up epoch
     saved = yaml.safe_load((run / "config.yaml").read_text())
