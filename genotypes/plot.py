@@ -2,9 +2,12 @@
 
 Writes into RUN_DIR/plots: alphas_normal.png and alphas_reduce.png (softmax weight of each op
 on each edge over epochs, one panel per edge, laid out node by node), curves.png (train/valid
-loss and accuracy, and the learning rate), offset_entropy.png (DFS runs only) and size.png
-(budget or searched-ratio runs: E[P] and the derived genotype's exact count per epoch against
-the budget, and the parameter-free ops of the derived cells).
+loss and accuracy, and the learning rate), learning.png (whether the architecture learns: the
+entropy of each edge's op weights against uniform, ln 8, per cell; the DFS offset entropy
+against ln M; how many of the 16 kept edges the derivation changed since the epoch before),
+offset_entropy.png (DFS runs only) and size.png (budget or searched-ratio runs: E[P] and the
+derived genotype's exact count per epoch against the budget, and the parameter-free ops of the
+derived cells).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 from matplotlib.ticker import MaxNLocator
 
-from genotypes.derive import derive
+from genotypes.derive import derive, edge_entropy
 from genotypes.primitives import NUM_EDGES, NUM_INPUTS, NUM_NODES, PRIMITIVES
 from genotypes.style import op_color
 
@@ -186,6 +189,48 @@ def _plot_entropy(records: list[dict[str, Any]], out: Path) -> Path | None:
     return path
 
 
+def _plot_learning(records: list[dict[str, Any]], out: Path) -> Path | None:
+    fig = _figure(13.5, 3.6)
+    ax_a, ax_o, ax_c = fig.subplots(1, 3)
+    drew = False
+    for cell, color in (("normal", "#2b8a3e"), ("reduce", "#862e9c")):
+        data = _alpha_matrix(records, f"alphas_{cell}")
+        if data is None:
+            continue
+        xs, mats = data
+        per_edge = [edge_entropy(m) for m in mats]  # epochs x 14
+        for e in range(NUM_EDGES):
+            ax_a.plot(xs, [h[e] for h in per_edge], color=color, lw=0.6, alpha=0.35)
+        ax_a.plot(xs, [float(h.mean()) for h in per_edge], color=color, lw=2.2,
+                  label=f"{cell} (mean of 14 edges)")
+        drew = True
+    if not drew:
+        return None
+    ax_a.axhline(math.log(len(PRIMITIVES)), color="#495057", ls="--", lw=1,
+                 label=f"uniform (ln {len(PRIMITIVES)})")
+    ax_a.set_title("op-weight entropy per edge")
+    ax_a.set_ylabel("nats")
+    ax_a.legend(fontsize=8)
+    _int_epochs(ax_a)
+    x = _epochs(records)
+    offsets = _series(records, "offset_entropy")
+    if not all(math.isnan(v) for v in offsets):
+        ax_o.plot(x, offsets, "-o", ms=3, color="#e8590c", label="DFS offsets (mean)")
+        m = ((records[-1].get("genotype") or {}).get("fs") or {}).get("num_offsets") or 4
+        ax_o.axhline(math.log(m), color="#495057", ls="--", lw=1, label=f"uniform (ln {m})")
+        ax_o.legend(fontsize=8)
+    ax_o.set_title("offset entropy")
+    _int_epochs(ax_o)
+    changed = _series(records, "changed_edges")
+    ax_c.bar(x, [0 if math.isnan(v) else v for v in changed], color="#1c7ed6")
+    ax_c.set_ylim(0, 16)
+    ax_c.set_title("derived edges changed since the epoch before (of 16)", fontsize=10)
+    _int_epochs(ax_c)
+    path = out / "learning.png"
+    fig.savefig(path)
+    return path
+
+
 def _plot_size(records: list[dict[str, Any]], out: Path) -> Path | None:
     ys = _series(records, "expected_params")
     if all(math.isnan(v) for v in ys):
@@ -225,6 +270,7 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
         _plot_alphas(records, "normal", out),
         _plot_alphas(records, "reduce", out),
         _plot_curves(records, out),
+        _plot_learning(records, out),
         _plot_entropy(records, out),
         _plot_size(records, out),
     ]

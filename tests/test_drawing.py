@@ -166,7 +166,7 @@ def test_plot_run(tmp_path: Path) -> None:
     _write_log(run)
     paths = plot_run(run)
     names = sorted(p.name for p in paths)
-    assert names == ["alphas_normal.png", "alphas_reduce.png", "curves.png",
+    assert names == ["alphas_normal.png", "alphas_reduce.png", "curves.png", "learning.png",
                      "offset_entropy.png"]
     for p in paths:
         assert p.parent == run / "plots"
