@@ -9,8 +9,10 @@ competing with itself. The OpenMP waiting policy is the one choice made from the
 start-up, because it changes speed and never a result: idle threads that sleep (PASSIVE)
 degrade gracefully beside a busy process (1.08x slower instead of 3.5x, smoke retrain step)
 but cost 1.75x on a quiet machine, where spinning threads are fastest (bench/oversubscription.py,
-README). The thread and worker counts depend only on the machine, never on its load, so the
-same seed gives the same figures on the same machine run after run.
+docs/benchmarks.md). The start-up thread and worker counts depend only on the machine, never
+on its load, so the same seed gives the same figures on the same machine run after run; load
+that arrives later is common.threads' business (it lowers the count while other processes
+take cores, and logs each change).
 """
 
 from __future__ import annotations
@@ -136,8 +138,8 @@ def busy_cores(samples: int = 5) -> int | None:
 
 def busy_note(budget: CpuBudget, flag: str = "--threads") -> str | None:
     """A hint when other processes keep cores busy and the threads were chosen automatically;
-    None otherwise. A hint only: the thread count itself never depends on the load, so the
-    same seed gives the same figures run after run."""
+    None otherwise. A hint only: the start-up thread count never depends on the load, so the
+    same seed gives the same figures run after run on a quiet machine."""
     if not budget.auto or os.cpu_count() != budget.cores * processes_per_machine():
         return None  # the machine's load counts cores this process does not see
     others = busy_cores()
