@@ -38,6 +38,10 @@ def main() -> None:
     if len(sys.argv) < 2:
         sys.exit("usage: python -m study.child MODULE [ARGS...]")
     die_with_parent()
+    if os.environ.get("SUBMITIT_EXECUTOR") and hasattr(signal, "SIGUSR2"):
+        # In a SLURM job (study.slurm) the time-limit warning, USR2, reaches every process of
+        # the job; it is the job's to handle (requeue), and would otherwise kill this run.
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     module, args = sys.argv[1], sys.argv[2:]
     sys.argv = [module, *args]
     runpy.run_module(module, run_name="__main__", alter_sys=True)

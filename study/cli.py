@@ -1,13 +1,16 @@
 """`python -m study`: run a multi-seed study of retrain (and search) arms, and report it.
 
     python -m study run STUDY.yaml [--jobs N] [--threads T] [--out DIR] [--seeds 0,1,2]
-                                   [--arms A,B] [--dry-run]
+                                   [--arms A,B] [--dry-run] [--launcher local|slurm]
     python -m study report DIR
+    python -m study cancel STUDY.yaml|DIR      # the SLURM jobs of `run --launcher slurm`
 
 `run` checks the whole study first (file, config keys of every arm, genotypes, dataset, the
 output folder), then runs every arm x seed that is not finished (see study.runner), then
 writes the report (see study.report). Run it again after a kill, or with more seeds, and
 only what is missing runs; `--arms` runs only some arms now (e.g. more seeds for one arm).
+`--launcher slurm` hands each run to SLURM as one job (the study's `slurm:` block; see
+study.slurm and docs/cluster.md).
 Exit status: 0 when every run finished, 1 when a run failed,
 2 for a mistake in the input (one line), 130 when interrupted.
 """
@@ -43,16 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run (or continue) a study, then report it")
     r.add_argument("study", help="study YAML file (schema: see study/spec.py or the README)")
-    r.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
+    r.add_argument("--jobs", type=int, help="runs at a time (default 1; with --launcher slurm: "
+                   "jobs at a time, default the slurm block's max_jobs)")
     r.add_argument("--threads", type=int, help="torch threads per run (default: the study's "
-                   "`threads`, else CPUs / jobs; never more than CPUs / jobs)")
+                   "`threads`, else CPUs / jobs; never more than CPUs / jobs; with --launcher "
+                   "slurm: else the job's cpus_per_task)")
     r.add_argument("--out", help="output folder (default: the study's `out`)")
     r.add_argument("--seeds", help="seeds to run instead of the study's, e.g. 0,1,2,3")
     r.add_argument("--arms", help="run only these arms now, e.g. dfs-r2,fs-r2 (the others keep "
                    "their runs and stay in the report)")
     r.add_argument("--dry-run", action="store_true", help="print each run's state and command, run nothing")
+    r.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                   help="local: every run on this machine (default); slurm: one SLURM job per "
+                   "run, with the study's `slurm:` options (docs/cluster.md)")
     rep = sub.add_parser("report", help="rebuild study.json, study.md and the plot of a study folder")
     rep.add_argument("dir", help="a study's output folder (or a folder holding its study.json)")
+    can = sub.add_parser("cancel", help="cancel the SLURM jobs that `run --launcher slurm` left "
+                         "running (their runs keep their checkpoints)")
+    can.add_argument("dir", help="the study file or its output folder")
     return p
 
 
@@ -184,7 +195,16 @@ def run(args: argparse.Namespace) -> int:
     if not (args.out or study.out):
         raise UserError(f"{args.study} names no output folder; add `out: FOLDER` to it or pass --out")
     out = Path(args.out or study.out)
-    threads, note = split_threads(args.jobs, args.threads or study.threads, available_cores())
+    note, launcher = None, None
+    if args.launcher == "slurm":
+        from study.slurm import make_launcher
+
+        launcher, threads, how = make_launcher(study, out, args.threads, args.jobs,
+                                               submit=not args.dry_run)
+    else:
+        jobs = 1 if args.jobs is None else args.jobs
+        threads, note = split_threads(jobs, args.threads or study.threads, available_cores())
+        how = f"{jobs} at a time, {threads} thread(s) each"
     dataset = dataset_arg(study.dataset)
     if dataset not in NAMED_DATASETS and not Path(dataset).is_dir():
         raise UserError(f"dataset {study.dataset!r} is not a folder ({dataset}) nor cifar10, "
@@ -198,13 +218,14 @@ def run(args: argparse.Namespace) -> int:
         print(line, flush=True)
     record = make_record(study, dataset, seeds, out)
     now = _chosen_arms(study, args.arms)
-    runner = Runner(now, Settings(out=out, dataset=dataset, jobs=args.jobs, threads=threads), seeds)
+    settings = Settings(out=out.resolve() if launcher else out, dataset=dataset,
+                        jobs=1 if launcher else jobs, threads=threads)
+    runner = Runner(now, settings, seeds, launcher)
     tasks = runner.tasks()
     finished = sum(layout.retrain_state(layout.run_dir(out, a.name, s)) == layout.FINISHED
                    for a, s in tasks)
     print(f"study {study.name}: {len(now.arms)} arm(s) x {len(seeds)} seed(s) = {len(tasks)} "
-          f"runs in {out}/{layout.RUNS} ({finished} finished earlier); {args.jobs} at a time, "
-          f"{threads} thread(s) each", flush=True)
+          f"runs in {out}/{layout.RUNS} ({finished} finished earlier); {how}", flush=True)
     if note:
         print(note, flush=True)
     if args.dry_run:
@@ -214,6 +235,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{arm.name} seed {seed} {module}: {state}: python -m {module} "
                       f"{' '.join(argv)}")
         return 0
+    if launcher is None and (out / "slurm" / "jobs.json").is_file():
+        from study.jobs import refuse_if_live
+
+        refuse_if_live(out, args.study)
     out.mkdir(parents=True, exist_ok=True)
     lock = _Lock(out)
     save_config(record, out / layout.RECORD)
@@ -221,6 +246,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         outcomes = runner.run()
     except KeyboardInterrupt:
+        if launcher is not None:
+            print(f"study stopped; its jobs keep running under SLURM: run `python -m study run "
+                  f"{args.study} --launcher slurm` (same options) again to wait for them and "
+                  f"report, or `python -m study cancel {args.study}` to stop them",
+                  file=sys.stderr, flush=True)
+            return 130
         print(f"study interrupted; the runs keep their checkpoints: run `python -m study run "
               f"{args.study}` (same options) again to continue", file=sys.stderr, flush=True)
         return 130
@@ -248,18 +279,31 @@ def _report(out: Path) -> None:
     print("report: " + ", ".join(str(p) for p in paths), flush=True)
 
 
+def _folder(arg: str) -> Path:
+    """A study's output folder from a study file (its `out`) or the folder itself."""
+    path = Path(arg)
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        out = load_study(path).out  # a study file: its output folder
+        if out is None:
+            raise UserError(f"{arg} names no output folder (`out`); give the folder instead")
+        path = out
+    if not path.is_dir():
+        raise UserError(f"{arg} is not a folder; give a study's output folder")
+    return path
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return run(args)
-    path = Path(args.dir)
-    if path.is_file() and path.suffix in (".yaml", ".yml"):
-        out = load_study(path).out  # a study file: its output folder
-        if out is None:
-            raise UserError(f"{args.dir} names no output folder (`out`); give the folder instead")
-        path = out
-    if not path.is_dir():
-        raise UserError(f"{args.dir} is not a folder; give a study's output folder")
+    path = _folder(args.dir)
+    if args.command == "cancel":
+        from study.jobs import cancel
+
+        ids = cancel(path)
+        print(f"cancelled {len(ids)} job(s): {' '.join(ids)}; their runs keep their checkpoints"
+              if ids else f"no job of this study is pending or running ({path})", flush=True)
+        return 0
     _report(path)
     return 0

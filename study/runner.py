@@ -1,274 +1,70 @@
-"""Runs every arm x seed of a study as ordinary run directories, one subprocess per run.
+"""Runs every arm x seed of a study as ordinary run directories, through a launcher.
 
-Each run is `python -m retrain` (after `python -m search` for an arm with a search) in its
-own process, so a crash of one run never stops the study and each folder can be inspected,
-evaluated or resumed alone. A finished run (metrics.json; for a search, its last epoch
-logged) is skipped, an interrupted one continues with `--resume` from its checkpoint, and
-one that stopped before its first checkpoint is started again (`--overwrite` semantics:
-only in a folder `common.runlog.is_run_dir` recognises, and only the files the project
-wrote are removed). A run's output is
-appended to its folder's stdout.log as it comes.
+A study is a list of `study.task.Task`s (one per arm x seed, seed-major); a launcher runs
+them and returns their `Outcome`s. `LocalLauncher` (the default) runs them in this process,
+`jobs` at a time, each stage in its own subprocess, so a crash of one run never stops the
+study and each folder can be inspected, evaluated or resumed alone. `study.slurm`'s
+launcher hands each task to SLURM as one job, where the same `Task` code runs: the rules
+for skipping, resuming and restarting a run are the task's, whatever the launcher.
 """
 
 from __future__ import annotations
 
-import os
-import shlex
-import signal
-import subprocess
-import sys
-import threading
-import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
-from common.errors import UserError
-from common.runlog import clear_run_dir, is_run_dir
-from study import layout, sources
-from study.child import PARENT_ENV
-from study.commands import retrain_argv, search_argv
 from study.spec import Arm, Study
+from study.task import MODULES, Control, Outcome, Settings, Task
 
-ROOT = Path(__file__).resolve().parents[1]
-#: Stage -> module run as `python -m MODULE` (tests swap in stand-ins).
-MODULES = {"retrain": "retrain", "search": "search"}
-
-
-@dataclass
-class Outcome:
-    """What became of one arm x seed: skipped (finished earlier), done, failed or interrupted."""
-
-    arm: str
-    seed: int
-    status: str
-    figures: dict[str, Any] | None = None
-    message: str = ""
+__all__ = ["MODULES", "Launcher", "LocalLauncher", "Outcome", "Runner", "Settings", "Task"]
 
 
-@dataclass
-class Settings:
-    """How to run: output folder, dataset argument, parallel jobs and threads per run."""
+class Launcher(Protocol):
+    """Runs tasks to their end and returns their outcomes, in the tasks' order."""
 
-    out: Path
-    dataset: str
-    jobs: int = 1
-    threads: int = 1
-    python: list[str] = field(default_factory=lambda: [sys.executable])
-    #: The module run for each stage.
-    modules: dict[str, str] = field(default_factory=lambda: dict(MODULES))
+    def run(self, tasks: list[Task]) -> list[Outcome]: ...
 
 
-class _Sink:
-    """Appends a child's output to RUN_DIR/stdout.log once the child has made that folder
-    (its config.yaml exists); until then the lines wait in memory."""
+class LocalLauncher:
+    """Runs the tasks in this process, `jobs` at a time (threads, each waiting on its run's
+    subprocess); Ctrl-C stops the runs, which keep their checkpoints."""
 
-    def __init__(self, run_dir: Path, ready: bool, pending: str) -> None:
-        self.path = run_dir / layout.STDOUT
-        self.run_dir, self.ready, self.pending = run_dir, ready, pending
-        self.tail: deque[str] = deque(maxlen=20)
+    def __init__(self, jobs: int = 1) -> None:
+        self.jobs = jobs
+        self.control = Control()
 
-    def write(self, line: str) -> None:
-        if line.strip():
-            self.tail.append(line.rstrip())
-        self.ready = self.ready or (self.run_dir / "config.yaml").is_file()
-        self.pending += line
-        if self.ready:
-            with open(self.path, "a") as f:
-                f.write(self.pending)
-            self.pending = ""
-
-    def close(self, fallback: Path) -> Path:
-        """Write what is left; returns the log's path (`fallback` if the folder never came)."""
-        path = self.path if self.run_dir.is_dir() else fallback
-        if self.pending:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a") as f:
-                f.write(self.pending)
-        return path
-
-    @property
-    def last(self) -> str:
-        return self.tail[-1] if self.tail else "(no output)"
-
-
-class Runner:
-    """Executes a study's runs, sequentially or `jobs` at a time."""
-
-    def __init__(self, study: Study, settings: Settings, seeds: list[int]) -> None:
-        self.study, self.s, self.seeds = study, settings, seeds
-        self.stop = threading.Event()
-        self._lock = threading.Lock()
-        self._procs: set[subprocess.Popen] = set()
-
-    # --- plan ------------------------------------------------------------------------------
-    def tasks(self) -> list[tuple[Arm, int]]:
-        """Seed-major order: every arm of seed 0 first, so a study stopped early is balanced."""
-        return [(arm, seed) for seed in self.seeds for arm in self.study.arms]
-
-    def commands(self, arm: Arm, seed: int) -> list[tuple[str, list[str], Path]]:
-        """(module, argv, run dir) of each stage of one arm x seed, as started fresh."""
-        out, t = self.s.out, str(self.s.threads)
-        stages = []
-        genotype = None
-        if arm.search is not None:
-            sdir = layout.search_dir(out, arm.name, seed)
-            argv = search_argv(arm, self.s.dataset) + ["--seed", str(seed), "--threads", t,
-                                                       "--out", str(sdir)]
-            stages.append(("search", argv + self._workers("search"), sdir))
-            genotype = str((sdir / "genotype.json").resolve())
-        elif arm.source is not None and arm.source.kind in ("random", "fit"):
-            genotype = str(sources.genotype_path(out, arm.name, seed).resolve())
-        rdir = layout.run_dir(out, arm.name, seed)
-        argv = retrain_argv(arm, self.s.dataset, genotype) + ["--seed", str(seed), "--threads", t,
-                                                              "--out", str(rdir)]
-        stages.append(("retrain", argv + self._workers("retrain"), rdir))
-        return stages
-
-    def _workers(self, module: str) -> list[str]:
-        # Every run loads data in its own process, whatever --jobs: parallel runs' workers
-        # would oversubscribe the cores, and retrain's augmentation draws depend on the worker
-        # count, so a study's figures must not depend on how many runs went at a time.
-        return ["--workers", "0"] if module == "search" else ["--set", "data.workers=0"]
-
-    # --- running ---------------------------------------------------------------------------
-    def say(self, msg: str) -> None:
-        with self._lock:
-            print(msg, flush=True)
-
-    def run(self) -> list[Outcome]:
-        tasks = self.tasks()
-        with ThreadPoolExecutor(max_workers=self.s.jobs) as pool:
-            futures = [pool.submit(self._task, f"[{k}/{len(tasks)}]", arm, seed)
-                       for k, (arm, seed) in enumerate(tasks, 1)]
+    def run(self, tasks: list[Task]) -> list[Outcome]:
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            futures = [pool.submit(t.run, self.control, f"[{k}/{len(tasks)}]")
+                       for k, t in enumerate(tasks, 1)]
             try:
                 return [f.result() for f in futures]
             except KeyboardInterrupt:
-                self.interrupt()
+                self.control.interrupt()
                 for f in futures:
                     f.cancel()
                 raise
 
-    def interrupt(self) -> None:
-        """Start nothing more and ask the running runs to stop (their checkpoints stay)."""
-        self.stop.set()
-        with self._lock:
-            procs = list(self._procs)
-        deadline = time.monotonic() + 2.0  # after Ctrl-C they stop by themselves (same group)
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.send_signal(signal.SIGINT)
 
-    def _task(self, tag: str, arm: Arm, seed: int) -> Outcome:
-        label = f"{tag} {arm.name} seed {seed}"
-        stages = self.commands(arm, seed)
-        rdir, took = stages[-1][2], "0 s"
-        if layout.retrain_state(rdir) == layout.FINISHED:
-            fig = layout.read_figures(rdir)
-            if fig is not None:
-                self.say(f"{label}: finished earlier: {layout.short(fig)}")
-                return Outcome(arm.name, seed, "skipped", fig)
-        try:  # a random or fit arm's genotype, drawn once per seed (study.sources)
-            for line in sources.prepare(arm, seed, self.s.out, self.s.dataset):
-                self.say(f"{label}: {line}")
-        except (UserError, ValueError, OSError) as e:  # bad genotype file or counting: this run fails
-            self.say(f"{label}: FAILED to make its genotype: {e}")
-            return Outcome(arm.name, seed, "failed", message=str(e))
-        for module, argv, path in stages:
-            search = module == "search"
-            state = (layout.search_state if search else layout.retrain_state)(path)
-            if state == layout.FINISHED:
-                continue
-            if self.stop.is_set():
-                return Outcome(arm.name, seed, "interrupted")
-            if state == layout.RESUME:
-                argv = ["--resume", str(path), "--threads", str(self.s.threads)]
-                argv += ["--workers", "0"] if search else []  # as started (see _workers)
-            elif state == layout.RESTART:
-                argv = argv + ["--overwrite"]
-            what = f"{label}{' search' if search else ''}"
-            self.say(f"{what}: {_VERB[state]} ({path})")
-            t0 = time.perf_counter()
-            rc, last, log = self._launch(module, argv, path, state,
-                                         layout.failed_log(self.s.out, arm.name, seed, search))
-            took = _took(time.perf_counter() - t0)
-            if rc != 0:
-                status = "interrupted" if self.stop.is_set() else "failed"
-                self.say(f"{what}: {status.upper()} (exit {rc}) after {took}: {last}; "
-                         f"log {log}")
-                return Outcome(arm.name, seed, status, message=last)
-            if search:
-                self.say(f"{what}: done in {took}: {_search_figure(path)}")
-        fig = layout.read_figures(rdir)
-        if fig is None:
-            self.say(f"{label}: FAILED: the run ended without a readable metrics.json; log "
-                     f"{rdir / layout.STDOUT}")
-            return Outcome(arm.name, seed, "failed", message="no metrics.json")
-        self.say(f"{label}: done in {took}: {layout.short(fig)}")
-        return Outcome(arm.name, seed, "done", fig)
+class Runner:
+    """Executes a study's runs with a launcher (local, `settings.jobs` at a time, by default)."""
 
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        path = env.get("PYTHONPATH")
-        env["PYTHONPATH"] = str(ROOT) + (os.pathsep + path if path else "")
-        env["OMP_NUM_THREADS"] = str(self.s.threads)
-        env["PYTHONUNBUFFERED"] = "1"
-        env[PARENT_ENV] = str(os.getpid())
-        if self.s.jobs > 1:  # idle OpenMP threads sleep instead of spinning on shared cores
-            env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        return env
+    def __init__(self, study: Study, settings: Settings, seeds: list[int],
+                 launcher: Launcher | None = None) -> None:
+        self.study, self.s, self.seeds = study, settings, seeds
+        self.launcher = launcher or LocalLauncher(settings.jobs)
 
-    def _launch(self, stage: str, argv: list[str], path: Path, state: str,
-                fallback: Path) -> tuple[int, str, Path]:
-        """Run one stage to its end; (exit status, last output line, log path)."""
-        pending = ""
-        if state == layout.RESTART:
-            if not is_run_dir(path):
-                return 1, f"{path} exists and is not a run directory; refusing to replace it", path
-            old = path / layout.STDOUT
-            pending = old.read_text() if old.is_file() else ""
-            clear_run_dir(path)  # what --overwrite does, but keeping the earlier output
-        module = self.s.modules[stage]
-        shown = shlex.join(["python", "-m", stage, *argv])
-        pending += f"=== {datetime.now():%Y-%m-%d %H:%M:%S} study {self.study.name}: {shown}\n"
-        sink = _Sink(path, ready=state == layout.RESUME, pending=pending)
-        cmd = [*self.s.python, "-m", "study.child", module, *argv]
-        with self._lock:
-            if self.stop.is_set():
-                return 130, "interrupted before it started", path
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=self._env(), text=True,
-                                    bufsize=1, errors="replace")
-            self._procs.add(proc)
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                sink.write(line)
-            rc = proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            with self._lock:
-                self._procs.discard(proc)
-        return rc, sink.last, sink.close(fallback)
+    def tasks(self) -> list[tuple[Arm, int]]:
+        """Seed-major order: every arm of seed 0 first, so a study stopped early is balanced."""
+        return [(arm, seed) for seed in self.seeds for arm in self.study.arms]
 
+    def task(self, arm: Arm, seed: int) -> Task:
+        return Task(self.study.name, self.s, arm, seed)
 
-_VERB = {layout.NEW: "start", layout.RESUME: "resume from its checkpoint",
-         layout.RESTART: "restart (it stopped before its first checkpoint)"}
+    def commands(self, arm: Arm, seed: int) -> list[tuple[str, list[str], Path]]:
+        """(module, argv, run dir) of each stage of one arm x seed, as started fresh."""
+        return self.task(arm, seed).stages()
 
-
-def _took(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
-
-
-def _search_figure(path: Path) -> str:
-    log = layout.read_log(path)
-    if not log:
-        return f"genotype {path / 'genotype.json'}"
-    return f"valid acc {log[-1].get('valid_acc', float('nan')):.2f}%, genotype {path / 'genotype.json'}"
+    def run(self) -> list[Outcome]:
+        return self.launcher.run([self.task(arm, seed) for arm, seed in self.tasks()])

@@ -31,6 +31,8 @@
         match_arm: darts-v2-fit        # or match_params: 0.5M
     compare:                           # pairs of arms: the first minus the second
       - [dfs-r2, fs-off]
+    slurm: {partition: gpu, time: "12:00:00", gpus_per_node: 1}   # optional: jobs under
+                                       #   `--launcher slurm` (keys: study.cluster)
 
 An arm holds retrain options (`genotype`, `preset`, `fs`, `ratio`, `set`) and optionally a
 `search` block (`preset`, `algo`, `fs`, `ratio`, `order`, `set`): the search runs first, with the same
@@ -59,10 +61,12 @@ from common.errors import UserError
 from retrain.setup import FS_MODES
 from search.algorithms import ALGORITHMS
 from search.settings import CHOICES
-from study import sources
+from study import cluster, sources
+from study.cluster import SlurmOptions
 from study.sources import Source
 
-TOP_KEYS = ("name", "dataset", "out", "seeds", "threads", "defaults", "arms", "compare")
+TOP_KEYS = ("name", "dataset", "out", "seeds", "threads", "defaults", "arms", "compare",
+            "slurm")
 ARM_KEYS = ("name", "genotype", "preset", "fs", "ratio", "set", "search", *sources.KEYS)
 SEARCH_KEYS = ("preset", "algo", "fs", "ratio", "order", "set")
 RETRAIN_FS = FS_MODES  # retrain's --fs choices
@@ -107,6 +111,7 @@ class Study:
     threads: int | None = None
     source: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    slurm: SlurmOptions | None = None  # the `slurm:` block (study.cluster), for --launcher slurm
 
     def arm(self, name: str) -> Arm:
         return next(a for a in self.arms if a.name == name)
@@ -308,7 +313,7 @@ def from_dict(data: Any, where: str = "study", source: Path | None = None) -> St
                  out=Path(str(out)) if out not in (None, "") else None,
                  seeds=_seeds(data.get("seeds"), where), arms=arms,
                  compare=_compare(data.get("compare"), names, where), threads=threads,
-                 source=source, raw=data)
+                 source=source, raw=data, slurm=cluster.parse(data.get("slurm"), where))
 
 
 def load_study(path: str | Path) -> Study:
