@@ -26,9 +26,10 @@ Off when it cannot judge: the run is on a GPU, several processes of one run shar
 machine (torchrun: the other ranks would count as neighbours), or the process does not see
 every core (a cpuset or container quota, where /proc/stat counts the host's cores).
 
-Determinism. Some CPU kernels (convolutions, reductions) split their work by thread, so a
-different thread count can change a result in its last float32 bits, and the run then
-diverges from an uninterrupted run as another seed would. On a quiet machine the count
+Determinism. CPU kernels (convolutions, batch-norm reductions) split their sums by thread,
+so another thread count rounds differently: one forward and backward of the smoke retrain
+network (batch 64) gives logits 2e-5 apart at 1 and 2 threads, and the run then drifts from
+an uninterrupted one as another seed would. On a quiet machine the count
 never changes, and a run is bit-for-bit reproducible; every change is in log.jsonl (the
 epoch record's `thread_changes`), so figures can be traced to the counts used. A resumed
 run starts from the configured count again: it reproduces an uninterrupted run when the
