@@ -11,8 +11,8 @@ of the machine over the last window of at least `interval` seconds:
     others = (busy CPU time of the machine - this process's CPU time) / wall time   [cores]
 
 from /proc/stat (user, nice, system, irq, softirq and steal: a hypervisor taking a core is
-load too) and the run's own user + system time: all of its threads, spinning OpenMP threads
-included, and its DataLoader worker processes. The thread count that fits is
+load too) and the process's own user + system time, which counts all of its threads,
+spinning OpenMP threads included. The thread count that fits is
 
     want = clamp(floor(cores - others + 0.5), 1, threads chosen at start)
 
@@ -39,7 +39,6 @@ load.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -65,33 +64,9 @@ def machine_busy_seconds() -> float | None:
 
 
 def own_cpu_seconds() -> float:
-    """CPU seconds this run has used: every thread of this process, its live child processes
-    (DataLoader workers) and the children it has reaped (workers of earlier epochs), so that
-    a worker's load is never taken for another process's."""
+    """CPU seconds this process (every thread of it) has used."""
     t = os.times()
-    total = t.user + t.system + t.children_user + t.children_system
-    return total + sum(_process_cpu_seconds(pid) for pid in _children())
-
-
-def _children() -> list[str]:
-    """This process's live child processes (Linux: /proc/self/task/*/children)."""
-    pids: list[str] = []
-    try:
-        for task in Path("/proc/self/task").iterdir():
-            with contextlib.suppress(OSError):
-                pids += (task / "children").read_text().split()
-    except OSError:
-        pass
-    return pids
-
-
-def _process_cpu_seconds(pid: str) -> float:
-    """utime + stime of a process from /proc/PID/stat; 0 once it has gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
+    return t.user + t.system
 
 
 def why_fixed(device_type: str) -> str | None:
