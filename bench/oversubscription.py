@@ -83,7 +83,6 @@ def child(args: argparse.Namespace) -> None:
     t = Trainer(cfg, spec, build_network(spec), DistInfo(), torch.device("cpu"), train_ds, test_ds)
     t.model.train()
     t.train_loader.sampler.set_epoch(0)
-    t.governor.say = lambda m: print(m, file=sys.stderr, flush=True)
     times: list[float] = []
     spinner, started_at = None, None
     start = last = time.perf_counter()

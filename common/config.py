@@ -55,13 +55,14 @@ def _preset_path(preset: str) -> Path:
 def load_preset(preset: str, section: str) -> dict[str, Any]:
     """The `section` of a preset given by name (configs/<name>.yaml) or by a YAML file path.
 
-    A preset may name a `base` preset whose section it updates key by key."""
+    A preset may name a `base` preset whose section it updates key by key, or whose section
+    it takes whole when it has none of its own."""
     path = _preset_path(preset)
     data = _read_yaml(path)
-    if section not in data:
-        raise UserError(f"config {path} has no {section!r} section; add one")
-    cfg = data[section] or {}
     base = data.get("base")
+    if section not in data and not base:
+        raise UserError(f"config {path} has no {section!r} section; add one")
+    cfg = data.get(section) or {}
     if base:
         merged = load_preset(base, section)
         deep_update(merged, cfg)

@@ -14,27 +14,36 @@ from /proc/stat (user, nice, system, irq, softirq and steal: a hypervisor taking
 load too) and the process's own user + system time, which counts all of its threads,
 spinning OpenMP threads included. The thread count that fits is
 
-    want = clamp(floor(cores - others + 0.5), 1, threads chosen at start)
+    free = cores - others
+    down to max(1, floor(free + 0.5))                   when free < threads - 0.5
+    up to   min(threads at start, floor(free + 0.25))   when free >= threads + 0.75
 
-so a neighbour using more than half a core takes a thread, and one using half or less does
-not. A change is made once the count has wanted the same change for `hold` seconds of
-windows (so that a short-lived command does not flip it) and logged as one line; when the
-neighbour leaves, the count goes back up the same way. It never goes above the count the
-run started with.
+so a neighbour using more than half a core takes a thread, and the thread comes back once
+the neighbours leave at least 1.75 cores free (two thresholds: a neighbour hovering around
+half a core does not flip the count back and forth). A change is made once the count has
+wanted it for `hold` seconds of windows (a short-lived command does not flip it) and logged
+as one line. It never goes above the count the run started with. Each epoch opens a new
+window, so evaluation, checkpoints and drawings between epochs do not count.
 
-Off when it cannot judge: the run is on a GPU, several processes of one run share the
-machine (torchrun: the other ranks would count as neighbours), or the process does not see
-every core (a cpuset or container quota, where /proc/stat counts the host's cores).
+The run's own DataLoader workers are processes of their own and count among the "others":
+the start-up choice leaves them their cores (threads + workers <= cores), so on a quiet
+machine they never take a thread.
+
+Off when it cannot judge: the run is on a GPU, it has several processes (torchrun: other
+ranks would count as neighbours, and each rank would choose alone), its threads and loader
+workers already ask for more than the cores, or the process does not see every core (a
+cpuset or container quota, where /proc/stat counts the host's cores).
 
 Determinism. CPU kernels (convolutions, batch-norm reductions) split their sums by thread,
 so another thread count rounds differently: one forward and backward of the smoke retrain
 network (batch 64) gives logits 2e-5 apart at 1 and 2 threads, and the run then drifts from
 an uninterrupted one as another seed would. On a quiet machine the count
 never changes, and a run is bit-for-bit reproducible; every change is in log.jsonl (the
-epoch record's `thread_changes`), so figures can be traced to the counts used. A resumed
-run starts from the configured count again: it reproduces an uninterrupted run when the
-load is the same. `--set runtime.adapt_threads=false` keeps the count fixed whatever the
-load.
+epoch record's `thread_changes`), so figures can be traced to the counts used. The count in
+use is saved in each checkpoint and a resumed run starts from it, so a resume reproduces an
+uninterrupted run when the load is the same (a change depends on when the load comes, so a
+run whose count changed is repeated only as closely as its load is).
+`--set runtime.adapt_threads=false` keeps the count fixed whatever the load.
 """
 
 from __future__ import annotations
@@ -69,12 +78,14 @@ def own_cpu_seconds() -> float:
     return t.user + t.system
 
 
-def why_fixed(device_type: str) -> str | None:
+def why_fixed(device_type: str, threads: int = 1, workers: int = 0) -> str | None:
     """Why the thread count cannot follow the load here, or None when it can."""
     if device_type != "cpu":
         return "the run computes on a GPU"
-    if processes_per_machine() > 1:
-        return "several processes of this run share the machine"
+    if processes_per_machine() > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return "the run has several processes"
+    if threads + workers > available_cores():
+        return "its threads and loader workers already ask for more than the cores"
     if os.cpu_count() != available_cores():
         return "this process does not see every core of the machine"
     if machine_busy_seconds() is None:
@@ -105,8 +116,13 @@ class ThreadGovernor:
         self.where = ""  # "epoch E step S", set by watch
 
     def want(self, others: float) -> int:
-        """The thread count that fits beside `others` busy cores."""
-        return min(self.max_threads, max(1, math.floor(self.cores - others + 0.5)))
+        """The thread count beside `others` busy cores, from the current one (docstring)."""
+        free = self.cores - others
+        if free < self.threads - 0.5:
+            return max(1, math.floor(free + 0.5))
+        if free >= self.threads + 0.75:
+            return min(self.max_threads, math.floor(free + 0.25))
+        return self.threads
 
     def sample(self) -> None:
         """Between two steps: close the window if it is long enough and act on it."""
@@ -142,8 +158,16 @@ class ThreadGovernor:
                   f"{others:.1f} of {self.cores} cores busy"
                   + ("" if want < old else " (back up)"))
 
+    def restore(self, threads: int | None) -> None:
+        """Continue at a checkpoint's count (never above the count this run starts with)."""
+        if self.enabled and threads and min(int(threads), self.max_threads) != self.threads:
+            self.threads = max(1, min(int(threads), self.max_threads))
+            self._set(self.threads)
+
     def watch(self, batches: Iterable, epoch: int) -> Iterator:
-        """Yield the epoch's batches, sampling the load between steps."""
+        """Yield the epoch's batches, sampling the load between steps; each epoch opens a
+        new window (the time between epochs is evaluation and writing, not training)."""
+        self._mark = self._pending = None
         for step, item in enumerate(batches):
             self.where = f"epoch {epoch + 1} step {step + 1}"
             yield item
@@ -164,15 +188,17 @@ def _torch_set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-def run_governor(runtime: Any, device: Any, main: bool = True) -> ThreadGovernor:
+def run_governor(runtime: Any, device: Any, main: bool = True,
+                 workers: int = 0) -> ThreadGovernor:
     """A run's governor from its `runtime` config section: it starts at `runtime.threads`
     (as chosen at start-up; torch's count when null) and follows the load when
-    `runtime.adapt_threads` is on and the machine allows it (`why_fixed`); otherwise it
-    never changes anything. Only the main process talks."""
+    `runtime.adapt_threads` is on and the machine allows it (`why_fixed`; `workers`: the
+    run's DataLoader worker processes); otherwise it never changes anything. Only the main
+    process talks."""
     import torch
 
     threads = int(runtime.threads or torch.get_num_threads())
-    enabled = bool(runtime.adapt_threads) and why_fixed(device.type) is None
+    enabled = bool(runtime.adapt_threads) and why_fixed(device.type, threads, workers) is None
     return ThreadGovernor(threads, available_cores(), enabled=enabled,
                           say=(lambda m: print(m, flush=True)) if main else (lambda m: None))
 

@@ -116,7 +116,7 @@ class Trainer:
         self.train_loader = make_loader(train_set, bs, dist, shuffle=True, seed=int(cfg.seed),
                                         workers=workers, drop_last=False, pin_memory=pin)
         self.test_set = test_set
-        self.governor = run_governor(cfg.runtime, device, dist.is_main)
+        self.governor = run_governor(cfg.runtime, device, dist.is_main, workers)
         self._wrap()
 
     # --- state -----------------------------------------------------------------------------
@@ -146,7 +146,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "device": self.device.type, "precision": precision(self.device, self.amp),
                 "best_acc": self.best_acc, "best_epoch": self.best_epoch,
-                "elapsed": self.elapsed}
+                "elapsed": self.elapsed, "threads": self.governor.threads}
 
     def resume(self, state: dict[str, Any]) -> None:
         """Continue from the state of a `latest.pt` (see common.checkpoint.load_resume_checkpoint);
@@ -157,6 +157,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        self.governor.restore(state.get("threads"))
         self.start_epoch = int(state["epoch"])
         self.best_acc, self.best_epoch = float(state["best_acc"]), int(state["best_epoch"])
         self.elapsed = float(state["elapsed"])

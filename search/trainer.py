@@ -117,7 +117,8 @@ class SearchTrainer:
         self.weight_step = WeightStep(self.w_optimizer, self.scaler, device, self.amp,
                                       clipped=self.lower, clip=float(wcfg.grad_clip),
                                       frozen=self.upper)
-        self.governor = run_governor(rt, device, dist_info.is_main)
+        # Two loaders (weights and architecture halves), each with its workers.
+        self.governor = run_governor(rt, device, dist_info.is_main, 2 * int(cfg.data.workers))
 
     @property
     def lr(self) -> float:
@@ -226,6 +227,7 @@ class SearchTrainer:
             "model": self.net.state_dict(), "w_optimizer": self.w_optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "architect": self.architect.state_dict(),
             "valid_iter": self.valid_iter.state_dict(), "scaler": self.scaler.state_dict(),
+            "threads": self.governor.threads,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -235,3 +237,4 @@ class SearchTrainer:
         self.architect.load_state_dict(state["architect"])
         self.valid_iter.load_state_dict(state["valid_iter"])
         self.scaler.load_state_dict(state["scaler"])
+        self.governor.restore(state.get("threads"))

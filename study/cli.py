@@ -30,6 +30,7 @@ from common.cli_flags import Parser
 from common.config import resolve_config, save_config
 from common.cpu import available_cores
 from common.errors import UserError, cli_entry
+from common.schema import as_dict
 from study import layout
 from study.commands import NAMED_DATASETS, dataset_arg, retrain_argv, search_argv
 from study.sources import size_narrow_arms
@@ -85,18 +86,21 @@ def split_threads(jobs: int, threads: int | None, cpus: int) -> tuple[int, str |
     return threads, None
 
 
-def preflight(study: Study) -> None:
+def preflight(study: Study) -> dict[str, dict[str, Any]]:
     """Resolve every arm's configs (unknown keys, bad values) and genotypes, as the commands
-    will, so that a mistake is one line before anything runs."""
+    will, so that a mistake is one line before anything runs; returns each arm's resolved
+    configs ({"retrain": ..., "search": ... or None}, as plain dicts)."""
     from retrain import setup as rsetup
     from search.settings import check_config
 
+    configs: dict[str, dict[str, Any]] = {}
     for arm in study.arms:
         r, s = arm.retrain, arm.search
         try:
             items = list(r.sets) + ([f"fs.mode={r.fs}"] if r.fs else [])
             items += [f"fs.ratio={r.ratio}"] if r.ratio is not None else []
-            rsetup.resolve(r.preset or "paper", items, lambda cfg: False)
+            resolved = {"retrain": as_dict(rsetup.resolve(r.preset or "paper", items,
+                                                          lambda cfg: False)), "search": None}
             if s is None:
                 if not (arm.source and arm.source.kind == "random"):  # drawn per run
                     rsetup.read_genotype(retrain_argv(arm, "")[1])
@@ -106,17 +110,42 @@ def preflight(study: Study) -> None:
                 items += [f"fs.ratio={s.ratio}"] if s.ratio is not None else []
                 items += [f"arch.order={s.order}"] if s.order else []
                 items += [f"algorithm={s.algo}"] if s.algo else []
-                check_config(resolve_config("search", s.preset or "paper", items))
+                resolved["search"] = as_dict(check_config(resolve_config("search",
+                                                                         s.preset or "paper",
+                                                                         items)))
         except UserError as e:
             raise UserError(f"arm {arm.name!r}: {e}") from None
+        configs[arm.name] = resolved
+    return configs
 
 
-def make_record(study: Study, dataset: str, seeds: list[int], out: Path) -> dict[str, Any]:
-    """OUT/study.yaml: the study file and each arm's resolved commands. An arm whose commands
-    changed since its runs in OUT were made is refused: its seeds would mix two settings."""
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix[:-1]: d}
+    return {k: v for key, sub in d.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+
+
+def config_changes(then: dict[str, Any] | None, now: dict[str, Any] | None) -> list[str]:
+    """`section key: old -> new` for each key both resolved configs hold with other values
+    (a preset edited since the runs were made; keys one side lacks, from another version of
+    the code, are not compared)."""
+    out = []
+    for section in ("search", "retrain"):
+        a, b = _flat((then or {}).get(section) or {}), _flat((now or {}).get(section) or {})
+        out += [f"{section} {k}: {a[k]!r} -> {b[k]!r}" for k in a if k in b and a[k] != b[k]]
+    return out
+
+
+def make_record(study: Study, dataset: str, seeds: list[int], out: Path,
+                configs: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """OUT/study.yaml: the study file and each arm's resolved commands and configs
+    (`configs`, from preflight). An arm whose commands or settings changed since its runs in
+    OUT were made (an edited preset included) is refused: its seeds would mix two settings."""
+    configs = configs or {}
     arms = [{"name": a.name, "search": search_argv(a, dataset) if a.search else None,
              "retrain": retrain_argv(a, dataset, _genotype_arg(a)),
-             "source": _plain(dataclasses.asdict(a.source)) if a.source else None}
+             "source": _plain(dataclasses.asdict(a.source)) if a.source else None,
+             "config": configs.get(a.name)}
             for a in study.arms]
     old: dict[str, Any] = {}
     if (out / layout.RECORD).is_file():
@@ -132,6 +161,12 @@ def make_record(study: Study, dataset: str, seeds: list[int], out: Path) -> dict
             raise UserError(f"arm {a['name']!r} has runs in {out} made with other options "
                             f"({' '.join(prev['retrain'])}); give the changed arm a new name "
                             "or use another --out")
+        changed = config_changes((prev or {}).get("config"), a["config"])
+        if changed and layout.seeds_on_disk(out, a["name"]):
+            raise UserError(f"arm {a['name']!r} has runs in {out} made with other settings "
+                            f"({'; '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}: a "
+                            "preset changed); give the changed arm a new name or use another "
+                            "--out")
     all_seeds = sorted(set(old.get("seeds") or []) | set(seeds))
     return {"name": study.name, "source": str(study.source) if study.source else None,
             "dataset": dataset, "seeds": all_seeds, "compare": [list(p) for p in study.compare],
@@ -211,12 +246,12 @@ def run(args: argparse.Namespace) -> int:
                         "cifar100 or imagenet")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; choose a folder")
-    preflight(study)
+    configs = preflight(study)
     arms, lines = size_narrow_arms(study.arms, dataset)
     study = dataclasses.replace(study, arms=arms)
     for line in lines:
         print(line, flush=True)
-    record = make_record(study, dataset, seeds, out)
+    record = make_record(study, dataset, seeds, out, configs)
     now = _chosen_arms(study, args.arms)
     settings = Settings(out=out.resolve() if launcher else out, dataset=dataset,
                         jobs=1 if launcher else jobs, threads=threads)

@@ -213,7 +213,7 @@ class Task:
                 return Outcome(arm.name, seed, "interrupted")
             if state == layout.RESUME:
                 argv = ["--resume", str(path), "--threads", str(self.settings.threads)]
-                argv += ["--workers", "0"] if search else []  # as started (see _workers)
+                argv += _workers("search") if search else []  # as started (see _workers)
             elif state == layout.RESTART:
                 argv = argv + ["--overwrite"]
             what = f"{label}{' search' if search else ''}"
@@ -285,9 +285,11 @@ class Task:
 
 def _workers(module: str) -> list[str]:
     # Every run loads data in its own process, whatever --jobs: parallel runs' workers would
-    # oversubscribe the cores, and retrain's augmentation draws depend on the worker count,
-    # so a study's figures must not depend on how many runs went at a time.
-    return ["--workers", "0"] if module == "search" else ["--set", "data.workers=0"]
+    # oversubscribe the cores (the figures do not depend on the worker count: augmentation
+    # is seeded per image, common.loader). The thread count stays as given: a run's figures
+    # depend on it, and a study's must not depend on what else ran beside its runs.
+    fixed = ["--set", "runtime.adapt_threads=false"]
+    return (["--workers", "0"] if module == "search" else ["--set", "data.workers=0"]) + fixed
 
 
 _VERB = {layout.NEW: "start", layout.RESUME: "resume from its checkpoint",

@@ -239,3 +239,8 @@ def test_an_old_retrain_config_loads_with_the_defaults_of_newer_keys(tmp_path):
     cfg = resolve_config("retrain", str(path), ["runtime.threads=1"])
     assert isinstance(cfg, RetrainConfig) and cfg.imagenet is None and cfg.epochs == 6
     assert cfg.runtime.adapt_threads is True and cfg.fs.offset_lr_scale == 100.0
+
+
+def test_a_preset_without_a_section_takes_its_base_section():
+    """configs/proxy.yaml has only a search section: its retrain section is smoke's."""
+    assert as_dict(resolve_config("retrain", "proxy")) == as_dict(resolve_config("retrain", "smoke"))

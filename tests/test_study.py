@@ -19,7 +19,8 @@ from cli_exits import one_line_exit
 from scipy import stats as sst
 from test_retrain_cli import make_folder
 
-from study import cli, runner
+from common.errors import UserError
+from study import cli, layout, runner
 from study.cli import main, split_threads
 from study.commands import retrain_argv
 from study.spec import from_dict, load_study
@@ -382,3 +383,28 @@ def test_plot_marks_an_interval_bound_beyond_the_axis():
     finally:
         plt.close(fig)
     assert [_short_count(v) for v in (60_000, 250_000, 1_200_000, 500)] == ["60k", "250k", "1.2M", "500"]
+
+
+def test_an_edited_preset_is_refused_for_an_arm_with_runs(tmp_path):
+    """The arm's command line names the preset, not its values: the resolved configs are
+    compared too, so editing the preset between runs cannot mix two settings in one arm."""
+    from common.config import save_config
+    from study import cli as scli
+
+    data = make_folder(tmp_path / "data")
+    out = tmp_path / "out"
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("base: smoke\nretrain:\n  optimizer:\n    lr: 0.05\n")
+    study = load_study(_write(tmp_path / "s.yaml", {**_study(data, out), "defaults": {
+        "genotype": "DARTS_V2", "preset": str(preset), "set": TINY}}))
+    record = scli.make_record(study, str(data), [0], out, scli.preflight(study))
+    out.mkdir()
+    save_config(record, out / layout.RECORD)
+    (out / layout.RUNS / "fs-r2" / "seed-0").mkdir(parents=True)
+    assert scli.make_record(study, str(data), [0], out, scli.preflight(study))  # unchanged
+    preset.write_text("base: smoke\nretrain:\n  optimizer:\n    lr: 0.1\n")
+    with pytest.raises(UserError, match=r"^arm 'fs-r2' has runs in .* made with other settings "
+                                        r"\(retrain optimizer.lr: 0.05 -> 0.1: a preset changed\)"):
+        scli.make_record(study, str(data), [0], out, scli.preflight(study))
+    assert scli.config_changes(None, {"retrain": {"a": 1}}) == []  # a record without configs
+    assert scli.config_changes({"retrain": {"a": 1}}, {"retrain": {"a": 1, "b": 2}}) == []

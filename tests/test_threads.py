@@ -82,15 +82,57 @@ def test_one_long_step_under_load_is_enough() -> None:
     """A collapsed step can last minutes: one window longer than the hold decides."""
     m = FakeMachine(own=1.0, others=1.0)
     g, _, set_to = make(m)
-    steps(g, m, 1)  # the first sample only opens a window
-    steps(g, m, 1, seconds=40.0)
+    for k, _ in enumerate(g.watch(range(2), epoch=0)):  # the first sample opens a window
+        m.advance(0.5 if k == 0 else 40.0)
     assert set_to == [1]
 
 
 @pytest.mark.parametrize("others,want", [(0.0, 4), (0.5, 4), (0.7, 3), (1.0, 3), (2.6, 1), (9.0, 1)])
-def test_wanted_count(others: float, want: int) -> None:
+def test_wanted_count_from_the_top(others: float, want: int) -> None:
     g, _, _ = make(FakeMachine(0, 0), threads=4, cores=4)
     assert g.want(others) == want
+
+
+@pytest.mark.parametrize("others,want", [(0.0, 2), (0.2, 2), (0.3, 1), (0.6, 1), (1.4, 1)])
+def test_wanted_count_at_one_thread_of_two(others: float, want: int) -> None:
+    """Back up only when the neighbours leave 1.75 cores free, down above half a core."""
+    g, _, _ = make(FakeMachine(0, 0))
+    g.threads = 1
+    assert g.want(others) == want
+
+
+def test_a_neighbour_hovering_at_half_a_core_does_not_flip_the_count() -> None:
+    m = FakeMachine(own=2.0, others=0.0)
+    g, _, set_to = make(m)
+    for k, _ in enumerate(g.watch(range(400), epoch=0)):
+        m.others = 0.5 + (0.08 if k % 6 < 3 else -0.08)
+        m.advance(0.5)
+    assert set_to in ([], [1])  # at most down once, never back up
+
+
+def test_each_epoch_opens_a_new_window() -> None:
+    """Load between epochs (evaluation, drawings) does not count."""
+    m = FakeMachine(own=2.0, others=0.0)
+    g, _, set_to = make(m)
+    steps(g, m, 10)
+    m.advance(0.0)
+    m.others = 2.0
+    m.advance(30.0)  # a busy evaluation between two epochs
+    m.others = 0.0
+    for _ in g.watch(range(10), epoch=1):
+        m.advance(0.5)
+    assert not set_to
+
+
+def test_a_checkpoint_count_is_restored_below_the_start_count() -> None:
+    m = FakeMachine(own=1.0, others=1.0)
+    g, _, set_to = make(m, threads=4, cores=4)
+    g.restore(2)
+    assert g.threads == 2 and set_to == [2]
+    g.restore(9)
+    assert g.threads == 4 and set_to == [2, 4]
+    g.restore(None)
+    assert g.threads == 4
 
 
 def test_never_above_the_start_count() -> None:
@@ -112,6 +154,11 @@ def test_fixed_where_it_cannot_judge(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert "several processes" in th.why_fixed("cpu")
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # one process per node of a multi-node run
+    assert "several processes" in th.why_fixed("cpu")
+    monkeypatch.delenv("WORLD_SIZE")
+    cores = th.available_cores()
+    assert "more than the cores" in th.why_fixed("cpu", threads=cores, workers=1)
     monkeypatch.setattr(th, "available_cores", lambda: 1)
     monkeypatch.setattr(th.os, "cpu_count", lambda: 4)
     assert "every core" in th.why_fixed("cpu")
