@@ -219,10 +219,14 @@ def _plot_learning(records: list[dict[str, Any]], out: Path) -> Path | None:
         m = ((records[-1].get("genotype") or {}).get("fs") or {}).get("num_offsets") or 4
         ax_o.axhline(math.log(m), color="#495057", ls="--", lw=1, label=f"uniform (ln {m})")
         ax_o.legend(fontsize=8)
+        _int_epochs(ax_o)
+    else:
+        ax_o.set_axis_off()
+        ax_o.text(0.5, 0.5, "no DFS offsets in this run", ha="center", va="center")
     ax_o.set_title("offset entropy")
-    _int_epochs(ax_o)
-    changed = _series(records, "changed_edges")
-    ax_c.bar(x, [0 if math.isnan(v) else v for v in changed], color="#1c7ed6")
+    changed = [(e, v) for e, v in zip(x, _series(records, "changed_edges"), strict=True)
+               if not math.isnan(v)]  # none for the first epoch, or an older log
+    ax_c.bar([e for e, _ in changed], [v for _, v in changed], color="#1c7ed6")
     ax_c.set_ylim(0, 16)
     ax_c.set_title("derived edges changed since the epoch before (of 16)", fontsize=10)
     _int_epochs(ax_c)

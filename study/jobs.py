@@ -17,6 +17,7 @@ import os
 import pickle
 import shutil
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,8 @@ class Jobs:
             if proc is not None:
                 return "RUNNING" if proc.poll() is None else "ENDED"
             return "RUNNING" if _local_pid_alive(job.job_id) else "ENDED"
-        return (job.state or "UNKNOWN").split()[0].upper()
+        state = (job.state or "UNKNOWN").split()[0].upper()
+        return _squeue_state(job.job_id) if state == "UNKNOWN" else state
 
     def alive(self, job: Any) -> bool:
         return self.state(job) in LIVE
@@ -106,6 +108,21 @@ class Jobs:
             return value
         last = [x for x in str(value).splitlines() if x.strip()] or ["(no trace)"]
         return _failed(task, f"job {job.job_id} raised {last[-1].strip()}; log {job.paths.stderr}")
+
+
+def _squeue_state(job_id: str) -> str:
+    """The state squeue gives a job that sacct does not know (accounting off or not yet
+    written): its state while queued or running, ENDED once the queue no longer holds it,
+    UNKNOWN (live) when squeue cannot answer."""
+    try:
+        r = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True,
+                           text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return "UNKNOWN"
+    if r.returncode != 0:  # squeue refuses an id it no longer holds on some versions
+        return "ENDED" if "invalid job id" in r.stderr.lower() else "UNKNOWN"
+    words = r.stdout.split()
+    return words[0].upper() if words else "ENDED"
 
 
 def _failed(task: Task, msg: str) -> Outcome:

@@ -304,3 +304,24 @@ def test_slurm_path_with_stand_in_sbatch_and_sacct(fakes, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(bin_))
     assert "sacct is not here to say whether they still run" in one_line_exit(
         main, ["run", str(f)], capsys)
+
+
+@pytest.mark.parametrize(("script", "state"), [
+    ("echo RUNNING", "RUNNING"),
+    ("true", "ENDED"),                                       # the queue no longer holds it
+    ("echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1", "ENDED"),
+    ("echo 'slurm_load_jobs error: Socket timed out' >&2; exit 1", "UNKNOWN"),
+    (None, "UNKNOWN"),                                       # no squeue here
+])
+def test_a_job_sacct_does_not_know_is_asked_of_squeue(tmp_path, monkeypatch, script, state):
+    """Without accounting sacct never knows a job; squeue says whether it is still queued,
+    so a study does not wait forever for a job that ended."""
+    from study import jobs
+
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    if script is not None:
+        (bin_ / "squeue").write_text(f"#!/bin/sh\n{script}\n")
+        (bin_ / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_))
+    assert jobs._squeue_state("4242_3") == state
