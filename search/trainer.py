@@ -118,7 +118,7 @@ class SearchTrainer:
                                       clipped=self.lower, clip=float(wcfg.grad_clip),
                                       frozen=self.upper)
         # Two loaders (weights and architecture halves), each with its workers.
-        self.governor = run_governor(rt, device, dist_info.is_main, 2 * int(cfg.data.workers))
+        self.governor = run_governor(rt, device, dist_info.is_main, 2 * int(cfg.data.workers or 0))
 
     @property
     def lr(self) -> float:

@@ -18,6 +18,7 @@ import pickle
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -169,13 +170,33 @@ def cancel(out: Path) -> list[str]:
 
         subprocess.call(["scancel", *ids])
         return ids
-    for job_id in ids:  # the controller, and its children should it run under a shell
-        for pid in [int(job_id), *_children(int(job_id))]:
+    # The controller and every process under it: SIGINT first (what Ctrl-C sends); SIGTERM after 5 s to
+    # whatever still runs (a process started in the background of a non-interactive shell
+    # ignores SIGINT). Checkpoints are written atomically, so either signal loses at most
+    # the epoch under way.
+    pids = [p for job_id in ids for p in [int(job_id), *_descendants(int(job_id))]]
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        for pid in pids:
             try:
-                os.kill(pid, signal.SIGINT)
+                os.kill(pid, sig)
             except OSError:
                 pass
+        deadline = time.monotonic() + 5.0
+        while any(_local_pid_alive(str(j)) for j in ids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not any(_local_pid_alive(str(j)) for j in ids):
+            break
     return ids
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process under `pid` (the job and the runs it started), children first."""
+    out, todo = [], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        out += kids
+        todo += kids
+    return out
 
 
 def _children(pid: int) -> list[int]:
