@@ -3,7 +3,8 @@
 A run chooses its threads from the cores at start-up (common.cpu). When another process
 starts later on the same cores, each of the run's OpenMP threads gets a share of a core,
 and the threads that wait at every parallel region's barrier for the one that is not
-running make a step 10-15x slower on a 2-core machine. Fewer threads than cores avoid it.
+running slow every step: 2.4x beside one spinning process (bench/oversubscription.py), over
+15x for a search beside a retrain on a 2-core machine. Fewer threads than cores avoid it.
 
 Between training steps (never inside one), `ThreadGovernor` measures the load of the rest
 of the machine over the last window of at least `interval` seconds:
