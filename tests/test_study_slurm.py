@@ -110,6 +110,7 @@ def test_bad_slurm_options_are_one_line(fakes, capsys, monkeypatch):
     assert not (fakes / "out").exists()
 
 
+@pytest.mark.slow  # starts submitit jobs: several processes
 def test_slurm_launcher_gives_the_local_runners_outcome(fakes, capsys):
     arms = [{"name": "fs-off", "fs": False}, {"name": "rnd", "random": True}]
     local = _write(fakes / "local.yaml", _study(fakes, "local", arms))
@@ -143,6 +144,7 @@ def test_slurm_launcher_gives_the_local_runners_outcome(fakes, capsys):
     assert said.count(": finished earlier:") == 4 and "submitted" not in said
 
 
+@pytest.mark.slow  # starts submitit jobs: several processes
 def test_stopped_study_waits_for_live_jobs_and_resubmits_only_unfinished(fakes, capsys,
                                                                           monkeypatch):
     """The study process stops while one job still runs (Ctrl-C, a kill, a closed terminal):
@@ -199,6 +201,7 @@ def test_stopped_study_waits_for_live_jobs_and_resubmits_only_unfinished(fakes, 
     assert rep["arms"]["fs-r2"]["seeds"] == [0, 1, 2] and rep["missing"] == []
 
 
+@pytest.mark.slow  # starts submitit jobs: several processes
 def test_cancel_stops_the_jobs_and_a_rerun_resumes(fakes, capsys, monkeypatch):
     out = fakes / "out"
     f = _write(fakes / "s.yaml", _study(fakes, "out", [{"name": "fs-r2", "fs": "fs"}], seeds=[1]))
