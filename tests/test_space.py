@@ -346,6 +346,7 @@ def test_hooks_fire_in_the_evaluation_network(spec: str) -> None:
     assert back == [1]
 
 
+@pytest.mark.slow  # float64 supernet passes with hooks on every module: tens of seconds
 @pytest.mark.parametrize("share", ["all", "half"])
 def test_hooks_fire_on_every_module_of_the_supernet(share: str) -> None:
     """In the supernet's plain forward (fast off) a hook on any module fires: the stem and
@@ -382,6 +383,7 @@ def test_hooks_fire_on_every_module_of_the_supernet(share: str) -> None:
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow  # float64 supernet backward with hooks on every module: tens of seconds
 def test_backward_hooks_and_kept_outputs_in_the_supernet() -> None:
     """In the plain forward, full backward hooks on a cell, a mixed op, a ReLU-led op, a
     preprocessing op and a pool fire once with nonzero input gradients (the cell's for s1 is
