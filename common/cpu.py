@@ -43,13 +43,18 @@ def choose_openmp_wait_policy() -> str | None:
     """Set OMP_WAIT_POLICY from the load at start-up, unless the user set it; returns the
     policy in force (None: OpenMP's default). Call before torch is imported."""
     if "OMP_WAIT_POLICY" not in os.environ:
-        # /proc/loadavg counts the whole host: only judge it when this process sees every core
-        # (in a cpuset or under a quota the host's load says nothing about our cores).
-        busy = busy_cores() if os.cpu_count() == available_cores() else None
+        busy = busy_cores() if sees_every_core() else None  # /proc/loadavg: the whole host
         policy = openmp_wait_policy(busy, processes_per_machine())
         if policy:
             os.environ["OMP_WAIT_POLICY"] = policy
     return os.environ.get("OMP_WAIT_POLICY")
+
+
+def sees_every_core() -> bool:
+    """Whether this process may use every core of the machine: only then does a host-wide
+    figure (/proc/loadavg, /proc/stat) describe its cores (in a cpuset or under a container
+    quota it counts cores this process does not have)."""
+    return os.cpu_count() == available_cores()
 
 
 def _cgroup_quota() -> int | None:

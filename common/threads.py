@@ -56,7 +56,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from common.cpu import available_cores, processes_per_machine
+import torch
+
+from common.cpu import available_cores, processes_per_machine, sees_every_core
+from common.runlog import say
+from common.runtime import set_threads as set_torch_threads
 
 #: /proc/stat fields (after "cpu") that are busy time: user nice system idle iowait irq
 #: softirq steal; guest time is already inside user.
@@ -87,7 +91,7 @@ def why_fixed(device_type: str, threads: int = 1, workers: int = 0) -> str | Non
         return "the run has several processes"
     if threads + workers > available_cores():
         return "its threads and loader workers already ask for more than the cores"
-    if os.cpu_count() != available_cores():
+    if not sees_every_core():
         return "this process does not see every core of the machine"
     if machine_busy_seconds() is None:
         return "the machine's load cannot be read here"
@@ -109,7 +113,7 @@ class ThreadGovernor:
         self.threads = self.max_threads
         self.enabled = enabled and self.max_threads > 1
         self.interval, self.hold = interval, hold
-        self._set = set_threads or _torch_set_threads
+        self._set = set_threads or set_torch_threads
         self._say, self._clock, self._busy, self._own = say, clock, busy, own
         self._mark: tuple[float, float, float] | None = None
         self._pending: tuple[int, float] | None = None  # (wanted count, seconds it has wanted it)
@@ -183,12 +187,6 @@ class ThreadGovernor:
         return out
 
 
-def _torch_set_threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(n)
-
-
 def run_governor(runtime: Any, device: Any, main: bool = True,
                  workers: int = 0) -> ThreadGovernor:
     """A run's governor from its `runtime` config section: it starts at `runtime.threads`
@@ -196,12 +194,10 @@ def run_governor(runtime: Any, device: Any, main: bool = True,
     `runtime.adapt_threads` is on and the machine allows it (`why_fixed`; `workers`: the
     run's DataLoader worker processes); otherwise it never changes anything. Only the main
     process talks."""
-    import torch
-
     threads = int(runtime.threads or torch.get_num_threads())
     enabled = bool(runtime.adapt_threads) and why_fixed(device.type, threads, workers) is None
     return ThreadGovernor(threads, available_cores(), enabled=enabled,
-                          say=(lambda m: print(m, flush=True)) if main else (lambda m: None))
+                          say=lambda m: say(m, main))
 
 
 def thread_figures(stats: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from common.cli_flags import Parser
 from common.config import resolve_config, save_config
 from common.cpu import available_cores
 from common.errors import UserError, cli_entry
-from common.schema import as_dict
+from common.schema import as_dict, flatten
 from study import layout
 from study.commands import NAMED_DATASETS, dataset_arg, retrain_argv, search_argv
 from study.sources import size_narrow_arms
@@ -119,19 +119,14 @@ def preflight(study: Study) -> dict[str, dict[str, Any]]:
     return configs
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix[:-1]: d}
-    return {k: v for key, sub in d.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
-
-
 def config_changes(then: dict[str, Any] | None, now: dict[str, Any] | None) -> list[str]:
     """`section key: old -> new` for each key both resolved configs hold with other values
     (a preset edited since the runs were made; keys one side lacks, from another version of
     the code, are not compared)."""
     out = []
     for section in ("search", "retrain"):
-        a, b = _flat((then or {}).get(section) or {}), _flat((now or {}).get(section) or {})
+        a = dict(flatten((then or {}).get(section) or {}))
+        b = dict(flatten((now or {}).get(section) or {}))
         out += [f"{section} {k}: {a[k]!r} -> {b[k]!r}" for k in a if k in b and a[k] != b[k]]
     return out
 

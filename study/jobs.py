@@ -166,8 +166,6 @@ def cancel(out: Path) -> list[str]:
     if not ids:
         return []
     if cluster == "slurm":
-        import subprocess
-
         subprocess.call(["scancel", *ids])
         return ids
     # The controller and every process under it: SIGINT first (what Ctrl-C sends); SIGTERM after 5 s to
@@ -182,9 +180,10 @@ def cancel(out: Path) -> list[str]:
             except OSError:
                 pass
         deadline = time.monotonic() + 5.0
-        while any(_local_pid_alive(str(j)) for j in ids) and time.monotonic() < deadline:
+        while (alive := [j for j in ids if _local_pid_alive(str(j))]) \
+                and time.monotonic() < deadline:
             time.sleep(0.1)
-        if not any(_local_pid_alive(str(j)) for j in ids):
+        if not alive:
             break
     return ids
 
