@@ -70,6 +70,8 @@ class Arch:
     betas: list[float] = key([0.5, 0.999], "Adam betas", check=checks.adam_betas)
     weight_decay: float = key(1.0e-3, "Adam weight decay", lo=0.0)
     warmup_epochs: int = key(0, "epochs of weight-only training before alphas move", lo=0)
+    augment: bool = key(True, "the architecture steps' batches get the training augmentation "
+                        "(DARTS); false: the evaluation transform, the images as tested")
     fd_eps: float = key(0.01, "second order: finite-difference step is fd_eps / ||dL_val/dw'||",
                         lo=0.0, lo_open=True)
     ratio_lr: float | None = key(None, "Adam learning rate of the ratio logits; null: 10 x "

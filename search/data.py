@@ -27,7 +27,7 @@ class SearchData:
 
     info: DatasetInfo
     train: DataLoader  # weights half, training augmentation
-    valid: DataLoader  # architecture half, training augmentation (cycled for arch steps)
+    valid: DataLoader  # architecture half, for the arch steps (cycled; arch.augment)
     valid_eval: Dataset  # architecture half, evaluation transform (common.evaluate, per epoch)
     num_train: int
     num_valid: int
@@ -60,7 +60,10 @@ def build_search_data(
     # for all but the last batch; a 3-image tail batch would only add noise to BatchNorm.
     train = make_loader(TransformedSubset(train_set, aug, w_idx), shuffle=True,
                         seed=seed, drop_last=True, **kw)
-    valid = make_loader(TransformedSubset(train_set, aug, a_idx), shuffle=True,
+    # arch.augment false: the upper level's loss on the images as the test set has them
+    # (bench/arch_snr.py measures the alpha gradient's signal-to-noise either way).
+    arch_tf = aug if cfg.arch.augment else plain
+    valid = make_loader(TransformedSubset(train_set, arch_tf, a_idx), shuffle=True,
                         seed=seed + 1, drop_last=True, **kw)
     valid_eval = TransformedSubset(train_set, plain, a_idx)
     return SearchData(info, train, valid, valid_eval, len(w_idx), len(a_idx))

@@ -57,3 +57,30 @@ def test_offset_learning_rate_scale_moves_the_offsets(tmp_path):
         for r in log:
             assert 0.0 < r["alpha_entropy"]["normal"] <= math.log(8) + 1e-9
     assert ends[100] < ends[1] - 0.05
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_arch_augment_chooses_the_architecture_batches_transform(tmp_path, augment):
+    """arch.augment false: the architecture steps see the architecture half exactly as the
+    evaluation transform gives it; true (DARTS): randomly cropped and flipped copies."""
+    import torch
+
+    from common.config import resolve_config
+    from common.data import open_dataset
+    from common.distributed import DistInfo
+    from search.data import build_search_data
+
+    root = make_image_folder(tmp_path / "data", per_class=16)
+    cfg = resolve_config("search", "smoke", [f"arch.augment={str(augment).lower()}",
+                                             "batch_size=8", "data.workers=0"])
+    train_set, _, info = open_dataset(str(root), cfg.data.root, False, cfg.data.input_size)
+    data = build_search_data(train_set, info, cfg, DistInfo())
+    plain = torch.stack([data.valid_eval[i][0] for i in range(len(data.valid_eval))])
+    seen = torch.cat([x for x, _ in data.valid])
+    # each architecture image's distance to the nearest evaluation-transform image
+    nearest = torch.cdist(seen.flatten(1), plain.flatten(1),
+                          compute_mode="donot_use_mm_for_euclid_dist").min(1).values
+    if augment:
+        assert (nearest > 1e-3).float().mean() > 0.5
+    else:
+        assert nearest.max() < 1e-5
