@@ -209,20 +209,27 @@ def test_the_search_vs_random_study_file(tmp_path, capsys):
     raw = yaml.safe_load((root / "studies" / "search-vs-random.yaml").read_text())
     s = load_study(root / "studies" / "search-vs-random.yaml")
     kinds = {a.name: (a.search is not None, a.source and a.source.kind) for a in s.arms}
-    assert kinds == {"searched": (True, None), "random": (False, "random"),
-                     "darts-v2-fit": (False, "fit"), "plain-narrow": (False, "narrow")}
+    assert kinds == {"searched": (True, None), "searched-plain-val": (True, None),
+                     "random": (False, "random"), "darts-v2-fit": (False, "fit"),
+                     "plain-narrow": (False, "narrow")}
     assert s.arm("random").source.budget == s.arm("darts-v2-fit").source.budget == 700_000
     assert s.arm("searched").search.sets == ("budget.params=0.7M", "fs.ratios=[1, 2, 4, 8]")
+    # the remedy arm differs from `searched` in the architecture batches' augmentation only
+    assert s.arm("searched-plain-val").search.sets == s.arm("searched").search.sets + (
+        "arch.augment=false",)
     assert ("searched", "random") in s.compare and ("searched", "darts-v2-fit") in s.compare
+    assert ("searched-plain-val", "random") in s.compare
     assert ("darts-v2-fit", "plain-narrow") in s.compare
     if not (root / "configs" / "proxy.yaml").is_file():
-        raw["arms"][0]["search"]["preset"] = "smoke"
+        for arm in raw["arms"]:
+            if "search" in arm:
+                arm["search"]["preset"] = "smoke"
     raw["dataset"] = str(make_folder(tmp_path / "data", per_class=2, test_per_class=1))
     raw["out"] = str(tmp_path / "out")
     assert main(["run", str(_write(tmp_path / "s.yaml", raw)), "--dry-run"]) == 0
     text = capsys.readouterr().out
     assert "arm plain-narrow: plain width init_channels=" in text
-    assert text.count("seed 2 retrain: new:") == 4 and text.count(" search: new:") == 3
+    assert text.count("seed 2 retrain: new:") == 5 and text.count(" search: new:") == 6
     assert not (tmp_path / "out").exists()
 
 
