@@ -14,7 +14,9 @@ step sees), without changing any weight. Per alpha element, over the B batches:
 
 Per edge, the ops ranked by m (the most negative gradient is the op the step favours): the
 margin of the best op over the second, in units of its standard error over the batches; and
-the number of batches an epoch would need for that margin to reach 3 standard errors.
+the number of batches an epoch would need for that margin to reach 3 standard errors. The two
+ops are picked on the same batches, which biases the margin upward: the batch counts are
+lower bounds.
 
 The budget and beta-DARTS terms are deterministic functions of alpha; their gradient norm is
 printed beside the data term's mean gradient norm (does the penalty dominate the step?).
