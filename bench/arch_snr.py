@@ -38,9 +38,11 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.checkpoint import load_checkpoint  # noqa: E402
 from common.config import load_config_file, resolve_config  # noqa: E402
 from common.data import open_dataset  # noqa: E402
 from common.distributed import DistInfo  # noqa: E402
+from common.errors import UserError  # noqa: E402
 from common.runtime import seed_everything, set_threads  # noqa: E402
 from genotypes import PRIMITIVES  # noqa: E402
 from search.data import build_search_data  # noqa: E402
@@ -106,6 +108,8 @@ def main() -> None:
     p.add_argument("--plain", action="store_true",
                    help="batches without the training augmentation (the evaluation transform)")
     a = p.parse_args()
+    if not (a.run_dir / "config.yaml").is_file():
+        raise SystemExit(f"{a.run_dir} is not a search run directory (no config.yaml)")
     set_threads(a.threads)
     saved = load_config_file(a.run_dir / "config.yaml")
     cfg = resolve_config("search", str(a.run_dir / "config.yaml"), [])
@@ -115,8 +119,10 @@ def main() -> None:
                                       cfg.data.input_size)
     dist = DistInfo(rank=0, world_size=1, local_rank=0)
     trainer = SearchTrainer(cfg, build_search_data(train_set, info, cfg, dist), torch.device("cpu"), dist)
-    state = torch.load(a.checkpoint or a.run_dir / "checkpoint.pt", map_location="cpu",
-                       weights_only=False)
+    try:
+        state = load_checkpoint(a.checkpoint or a.run_dir / "checkpoint.pt", "search")
+    except UserError as e:  # missing, unreadable or not a search's
+        raise SystemExit(str(e)) from None
     trainer.load_state_dict(state)
     if state.get("temperature") is not None:
         set_temperature(trainer.net, float(state["temperature"]))
