@@ -70,6 +70,26 @@ def batch_gradients(trainer: SearchTrainer, limit: int | None, plain: bool = Fal
     return torch.stack(out)
 
 
+def edge_decisions(g: torch.Tensor) -> list[dict]:
+    """Per cell of g (B, 2, E, 8): per edge the favoured op (most negative mean gradient,
+    'none' excluded as the derivation excludes it), the margin over the runner-up in standard
+    errors (the one-sample t statistic of their paired per-batch difference) and the batches
+    that margin needs to reach 3 (9 var/mean^2 of the difference, i.e. B (3/t)^2)."""
+    B = g.shape[0]
+    cells = []
+    for c in range(g.shape[1]):
+        margins, need, best = [], [], []
+        for e in range(g.shape[2]):
+            ge = g[:, c, e, 1:]
+            order = ge.mean(0).argsort()  # most negative first
+            d = ge[:, order[1]] - ge[:, order[0]]  # > 0: the best op leads
+            margins.append(float(d.mean() / (d.std() / math.sqrt(B))))
+            need.append(9.0 * float(d.var() / d.mean() ** 2))
+            best.append(PRIMITIVES[1 + int(order[0])])
+        cells.append({"margin": margins, "batches_for_3se": need, "best": best})
+    return cells
+
+
 def report(g: torch.Tensor, reg_norm: float | None) -> None:
     B = g.shape[0]
     m, s = g.mean(0), g.std(0).clamp_min(1e-30)
@@ -81,21 +101,12 @@ def report(g: torch.Tensor, reg_norm: float | None) -> None:
     print(f"  mean-gradient norm {m.norm():.3e}; one batch's gradient norm (median) "
           f"{g.flatten(1).norm(dim=1).median():.3e}"
           + (f"; penalty gradient norm {reg_norm:.3e}" if reg_norm is not None else ""))
-    for c, cell in enumerate(("normal", "reduce")):
-        margins, need, best = [], [], []
-        for e in range(g.shape[2]):
-            ge = g[:, c, e, 1:]  # 'none' is never derived
-            order = ge.mean(0).argsort()  # most negative first
-            d = ge[:, order[1]] - ge[:, order[0]]  # > 0: the best op leads
-            se = d.std() / math.sqrt(B)
-            margins.append(float(d.mean() / se))
-            need.append(9.0 * float(d.var() / d.mean() ** 2))
-            best.append(PRIMITIVES[1 + int(order[0])])
-        mt = torch.tensor(margins)
+    for cell, d in zip(("normal", "reduce"), edge_decisions(g), strict=True):
+        mt = torch.tensor(d["margin"])
         print(f"  {cell}: best-op margin over the second, in standard errors: median "
-              f"{mt.median():.2f}, edges above 3: {int((mt > 3).sum())}/{len(margins)}; batches "
-              f"needed for 3 (median) {torch.tensor(need).median():.0f}")
-        print(f"    favoured ops: {', '.join(best)}")
+              f"{mt.median():.2f}, edges above 3: {int((mt > 3).sum())}/{len(mt)}; batches "
+              f"needed for 3 (median) {torch.tensor(d['batches_for_3se']).median():.0f}")
+        print(f"    favoured ops: {', '.join(d['best'])}")
 
 
 def main() -> None:
