@@ -6,9 +6,11 @@ test).
 Rebuilds the search of RUN_DIR (its config.yaml) at its checkpoint, then takes the first-order
 validation gradient g_b = dL_val(w, alpha)/dalpha of every batch b = 1..B of the
 architecture half (training augmentation, BatchNorm in training mode: what an architecture
-step sees), without changing any weight. Per alpha element, over the B batches:
+step of DARTS sees), without changing any weight. `--plain` takes the same images in the same
+batches (the run's architecture sampler) through the evaluation transform instead: what a step
+with `arch.augment: false` sees. Per alpha element, over the B batches:
 
-    mean m, standard deviation s,
+    mean m, standard deviation s (printed: their medians, and ||g_b - m||),
     per-batch SNR = |m| / s,
     z of the whole half = |m| / (s / sqrt(B))     (|z| > 2 for ~4.6% of elements by chance)
 
@@ -34,7 +36,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -50,18 +51,14 @@ from search.trainer import SearchTrainer  # noqa: E402
 from space.fs_model import set_temperature  # noqa: E402
 
 
-def batch_gradients(trainer: SearchTrainer, limit: int | None, plain: bool = False) -> torch.Tensor:
-    """(B, 2, 14, 8): the data term's alpha gradient of each architecture-half batch (with
-    `plain`, the batches without augmentation)."""
+def batch_gradients(trainer: SearchTrainer, limit: int | None) -> torch.Tensor:
+    """(B, 2, 14, 8): the data term's alpha gradient of each batch of the trainer's
+    architecture loader, in its order."""
     net = trainer.net
     net.train()
     alphas = [net.alphas_normal, net.alphas_reduce]
-    loader = trainer.data.valid
-    if plain:
-        loader = DataLoader(trainer.data.valid_eval, batch_size=loader.batch_size, shuffle=True,
-                            drop_last=True, generator=torch.Generator().manual_seed(0))
     out = []
-    for b, (x, y) in enumerate(loader):
+    for b, (x, y) in enumerate(trainer.data.valid):
         if limit is not None and b >= limit:
             break
         loss = F.cross_entropy(net(x), y)
@@ -99,7 +96,9 @@ def report(g: torch.Tensor, reg_norm: float | None) -> None:
     print(f"  z of the whole half: median {z.median():.2f}; |z| > 2 for {(z > 2).double().mean():.1%} "
           f"of elements (4.6% by chance), > 3 for {(z > 3).double().mean():.1%} (0.3%)")
     print(f"  mean-gradient norm {m.norm():.3e}; one batch's gradient norm (median) "
-          f"{g.flatten(1).norm(dim=1).median():.3e}"
+          f"{g.flatten(1).norm(dim=1).median():.3e}; its deviation from the mean ||g_b - m|| "
+          f"(median) {(g - m).flatten(1).norm(dim=1).median():.3e}; per-element s (median) "
+          f"{s.median():.3e}"
           + (f"; penalty gradient norm {reg_norm:.3e}" if reg_norm is not None else ""))
     for cell, d in zip(("normal", "reduce"), edge_decisions(g), strict=True):
         mt = torch.tensor(d["margin"])
@@ -107,6 +106,39 @@ def report(g: torch.Tensor, reg_norm: float | None) -> None:
               f"{mt.median():.2f}, edges above 3: {int((mt > 3).sum())}/{len(mt)}; batches "
               f"needed for 3 (median) {torch.tensor(d['batches_for_3se']).median():.0f}")
         print(f"    favoured ops: {', '.join(d['best'])}")
+
+
+def run(a: argparse.Namespace) -> None:
+    if not (a.run_dir / "config.yaml").is_file():
+        raise UserError(f"{a.run_dir} is not a search run directory (no config.yaml)")
+    state = load_checkpoint(a.checkpoint or a.run_dir / "checkpoint.pt", "search")
+    set_threads(a.threads)
+    saved = load_config_file(a.run_dir / "config.yaml")
+    cfg = resolve_config("search", str(a.run_dir / "config.yaml"), [])
+    cfg.data.workers = 0
+    # Either transform through the run's own architecture loader (same sampler and seed), so
+    # that both modes take the same images in the same batches, whatever the run trained with.
+    cfg.arch.augment = not a.plain
+    seed_everything(int(cfg.seed))
+    train_set, _, info = open_dataset(a.dataset or saved["dataset"], cfg.data.root, False,
+                                      cfg.data.input_size)
+    dist = DistInfo(rank=0, world_size=1, local_rank=0)
+    trainer = SearchTrainer(cfg, build_search_data(train_set, info, cfg, dist), torch.device("cpu"), dist)
+    trainer.load_state_dict(state)
+    if state.get("temperature") is not None:
+        set_temperature(trainer.net, float(state["temperature"]))
+    print(f"{a.run_dir} at epoch {state['epoch']} of {cfg.epochs}; architecture batches "
+          + ("plain (evaluation transform)" if a.plain else "augmented (training transform)"))
+    reg_norm = None
+    pen = trainer.penalty
+    pen.epoch = int(state["epoch"]) - 1
+    if pen.active:
+        reg = pen()
+        if reg is not None:
+            alphas = [trainer.net.alphas_normal, trainer.net.alphas_reduce]
+            reg_norm = float(torch.cat([g.flatten() for g in torch.autograd.grad(
+                reg, alphas, allow_unused=True, materialize_grads=True)]).norm())
+    report(batch_gradients(trainer, a.batches), reg_norm)
 
 
 def main() -> None:
@@ -117,37 +149,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batches", type=int, help="use only the first N batches")
     p.add_argument("--plain", action="store_true",
-                   help="batches without the training augmentation (the evaluation transform)")
-    a = p.parse_args()
-    if not (a.run_dir / "config.yaml").is_file():
-        raise SystemExit(f"{a.run_dir} is not a search run directory (no config.yaml)")
-    set_threads(a.threads)
-    saved = load_config_file(a.run_dir / "config.yaml")
-    cfg = resolve_config("search", str(a.run_dir / "config.yaml"), [])
-    cfg.data.workers = 0
-    seed_everything(int(cfg.seed))
-    train_set, _, info = open_dataset(a.dataset or saved["dataset"], cfg.data.root, False,
-                                      cfg.data.input_size)
-    dist = DistInfo(rank=0, world_size=1, local_rank=0)
-    trainer = SearchTrainer(cfg, build_search_data(train_set, info, cfg, dist), torch.device("cpu"), dist)
+                   help="batches without the training augmentation (the evaluation transform); "
+                        "default: with it, whatever the run's arch.augment")
     try:
-        state = load_checkpoint(a.checkpoint or a.run_dir / "checkpoint.pt", "search")
-    except UserError as e:  # missing, unreadable or not a search's
-        raise SystemExit(str(e)) from None
-    trainer.load_state_dict(state)
-    if state.get("temperature") is not None:
-        set_temperature(trainer.net, float(state["temperature"]))
-    print(f"{a.run_dir} at epoch {state['epoch']} of {cfg.epochs}")
-    reg_norm = None
-    pen = trainer.penalty
-    pen.epoch = int(state["epoch"]) - 1
-    if pen.active:
-        reg = pen()
-        if reg is not None:
-            alphas = [trainer.net.alphas_normal, trainer.net.alphas_reduce]
-            reg_norm = float(torch.cat([g.flatten() for g in torch.autograd.grad(
-                reg, alphas, allow_unused=True, materialize_grads=True)]).norm())
-    report(batch_gradients(trainer, a.batches, a.plain), reg_norm)
+        run(p.parse_args())
+    except UserError as e:  # a missing run, checkpoint or dataset: one line
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def test_arch_augment_chooses_the_architecture_batches_transform(tmp_path, augme
     import torch
 
     from common.config import resolve_config
-    from common.data import open_dataset
+    from common.data import TransformedSubset, open_dataset
     from common.distributed import DistInfo
     from search.data import build_search_data
 
@@ -75,12 +75,20 @@ def test_arch_augment_chooses_the_architecture_batches_transform(tmp_path, augme
                                              "batch_size=8", "data.workers=0"])
     train_set, _, info = open_dataset(str(root), cfg.data.root, False, cfg.data.input_size)
     data = build_search_data(train_set, info, cfg, DistInfo())
-    plain = torch.stack([data.valid_eval[i][0] for i in range(len(data.valid_eval))])
-    seen = torch.cat([x for x, _ in data.valid])
-    # each architecture image's distance to the nearest evaluation-transform image
-    nearest = torch.cdist(seen.flatten(1), plain.flatten(1),
-                          compute_mode="donot_use_mm_for_euclid_dist").min(1).values
+
+    def nearest(loader, plain_set):
+        """Each loaded image's distance to the nearest evaluation-transform image."""
+        plain = torch.stack([plain_set[i][0] for i in range(len(plain_set))])
+        seen = torch.cat([x for x, _ in loader])
+        return torch.cdist(seen.flatten(1), plain.flatten(1),
+                           compute_mode="donot_use_mm_for_euclid_dist").min(1).values
+
+    arch = nearest(data.valid, data.valid_eval)
     if augment:
-        assert (nearest > 1e-3).float().mean() > 0.5
+        assert (arch > 1e-3).float().mean() > 0.5
     else:
-        assert nearest.max() < 1e-5
+        assert arch.max() < 1e-5
+    # the weights half trains on augmented images either way
+    w = data.train.dataset.dataset  # SeededAugment over the weights half's TransformedSubset
+    weights = nearest(data.train, TransformedSubset(w.dataset, data.valid_eval.transform, w.indices))
+    assert (weights > 1e-3).float().mean() > 0.5
