@@ -101,6 +101,9 @@ class Budget:
                      "inside, not on, the budget)", lo=0.0, hi=1.0, lo_open=True)
     warmup_epochs: int = key(0, "the weight ramps linearly from 0 over these architecture "
                              "epochs", lo=0)
+    acts_on: str = key("all", "all: the penalty moves the op weights and the ratios | ratios: "
+                       "only each op's ratio (the op choice is left to the loss; needs fs.ratios)",
+                       choices=("all", "ratios"))
 
 
 @dataclass

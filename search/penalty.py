@@ -11,6 +11,14 @@ architecture epochs:
 where a = `budget.aim` (1 by default; 0.95 aims the relaxed network 5% inside the budget, as
 the hinge settles where its pull balances the loss's, a little above its aim).
 
+E[P] = sum over edges e, ops o, ratios r of  w_eo(alpha) q_eor(rho) P(o, r)  (space/budget.py),
+so by default the penalty's gradient moves both the op weights w and the ratio weights q. It
+meets the budget the cheapest way: in the first architecture epoch it moves weight from the
+ops with the most parameters (sep_conv: two stacked convolutions) to the parameter-free ones,
+and the op choice becomes a size choice. With `budget.acts_on: ratios` the op weights enter
+E[P] detached (w treated as constants): the budget is met only through each op's ratio, and
+only the validation loss moves the op choice.
+
 A size penalty pushes the search towards parameter-free ops (skip, pools), DARTS's collapse.
 Two remedies, on by default with a budget:
 
@@ -118,6 +126,7 @@ class ArchPenalty:
         self.aim = float(cfg.budget.aim)
         self.mode, self.weight = cfg.budget.mode, float(cfg.budget.weight)
         self.warmup = int(cfg.budget.warmup_epochs)
+        self.ratios_only = cfg.budget.acts_on == "ratios"
         self.first_arch_epoch = int(cfg.arch.warmup_epochs)
         self.epochs = int(cfg.epochs)
         self.beta = beta_decay_weight(cfg)
@@ -128,13 +137,17 @@ class ArchPenalty:
         return self.beta > 0 or (self.budget is not None and self.weight > 0)
 
     def expected_params(self) -> Tensor:
-        """E[P] of the current architecture parameters (differentiable)."""
+        """E[P] of the current architecture parameters (differentiable; in the ratio logits
+        only with `budget.acts_on: ratios`)."""
         assert self.model is not None
         net = self.net
         ratios = None if net.ratios is None else [net.ratios_normal, net.ratios_reduce]
+        alphas = [net.alphas_normal, net.alphas_reduce]
         edges = None if not net.edge_norm else [net.edge_weights(False), net.edge_weights(True)]
-        return self.model.expected(*self.model.relaxed([net.alphas_normal, net.alphas_reduce],
-                                                        ratios, edges))
+        if self.ratios_only:
+            alphas = [a.detach() for a in alphas]
+            edges = None if edges is None else [e.detach() for e in edges]
+        return self.model.expected(*self.model.relaxed(alphas, ratios, edges))
 
     def budget_weight(self) -> float:
         """lambda(t): 0 at the first architecture epoch, `budget.weight` after

@@ -20,4 +20,7 @@ def check_config(cfg: SearchConfig) -> SearchConfig:
     if cfg.fs.ratios is not None and cfg.fs.mode == "off":
         raise UserError("config fs.ratios needs FS layers, but fs.mode is off; use --fs fs or "
                         "--fs dfs, or drop fs.ratios")
+    if cfg.budget.acts_on == "ratios" and cfg.budget.params is not None and cfg.fs.ratios is None:
+        raise UserError("budget.acts_on=ratios needs searched ratios, but the ratio is fixed; "
+                        "give --ratios (e.g. 1,2,4,8) or use budget.acts_on=all")
     return cfg

@@ -110,6 +110,50 @@ def test_caps_and_beta_decay_default_on_only_with_a_budget() -> None:
         assert float(pen()) == pytest.approx(2.0 * float(torch.logsumexp(alphas, -1).mean()))
 
 
+@pytest.mark.parametrize("acts_on", ["all", "ratios"])
+def test_budget_acts_on_ratios_leaves_the_op_weights_to_the_loss(acts_on) -> None:
+    """budget.acts_on ratios: the budget term's gradient reaches the ratio logits only; all
+    (the default): the op weights too. E[P] itself is the same either way."""
+    from types import SimpleNamespace
+
+    from common.fs_settings import fs_spec
+    from search.penalty import budget_model
+    from search.settings import check_config
+
+    cfg = _cfg(params=20_000, weight=1.0, init_channels=8, layers=5, acts_on=acts_on)
+    cfg.fs.ratios = [1.0, 2.0, 4.0, 8.0]
+    cfg.arch.beta_decay = 0.0
+    check_config(cfg)
+    torch.manual_seed(0)
+    net = SearchNetwork(C=8, layers=5, fs=fs_spec(cfg.fs), ratios=cfg.fs.ratios)
+    with torch.no_grad():  # off uniform, so that no gradient vanishes by symmetry
+        for a in net.arch_parameters():
+            a.normal_(0.0, 0.5)
+    info = SimpleNamespace(num_classes=10, in_channels=3, input_size=(32, 32))
+    pen = ArchPenalty(net, cfg, budget_model(cfg, info))
+    term = pen()
+    assert float(term.detach()) > 0  # over the budget: the hinge is active
+    grads = torch.autograd.grad(term, [net.alphas_normal, net.alphas_reduce, net.ratios_normal,
+                                       net.ratios_reduce], allow_unused=True, materialize_grads=True)
+    op_norm = float(torch.cat([g.flatten() for g in grads[:2]]).norm())
+    ratio_norm = float(torch.cat([g.flatten() for g in grads[2:]]).norm())
+    assert ratio_norm > 0
+    assert (op_norm == 0) == (acts_on == "ratios")
+    other = "all" if acts_on == "ratios" else "ratios"
+    cfg.budget.acts_on = other
+    same = ArchPenalty(net, cfg, budget_model(cfg, info)).expected_params()
+    torch.testing.assert_close(same, pen.expected_params())
+
+
+def test_budget_on_ratios_needs_searched_ratios() -> None:
+    from common.errors import UserError
+    from search.settings import check_config
+
+    cfg = _cfg(params=20_000, acts_on="ratios")
+    with pytest.raises(UserError, match="needs searched ratios.*--ratios"):
+        check_config(cfg)
+
+
 def test_architect_adds_the_regularizer_gradient() -> None:
     torch.manual_seed(0)
     net = SearchNetwork(C=4, layers=5)
