@@ -210,6 +210,7 @@ def test_the_search_vs_random_study_file(tmp_path, capsys):
     s = load_study(root / "studies" / "search-vs-random.yaml")
     kinds = {a.name: (a.search is not None, a.source and a.source.kind) for a in s.arms}
     assert kinds == {"searched": (True, None), "searched-plain-val": (True, None),
+                     "searched-budget-on-ratios": (True, None),
                      "random": (False, "random"), "darts-v2-fit": (False, "fit"),
                      "plain-narrow": (False, "narrow")}
     assert s.arm("random").source.budget == s.arm("darts-v2-fit").source.budget == 700_000
@@ -217,6 +218,10 @@ def test_the_search_vs_random_study_file(tmp_path, capsys):
     # the remedy arm differs from `searched` in the architecture batches' augmentation only
     assert s.arm("searched-plain-val").search.sets == s.arm("searched").search.sets + (
         "arch.augment=false",)
+    # the second remedy adds only the budget acting on the ratios
+    assert s.arm("searched-budget-on-ratios").search.sets == s.arm(
+        "searched-plain-val").search.sets + ("budget.acts_on=ratios",)
+    assert ("searched-budget-on-ratios", "searched-plain-val") in s.compare
     assert ("searched", "random") in s.compare and ("searched", "darts-v2-fit") in s.compare
     assert ("searched-plain-val", "random") in s.compare
     assert ("darts-v2-fit", "plain-narrow") in s.compare
@@ -229,7 +234,7 @@ def test_the_search_vs_random_study_file(tmp_path, capsys):
     assert main(["run", str(_write(tmp_path / "s.yaml", raw)), "--dry-run"]) == 0
     text = capsys.readouterr().out
     assert "arm plain-narrow: plain width init_channels=" in text
-    assert text.count("seed 2 retrain: new:") == 5 and text.count(" search: new:") == 6
+    assert text.count("seed 2 retrain: new:") == 6 and text.count(" search: new:") == 9
     assert not (tmp_path / "out").exists()
 
 
