@@ -1,4 +1,4 @@
-"""bench/arch_snr.py's per-edge statistics against an independent computation (scipy)."""
+"""The figures of bench/arch_snr.py and bench/op_weights.py against independent computations."""
 
 import importlib.util
 from pathlib import Path
@@ -13,8 +13,8 @@ from genotypes import PRIMITIVES
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("arch_snr", ROOT / "bench" / "arch_snr.py")
+def _load(name: str = "arch_snr"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -37,3 +37,12 @@ def test_edge_margins_are_paired_t_statistics():
             assert cells[c]["best"][e] == PRIMITIVES[1 + first]
             assert cells[c]["margin"][e] == pytest.approx(t, rel=1e-9)
             assert cells[c]["batches_for_3se"][e] == pytest.approx(B * (3.0 / t) ** 2, rel=1e-9)
+
+
+def test_op_weights_average_each_op_over_the_edges():
+    rng = np.random.default_rng(1)
+    w, r = rng.dirichlet(np.ones(8), size=14), rng.dirichlet(np.ones(8), size=14)
+    rec = {"alphas_normal": w.tolist(), "alphas_reduce": r.tolist()}
+    mod = _load("op_weights")
+    np.testing.assert_allclose(mod.mean_op_weights(rec, "normal"), w.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(mod.mean_op_weights(rec, "reduce"), r.mean(0), rtol=1e-12)
