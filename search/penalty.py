@@ -11,13 +11,15 @@ architecture epochs:
 where a = `budget.aim` (1 by default; 0.95 aims the relaxed network 5% inside the budget, as
 the hinge settles where its pull balances the loss's, a little above its aim).
 
-E[P] = sum over edges e, ops o, ratios r of  w_eo(alpha) q_eor(rho) P(o, r)  (space/budget.py),
-so by default the penalty's gradient moves both the op weights w and the ratio weights q. It
-meets the budget the cheapest way: in the first architecture epoch it moves weight from the
-ops with the most parameters (sep_conv: two stacked convolutions) to the parameter-free ones,
-and the op choice becomes a size choice. With `budget.acts_on: ratios` the op weights enter
-E[P] detached (w treated as constants): the budget is met only through each op's ratio, and
-only the validation loss moves the op choice.
+    E[P] = P0 + sum_c sum_e kappa_ce sum_(o != none) pi_ceo sum_r rho_ceor T_c[e, o, r]
+
+(space/budget.py: pi the op weights, kappa the edge-keep weights, both functions of alpha;
+rho the ratio weights). By default (`budget.acts_on: all`) the penalty's gradient moves all
+three, so the budget can be met by the op choice: in the proxy searches the first
+architecture epoch moved 30-58% of the sep_convs' weight (the ops with the most parameters)
+to the parameter-free ones (docs/results.md). With `budget.acts_on: ratios`, pi and kappa
+enter the penalty detached: it moves only the ratio logits, and the op choice is the
+validation loss's alone.
 
 A size penalty pushes the search towards parameter-free ops (skip, pools), DARTS's collapse.
 Two remedies, on by default with a budget:
