@@ -59,6 +59,29 @@ def test_offset_learning_rate_scale_moves_the_offsets(tmp_path):
     assert ends[100] < ends[1] - 0.05
 
 
+def test_arch_augment_keeps_the_architecture_batches_order(tmp_path):
+    """arch.augment changes the transform only: the same images in the same batches (what
+    bench/arch_snr.py --plain relies on to compare the two on paired batches)."""
+    import torch
+
+    from common.config import resolve_config
+    from common.data import open_dataset
+    from common.distributed import DistInfo
+    from search.data import build_search_data
+
+    root = make_image_folder(tmp_path / "data", per_class=16)
+    orders = []
+    for augment in ("true", "false"):
+        cfg = resolve_config("search", "smoke", [f"arch.augment={augment}", "batch_size=8",
+                                                 "data.workers=0"])
+        train_set, _, info = open_dataset(str(root), cfg.data.root, False, cfg.data.input_size)
+        data = build_search_data(train_set, info, cfg, DistInfo())
+        # the sampler's keys name the images of a pass; then the labels as loaded
+        orders.append((list(data.valid.sampler), torch.cat([y for _, y in data.valid])))
+    assert orders[0][0] == orders[1][0]
+    assert torch.equal(orders[0][1], orders[1][1])
+
+
 @pytest.mark.parametrize("augment", [True, False])
 def test_arch_augment_chooses_the_architecture_batches_transform(tmp_path, augment):
     """arch.augment false: the architecture steps see the architecture half exactly as the
