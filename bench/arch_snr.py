@@ -10,7 +10,7 @@ step of DARTS sees), without changing any weight. `--plain` takes the same image
 batches (the run's architecture sampler) through the evaluation transform instead: what a step
 with `arch.augment: false` sees. Per alpha element, over the B batches:
 
-    mean m, standard deviation s (printed: their medians, and ||g_b - m||),
+    mean m, standard deviation s (printed: ||m||, the median s and the median ||g_b - m||),
     per-batch SNR = |m| / s,
     z of the whole half = |m| / (s / sqrt(B))     (|z| > 2 for ~4.6% of elements by chance)
 
