@@ -59,23 +59,28 @@ def test_offset_learning_rate_scale_moves_the_offsets(tmp_path):
     assert ends[100] < ends[1] - 0.05
 
 
-def test_arch_augment_keeps_the_architecture_batches_order(tmp_path):
-    """arch.augment changes the transform only: the same images in the same batches (what
-    bench/arch_snr.py --plain relies on to compare the two on paired batches)."""
-    import torch
-
+def _search_data(root, augment: bool):
+    """The search's data for the image folder `root` at preset smoke with `arch.augment`."""
     from common.config import resolve_config
     from common.data import open_dataset
     from common.distributed import DistInfo
     from search.data import build_search_data
 
+    cfg = resolve_config("search", "smoke", [f"arch.augment={str(augment).lower()}",
+                                             "batch_size=8", "data.workers=0"])
+    train_set, _, info = open_dataset(str(root), cfg.data.root, False, cfg.data.input_size)
+    return build_search_data(train_set, info, cfg, DistInfo())
+
+
+def test_arch_augment_keeps_the_architecture_batches_order(tmp_path):
+    """arch.augment changes the transform only: the same images in the same batches (what
+    bench/arch_snr.py --plain relies on to compare the two on paired batches)."""
+    import torch
+
     root = make_image_folder(tmp_path / "data", per_class=16)
     orders = []
-    for augment in ("true", "false"):
-        cfg = resolve_config("search", "smoke", [f"arch.augment={augment}", "batch_size=8",
-                                                 "data.workers=0"])
-        train_set, _, info = open_dataset(str(root), cfg.data.root, False, cfg.data.input_size)
-        data = build_search_data(train_set, info, cfg, DistInfo())
+    for augment in (True, False):
+        data = _search_data(root, augment)
         # the sampler's keys name the images of a pass; then the labels as loaded
         orders.append((list(data.valid.sampler), torch.cat([y for _, y in data.valid])))
     assert orders[0][0] == orders[1][0]
@@ -88,16 +93,9 @@ def test_arch_augment_chooses_the_architecture_batches_transform(tmp_path, augme
     evaluation transform gives it; true (DARTS): randomly cropped and flipped copies."""
     import torch
 
-    from common.config import resolve_config
-    from common.data import TransformedSubset, open_dataset
-    from common.distributed import DistInfo
-    from search.data import build_search_data
+    from common.data import TransformedSubset
 
-    root = make_image_folder(tmp_path / "data", per_class=16)
-    cfg = resolve_config("search", "smoke", [f"arch.augment={str(augment).lower()}",
-                                             "batch_size=8", "data.workers=0"])
-    train_set, _, info = open_dataset(str(root), cfg.data.root, False, cfg.data.input_size)
-    data = build_search_data(train_set, info, cfg, DistInfo())
+    data = _search_data(make_image_folder(tmp_path / "data", per_class=16), augment)
 
     def nearest(loader, plain_set):
         """Each loaded image's distance to the nearest evaluation-transform image."""
