@@ -100,3 +100,13 @@ def param_count(key: str, v: Any) -> int | None:
     except ValueError:
         raise UserError(f"config {key}={v!r} is invalid: give a parameter count such as "
                         "1500000, 1.5M or 800k") from None
+
+
+def shortcut(key: str, v: Any) -> str | None:
+    """A (zero-padding) or B (1x1 projection)"""
+    if v is None:
+        return None
+    if str(v).upper() not in ("A", "B"):
+        raise UserError(f"config {key}={v!r} is invalid: give A (zero-padding) or B (1x1 "
+                        "projection)")
+    return str(v).upper()

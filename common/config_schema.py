@@ -202,11 +202,17 @@ class RetrainFs:
     """The FS/DFS 1x1 convolutions of the retrained network."""
 
     mode: str = key("dfs", "dfs (learned offsets, then hardened) | fs (fixed) | off (plain "
-                    "DARTS) | genotype (the genotype's own)",
-                    choices=("off", "fs", "dfs", "genotype"))
+                    "network) | genotype (the genotype's own) | fs3d (3D FS; --model networks)",
+                    choices=("off", "fs", "dfs", "genotype", "fs3d"))
     ratio: float | None = key(None, "null: the genotype's ratio and per-op ratios (2.0 when it "
                               "has none); a number: that ratio everywhere", check=checks.fs_ratio)
     num_offsets: int | None = key(None, "null: the genotype's M (4 when it has none)", lo=1)
+    policy: str = key("ratio", "--model networks: ratio (every conv at fs.ratio) | paper (3D FS: "
+                      "the FSNet paper's K3 per filter count, 1x1 convs at 8)",
+                      choices=("ratio", "paper"))
+    params: int | None = key(None, "--model networks, fs/dfs: fit one ratio so the network has at "
+                             "most this many effective parameters (e.g. 70k, 0.7M)",
+                             check=checks.param_count)
     harden_epoch: int | None = key(None, "DFS offsets become fixed at the start of this epoch; "
                                    "null: half of training", lo=0)
     temperature: RetrainTemperature = section(RetrainTemperature)
@@ -214,6 +220,19 @@ class RetrainFs:
                            "gradients) | sum (autograd's sum)", choices=("mean", "sum"))
     offset_lr_scale: float = key(100.0, "DFS offset logits learn at this x optimizer.lr (SGD, no "
                                  "weight decay; paper: 1)", lo=0.0, lo_open=True)
+
+
+@dataclass
+class Model:
+    """A registered network (`python -m retrain --model list`) instead of a genotype's."""
+
+    name: str | None = key(None, "a registered network (--model; e.g. resnet20, resnet18, vgg16, "
+                           "tv:mobilenet_v2); null: the DARTS network of --genotype")
+    width: int | None = key(None, "channels of the first stage (CIFAR ResNets 16, ResNet-18..101 "
+                            "64); null: the network's own", lo=1)
+    shortcut: str | None = key(None, "CIFAR ResNet-(6n+2): A (zero-padding) or B (1x1 projection); "
+                               "null: A", check=checks.shortcut)
+    growth: int | None = key(None, "DenseNets: growth rate k; null: the network's own", lo=1)
 
 
 @dataclass
@@ -225,9 +244,15 @@ class Optimizer:
     momentum: float = key(0.9, "SGD momentum", lo=0.0)
     weight_decay: float = key(3.0e-4, "SGD weight decay", lo=0.0)
     grad_clip: float | None = key(5.0, "gradient norm clip; 0 or null: none", lo=0.0)
-    schedule: str = key("cosine", "cosine | step (multiply by `decay` every epoch)",
-                        choices=("cosine", "step"))
+    schedule: str = key("cosine", "cosine | step (multiply by `decay` every epoch) | multistep "
+                        "(multiply by `gamma` at each of `milestones`)",
+                        choices=("cosine", "step", "multistep"))
     decay: float = key(0.97, "step: the factor per epoch", lo=0.0, lo_open=True)
+    milestones: list = key([0.5, 0.75], "multistep: where in each cycle (fractions of its epochs) "
+                           "the learning rate is multiplied by `gamma`")
+    gamma: float = key(0.1, "multistep: the factor at each milestone", lo=0.0, lo_open=True)
+    cycles: int = key(1, "multistep: the schedule repeated this many times over the epochs, each "
+                      "restarting at `lr` (FSNet's cyclical schedule: 4)", lo=1)
 
 
 @dataclass
@@ -261,6 +286,7 @@ class RetrainConfig:
     cutout: int | None = key(16, "cutout square size; 0 or null: none", lo=0)
     label_smoothing: float = key(0.0, "cross-entropy label smoothing", lo=0.0, hi=1.0,
                                  hi_open=True)
+    model: Model = section(Model)
     fs: RetrainFs = section(RetrainFs)
     optimizer: Optimizer = section(Optimizer)
     imagenet: dict | None = key(IMAGENET, "keys of this section applied when the network gets "

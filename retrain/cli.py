@@ -40,12 +40,17 @@ from common.errors import UserError, cli_entry
 from common.fs_settings import DEFAULT_RATIO, fs_spec
 from common.runlog import check_run_dir, command_line
 from common.runtime import resolve_device, set_threads
-from common.schema import as_dict
+from common.schema import as_dict, leaf_keys
 from genotypes import Genotype, to_dict
 from retrain import setup
 from retrain.model import NetSpec, build_network
 from retrain.run import run_training
 from retrain.summary import format_json, format_table, summarize
+from space.models import list_models, model_entry
+
+#: The shorthand flags of this CLI: the shared ones, and the registered network's.
+FLAGS = {**SHORTHANDS, "model": "model.name", "fs_policy": "fs.policy"}
+FS_POLICIES = leaf_keys(RetrainConfig)["fs.policy"].meta["choices"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         "cells, and the preset's `imagenet` settings); override with --set stem=cifar|imagenet. "
         "Both end in global average pooling, so any input size and class count works. "
         "Config: the preset's `retrain` section, then --set, then the flags below.")
+    p.add_argument("--model", help="a registered network instead of a genotype's (resnet20, "
+                   "resnet56, resnet18, vgg16, densenet100, tv:<torchvision name>, ...); "
+                   "`--model list` prints them with their parameter counts")
     p.add_argument("--genotype", "--arch", dest="genotype", help="genotype file (.json/.yaml/"
                    ".txt), search run dir, DARTS repr or zoo name (DARTS_V1, DARTS_V2, PC_DARTS, "
                    "PDARTS); --arch is DARTS's name for it")
@@ -74,8 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="training epochs (paper: 600 CIFAR, 250 ImageNet)")
     p.add_argument("--batch-size", type=int, help="batch size per process")
     p.add_argument("--seed", type=int, help="seed of initial weights, data order, augmentation")
-    p.add_argument("--fs", choices=setup.FS_MODES, help="1x1 convs: off (plain DARTS), fs "
-                   "(fixed offsets), dfs (learned, then hardened; default) or genotype")
+    p.add_argument("--fs", choices=setup.FS_MODES, help="the FS layers: off (plain network), "
+                   "fs (fixed offsets), dfs (learned, then hardened; default), genotype (the "
+                   "genotype's own) or fs3d (3D FS; --model networks)")
+    p.add_argument("--fs-policy", choices=FS_POLICIES, help="--model networks: ratio (every conv "
+                   "at --ratio) or paper (3D FS: the FSNet paper's K3 per filter count, 1x1 "
+                   "convs at ratio 8)")
     p.add_argument("--ratio", type=ratio_arg, help="FS compression ratio of every FS layer "
                    "(default: the genotype's, its per-op ratios included, else "
                    f"{DEFAULT_RATIO:g})")
@@ -100,7 +112,7 @@ def _resolve(args: argparse.Namespace, need_files: bool, dist: DistInfo | None =
     its own step (rank 0 first under torchrun), when training needs its files or its shape
     is not known without them (a folder); its input size decides whether the preset's
     `imagenet` settings apply."""
-    overrides = args.overrides + flag_overrides(args)
+    overrides = args.overrides + flag_overrides(args, FLAGS)
     trial = setup.trial_config(args.preset, overrides)
     shape = None if need_files else setup.dataset_shape(args.dataset, trial)
     opened = None
@@ -123,8 +135,38 @@ def _data_record(dataset: str | None, cfg: RetrainConfig, opened: tuple | None):
     return (None, None) if opened is None else (setup.data_meta(opened[2]), opened)
 
 
+def _list_models() -> int:
+    """`--model list`: each registered network, its parameters on CIFAR-10's shape, what it is."""
+    rows = []
+    for name in list_models():
+        entry = model_entry(name)
+        net = None if name == "darts" else entry.build(10, 3, (32, 32))
+        count = "-" if net is None else f"{sum(p.numel() for p in net.parameters()):,}"
+        rows.append((name, count, entry.description))
+    w0, w1 = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
+    print(f"{'model':<{w0}}  {'params':>{w1}}  description (parameters at 10 classes, 32x32)")
+    for name, count, text in rows:
+        print(f"{name:<{w0}}  {count:>{w1}}  {text}")
+    print(f"{'tv:<name>':<{w0}}  {'':>{w1}}  any torchvision classification model, e.g. "
+          "tv:resnet50, tv:mobilenet_v3_small (random weights)")
+    return 0
+
+
+def _network_choice(args: argparse.Namespace) -> Genotype | None:
+    """The genotype of --genotype, or None with --model (exactly one of the two)."""
+    if args.model and args.genotype:
+        raise UserError("give --genotype G (the DARTS network) or --model NAME, not both")
+    if args.model:
+        try:
+            model_entry(args.model)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        return None
+    return setup.read_genotype(args.genotype)
+
+
 def _summary(args: argparse.Namespace) -> int:
-    genotype = setup.read_genotype(args.genotype)
+    genotype = _network_choice(args)
     cfg, (classes, size), opened = _resolve(args, need_files=False)
     set_threads(cpu_budget(cfg.runtime.threads, 0, "cpu", min(size)).threads)
     spec, network = _spec(cfg, genotype, classes, size)
@@ -148,7 +190,7 @@ def _print_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _spec(cfg: RetrainConfig, genotype: Genotype, classes: int,
+def _spec(cfg: RetrainConfig, genotype: Genotype | None, classes: int,
           size: tuple[int, int]) -> tuple[NetSpec, nn.Module]:
     """The summary's NetSpec and network, built here so that geometry errors (e.g. a ratio
     above a layer's filter count) are one clear line."""
@@ -166,12 +208,12 @@ def _resume_config(args: argparse.Namespace) -> tuple[RetrainConfig, dict[str, A
                         "directory of the run to continue")
     # What may change is common.cli_flags.RESUMABLE (--set of those keys included): where
     # and how fast the run computes, never its arithmetic (augmentation is seeded per image).
-    items = args.overrides + flag_overrides(args)
+    items = args.overrides + flag_overrides(args, FLAGS)
     fixed = set(fixed_on_resume(items))
-    other = [k for k, v in vars(args).items() if v and k not in SHORTHANDS
+    other = [k for k, v in vars(args).items() if v and k not in FLAGS
              and k not in ("resume", "preset", "overrides", "no_download")]
     flags = (["--set"] * any(override_key(s) in fixed for s in args.overrides)
-             + [f"--{k.replace('_', '-')}" for k, key in SHORTHANDS.items()
+             + [f"--{k.replace('_', '-')}" for k, key in FLAGS.items()
                 if getattr(args, k) is not None and key in fixed]
              + [f"--{k.replace('_', '-')}" for k in other])
     if flags or args.preset != "paper":
@@ -179,7 +221,8 @@ def _resume_config(args: argparse.Namespace) -> tuple[RetrainConfig, dict[str, A
                         f"drop {', '.join(flags) or '--preset'} (only --device, --threads, "
                         "--workers, --data-root, --no-download, --tensorboard may change)")
     data = load_config_file(run_dir / "config.yaml")
-    if not all(k in data for k in ("retrain", "genotype", "dataset")):
+    if not all(k in data for k in ("retrain", "dataset")) or not ("genotype" in data
+                                                                 or "network" in data):
         raise UserError(f"{run_dir}/config.yaml is not a retrain run's config; give a retrain run")
     # As a preset: its `base` fills in keys a later version adds (see common.config).
     cfg = resolve_config("retrain", str(run_dir / "config.yaml"), items)
@@ -195,25 +238,32 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--print-config shows a preset's config; {args.resume}/config.yaml "
                             "holds the run's")
         return _print_config(args)
+    if args.model == "list":
+        return _list_models()
     if args.summary:
-        if not args.genotype:
-            raise UserError("--summary needs --genotype G")
+        if not args.genotype and not args.model:
+            raise UserError("--summary needs --genotype G or --model NAME")
         return _summary(args)
     if args.resume:
         cfg, run = _resume_config(args)
         with _process_group(cfg) as dist:
             job = setup.make_job(cfg, run, setup.open_data_ranked(run["dataset"], cfg, dist))
             return run_training(job, Path(args.resume), resume=True)
-    if not args.genotype or not args.dataset:
-        raise UserError("training needs --genotype G and --dataset D (or --resume RUN_DIR, "
-                        "or --summary)")
-    genotype = setup.read_genotype(args.genotype)
-    with _process_group(setup.trial_config(args.preset, args.overrides + flag_overrides(args))) as dist:
+    if not (args.genotype or args.model) or not args.dataset:
+        raise UserError("training needs --genotype G or --model NAME, and --dataset D (or "
+                        "--resume RUN_DIR, or --summary)")
+    genotype = _network_choice(args)
+    trial = setup.trial_config(args.preset, args.overrides + flag_overrides(args, FLAGS))
+    with _process_group(trial) as dist:
         cfg, _, opened = _resolve(args, need_files=True, dist=dist)
-        if fs_spec(cfg.fs, genotype.fs) is None and args.ratio is not None:
+        no_fs = (cfg.fs.mode == "off" if genotype is None
+                 else fs_spec(cfg.fs, genotype.fs) is None)
+        if no_fs and args.ratio is not None:
             raise UserError("--ratio has no effect without FS layers; drop it or use --fs dfs/fs")
-        run = {"dataset": setup.dataset_spec(args.dataset), "preset": args.preset,
-               "genotype": to_dict(genotype), "command": shlex.join(command_line("retrain", argv))}
+        network = ({"network": cfg.model.name} if genotype is None
+                   else {"genotype": to_dict(genotype)})
+        run = {"dataset": setup.dataset_spec(args.dataset), "preset": args.preset, **network,
+               "command": shlex.join(command_line("retrain", argv))}
         job = setup.make_job(cfg, run, opened)
         # Before any training: a wrong --out costs one line. Rank 0 alone checks (and later
         # creates) it; its error stops every rank.

@@ -97,9 +97,14 @@ def export_payload(model: nn.Module, spec: NetSpec, data: dict[str, Any], wq: bo
         sd = model.state_dict()
     sd = {k: v for k, v in sd.items() if not k.startswith("auxiliary_head.")}
     net = spec.to_dict()
-    net["auxiliary"] = False
-    if net["fs"] is not None:
-        net["fs"]["dfs"] = False  # offsets are fixed (hardened) in every export
+    # Offsets are fixed (hardened) in every export.
+    if not spec.is_darts:
+        if spec.has_dfs:
+            net["conversion"] = {**net["conversion"], "mode": "fs"}
+    else:
+        net["auxiliary"] = False
+        if net["fs"] is not None:
+            net["fs"]["dfs"] = False
     return {"net": net, "data": dict(data), "weights": "wq8" if wq else "float",
             "packed": pack_state_dict(sd), "meta": dict(meta or {})}
 

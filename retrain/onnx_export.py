@@ -50,14 +50,16 @@ _PREFIX = "net."  # the wrapper's attribute: initializer names are "net." + stat
 
 
 class _Logits(nn.Module):
-    """The network's logits alone (it returns (logits, auxiliary logits or None))."""
+    """The network's logits alone (a DARTS network returns (logits, auxiliary logits or
+    None); the registry's other networks their logits)."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)[0]
+        out = self.net(x)
+        return out[0] if isinstance(out, tuple) else out
 
 
 def plain_network(model: nn.Module) -> nn.Module:

@@ -40,7 +40,7 @@ from retrain.evaluate import evaluate_exported
 from retrain.export import load_exported_full, save_exported
 from retrain.model import NetSpec
 from retrain.onnx_export import OnnxModule, export_onnx, inference_session
-from retrain.summary import summarize
+from retrain.summary import describe_conversion, summarize
 from retrain.trainer import Trainer
 
 CKPT_KIND = "retrain"
@@ -51,7 +51,8 @@ def write_run_files(run_dir: Path, cfg: RetrainConfig, run: dict[str, Any]) -> N
     """config.yaml (dataset, preset, genotype, command line and the resolved `retrain`
     section: usable as a --preset) and genotype.json."""
     save_run_config(run_dir / "config.yaml", "retrain", cfg, run)
-    save_genotype(from_dict(run["genotype"]), run_dir / "genotype.json")
+    if run.get("genotype") is not None:  # a registered network has none
+        save_genotype(from_dict(run["genotype"]), run_dir / "genotype.json")
 
 
 class RunOutputs:
@@ -78,7 +79,8 @@ def epoch_record(epoch: int, train: dict[str, float], test: dict[str, float], lr
                  trainer: Trainer, seconds: float, train_seconds: float) -> dict[str, Any]:
     """The log.jsonl record of one epoch."""
     return {"epoch": epoch, "train_loss": train["train_loss"], "train_acc": train["train_acc"],
-            **test, "lr": lr, "drop_path_prob": trainer.model.drop_path_prob,
+            **test, "lr": lr,
+            "drop_path_prob": getattr(trainer.model, "drop_path_prob", None),
             "hardened": trainer.hardened, "offset_entropy": trainer.offset_entropy(),
             "seconds": round(seconds, 3),
             "images_per_s": round(train["images"] / max(train_seconds, 1e-9), 2),
@@ -95,17 +97,30 @@ def epoch_line(record: dict[str, Any], epochs: int, fs: bool) -> str:
             f"({r['images_per_s']:.0f} img/s)")
 
 
-def run_genotype_lines(genotype: Genotype, spec: NetSpec, harden_at: int, epochs: int) -> list[str]:
+def run_genotype_lines(genotype: Genotype | None, spec: NetSpec, harden_at: int,
+                       epochs: int) -> list[str]:
     """The genotype as DARTS prints it, and the FS settings of the network being trained
-    (which --fs/--ratio may have changed from the genotype's)."""
+    (which --fs/--ratio may have changed from the genotype's); for a registered network its
+    name, settings and FS conversion."""
+    if not spec.is_darts:
+        settings = ", ".join(f"{k} {v}" for k, v in spec.settings.items())
+        line = (f"network: {spec.model}{f' ({settings})' if settings else ''}; convs: "
+                f"{describe_conversion(spec.conversion)}")
+        if spec.has_dfs:
+            line += f" (offsets fixed {_when(harden_at, epochs)})"
+        return [line]
     lines = genotype_lines(dataclasses.replace(genotype, fs=spec.fs))
     if spec.fs is not None and spec.fs.dfs:
-        when = f"from epoch {harden_at + 1}" if harden_at < epochs else "at export"
+        when = _when(harden_at, epochs)
         # The note follows the offsets it is about, before any per-op ratio lists.
         per_op = describe_op_ratios(spec.fs)
         head = lines[-1].removesuffix(f"; {per_op}") if per_op else lines[-1]
         lines[-1] = f"{head} (offsets fixed {when})" + (f"; {per_op}" if per_op else "")
     return lines
+
+
+def _when(harden_at: int, epochs: int) -> str:
+    return f"from epoch {harden_at + 1}" if harden_at < epochs else "at export"
 
 
 def export(trainer: Trainer, run: dict[str, Any], run_dir: Path, info: DatasetInfo, test_ds,
@@ -131,7 +146,7 @@ def export(trainer: Trainer, run: dict[str, Any], run_dir: Path, info: DatasetIn
     meta = setup.export_meta(cfg, run["dataset"])
     dmeta = setup.data_meta(info)
     t0 = time.perf_counter()
-    wq_too = trainer.spec.fs is not None
+    wq_too = trainer.spec.has_fs
     names = (("model.pt", False), ("model-wq.pt", True))[:1 + wq_too]
 
     def save(first: bool) -> dict[str, int]:

@@ -117,7 +117,7 @@ def run_training(job: setup.Job, out: str | Path | None, resume: bool,
 def train_epochs(trainer: Trainer, outputs: RunOutputs) -> dict[str, Any]:
     """Train from `trainer.start_epoch` to the end, logging and checkpointing every epoch, then
     harden (the exported model always is); returns the last epoch's record."""
-    main, fs = outputs.enabled, trainer.spec.fs is not None
+    main, fs = outputs.enabled, trainer.spec.has_fs
     record: dict[str, Any] = {}
     for epoch in range(trainer.start_epoch, trainer.epochs):
         trainer.start_epoch_settings(epoch)

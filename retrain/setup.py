@@ -11,6 +11,7 @@ meaning "already applied".
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,13 +25,14 @@ from common.config_schema import RetrainConfig
 from common.data import DatasetInfo, open_dataset
 from common.distributed import DistInfo, rank0_first
 from common.errors import UserError
-from common.fs_settings import fs_spec
+from common.fs_settings import DEFAULT_OFFSETS, DEFAULT_RATIO, fs_spec
 from common.runtime import seed_everything
 from common.schema import flatten, leaf_keys, set_key
 from common.shapes import KNOWN_SHAPES
 from genotypes import Genotype, GenotypeError, from_dict, load_genotype
 from retrain.data import train_set
 from retrain.model import NetSpec, build_network, pick_stem
+from space.convert import Conversion
 from space.fs_model import set_grad_reduce
 
 FS_MODES = leaf_keys(RetrainConfig)["fs.mode"].meta["choices"]  # --fs, and study.spec's
@@ -102,15 +104,16 @@ class Job:
 
     cfg: RetrainConfig
     run: dict[str, Any]
-    genotype: Genotype
+    genotype: Genotype | None
     data: tuple[Any, Any, DatasetInfo]
     spec: NetSpec
     network: nn.Module
 
 
 def make_job(cfg: RetrainConfig, run: dict[str, Any], data: tuple[Any, Any, DatasetInfo]) -> Job:
-    """The Job of `run` (its genotype as a dict) on the opened dataset `data`."""
-    genotype = from_dict(run["genotype"])
+    """The Job of `run` (its genotype as a dict, or none for a registered network) on the
+    opened dataset `data`."""
+    genotype = from_dict(run["genotype"]) if run.get("genotype") is not None else None
     info = data[2]
     try:
         spec = make_spec(cfg, genotype, info.num_classes, info.input_size)
@@ -136,8 +139,48 @@ def stem_for(cfg: RetrainConfig, input_size: tuple[int, int]) -> str:
     return pick_stem(input_size) if cfg.stem == "auto" else cfg.stem
 
 
-def make_spec(cfg: RetrainConfig, genotype: Genotype, num_classes: int,
+def model_settings(cfg: RetrainConfig) -> dict[str, Any]:
+    """The `model.*` settings that are set (a registered network's keyword arguments)."""
+    return {f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(cfg.model)
+            if f.name != "name" and getattr(cfg.model, f.name) is not None}
+
+
+def conversion(cfg: RetrainConfig) -> dict[str, Any] | None:
+    """The space.convert Conversion (as a dict) of a registered network's convs, from the
+    `fs` section: None for `off`; a null ratio is DEFAULT_RATIO unless the paper policy or a
+    parameter target sets the layers."""
+    f = cfg.fs
+    if f.mode == "off":
+        return None
+    if f.mode == "genotype":
+        raise UserError("fs.mode genotype takes a genotype's FS settings; a --model network "
+                        "takes --fs off, fs, dfs or fs3d")
+    ratio = f.ratio
+    if ratio is None and f.policy == "ratio" and f.params is None:
+        ratio = DEFAULT_RATIO
+    try:
+        return Conversion(mode=f.mode, ratio=ratio, policy=f.policy, params=f.params,
+                          num_offsets=int(f.num_offsets or DEFAULT_OFFSETS),
+                          grad_reduce=f.grad_reduce).to_dict()
+    except ValueError as e:
+        raise UserError(f"bad FS settings: {e}") from None
+
+
+def make_spec(cfg: RetrainConfig, genotype: Genotype | None, num_classes: int,
               input_size: tuple[int, int]) -> NetSpec:
+    """The NetSpec of a registered network (`model.name` set) or of the genotype's."""
+    if cfg.model.name:
+        return NetSpec(genotype=None, init_channels=0, layers=0, num_classes=int(num_classes),
+                       input_size=input_size, model=str(cfg.model.name),
+                       settings=model_settings(cfg), conversion=conversion(cfg))
+    if genotype is None:
+        raise UserError("no network: give --genotype G (the DARTS network) or --model NAME")
+    if model_settings(cfg):
+        raise UserError(f"{', '.join('model.' + k for k in model_settings(cfg))} applies to a "
+                        "--model network, not to the DARTS network of --genotype; drop it")
+    if cfg.fs.mode == "fs3d" or cfg.fs.policy != "ratio" or cfg.fs.params is not None:
+        raise UserError("3D FS, fs.policy and fs.params convert a --model network's convs; the "
+                        "DARTS network's 1x1 convs take --fs off, fs, dfs or genotype and --ratio")
     return NetSpec(genotype=genotype, init_channels=int(cfg.init_channels),
                    layers=int(cfg.layers), num_classes=int(num_classes),
                    input_size=input_size, auxiliary=bool(cfg.auxiliary),

@@ -107,6 +107,26 @@ def _set_batch_counters(model: nn.Module, steps: int) -> None:
             m.num_batches_tracked.fill_(int(steps))
 
 
+def _row_groups(spec: NetSpec, model: nn.Module) -> dict[str, list[str]]:
+    """The table's rows, from the network's own structure: for the DARTS network its stems,
+    each cell and the classifier; for any other network each top-level child that holds
+    parameters (e.g. conv1, bn1, layer1..3, fc), in order."""
+    if not spec.is_darts:
+        return {n: [n] for n, m in model.named_children() if any(True for _ in m.parameters())}
+    groups = {"stem": [n for n in ("stem", "stem0", "stem1") if hasattr(model, n)]}
+    groups.update({f"cells.{i}": [f"cells.{i}"] for i in range(len(model.cells))})
+    groups["classifier"] = ["classifier"]
+    return groups
+
+
+def _kind(m: nn.Module) -> str:
+    """A short description of a row's module: its class, or a Sequential's blocks."""
+    if isinstance(m, nn.Sequential) and len(m):
+        kinds = {type(b).__name__ for b in m}
+        return f"{len(m)} x {kinds.pop()}" if len(kinds) == 1 else f"{len(m)} modules"
+    return type(m).__name__
+
+
 def summarize(spec: NetSpec, model: nn.Module | None = None, data: dict[str, Any] | None = None,
               meta: dict[str, Any] | None = None, train_steps: int | None = None) -> dict[str, Any]:
     """The report as a dict: {network, rows: [...], auxiliary_head, totals}.
@@ -124,16 +144,15 @@ def summarize(spec: NetSpec, model: nn.Module | None = None, data: dict[str, Any
     sizes = _bytes_by_part(hard.state_dict())
     sizes_wq = _bytes_by_part(quantized_state_dict(hard))
     macs = count_macs(model, spec.input_size, spec.in_channels)
-    stems = [n for n in ("stem", "stem0", "stem1") if hasattr(model, n)]
-    groups = {"stem": stems}
-    groups.update({f"cells.{i}": [f"cells.{i}"] for i in range(len(model.cells))})
-    groups["classifier"] = ["classifier"]
+    groups = _row_groups(spec, model)
     rows = []
     for part, names in groups.items():
         row: dict[str, Any] = {"part": part}
         if part.startswith("cells."):
             cell = model.get_submodule(part)
             row["type"] = f"{'reduce' if cell.reduction else 'normal'} C={cell.C}"
+        elif not spec.is_darts:
+            row["type"] = _kind(model.get_submodule(part))
         row.update(param_stats(nn.ModuleList(model.get_submodule(n) for n in names),
                                nn.ModuleList(hard.get_submodule(n) for n in names)))
         row["macs"] = sum(macs.get(n, 0) for n in names)
@@ -150,7 +169,7 @@ def summarize(spec: NetSpec, model: nn.Module | None = None, data: dict[str, Any
     totals["bytes_wq"] = sum(r["bytes_wq"] for r in rows)
     totals["file_bytes"] = exported_size(hard, spec, data, wq=False, meta=meta)
     # A --fs off network has no FS vectors to quantise: nothing writes a WQ file for it.
-    totals["file_bytes_wq"] = (None if spec.fs is None
+    totals["file_bytes_wq"] = (None if not spec.has_fs
                                else exported_size(hard, spec, data, wq=True, meta=meta))
     totals["file_bytes_exact"] = exact
     aux = None
@@ -169,19 +188,43 @@ def _fmt(v: Any, key: str) -> str:
     return f"{int(v):,}"
 
 
-def format_table(report: dict[str, Any]) -> str:
-    """A fixed-width text table of `summarize`'s report."""
-    net = report["network"]
+def describe_conversion(conversion: dict[str, Any] | None) -> str:
+    """One phrase for a registered network's FS conversion (space.convert.Conversion)."""
+    if conversion is None:
+        return "plain (no FS)"
+    c = conversion
+    kind = {"fs": "1D FS", "dfs": "DFS", "fs3d": "3D FS"}[c["mode"]]
+    if c["params"] is not None:
+        how = f"one ratio fitted to {c['params']:,} parameters"
+    elif c["policy"] == "paper":
+        how = "the paper's K3 per filter count, 1x1 at ratio 8"
+    else:
+        how = f"ratio {c['ratio']:g}"
+    return f"{kind}, {how}" + (f", {c['num_offsets']} offsets" if c["mode"] == "dfs" else "")
+
+
+def _head(net: dict[str, Any]) -> tuple[str, bool]:
+    """(the table's first line, whether the network has FS layers) of a NetSpec's dict."""
+    size = f"input {net['input_size'][0]}x{net['input_size'][1]}"
+    if net.get("model", "darts") != "darts":
+        settings = ", ".join(f"{k} {v}" for k, v in net["settings"].items())
+        return (f"network: {net['model']}{f' ({settings})' if settings else ''}, "
+                f"{net['num_classes']} classes, {size}; convs: "
+                f"{describe_conversion(net['conversion'])}", net["conversion"] is not None)
     fs = net["fs"]
     fs_txt = "off (plain DARTS)" if fs is None else (
         f"{'DFS' if fs['dfs'] else 'FS'} ratio {fs['ratio']:g}"
         + (f", {fs['num_offsets']} offsets" if fs["dfs"] else ""))
     per_op = describe_op_ratios(fs_from_dict(fs))
     fs_txt += f" (cell inputs; ops {per_op.removeprefix('per op: ')})" if per_op else ""
-    head = (f"network: {net['stem']} stem, C={net['init_channels']}, {net['layers']} cells, "
-            f"{net['num_classes']} classes, input {net['input_size'][0]}x{net['input_size'][1]}; "
-            f"1x1 convs: {fs_txt}")
-    wq = fs is not None  # a --fs off network has no FS vectors to quantise: no WQ export
+    return (f"network: {net['stem']} stem, C={net['init_channels']}, {net['layers']} cells, "
+            f"{net['num_classes']} classes, {size}; 1x1 convs: {fs_txt}", fs is not None)
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A fixed-width text table of `summarize`'s report."""
+    net = report["network"]
+    head, wq = _head(net)  # a --fs off network has no FS vectors to quantise: no WQ export
     columns = COLUMNS if wq else [c for c in COLUMNS if c[0] != "bytes_wq"]
     cols = [("part", "part"), ("type", "type")] + columns
     lines = []
@@ -195,7 +238,9 @@ def format_table(report: dict[str, Any]) -> str:
     out += [fmt_row(x) for x in lines[:-1]] + [out[2], fmt_row(lines[-1])]
     t = report["totals"]
     out.append("")
-    out.append(f"parameters {_fmt(t['params'], '')} (auxiliary head excluded, as DARTS counts)"
+    darts = report["network"].get("model", "darts") == "darts"
+    aux_note = " (auxiliary head excluded, as DARTS counts)" if darts else ""
+    out.append(f"parameters {_fmt(t['params'], '')}{aux_note}"
                f"; FS {_fmt(t['fs'], '')}; effective {_fmt(t['effective'], '')}"
                + (f" ({_fmt(t['weight_bytes_wq'], '')} weight bytes with 8-bit WQ: 1 byte per "
                   "FS element, 4 per other parameter)" if wq else ""))

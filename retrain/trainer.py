@@ -78,6 +78,23 @@ def harden_in_place(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         group["params"] = kept
 
 
+class CyclicMultiStep:
+    """The learning-rate factor of epoch e: `gamma` to the number of `milestones` (fractions of
+    a cycle) passed in e's cycle; `cycles` cycles of epochs/cycles epochs each, every one
+    restarting at factor 1. One cycle with milestones 0.5, 0.75 is the CIFAR ResNet
+    baselines' schedule (lr / 10 at 1/2 and 3/4 of training); four are FSNet's cyclical one.
+    A plain object (not a lambda) so that LambdaLR's state_dict, and so resume, keep it."""
+
+    def __init__(self, epochs: int, milestones: list[float], gamma: float, cycles: int) -> None:
+        self.epochs, self.cycles = int(epochs), int(cycles)
+        self.milestones, self.gamma = [float(m) for m in milestones], float(gamma)
+
+    def __call__(self, epoch: int) -> float:
+        # Exact position in the cycle: the fractional part of epoch * cycles / epochs.
+        where = (epoch * self.cycles % self.epochs) / self.epochs
+        return self.gamma ** sum(where >= m for m in self.milestones)
+
+
 class Trainer:
     """Trains `network` (built once, from `spec`, by retrain.setup.make_job) on one dataset;
     holds the optimizer, schedule, scaler and the figures a checkpoint keeps."""
@@ -104,6 +121,9 @@ class Trainer:
         if opt.schedule == "cosine":
             self.scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(
                 self.optimizer, self.epochs, eta_min=float(opt.lr_min))
+        elif opt.schedule == "multistep":
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, CyclicMultiStep(self.epochs, opt.milestones, opt.gamma, opt.cycles))
         else:
             self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, 1, float(opt.decay))
         self.scaler = grad_scaler(device, self.amp)
@@ -187,7 +207,8 @@ class Trainer:
 
     def loss_and_logits(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy (with label smoothing), plus the auxiliary head's, weighted."""
-        logits, logits_aux = self.net(x)
+        out = self.net(x)  # the DARTS networks also return their auxiliary head's logits
+        logits, logits_aux = out if isinstance(out, tuple) else (out, None)
         loss = self.criterion(logits, y)
         aux_w = float(self.cfg.auxiliary_weight)
         if logits_aux is not None and aux_w > 0:
@@ -220,7 +241,8 @@ class Trainer:
             self.harden()
         else:
             set_temperature(self.model, temperature_of_epoch(self.cfg, epoch, self.harden_at))
-        self.model.drop_path_prob = float(self.cfg.drop_path_prob) * epoch / self.epochs
+        if hasattr(self.model, "drop_path_prob"):  # the DARTS networks' drop path
+            self.model.drop_path_prob = float(self.cfg.drop_path_prob) * epoch / self.epochs
 
     def note_test(self, test_acc: float, epoch: int, seconds: float) -> bool:
         """Count the epoch's time; True when `test_acc` is the best so far."""

@@ -64,7 +64,7 @@ class _FSConvBase(nn.Module):
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
         dilation=1, groups: int = 1, bias: bool = False, ratio: float = 1.0,
-        grad_reduce: str = "mean",
+        grad_reduce: str = "mean", length: int | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -82,12 +82,17 @@ class _FSConvBase(nn.Module):
         K, n = out_channels, (in_channels // groups) * kh * kw
         shape = (f"{name}({in_channels}, {out_channels}, kernel_size={self.kernel_size}, "
                  f"groups={groups}; K={K} filters of n={n})")
+        if length is not None:  # a geometry that fixes L itself (space/fs3d.py)
+            ratio = K * n / int(length)
         ratio = float(ratio)
         if not ratio >= 1.0:  # also catches NaN
             raise ValueError(f"{shape}: ratio={ratio} < 1 is invalid; use ratio >= 1 "
                              "(1 = plain convolution, larger = more sharing)")
         # Exact rational ceil: K*n/ratio computed in floats can land just above an integer.
-        L = math.ceil(Fraction(K * n) / Fraction(ratio)) if math.isfinite(ratio) else 0
+        if length is not None:
+            L = int(length)
+        else:
+            L = math.ceil(Fraction(K * n) / Fraction(ratio)) if math.isfinite(ratio) else 0
         if L < n:
             raise ValueError(f"{shape}: ratio={ratio} gives FS length L={L} < n={n}, shorter "
                              f"than one filter; use ratio <= {K}")
@@ -129,9 +134,14 @@ class _FSConvBase(nn.Module):
         """Window starts, (K, candidates per filter)."""
         return self.offsets.view(-1, 1)
 
+    def _index_tensor(self) -> Tensor:
+        """The flat gather index, laid out (filter, element[, candidate]); the one place a
+        layer's sharing geometry is defined (space/fs3d.py overrides it)."""
+        return _windows(self._starts(), self.n, self.L)
+
     def _rebuild_index(self) -> None:
         # Non-persistent buffers: derived from offsets, rebuilt on load / offset change.
-        self.register_buffer("_index", _windows(self._starts(), self.n, self.L), persistent=False)
+        self.register_buffer("_index", self._index_tensor(), persistent=False)
         self._index_key = (self.offsets.data_ptr(), self.offsets._version)
         self._cache = None
 

@@ -49,8 +49,10 @@ def test_reference_lists_every_key_with_its_facts():
 
 def test_schema_choices_match_the_code():
     from retrain.setup import FS_MODES
+    from space.convert import MODES
 
-    assert FS_MODES == ("off", "fs", "dfs", "genotype")
+    assert FS_MODES == ("off", "fs", "dfs", "genotype", "fs3d")
+    assert set(FS_MODES) == {"off", "genotype", *MODES}  # the converter takes every FS kind
 
 
 def test_an_unknown_algorithm_is_one_line_naming_the_registered_ones():
