@@ -70,10 +70,6 @@ class FS3dConv2d(FSConv2d):
         if Cs < C:
             raise ValueError(f"{name}: channel_size={Cs} is below the filter's {C} channels; "
                              f"use channel_size >= {C}")
-        if H < kh or W < kw:
-            raise ValueError(f"{name}: the FS's {H} x {W} spatial size is smaller than the "
-                             f"{kh} x {kw} kernel (K1={k1}, K2={k2}, stride {x}x{y}); use a "
-                             "smaller K3 or a larger spatial stride")
         self.k1, self.k2, self.k3 = k1, k2, int(k3)
         self.spatial_stride, self.fs_shape = (x, y), (H, W, Cs)
         _FSConvBase.__init__(self, in_channels, out_channels, (kh, kw), stride, padding,
