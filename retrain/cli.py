@@ -157,10 +157,7 @@ def _network_choice(args: argparse.Namespace) -> Genotype | None:
     if args.model and args.genotype:
         raise UserError("give --genotype G (the DARTS network) or --model NAME, not both")
     if args.model:
-        try:
-            model_entry(args.model)
-        except ValueError as e:
-            raise UserError(str(e)) from None
+        setup.check_model(args.model)
         return None
     return setup.read_genotype(args.genotype)
 

@@ -34,6 +34,7 @@ from retrain.data import train_set
 from retrain.model import NetSpec, build_network, pick_stem
 from space.convert import Conversion
 from space.fs_model import set_grad_reduce
+from space.models import model_entry
 
 FS_MODES = leaf_keys(RetrainConfig)["fs.mode"].meta["choices"]  # --fs, and study.spec's
 
@@ -137,6 +138,14 @@ def dataset_shape(spec: str | None, cfg: RetrainConfig) -> tuple[int, tuple[int,
 
 def stem_for(cfg: RetrainConfig, input_size: tuple[int, int]) -> str:
     return pick_stem(input_size) if cfg.stem == "auto" else cfg.stem
+
+
+def check_model(name: str) -> None:
+    """A one-line UserError unless `name` is a registered network (or tv:<name>)."""
+    try:
+        model_entry(name)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def model_settings(cfg: RetrainConfig) -> dict[str, Any]:

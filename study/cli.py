@@ -99,9 +99,12 @@ def preflight(study: Study) -> dict[str, dict[str, Any]]:
         try:
             items = list(r.sets) + ([f"fs.mode={r.fs}"] if r.fs else [])
             items += [f"fs.ratio={r.ratio}"] if r.ratio is not None else []
+            items += [f"model.name={r.model}"] if r.model else []
             resolved = {"retrain": as_dict(rsetup.resolve(r.preset or "paper", items,
                                                           lambda cfg: False)), "search": None}
-            if s is None:
+            if r.model:
+                rsetup.check_model(r.model)
+            elif s is None:
                 if not (arm.source and arm.source.kind == "random"):  # drawn per run
                     rsetup.read_genotype(retrain_argv(arm, "")[1])
             else:

@@ -26,7 +26,9 @@ def path_arg(value: str) -> str:
 def retrain_argv(arm: Arm, dataset: str, genotype: str | None = None) -> list[str]:
     """`python -m retrain` options of an arm (seed, out and threads are added per run)."""
     r = arm.retrain
-    argv = ["--genotype", genotype or path_arg(r.genotype or ""), "--dataset", dataset]
+    network = (["--model", r.model] if r.model and not genotype
+               else ["--genotype", genotype or path_arg(r.genotype or "")])
+    argv = [*network, "--dataset", dataset]
     argv += ["--preset", path_arg(r.preset)] if r.preset else []
     argv += ["--fs", r.fs] if r.fs else []
     argv += ["--ratio", f"{r.ratio:g}"] if r.ratio is not None else []

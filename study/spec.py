@@ -29,15 +29,21 @@
       - name: plain-narrow             # plain, at the width matching a count
         fs: off
         match_arm: darts-v2-fit        # or match_params: 0.5M
+      - name: resnet20-fs4             # a registered network (retrain --model) instead of
+        model: resnet20                #   a genotype
+        fs: fs
+        ratio: 4
+        set: {model.width: 16}
     compare:                           # pairs of arms: the first minus the second
       - [dfs-r2, fs-off]
     slurm: {partition: gpu, time: "12:00:00", gpus_per_node: 1}   # optional: jobs under
                                        #   `--launcher slurm` (keys: study.cluster)
 
-An arm holds retrain options (`genotype`, `preset`, `fs`, `ratio`, `set`) and optionally a
+An arm holds retrain options (`genotype` or `model`, `preset`, `fs`, `ratio`, `set`) and optionally a
 `search` block (`preset`, `algo`, `fs`, `ratio`, `order`, `set`): the search runs first, with the same
 seed, and the arm's retrain trains its genotype.json (an arm with a search has no
-`genotype`). An arm has exactly one of `genotype`, `search` and `random: true`; `budget`,
+`genotype`). An arm has exactly one of `genotype`, `model`, `search` and `random: true` (a
+`model` arm ignores the defaults' genotype); `budget`,
 `ratios`, `match_params` and `match_arm` make or size its genotype (study.sources).
 `defaults` holds the same keys as an arm (but `name`); an arm's own keys win, and
 `set` items (also a search block's) are applied defaults first, so the arm's win. Relative
@@ -67,7 +73,7 @@ from study.sources import Source
 
 TOP_KEYS = ("name", "dataset", "out", "seeds", "threads", "defaults", "arms", "compare",
             "slurm")
-ARM_KEYS = ("name", "genotype", "preset", "fs", "ratio", "set", "search", *sources.KEYS)
+ARM_KEYS = ("name", "genotype", "model", "preset", "fs", "ratio", "set", "search", *sources.KEYS)
 SEARCH_KEYS = ("preset", "algo", "fs", "ratio", "order", "set")
 RETRAIN_FS = FS_MODES  # retrain's --fs choices
 SEARCH_FS = CHOICES["fs.mode"]  # search's
@@ -84,6 +90,7 @@ class Stage:
     order: str | None = None
     algo: str | None = None
     genotype: str | None = None
+    model: str | None = None
     sets: tuple[str, ...] = ()
 
 
@@ -204,6 +211,7 @@ def _stage(data: dict[str, Any], where: str, search: bool) -> Stage:
         raise _fail(where, "ratio has no effect with fs off; drop it")
     return Stage(preset=_text(data.get("preset"), "preset", where), fs=fs, ratio=ratio,
                  order=order, algo=algo, genotype=_text(data.get("genotype"), "genotype", where),
+                 model=None if search else _text(data.get("model"), "model", where),
                  sets=parse_sets(data.get("set"), where))
 
 
@@ -235,6 +243,8 @@ def _arm(raw: Any, defaults: dict[str, Any], where: str, index: int) -> Arm:
     data = _merge(defaults, raw, where)
     at = f"{where}: arm {name!r}"
     search = None
+    if data.get("model") is not None:
+        return _model_arm(name, data, raw, at)
     source = sources.parse(data, raw, at)
     if source is not None and source.kind == "random":
         data.pop("genotype", None)
@@ -250,6 +260,19 @@ def _arm(raw: Any, defaults: dict[str, Any], where: str, index: int) -> Arm:
         raise UserError(f"{at}: needs a `genotype` (zoo name, file, search run), a `search` "
                         "block or `random: true`")
     return Arm(name=name, retrain=_stage(data, at, search=False), search=search, source=source)
+
+
+def _model_arm(name: str, data: dict[str, Any], raw: dict[str, Any], at: str) -> Arm:
+    """An arm that trains a registered network (retrain --model); the defaults' genotype, if
+    any, does not apply to it."""
+    if raw.get("genotype") is not None or data.get("search") is not None:
+        raise UserError(f"{at}: has `model` and a genotype source (`genotype` or `search`); a "
+                        "model arm trains the registered network, so drop one")
+    if any(k in raw for k in sources.KEYS):
+        raise UserError(f"{at}: {', '.join(k for k in sources.KEYS if k in raw)} sizes a DARTS "
+                        "genotype; a model arm sets model.width or fs.params in `set` instead")
+    data = {k: v for k, v in data.items() if k not in ("genotype", *sources.KEYS)}
+    return Arm(name=name, retrain=_stage(data, at, search=False))
 
 
 def _seeds(value: Any, where: str) -> list[int]:
