@@ -129,3 +129,9 @@ def test_generators_write_only_into_a_checkout(tmp_path, monkeypatch, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "not a checkout" in err and "run this command there" in err
+
+
+def test_ci_runs_the_wheel_smoke_test_after_the_suite():
+    lines = [x.strip() for x in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert lines.index("tools/wheel_smoke.sh") > lines.index("./run_tests.sh")
+    assert (ROOT / "tools" / "wheel_smoke.sh").stat().st_mode & 0o111  # executable
