@@ -7,6 +7,7 @@ import argparse
 from typing import Any, NoReturn
 
 from common.config_schema import RetrainConfig
+from common.runlog import console_script
 from common.schema import resumable_keys
 
 #: Shorthand flag (argparse dest) -> config key, in both CLIs; each may add its own.
@@ -44,7 +45,12 @@ def fixed_on_resume(items: list[str], resumable: tuple[str, ...] = RESUMABLE) ->
 
 class Parser(argparse.ArgumentParser):
     """argparse with the project's error style: one line, `error: ...`, exit status 2 (the
-    usage text stays behind --help)."""
+    usage text stays behind --help). Run as a console script (dfsnet-search, ...), its usage
+    and hints name that script rather than `prog`'s `python -m ...`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prog = console_script() or self.prog
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")

@@ -1,9 +1,9 @@
 """YAML presets with separate `search` and `retrain` sections, and command-line overrides.
 
-A preset is `configs/<name>.yaml` (or any YAML file path), validated against the schema
-(common.config_schema). Overrides are `key.sub=value` strings; values are parsed as YAML
-scalars/lists and typed by the schema, and unknown keys are rejected so that a typo never
-silently does nothing.
+A preset is a name (a YAML file packaged in common/presets/, see common.preset_files) or any
+YAML file path, validated against the schema (common.config_schema). Overrides are
+`key.sub=value` strings; values are parsed as YAML scalars/lists and typed by the schema, and
+unknown keys are rejected so that a typo never silently does nothing.
 """
 
 from __future__ import annotations
@@ -12,25 +12,31 @@ import contextlib
 import copy
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from common import schema
 from common.checks import check_fs_ratio as check_fs_ratio  # study.spec's and the tests'
 from common.config_schema import SECTIONS
-from common.errors import UserError
+from common.errors import UserError, listing
 from common.files import atomic_write_text
+from common.preset_files import available_presets, packaged_preset
 from common.schema import Key, as_dict
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+#: What a --help line says instead of an empty list (an install without its package data).
+NO_PRESETS = "none installed: reinstall dfsnet-darts"
 
 
-def available_presets() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+def preset_choices() -> str:
+    """The preset names for a message or a --help line; never an empty list."""
+    return listing(available_presets(), NO_PRESETS)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path | Traversable) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
@@ -40,20 +46,22 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _preset_path(preset: str) -> Path:
+def _preset_path(preset: str) -> Path | Traversable:
     path = Path(preset)
-    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
-        path = CONFIG_DIR / f"{preset}.yaml"
-        if not path.is_file():
-            raise UserError(
-                f"unknown preset {preset!r}; choose one of {', '.join(available_presets())} "
-                "or give a path to a YAML file"
-            )
-    return path
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    packaged = packaged_preset(preset)
+    if packaged is None:
+        names = available_presets()
+        what = (f"choose one of {', '.join(names)} or give" if names else
+                "this installation has no named presets (its package data is missing: reinstall "
+                "dfsnet-darts), so give")
+        raise UserError(f"unknown preset {preset!r}; {what} a path to a YAML file")
+    return packaged
 
 
 def load_preset(preset: str, section: str) -> dict[str, Any]:
-    """The `section` of a preset given by name (configs/<name>.yaml) or by a YAML file path.
+    """The `section` of a preset given by name (common/presets/<name>.yaml) or by a YAML file path.
 
     A preset may name a `base` preset whose section it updates key by key, or whose section
     it takes whole when it has none of its own."""

@@ -1,8 +1,9 @@
-"""docs/configuration.md and configs/paper.yaml, generated from the config schema.
+"""docs/configuration.md and the paper preset (common/presets/paper.yaml, copied to
+configs/), generated from the config schema.
 
     python -m common.config_docs            # the reference (Markdown) on stdout
     python -m common.config_docs --paper    # the paper preset (YAML) on stdout
-    python -m common.config_docs --write    # both, into docs/ and configs/
+    python -m common.config_docs --write    # both, into a checkout's docs/ and presets
 
 tests/test_config_schema.py checks that the committed files are what this writes.
 """
@@ -16,11 +17,13 @@ from typing import Any
 import yaml
 
 from common.config_schema import SECTIONS
+from common.errors import cli_entry
+from common.preset_files import FOLDER, checkout_root, write_checkout_copies
 from common.schema import Key, keys
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCS_FILE = ROOT / "docs" / "configuration.md"
-PAPER_FILE = ROOT / "configs" / "paper.yaml"
+#: The files --write generates, relative to a checkout (checkout_root).
+DOCS_FILE = Path("docs") / "configuration.md"
+PAPER_FILE = Path("common") / FOLDER / "paper.yaml"
 _KINDS = {int: "integer", float: "number", bool: "boolean", str: "text",
           list: "list of numbers", dict: "mapping"}
 
@@ -55,16 +58,17 @@ def markdown() -> str:
         " edit the schema, not this file. -->",
         "",
         "A run's config is the `search:` or `retrain:` section of a preset (`--preset NAME`:",
-        "configs/NAME.yaml, or a YAML path; a preset may name a `base` preset it overrides, and",
-        "keys it leaves out take the defaults below, which are the `paper` preset), then each",
-        "`--set KEY=VALUE` in order, then the shorthand flags (`--epochs`, `--ratio`,",
-        "`--threads`, ...). Values are YAML: `--set fs.ratios=[1,2,4,8]`, `--set arch.lr=3e-3`,",
-        "`--set data.max_images=null`. `--print-config` shows the result. A run records it in",
-        "RUN_DIR/config.yaml, and `--resume RUN_DIR` changes only the keys marked resumable.",
+        "common/presets/NAME.yaml, which configs/ copies, or a YAML path; a preset may name a",
+        "`base` preset it overrides, and keys it leaves out take the defaults below, which are",
+        "the `paper` preset), then each `--set KEY=VALUE` in order, then the shorthand flags",
+        "(`--epochs`, `--ratio`, `--threads`, ...). Values are YAML: `--set fs.ratios=[1,2,4,8]`,",
+        "`--set arch.lr=3e-3`, `--set data.max_images=null`. `--print-config` shows the result.",
+        "A run records it in RUN_DIR/config.yaml, and `--resume RUN_DIR` changes only the keys",
+        "marked resumable.",
         "",
         "Adding a key: declare it in common/config_schema.py (`key(default, help, ...)`), read",
         "it where it is used (`cfg.section.key`), and run `python -m common.config_docs --write`",
-        "(this file and configs/paper.yaml). Runs made before it was added resume with its",
+        "(this file and the paper preset). Runs made before it was added resume with its",
         "default.",
     ]
     for name, cls in SECTIONS.items():
@@ -113,11 +117,15 @@ def paper_yaml() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+@cli_entry
 def main(argv: list[str]) -> int:
     if "--write" in argv:
-        DOCS_FILE.write_text(markdown())
-        PAPER_FILE.write_text(paper_yaml())
-        print(f"wrote {DOCS_FILE.relative_to(ROOT)} and {PAPER_FILE.relative_to(ROOT)}")
+        root = checkout_root()  # an installed copy has no docs/ to write
+        (root / DOCS_FILE).write_text(markdown())
+        (root / PAPER_FILE).write_text(paper_yaml())
+        copies = write_checkout_copies(root)
+        print(f"wrote {DOCS_FILE} and {PAPER_FILE}"
+              + "".join(f", {p.relative_to(root)}" for p in copies))
     else:
         sys.stdout.write(paper_yaml() if "--paper" in argv else markdown())
     return 0

@@ -1,6 +1,6 @@
 """Every config key of both pipelines: type, default, allowed values, help, and whether
-`--resume` may change it. The defaults are the paper preset (configs/paper.yaml is generated
-from here, as is docs/configuration.md: `python -m common.config_docs --write`).
+`--resume` may change it. The defaults are the paper preset (common/presets/paper.yaml is
+generated from here, as is docs/configuration.md: `python -m common.config_docs --write`).
 
 Adding a key: declare it here with `key(...)`, read it where it is used (`cfg.section.name`),
 and run the command above; presets, `--set`, the checks, `--resume` and the docs follow.

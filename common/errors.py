@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -14,6 +14,13 @@ F = TypeVar("F", bound=Callable[..., object])
 class UserError(Exception):
     """A problem with the user's input or environment; its message is one line that says what
     was wrong and what to do."""
+
+
+def listing(items: Iterable[object], empty: str) -> str:
+    """The items joined by ', ' for a message, or `empty` (what to do instead) when there are
+    none: a message never offers an empty list of choices."""
+    names = [str(i) for i in items]
+    return ", ".join(names) if names else empty
 
 
 class Diverged(UserError):

@@ -108,11 +108,23 @@ def make_run_dir(out: str | Path | None, kind: str, tag: str, overwrite: bool = 
 LAUNCHER_ENV = "DFS_LAUNCHER"
 
 
+#: The console scripts' common prefix (pyproject.toml's [project.scripts]: dfsnet-search, ...).
+SCRIPT_PREFIX = "dfsnet-"
+
+
+def console_script() -> str | None:
+    """The name of the console script this process runs as (`dfsnet-search`, ...), or None
+    under `python -m` (whose argv[0] is the module's file)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name.startswith(SCRIPT_PREFIX) else None
+
+
 def command_line(module: str, argv: list[str] | None = None) -> list[str]:
     """The command that started this run, for config.yaml: `./run_search.sh ARGS` when the
-    script launched it, else `python -m MODULE ARGS` (argv None: this process's arguments)."""
+    script launched it, `dfsnet-MODULE ARGS` from a console script, else `python -m MODULE
+    ARGS` (argv None: this process's arguments)."""
     args = sys.argv[1:] if argv is None else list(argv)
-    launcher = os.environ.get(LAUNCHER_ENV)
+    launcher = os.environ.get(LAUNCHER_ENV) or console_script()
     return [launcher, *args] if launcher else ["python", "-m", module, *args]
 
 

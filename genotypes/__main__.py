@@ -95,7 +95,10 @@ def _random(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m genotypes`."""
-    ap = argparse.ArgumentParser(prog="python -m genotypes", description=__doc__)
+    # Run as the dfsnet-genotypes console script, the usage names it (as common.cli_flags does).
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    ap = argparse.ArgumentParser(prog=script if script.startswith("dfsnet-") else "python -m genotypes",
+                                 description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     s = sub.add_parser("show", help="print a genotype as JSON and as the DARTS repr")
     s.add_argument("genotype", help=_G_HELP)

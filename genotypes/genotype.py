@@ -96,6 +96,8 @@ def _known_ops(primitives: Sequence[str]) -> list[str]:
 def validate(g: Genotype, primitives: Sequence[str] = PRIMITIVES) -> Genotype:
     """Check `g` against the DARTS cell space; return it unchanged or raise GenotypeError."""
     known = _known_ops(primitives)
+    if not known:  # else every op would be "unknown" with an empty list of the known ones
+        raise ValueError("validate() needs the space's op names (primitives); it was given none")
     for cell in ("normal", "reduce"):
         edges = getattr(g, cell)
         if len(edges) != _NUM_EDGES_KEPT:

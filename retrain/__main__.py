@@ -8,6 +8,7 @@ from common.cpu import choose_openmp_wait_policy
 # threads made a smoke retrain epoch 30x slower; on free cores spinning is 1.75x faster.
 choose_openmp_wait_policy()
 
-from retrain.cli import main  # noqa: E402
+from retrain.cli import main  # noqa: E402  (also the dfsnet-retrain console script's)
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

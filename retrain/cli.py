@@ -32,7 +32,7 @@ from common.cli_flags import (
     override_key,
     ratio_arg,
 )
-from common.config import available_presets, load_config_file, resolve_config
+from common.config import load_config_file, preset_choices, resolve_config
 from common.config_schema import RetrainConfig
 from common.cpu import cpu_budget
 from common.distributed import DistInfo, cleanup, init_distributed, rank0_first
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved retrain config (YAML) and exit")
     p.add_argument("--preset", default="paper",
-                   help=f"config preset ({', '.join(available_presets())}) or a YAML file")
+                   help=f"config preset ({preset_choices()}) or a YAML file (default: paper)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optimizer.lr=0.05 (repeatable)")
     p.add_argument("--epochs", type=int, help="training epochs (paper: 600 CIFAR, 250 ImageNet)")

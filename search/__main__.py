@@ -8,7 +8,7 @@ from common.cpu import choose_openmp_wait_policy
 # which is faster (common/cpu.py).
 choose_openmp_wait_policy()
 
-from search.cli import main  # noqa: E402
+from search.cli import main  # noqa: E402  (also the dfsnet-search console script's)
 
 if __name__ == "__main__":
     main()

@@ -25,7 +25,7 @@ from common.cli_flags import (
     override_key,
     ratio_arg,
 )
-from common.config import load_config_file, resolve_config
+from common.config import load_config_file, preset_choices, resolve_config
 from common.config_schema import SearchConfig
 from common.cpu import CpuBudget, busy_note, cpu_budget
 from common.data import open_dataset
@@ -65,7 +65,7 @@ examples:
 
 DATASET is cifar10, cifar100 (downloaded into --data-root), imagenet (DATA_ROOT/imagenet/
 {train,val}) or a folder with train/<class>/<image> (and optionally test/ or val/).
-Every key of the `search:` section of configs/PRESET.yaml can be set with --set KEY=VALUE
+Every key of the `search:` section of a preset (configs/) can be set with --set KEY=VALUE
 (see --print-config); the shorthand flags below are applied after the --set items.
 Threads and loader workers not set are chosen to fit the cores (shown at start-up).
 """
@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="run_search.sh", description="DARTS search over FS/DFS convolutions.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", nargs="?", help="cifar10 | cifar100 | imagenet | PATH (ImageFolder)")
-    p.add_argument("--preset", default="paper", help="configs/NAME.yaml or a YAML path (default: paper)")
+    p.add_argument("--preset", default="paper",
+                   help=f"a preset ({preset_choices()}) or a YAML path (default: paper)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set weights.lr=0.05 (repeatable)")
     p.add_argument("--epochs", type=int)

@@ -29,7 +29,7 @@ from typing import Any
 from common.cli_flags import Parser
 from common.config import resolve_config, save_config
 from common.cpu import available_cores
-from common.errors import UserError, cli_entry
+from common.errors import UserError, cli_entry, listing
 from common.schema import as_dict, flatten
 from study import layout
 from study.commands import NAMED_DATASETS, dataset_arg, retrain_argv, search_argv
@@ -212,7 +212,7 @@ def _chosen_arms(study: Study, names: str | None) -> Study:
             near = difflib.get_close_matches(n, known, 1)
             hint = f"did you mean {near[0]!r}? " if near else ""
             raise UserError(f"--arms: {n!r} is not an arm of {study.name}; {hint}its arms: "
-                            f"{', '.join(known)}")
+                            f"{listing(known, 'none (add arms to the study file)')}")
     return dataclasses.replace(study, arms=[a for a in study.arms if a.name in wanted])
 
 

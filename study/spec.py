@@ -63,9 +63,10 @@ from typing import Any
 import yaml
 
 from common.config import check_fs_ratio
-from common.errors import UserError
+from common.errors import UserError, listing
 from retrain.setup import FS_MODES
 from search.algorithms import ALGORITHMS
+from search.algorithms.base import algorithm_choices
 from search.settings import CHOICES
 from study import cluster, sources
 from study.cluster import SlurmOptions
@@ -175,7 +176,8 @@ def _fs(value: Any, allowed: tuple[str, ...], where: str) -> str | None:
     if value is False:  # YAML reads `off` as false
         value = "off"
     if value not in allowed:
-        raise _fail(where, f"fs {value!r} is unknown; use one of {', '.join(allowed)}")
+        raise _fail(where, f"fs {value!r} is unknown; use one of "
+                    f"{listing(allowed, 'none (this stage takes no fs): drop it')}")
     return str(value)
 
 
@@ -204,7 +206,8 @@ def _stage(data: dict[str, Any], where: str, search: bool) -> Stage:
             raise _fail(where, f"order {order!r} is unknown; use first or second")
         algo = data.get("algo")
         if algo is not None and algo not in ALGORITHMS:
-            raise _fail(where, f"algo {algo!r} is unknown; use one of {', '.join(ALGORITHMS)}")
+            raise _fail(where, f"algo {algo!r} is unknown; use one of "
+                        f"{algorithm_choices()}")
     fs = _fs(data.get("fs"), SEARCH_FS if search else RETRAIN_FS, where)
     ratio = _ratio(data.get("ratio"), where)
     if fs == "off" and ratio is not None:

@@ -22,17 +22,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_generated_reference_and_paper_preset_are_committed():
-    """docs/configuration.md and configs/paper.yaml are `python -m common.config_docs
-    --write`'s output: run it after changing the schema."""
-    assert config_docs.DOCS_FILE.read_text() == config_docs.markdown()
-    assert config_docs.PAPER_FILE.read_text() == config_docs.paper_yaml()
+    """docs/configuration.md and the paper preset (common/presets/paper.yaml, copied to
+    configs/) are `python -m common.config_docs --write`'s output: run it after changing the
+    schema."""
+    assert (ROOT / config_docs.DOCS_FILE).read_text() == config_docs.markdown()
+    assert (ROOT / config_docs.PAPER_FILE).read_text() == config_docs.paper_yaml()
+    assert (ROOT / "configs" / "paper.yaml").read_text() == config_docs.paper_yaml()
 
 
 def test_paper_preset_is_the_schema_defaults_and_every_preset_validates():
     for section, cls in SECTIONS.items():
         assert build(cls, load_preset("paper", section)) == cls()
     for preset in available_presets():
-        data = yaml.safe_load((ROOT / "configs" / f"{preset}.yaml").read_text())
+        data = yaml.safe_load((ROOT / "common" / "presets" / f"{preset}.yaml").read_text())
         for section in SECTIONS:
             if section in data:
                 resolve_config(section, preset)

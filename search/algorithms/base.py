@@ -6,10 +6,16 @@ from collections.abc import Callable
 from typing import Any
 
 from common.config_schema import SearchConfig
-from common.errors import UserError
+from common.errors import UserError, listing
 from space.supernet import SearchNetwork
 
 ALGORITHMS: dict[str, type[Algorithm]] = {}
+
+
+def algorithm_choices() -> str:
+    """The registered names for a message; never an empty list (search.algorithms.MODULES
+    registers them on import)."""
+    return listing(ALGORITHMS, "none (no algorithm is registered: reinstall dfsnet-darts)")
 
 
 def register(name: str) -> Callable[[type[Algorithm]], type[Algorithm]]:
@@ -57,5 +63,5 @@ def make_algorithm(cfg: SearchConfig) -> Algorithm:
     name = cfg.algorithm
     if name not in ALGORITHMS:
         raise UserError(f"config algorithm={name!r} is invalid: choose one of "
-                        f"{', '.join(ALGORITHMS)}")
+                        f"{algorithm_choices()}")
     return ALGORITHMS[name](cfg)
