@@ -96,6 +96,8 @@ def run_training(job: setup.Job, out: str | Path | None, resume: bool,
                     say(f"resuming {run_dir} at epoch {trainer.start_epoch + 1}/{trainer.epochs} "
                         f"on {device} with {budget.describe()}", main)
             else:
+                if resume and main:  # no checkpoint yet: a logged first epoch runs again
+                    outputs.log.truncate(0)
                 say(f"retraining into {run_dir}: {len(train_ds)} train / {len(test_ds)} test "
                     f"images, {spec.stem} network C={spec.init_channels} x {spec.layers} cells; "
                     f"{trainer.epochs} epoch(s) on {device} with {budget.describe()}", main)
