@@ -16,7 +16,7 @@ from common.schema import as_dict
 from genotypes import PRIMITIVES, Genotype, from_dict
 from search.data import SearchData
 from search.ddp import ranks_agree
-from search.outputs import RunOutputs, epoch_record, summary_line
+from search.outputs import RunOutputs, epoch_record, summary_line, warn
 from search.trainer import SearchTrainer, temperature_of_epoch
 from space.budget import EDGES, fit_to_budget
 from space.fs_model import set_temperature
@@ -56,6 +56,25 @@ def final_genotype(trainer: SearchTrainer, cfg: SearchConfig, main: bool) -> Gen
     return g
 
 
+#: Mean edge entropy (nats) below which the op weights count as collapsed: every edge puts
+#: more than 99.9% on one op (uniform over 8 ops is ln 8 = 2.079).
+COLLAPSED = 0.01
+
+
+def collapse_warning(record: dict[str, Any], cfg: SearchConfig) -> bool:
+    """Warn (once) when the op weights have collapsed onto one op per edge, which an
+    architecture learning rate far too high does in its first steps: the search then
+    derives its genotype from noise. Returns whether it warned."""
+    h = record["alpha_entropy"]
+    if max(h.values()) >= COLLAPSED:
+        return False
+    warn(f"the op weights collapsed onto one op per edge by epoch {record['epoch'] + 1} "
+         f"(H(alpha) {h['normal']:.3f}/{h['reduce']:.3f}, uniform 2.079): arch.lr "
+         f"{float(cfg.arch.lr):g} is likely far too high (DARTS uses 3e-4); start again with a "
+         "lower one")
+    return True
+
+
 def run_search(
     cfg: SearchConfig, data: SearchData, run_dir: Path, dataset: str, device: torch.device,
     dist_info: DistInfo, resume_state: dict[str, Any] | None = None, preset: str = "paper",
@@ -79,6 +98,7 @@ def run_search(
                          cfg.log.tensorboard)
     dfs = cfg.fs.mode == "dfs"
     last: dict[str, Any] | None = None
+    collapsed = False
     logged = outputs.log.read() if start > 0 and main else []
     previous = from_dict(logged[-1]["genotype"]) if logged else None
     for epoch in range(start, epochs):
@@ -99,6 +119,8 @@ def run_search(
                  "device": device.type, "precision": computes_in, **trainer.state_dict()}
         outputs.epoch_done(epoch, last, g, state)
         say(summary_line(last, epochs), main)
+        if main and not collapsed:
+            collapsed = collapse_warning(last, cfg)
     if last is None and main:  # resumed a finished run: report what it found
         records = outputs.log.read()
         last = records[-1] if records else None
