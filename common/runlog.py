@@ -70,7 +70,7 @@ def check_run_dir(out: str | Path | None, overwrite: bool = False) -> None:
     if not is_run_dir(out):
         raise UserError(_not_a_run(out))
     # A run still going in `out` is refused before anything else (its process id named).
-    check_unlocked(out, f"run again (or choose another --out than {out})")
+    check_unlocked(out, "run again, or choose another --out")
     if not overwrite:
         raise UserError(
             f"run directory {out} already exists; pass --overwrite to replace its run files, "
@@ -118,7 +118,7 @@ def make_run_dir(out: str | Path | None, kind: str, tag: str, overwrite: bool = 
     check_run_dir(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     # Held until the command ends: a second run into `out` is refused (common.runlock).
-    hold_run_dir(out, f"run again (or choose another --out than {out})")
+    hold_run_dir(out, "run again, or choose another --out")
     if _has_files(out):
         check_run_dir(out, overwrite)  # again, under the lock: the folder may have changed
         kept = clear_run_dir(out)

@@ -257,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
         refuse_if_live(out, args.study)
     out.mkdir(parents=True, exist_ok=True)
     # The same lock as a search's or a retrain's run directory (common.runlock).
-    lock = RunLock(out, f"run the study again (or choose another --out than {out})")
+    lock = RunLock(out, "run the study again")
     save_config(record, out / layout.RECORD)
     old = signal.signal(signal.SIGTERM, _interrupt)
     try:
