@@ -56,20 +56,22 @@ def final_genotype(trainer: SearchTrainer, cfg: SearchConfig, main: bool) -> Gen
     return g
 
 
-#: Mean edge entropy (nats) below which the op weights count as collapsed: every edge puts
-#: more than 99.9% on one op (uniform over 8 ops is ln 8 = 2.079).
-COLLAPSED = 0.01
+#: An op weight below this (a logit more than 27 below its edge's largest) has a gradient
+#: too small for the op ever to come back. DARTS's settings (arch.lr 3e-4, Adam) move a logit
+#: by a few units over a whole search; a far too high arch.lr gets there in its first steps.
+DEAD_WEIGHT = 1e-12
 
 
 def collapse_warning(record: dict[str, Any], cfg: SearchConfig) -> bool:
-    """Warn (once) when the op weights have collapsed onto one op per edge, which an
-    architecture learning rate far too high does in its first steps: the search then
-    derives its genotype from noise. Returns whether it warned."""
-    h = record["alpha_entropy"]
-    if max(h.values()) >= COLLAPSED:
+    """Warn (once) when op weights have collapsed (below DEAD_WEIGHT): the search then derives
+    its genotype from its first noisy steps. Returns whether it warned."""
+    weights = [w for cell in ("alphas_normal", "alphas_reduce") for edge in record[cell]
+               for w in edge]
+    dead = sum(w < DEAD_WEIGHT for w in weights)
+    if not dead:
         return False
-    warn(f"the op weights collapsed onto one op per edge by epoch {record['epoch'] + 1} "
-         f"(H(alpha) {h['normal']:.3f}/{h['reduce']:.3f}, uniform 2.079): arch.lr "
+    warn(f"{dead} of {len(weights)} op weights collapsed below {DEAD_WEIGHT:g} by epoch "
+         f"{record['epoch'] + 1} (those ops can no longer be chosen): arch.lr "
          f"{float(cfg.arch.lr):g} is likely far too high (DARTS uses 3e-4); start again with a "
          "lower one")
     return True
