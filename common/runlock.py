@@ -71,6 +71,8 @@ def check_unlocked(folder: str | Path, doing: str = "use it") -> None:
     without a lock file was never locked and is not touched."""
     if str(Path(folder).resolve()) in _HELD:  # this process holds it: flock would refuse us
         return
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 asks for all (no race)
+        return
     if (Path(folder) / LOCK_FILE).is_file():
         RunLock(folder, doing).release()
 
