@@ -10,8 +10,13 @@ from pathlib import Path
 def _umask_mode() -> int:
     """0o666 less the process's umask: the mode open() gives a new file. mkstemp makes its
     file 0600, which would leave every run file readable by its owner alone."""
-    mask = os.umask(0)
-    os.umask(mask)
+    try:  # Linux reports the umask without changing it (os.umask would, for a moment, in
+        # every thread of the process)
+        with open("/proc/self/status") as f:
+            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0)
+        os.umask(mask)
     return 0o666 & ~mask
 
 
