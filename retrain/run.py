@@ -73,7 +73,8 @@ def run_training(job: setup.Job, out: str | Path | None, resume: bool,
         else:
             run_dir = _run_dir(out, _tag(run["dataset"]), overwrite, main)
             if main:
-                write_run_files(run_dir, cfg, run)
+                with interrupt_advice(run_dir, LATEST):  # a full disk: what is kept
+                    write_run_files(run_dir, cfg, run)
         d = cfg.data
         train_ds = rdata.train_set(train, test, info, d.max_images, cfg.cutout)
         test_ds = rdata.test_set(train, test, info, d.max_test_images)

@@ -254,12 +254,15 @@ def _main(argv: list[str] | None) -> None:
             run_dir = Path(rank0_first(dist_info, lambda first: str(make_run_dir(
                 args.out, "search", _tag(dataset), args.overwrite)), share=True))
             if dist_info.is_main:
-                save_run_config(run_dir, cfg, dataset, preset, command)
+                with interrupt_advice(run_dir, CHECKPOINT):  # a full disk: what is kept
+                    save_run_config(run_dir, cfg, dataset, preset, command)
         elif dist_info.is_main:
-            JsonlLog(run_dir / LOG).truncate(int(state["epoch"]))
-            saved = load_config_file(run_dir / CONFIG)
-            save_run_config(run_dir, cfg, dataset, preset, shlex.split(saved.get("command", "")),
-                            list(saved.get("resumed") or []) + [shlex.join(command)])
+            with interrupt_advice(run_dir, CHECKPOINT):
+                JsonlLog(run_dir / LOG).truncate(int(state["epoch"]))
+                saved = load_config_file(run_dir / CONFIG)
+                save_run_config(run_dir, cfg, dataset, preset,
+                                shlex.split(saved.get("command", "")),
+                                list(saved.get("resumed") or []) + [shlex.join(command)])
         with interrupt_advice(run_dir, CHECKPOINT, dist_info.is_main):
             _start(cfg, sd, info, run_dir, dataset, preset, device, dist_info, state, budget)
     finally:

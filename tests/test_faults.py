@@ -188,6 +188,20 @@ def test_full_disk_on_a_small_tmpfs(folder, tmp_path, capsys, monkeypatch):
         subprocess.run(["umount", str(mnt)], check=False)
 
 
+def test_a_full_disk_before_the_first_checkpoint_says_to_start_again(folder, tmp_path, capsys,
+                                                                      monkeypatch):
+    import search.cli
+
+    def full(run_dir, *args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / "config.yaml"))
+
+    monkeypatch.setattr(search.cli, "save_run_config", full)
+    run = tmp_path / "run"
+    err = one_line_exit(search_main, [str(folder), *TINY, "--out", str(run)], capsys)
+    assert f"{run / 'config.yaml'}: No space left on device; free some disk space" in err
+    assert "no checkpoint yet" in err and f"--out {run} --overwrite" in err
+
+
 def test_a_file_system_error_is_one_line(capsys):
     @cli_entry
     def main(argv):
