@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torchvision import datasets, transforms
 
+from common.data_check import check_images, check_links
 from common.errors import UserError
 from common.shapes import KNOWN, is_large
 
@@ -128,22 +129,31 @@ def _folder_stats(ds: datasets.ImageFolder, limit: int = 500):
     return size, mean, std
 
 
+def _read_folder(split: Path) -> datasets.ImageFolder:
+    """An ImageFolder of `split`, its symlinks checked first (common.data_check)."""
+    check_links(split)
+    try:
+        return datasets.ImageFolder(str(split))
+    except (FileNotFoundError, RuntimeError) as e:
+        raise UserError(f"cannot read {split} as an ImageFolder ({e}); check the layout") from None
+
+
 def _image_folder(path: Path, name: str, imagenet: bool):
     train_dir = path / "train"
     if not train_dir.is_dir():
         raise UserError(f"{path} has no train/ folder; an ImageFolder dataset needs "
                         "DIR/train/<class>/<image> (and optionally DIR/test or DIR/val)")
-    try:
-        train = datasets.ImageFolder(str(train_dir))
-    except (FileNotFoundError, RuntimeError) as e:
-        raise UserError(f"cannot read {train_dir} as an ImageFolder ({e}); check the layout") from None
+    train = _read_folder(train_dir)
     test = None
     for split in ("test", "val"):
         if (path / split).is_dir():
-            test = datasets.ImageFolder(str(path / split))
+            test = _read_folder(path / split)
             if test.classes != train.classes:
                 raise UserError(f"{path / split} has other classes than {train_dir}; fix the folders")
             break
+    # Every image, before anything uses one (and before any run directory exists).
+    check_images(path, [p for p, _ in train.samples], None if test is None else
+                 [p for p, _ in test.samples])
     if imagenet:
         size, (mean, std) = (224, 224), IMAGENET_STATS
     else:

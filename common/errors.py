@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -27,8 +28,11 @@ class Diverged(UserError):
     """A loss or a parameter became NaN/inf; the run stops before saving that state, so its
     last checkpoint is the last good one."""
 
-    def __init__(self, pipeline: str, epoch: int, step: int | None, what: str, advice: str) -> None:
-        where = f"epoch {epoch}" + (f", batch {step}" if step is not None else "")
+    def __init__(self, pipeline: str, epoch: int, step: int | None, what: str, advice: str,
+                 epochs: int | None = None) -> None:
+        # `epoch` and `step` count from 0, as the loops do; the console counts from 1.
+        where = (f"epoch {epoch + 1}" + (f"/{epochs}" if epochs else "")
+                 + (f", batch {step + 1}" if step is not None else ""))
         super().__init__(f"the {pipeline} diverged at {where} ({what}); nothing of it was saved "
                          f"(the run directory keeps its last good checkpoint, if any): {advice}")
 
@@ -36,6 +40,38 @@ class Diverged(UserError):
 class Interrupted(Exception):
     """Ctrl-C during a run; the message says what the run directory holds and how to go on
     (empty on ranks other than 0, which stay quiet)."""
+
+
+#: File-system errors a user can meet and fix (errno -> what to do), reported in one line.
+FS_ADVICE = {
+    errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some space (disk quota)",
+    errno.EFBIG: "free some space or use another file system",
+    errno.EACCES: "check the permissions", errno.EPERM: "check the permissions",
+    errno.EROFS: "the file system is read-only: use a writable one",
+    errno.EIO: "check the disk", errno.ENOENT: "check the path", errno.ENOTDIR: "check the path",
+}
+
+
+def fs_error(e: BaseException) -> tuple[str, str] | None:
+    """(what failed, naming the path when known; what to do) for a file-system OSError (full
+    disk, permission, read-only, ...); None for anything else (e.g. PIL's errors, which
+    carry no errno)."""
+    if not isinstance(e, OSError) or e.errno not in FS_ADVICE:
+        return None
+    reason = e.strerror or os.strerror(e.errno)
+    return (f"{e.filename}: {reason}" if e.filename else reason), FS_ADVICE[e.errno]
+
+
+def from_interrupt(e: BaseException) -> bool:
+    """An error raised because of Ctrl-C: a C extension whose import was interrupted (e.g.
+    onnxruntime) reports `ImportError: initialization failed` caused by the KeyboardInterrupt."""
+    seen = 0
+    cause: BaseException | None = e
+    while cause is not None and seen < 20:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    return False
 
 
 def cli_entry(fn: F) -> F:
@@ -59,6 +95,17 @@ def cli_entry(fn: F) -> F:
         except BrokenPipeError:
             quiet_broken_pipe()
             raise SystemExit(0) from None
+        except Exception as e:
+            # Before a run directory exists (a run's own are reported by common.runlog
+            # .interrupt_advice, with what it kept).
+            if from_interrupt(e):
+                print("interrupted", file=sys.stderr)
+                raise SystemExit(130) from None
+            found = fs_error(e)
+            if found is None:
+                raise
+            print(f"error: {found[0]}; {found[1]}, then run the command again", file=sys.stderr)
+            raise SystemExit(2) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -16,8 +16,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from common.errors import Interrupted, UserError
+from common.errors import Interrupted, UserError, from_interrupt, fs_error
 from common.files import atomic_write_text
+from common.runlock import LOCK_FILE, check_unlocked, hold_run_dir
 
 #: Written into every run directory when it is created; it names the kind of run. Only a
 #: folder holding it is a run that --overwrite may clear: file names alone (config.yaml,
@@ -34,7 +35,15 @@ RUN_OUTPUTS = (
     "latest.pt", "best.pt", "metrics.json", "model.pt", "model-wq.pt",  # retrain
     "model.onnx", "model-wq.onnx", "tensorboard/events.out.tfevents.*",
     ".*.tmp", "*/.*.tmp",  # an atomic write cut short (common.files)
+    LOCK_FILE,  # common.runlock; never removed while a run may hold it
 )
+#: The temporary files of an atomic write (common.files) that a kill can leave behind.
+TEMP_FILES = (".*.tmp", "*/.*.tmp")
+
+
+def _has_files(out: Path) -> bool:
+    """A folder with something in it besides the lock file (which a run leaves behind)."""
+    return any(p.name != LOCK_FILE for p in out.iterdir())
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -56,10 +65,12 @@ def check_run_dir(out: str | Path | None, overwrite: bool = False) -> None:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder; choose another --out")
-    if not (out.is_dir() and any(out.iterdir())):
+    if not (out.is_dir() and _has_files(out)):
         return
     if not is_run_dir(out):
         raise UserError(_not_a_run(out))
+    # A run still going in `out` is refused before anything else (its process id named).
+    check_unlocked(out, "run again, or choose another --out")
     if not overwrite:
         raise UserError(
             f"run directory {out} already exists; pass --overwrite to replace its run files, "
@@ -73,14 +84,26 @@ def clear_run_dir(out: str | Path) -> list[Path]:
     out = Path(out)
     if not is_run_dir(out):
         raise UserError(_not_a_run(out))
-    ours = {p for pattern in RUN_OUTPUTS for p in out.glob(pattern) if p.is_file() or p.is_symlink()}
+    ours = {p for pattern in RUN_OUTPUTS for p in out.glob(pattern)
+            if (p.is_file() or p.is_symlink()) and p.name != LOCK_FILE}
     for p in sorted(ours, key=lambda q: str(q) != str(out / RUN_MARKER)):  # the marker last
         p.unlink()
     # Folders the project made are removed once empty; a folder holding a user's file stays.
     for d in sorted({p.parent for p in ours if p.parent != out}, reverse=True):
         with contextlib.suppress(OSError):
             d.rmdir()
-    return sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() or p.is_symlink())
+    return sorted(p.relative_to(out) for p in out.rglob("*")
+                  if (p.is_file() or p.is_symlink()) and p.name != LOCK_FILE)
+
+
+def remove_temp_files(run_dir: str | Path) -> int:
+    """--resume, holding the run's lock: remove the temporary files an atomic write left when
+    a run was killed mid-write (no process can be writing them now); returns how many."""
+    run_dir = Path(run_dir)
+    found = {p for pattern in TEMP_FILES for p in run_dir.glob(pattern) if p.is_file()}
+    for p in found:
+        p.unlink()
+    return len(found)
 
 
 def make_run_dir(out: str | Path | None, kind: str, tag: str, overwrite: bool = False) -> Path:
@@ -93,13 +116,16 @@ def make_run_dir(out: str | Path | None, kind: str, tag: str, overwrite: bool = 
         out = Path("runs") / f"{kind}-{tag}-{stamp}"
     out = Path(out)
     check_run_dir(out, overwrite)
-    if out.is_dir() and any(out.iterdir()):
+    out.mkdir(parents=True, exist_ok=True)
+    # Held until the command ends: a second run into `out` is refused (common.runlock).
+    hold_run_dir(out, "run again, or choose another --out")
+    if _has_files(out):
+        check_run_dir(out, overwrite)  # again, under the lock: the folder may have changed
         kept = clear_run_dir(out)
         if kept:
             names = ", ".join(str(p) for p in kept[:5]) + (", ..." if len(kept) > 5 else "")
             say(f"--overwrite kept {len(kept)} file(s) in {out} that this project did not "
                 f"write: {names}")
-    out.mkdir(parents=True, exist_ok=True)
     (out / RUN_MARKER).write_text(f"{kind}\n")
     return out
 
@@ -133,24 +159,42 @@ def start_again(run_dir: str | Path) -> str:
     return f"start it again with the same options and --out {shlex.quote(str(run_dir))} --overwrite"
 
 
-def interrupted_message(run_dir: str | Path, checkpoint: str) -> str:
-    """What Ctrl-C leaves: the last epoch's checkpoint to resume, or (first epoch) nothing."""
+def kept_message(run_dir: str | Path, checkpoint: str, first: str = "the first epoch") -> str:
+    """What a stopped run keeps and how to go on: the last epoch's checkpoint to resume, or
+    (stopped during `first`) nothing yet."""
     run_dir = Path(run_dir)
     if (run_dir / checkpoint).is_file():
-        return (f"interrupted; {run_dir / checkpoint} (the last completed epoch) is kept: "
-                f"continue with --resume {shlex.quote(str(run_dir))}")
-    return (f"interrupted during the first epoch, so {run_dir} has no checkpoint yet "
-            f"(--resume cannot continue it); {start_again(run_dir)}")
+        return (f"{run_dir / checkpoint} (the last completed epoch) is kept: continue with "
+                f"--resume {shlex.quote(str(run_dir))}")
+    return (f"{run_dir} has no checkpoint yet, as it stopped during {first} (--resume cannot "
+            f"continue it); {start_again(run_dir)}")
+
+
+def interrupted_message(run_dir: str | Path, checkpoint: str) -> str:
+    """What Ctrl-C leaves: the last epoch's checkpoint to resume, or (first epoch) nothing."""
+    return f"interrupted; {kept_message(run_dir, checkpoint)}"
 
 
 @contextlib.contextmanager
 def interrupt_advice(run_dir: str | Path, checkpoint: str, enabled: bool = True) -> Iterator[None]:
-    """Turn Ctrl-C inside the block into `Interrupted` with `interrupted_message` (rank 0
-    only; the other ranks exit quietly)."""
+    """Turn Ctrl-C inside the block into `Interrupted` with `interrupted_message`, and a
+    file-system error (full disk, permission, read-only: common.errors.fs_error) into one
+    line naming the file, what the run kept and how to continue (rank 0 only; the other
+    ranks exit quietly)."""
     try:
         yield
     except KeyboardInterrupt:
         raise Interrupted(interrupted_message(run_dir, checkpoint) if enabled else "") from None
+    except Exception as e:
+        if from_interrupt(e):  # e.g. an import that Ctrl-C cut short (onnxruntime's)
+            raise Interrupted(interrupted_message(run_dir, checkpoint) if enabled else "") from None
+        found = fs_error(e)
+        if found is None:
+            raise
+        if not enabled:
+            raise SystemExit(2) from None
+        raise UserError(f"cannot go on: {found[0]}; {found[1]}, then: "
+                        f"{kept_message(run_dir, checkpoint)}") from None
 
 
 def _jsonable(v: Any) -> Any:
@@ -164,25 +208,54 @@ def _jsonable(v: Any) -> Any:
 
 
 class JsonlLog:
-    """One JSON object per line (per epoch), flushed to disk at once."""
+    """One JSON object per line (per epoch), flushed to disk at once.
+
+    Appending is the one write of a run that is not atomic, so both ends guard it: a write
+    that fails (a full disk) cuts the file back to where it was, and `read` skips a last
+    line that a kill or a full disk left half-written, saying so in one line; `truncate`
+    (on resume) then rewrites the log without it."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
     def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(_jsonable(record)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        data = memoryview((json.dumps(_jsonable(record)) + "\n").encode())
+        # Unbuffered, so that a failed write leaves nothing queued for close() to retry.
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            size = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                while data:
+                    data = data[os.write(fd, data):]
+                os.fsync(fd)
+            except OSError as e:
+                with contextlib.suppress(OSError):  # best effort: the disk may refuse this too
+                    os.ftruncate(fd, size)
+                if e.filename is None:
+                    e.filename = str(self.path)
+                raise
+        finally:
+            os.close(fd)
 
-    def read(self) -> list[dict[str, Any]]:
+    def read(self, quiet: bool = False) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        lines = [line for line in self.path.read_text(errors="replace").splitlines() if line.strip()]
+        records = []
+        for n, line in enumerate(lines, 1):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if n < len(lines):  # not an interrupted append: the file was changed by hand
+                    raise UserError(f"{self.path} line {n} is not JSON (edited by hand?); restore "
+                                    "the line or remove it, then run again") from None
+                say(f"note: the last line of {self.path} was cut short (a kill or a full disk "
+                    "during its write); it is ignored and its epoch runs again", not quiet)
+        return records
 
     def truncate(self, epochs: int) -> None:
         """Keep only the first `epochs` records: on resume, epochs logged after the checkpoint
-        was written are run again and must not appear twice."""
+        was written are run again and must not appear twice (nor a half-written line)."""
         keep = [r for r in self.read() if r.get("epoch", 0) < epochs]
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
 

@@ -38,7 +38,8 @@ from common.cpu import cpu_budget
 from common.distributed import DistInfo, cleanup, init_distributed, rank0_first
 from common.errors import UserError, cli_entry
 from common.fs_settings import DEFAULT_RATIO, fs_spec
-from common.runlog import check_run_dir, command_line
+from common.runlock import hold_run_dir, release_run_dirs
+from common.runlog import check_run_dir, command_line, remove_temp_files
 from common.runtime import resolve_device, set_threads
 from common.schema import as_dict, leaf_keys
 from genotypes import Genotype, to_dict
@@ -200,6 +201,9 @@ def _spec(cfg: RetrainConfig, genotype: Genotype | None, classes: int,
 
 def _resume_config(args: argparse.Namespace) -> tuple[RetrainConfig, dict[str, Any]]:
     run_dir = Path(args.resume)
+    if not run_dir.is_dir():
+        raise UserError(f"--resume {run_dir}: no such folder; give the directory of the run to "
+                        "continue")
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a retrain run directory (no config.yaml); give the "
                         "directory of the run to continue")
@@ -229,6 +233,13 @@ def _resume_config(args: argparse.Namespace) -> tuple[RetrainConfig, dict[str, A
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    finally:
+        release_run_dirs()  # the run directory's lock (common.runlock), however it ended
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.print_config:
         if args.resume:
@@ -243,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         return _summary(args)
     if args.resume:
         cfg, run = _resume_config(args)
+        # Held until the retrain ends: nothing below reads a file another run is writing.
+        hold_run_dir(args.resume, f"--resume {args.resume} again")
+        remove_temp_files(args.resume)  # a kill's half-written checkpoint or export
         with _process_group(cfg) as dist:
             job = setup.make_job(cfg, run, setup.open_data_ranked(run["dataset"], cfg, dist))
             return run_training(job, Path(args.resume), resume=True)

@@ -73,7 +73,8 @@ def run_training(job: setup.Job, out: str | Path | None, resume: bool,
         else:
             run_dir = _run_dir(out, _tag(run["dataset"]), overwrite, main)
             if main:
-                write_run_files(run_dir, cfg, run)
+                with interrupt_advice(run_dir, LATEST):  # a full disk: what is kept
+                    write_run_files(run_dir, cfg, run)
         d = cfg.data
         train_ds = rdata.train_set(train, test, info, d.max_images, cfg.cutout)
         test_ds = rdata.test_set(train, test, info, d.max_test_images)
@@ -96,6 +97,8 @@ def run_training(job: setup.Job, out: str | Path | None, resume: bool,
                     say(f"resuming {run_dir} at epoch {trainer.start_epoch + 1}/{trainer.epochs} "
                         f"on {device} with {budget.describe()}", main)
             else:
+                if resume and main:  # no checkpoint yet: a logged first epoch runs again
+                    outputs.log.truncate(0)
                 say(f"retraining into {run_dir}: {len(train_ds)} train / {len(test_ds)} test "
                     f"images, {spec.stem} network C={spec.init_channels} x {spec.layers} cells; "
                     f"{trainer.epochs} epoch(s) on {device} with {budget.describe()}", main)

@@ -218,7 +218,7 @@ class Trainer:
     def diverged(self, epoch: int, step: int | None, what: str) -> Diverged:
         """The error that stops a diverged run (before its epoch is logged or checkpointed)."""
         return Diverged("retrain", epoch, step, what,
-                        "start again with a lower optimizer.lr (--set)")
+                        "start again with a lower optimizer.lr (--set)", self.epochs)
 
     def test(self) -> dict[str, float]:
         """Test figures in fp32 (no autocast, whatever runtime.amp): the precision the exports

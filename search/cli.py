@@ -32,12 +32,14 @@ from common.data import open_dataset
 from common.distributed import cleanup, init_distributed, local_device
 from common.errors import UserError, cli_entry
 from common.fs_settings import fs_spec
+from common.runlock import hold_run_dir, release_run_dirs
 from common.runlog import (
     JsonlLog,
     check_run_dir,
     command_line,
     interrupt_advice,
     make_run_dir,
+    remove_temp_files,
     say,
     start_again,
 )
@@ -158,10 +160,15 @@ def _tag(dataset: str) -> str:
 def _prepare_resume(args: argparse.Namespace, items: list[str]):
     """(config, dataset, preset, checkpoint state) of the run to continue."""
     run_dir = Path(args.resume)
+    if not run_dir.is_dir():
+        raise UserError(f"--resume {run_dir}: no such folder; give the run directory to continue")
     if not (run_dir / CONFIG).is_file():
         raise UserError(f"{run_dir} is not a search run directory (no {CONFIG}); check the path")
     if args.out or args.overwrite:
         raise UserError("--resume continues a run in place; drop --out/--overwrite")
+    # Held until the search ends: nothing below reads a file another run is writing.
+    hold_run_dir(run_dir, f"--resume {run_dir} again")
+    remove_temp_files(run_dir)  # a kill's half-written checkpoint or config
     fixed = fixed_on_resume(items, SEARCH_RESUMABLE)
     if fixed or args.preset != "paper":
         what = fixed[0] if fixed else "--preset"
@@ -181,6 +188,13 @@ def _prepare_resume(args: argparse.Namespace, items: list[str]):
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _main(argv)
+    finally:
+        release_run_dirs()  # the run directory's lock (common.runlock), however it ended
+
+
+def _main(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
     items = _overrides(args)
     state, chose_ratios = None, False
@@ -233,20 +247,25 @@ def main(argv: list[str] | None = None) -> None:
                 "at that ratio fits the budget", dist_info.is_main)
             cfg.fs.ratio = chosen
         command = command_line("search", argv)
+        # The two halves and their batches (too few images for one is one line) before the
+        # run directory is made.
+        sd = build_search_data(train_set, info, cfg, dist_info, pin_memory=device.type == "cuda")
         if state is None:
             # Created (or replaced) only now that the config and the dataset are known good.
             run_dir = Path(rank0_first(dist_info, lambda first: str(make_run_dir(
                 args.out, "search", _tag(dataset), args.overwrite)), share=True))
             if dist_info.is_main:
-                save_run_config(run_dir, cfg, dataset, preset, command)
+                with interrupt_advice(run_dir, CHECKPOINT):  # a full disk: what is kept
+                    save_run_config(run_dir, cfg, dataset, preset, command)
         elif dist_info.is_main:
-            JsonlLog(run_dir / LOG).truncate(int(state["epoch"]))
-            saved = load_config_file(run_dir / CONFIG)
-            save_run_config(run_dir, cfg, dataset, preset, shlex.split(saved.get("command", "")),
-                            list(saved.get("resumed") or []) + [shlex.join(command)])
+            with interrupt_advice(run_dir, CHECKPOINT):
+                JsonlLog(run_dir / LOG).truncate(int(state["epoch"]))
+                saved = load_config_file(run_dir / CONFIG)
+                save_run_config(run_dir, cfg, dataset, preset,
+                                shlex.split(saved.get("command", "")),
+                                list(saved.get("resumed") or []) + [shlex.join(command)])
         with interrupt_advice(run_dir, CHECKPOINT, dist_info.is_main):
-            _start(cfg, train_set, info, run_dir, dataset, preset, device, dist_info, state,
-                   budget)
+            _start(cfg, sd, info, run_dir, dataset, preset, device, dist_info, state, budget)
     finally:
         cleanup()
 
@@ -257,9 +276,8 @@ def _algo_text(cfg: SearchConfig) -> str:
     return f"algo={algo}{part} order={cfg.arch.order}"
 
 
-def _start(cfg: SearchConfig, train_set, info, run_dir: Path, dataset: str, preset: str,
+def _start(cfg: SearchConfig, sd, info, run_dir: Path, dataset: str, preset: str,
            device, dist_info, state: dict[str, Any] | None, budget: CpuBudget) -> None:
-    sd = build_search_data(train_set, info, cfg, dist_info, pin_memory=device.type == "cuda")
     fs = fs_spec(cfg.fs)
     fs_text = describe_fs(fs)
     if cfg.fs.ratios is not None:

@@ -16,7 +16,7 @@ from common.schema import as_dict
 from genotypes import PRIMITIVES, Genotype, from_dict
 from search.data import SearchData
 from search.ddp import ranks_agree
-from search.outputs import RunOutputs, epoch_record, summary_line
+from search.outputs import RunOutputs, epoch_record, summary_line, warn
 from search.trainer import SearchTrainer, temperature_of_epoch
 from space.budget import EDGES, fit_to_budget
 from space.fs_model import set_temperature
@@ -56,6 +56,27 @@ def final_genotype(trainer: SearchTrainer, cfg: SearchConfig, main: bool) -> Gen
     return g
 
 
+#: An op weight below this (a logit more than 27 below its edge's largest) has a gradient
+#: too small for the op ever to come back. DARTS's settings (arch.lr 3e-4, Adam) move a logit
+#: by a few units over a whole search; a far too high arch.lr gets there in its first steps.
+DEAD_WEIGHT = 1e-12
+
+
+def collapse_warning(record: dict[str, Any], cfg: SearchConfig) -> bool:
+    """Warn (once) when op weights have collapsed (below DEAD_WEIGHT): the search then derives
+    its genotype from its first noisy steps. Returns whether it warned."""
+    weights = [w for cell in ("alphas_normal", "alphas_reduce") for edge in record[cell]
+               for w in edge]
+    dead = sum(w < DEAD_WEIGHT for w in weights)
+    if not dead:
+        return False
+    warn(f"{dead} of {len(weights)} op weights collapsed below {DEAD_WEIGHT:g} by epoch "
+         f"{record['epoch'] + 1} (those ops can no longer be chosen): arch.lr "
+         f"{float(cfg.arch.lr):g} is likely far too high (DARTS uses 3e-4); start again with a "
+         "lower one")
+    return True
+
+
 def run_search(
     cfg: SearchConfig, data: SearchData, run_dir: Path, dataset: str, device: torch.device,
     dist_info: DistInfo, resume_state: dict[str, Any] | None = None, preset: str = "paper",
@@ -79,6 +100,7 @@ def run_search(
                          cfg.log.tensorboard)
     dfs = cfg.fs.mode == "dfs"
     last: dict[str, Any] | None = None
+    collapsed = False
     logged = outputs.log.read() if start > 0 and main else []
     previous = from_dict(logged[-1]["genotype"]) if logged else None
     for epoch in range(start, epochs):
@@ -99,6 +121,8 @@ def run_search(
                  "device": device.type, "precision": computes_in, **trainer.state_dict()}
         outputs.epoch_done(epoch, last, g, state)
         say(summary_line(last, epochs), main)
+        if main and not collapsed:
+            collapsed = collapse_warning(last, cfg)
     if last is None and main:  # resumed a finished run: report what it found
         records = outputs.log.read()
         last = records[-1] if records else None

@@ -220,7 +220,7 @@ class SearchTrainer:
     def _diverged(self, epoch: int, step: int | None, what: str) -> Diverged:
         return Diverged("search", epoch, step, what,
                         "start again with a lower weights.lr or arch.lr (--set) and --out RUN_DIR "
-                        "--overwrite (--resume keeps a run's learning rates)")
+                        "--overwrite (--resume keeps a run's learning rates)", int(self.cfg.epochs))
 
     def state_dict(self) -> dict[str, Any]:
         return {

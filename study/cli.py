@@ -30,6 +30,7 @@ from common.cli_flags import Parser
 from common.config import resolve_config, save_config
 from common.cpu import available_cores
 from common.errors import UserError, cli_entry, listing
+from common.runlock import RunLock
 from common.schema import as_dict, flatten
 from study import layout
 from study.commands import NAMED_DATASETS, dataset_arg, retrain_argv, search_argv
@@ -185,21 +186,6 @@ def _genotype_arg(arm: Any) -> str | None:
     return None
 
 
-class _Lock:
-    """OUT/.study.lock held for the whole run: two studies never run in one folder."""
-
-    def __init__(self, out: Path) -> None:
-        import fcntl
-
-        self.f = open(out / ".study.lock", "w")
-        try:
-            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.f.close()
-            raise UserError(f"another `python -m study run` is running in {out}; wait for it "
-                            "or stop it first") from None
-
-
 def _chosen_arms(study: Study, names: str | None) -> Study:
     """The study with only the arms `--arms` names (all without it); the record written to
     OUT keeps every arm, so the report still shows the others."""
@@ -273,7 +259,8 @@ def run(args: argparse.Namespace) -> int:
 
         refuse_if_live(out, args.study)
     out.mkdir(parents=True, exist_ok=True)
-    lock = _Lock(out)
+    # The same lock as a search's or a retrain's run directory (common.runlock).
+    lock = RunLock(out, "run the study again")
     save_config(record, out / layout.RECORD)
     old = signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -290,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, old)
-        lock.f.close()
+        lock.release()
     counts = {k: sum(o.status == k for o in outcomes) for k in ("skipped", "done", "failed")}
     print(f"study {study.name}: {counts['done']} run(s) now, {counts['skipped']} finished "
           f"earlier, {counts['failed']} failed", flush=True)

@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from common.runlog import is_run_dir
+from common.errors import UserError
+from common.runlog import JsonlLog, is_run_dir
 
 RUNS = "runs"
 STDOUT = "stdout.log"
@@ -56,10 +57,10 @@ def retrain_state(path: Path) -> str:
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
+    # A last line cut short by a kill or a full disk is skipped, as the run's resume does.
     try:
-        lines = (path / "log.jsonl").read_text().splitlines()
-        return [json.loads(x) for x in lines if x.strip()]
-    except (OSError, ValueError):
+        return JsonlLog(path / "log.jsonl").read(quiet=True)
+    except (OSError, ValueError, UserError):
         return []
 
 

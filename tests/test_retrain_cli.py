@@ -273,7 +273,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(capsys, tmp_path, tiny_folder,
     monkeypatch.setattr(Trainer, "__init__", init)
     err = _fail(capsys, ["--genotype", "DARTS_V2", "--dataset", str(tiny_folder), *TINY,
                          "--epochs", "2", "--out", str(out)])
-    assert "the retrain diverged at epoch 1, batch 0 (training loss is nan)" in err
+    assert "the retrain diverged at epoch 2/2, batch 1 (training loss is nan)" in err
     assert len((out / "log.jsonl").read_text().splitlines()) == 1
     state = load_checkpoint(out / "latest.pt", "retrain")
     assert state["epoch"] == 1 and not (out / "metrics.json").exists()

@@ -13,6 +13,7 @@ from test_retrain_cli import make_folder
 from test_study import FAKE, _study, _write
 
 from common.errors import UserError
+from common.runlock import LOCK_FILE
 from common.runlog import RUN_MARKER, clear_run_dir, is_run_dir, make_run_dir
 from retrain.cli import main as retrain_main
 from search.cli import main as search_main
@@ -101,8 +102,8 @@ def test_overwrite_removes_only_the_projects_files(tmp_path, capsys):
     assert make_run_dir(run, "retrain", "x", overwrite=True) == run
     said = capsys.readouterr().out
     left = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
-    assert left == sorted([RUN_MARKER, "analysis/genotype.json", "cells/my-sketch.svgz",
-                           "notes.txt"])
+    assert left == sorted([RUN_MARKER, LOCK_FILE, "analysis/genotype.json",
+                           "cells/my-sketch.svgz", "notes.txt"])
     assert (run / "notes.txt").read_text() == "my notes"
     assert (run / RUN_MARKER).read_text() == "retrain\n"  # the new run's kind
     assert not (run / "genotypes").exists() and not (run / "plots").exists()  # emptied, removed

@@ -157,7 +157,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(folder, tmp_path, capsys, monk
     monkeypatch.setattr(SearchTrainer, "weight_loss", poisoned)
     err = _fail([str(folder), *TINY, "--epochs", "2", "--out", str(run), "--set", "runtime.plot=false"],
                 capsys)
-    assert "diverged at epoch 1, batch 0" in err and "--resume" in err
+    assert "diverged at epoch 2/2, batch 1" in err and "--resume" in err
     state = load_checkpoint(run / "checkpoint.pt", "search")
     assert state["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
