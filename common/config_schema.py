@@ -233,6 +233,9 @@ class Model:
     shortcut: str | None = key(None, "CIFAR ResNet-(6n+2): A (zero-padding) or B (1x1 projection); "
                                "null: A", check=checks.shortcut)
     growth: int | None = key(None, "DenseNets: growth rate k; null: the network's own", lo=1)
+    compression: float | None = key(None, "DenseNet-100: the transitions' channel factor (0.5: "
+                                    "DenseNet-BC; 1: the FSNet papers'); null: 0.5", lo=0.0,
+                                    hi=1.0, lo_open=True)
 
 
 @dataclass

@@ -172,6 +172,13 @@ def summarize(spec: NetSpec, model: nn.Module | None = None, data: dict[str, Any
     totals["file_bytes_wq"] = (None if not spec.has_fs
                                else exported_size(hard, spec, data, wq=True, meta=meta))
     totals["file_bytes_exact"] = exact
+    if not spec.is_darts:
+        # The FSNet papers' tables count BatchNorm's running mean and variance as parameters.
+        stats = sum(m.running_mean.numel() + m.running_var.numel() for m in hard.modules()
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None)
+        totals["bn_statistics"] = stats
+        totals["papers_count"] = totals["effective"] + stats
+        totals["papers_count_wq"] = totals["effective_wq"] + stats
     aux = None
     if hasattr(model, "auxiliary_head"):
         aux = {"part": "auxiliary_head", **param_stats(model.auxiliary_head, hard.auxiliary_head)}
@@ -261,6 +268,10 @@ def format_table(report: dict[str, Any]) -> str:
         out.append(f"model.pt about {_fmt(t['file_bytes'], '')} bytes; model-wq.pt about "
                    f"{_fmt(t['file_bytes_wq'], '')} bytes (estimates: the files also hold the "
                    "dataset's class names and statistics; --dataset on disk makes them exact)")
+    if "papers_count" in t:
+        out.append(f"as the FSNet papers count (BatchNorm's {_fmt(t['bn_statistics'], '')} running "
+                   f"statistics included): {_fmt(t['papers_count'], '')}"
+                   + (f", {_fmt(t['papers_count_wq'], '')} with WQ" if wq else ""))
     if report["auxiliary_head"]:
         out.append(f"auxiliary head (training only, not exported): "
                    f"{_fmt(report['auxiliary_head']['params'], '')} parameters")

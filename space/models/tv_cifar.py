@@ -9,12 +9,17 @@ parts that assume 224 px images change, as the CIFAR versions in the FSNet paper
 - VGG-16 (BN): torchvision's 13 conv layers with BatchNorm (`make_layers`), then, since a
   32 px image leaves 1 x 1 x 512 features, a linear classifier on those 512 (as the CIFAR VGGs
   do) instead of the 25,088 x 4,096 x 4,096 head.
-- DenseNet-121 (k = 32) and DenseNet-BC-100 (k = 12 or 24, 16 layers per block, compression
-  0.5): a 3x3 stride-1 stem conv, no stem BN, ReLU or max-pool (Huang et al.'s CIFAR layout);
-  DenseNet-BC-100 with k = 12 counts 769,162 parameters on CIFAR-10.
+- DenseNet-121 (k = 32) and DenseNet-100 (k = 12 or 24, 16 bottleneck layers per block): a
+  3x3 stride-1 stem conv, no stem BN, ReLU or max-pool (Huang et al.'s CIFAR layout).
+  DenseNet-100's transitions keep `model.compression` of the channels: 0.5 is DenseNet-BC-100
+  (769,162 parameters for k = 12 on CIFAR-10), 1 the FSNet papers' DenseNet-100 (1,210,066
+  for k = 12, 4,754,074 for k = 24; 1.25M and 4.83M with BatchNorm's running statistics, as
+  the papers count).
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 from torch import nn
 from torchvision.models import densenet, resnet, vgg
@@ -87,15 +92,37 @@ def vgg16(num_classes: int, in_channels: int, input_size: tuple[int, int]) -> nn
 
 
 def cifar_densenet(growth: int, blocks: tuple[int, ...], init_features: int, num_classes: int,
-                   in_channels: int = 3) -> densenet.DenseNet:
-    """torchvision's DenseNet (bottleneck layers, compression 0.5) with the CIFAR stem."""
+                   in_channels: int = 3, compression: float = 0.5) -> densenet.DenseNet:
+    """A DenseNet with bottleneck layers and the CIFAR stem, built from torchvision's
+    `_DenseBlock` and `_Transition` (whose DenseNet class always halves the channels at a
+    transition): `compression` is the transitions' channel factor (0.5: DenseNet-BC)."""
     if growth < 1:
         raise ValueError(f"model.growth={growth} must be a positive channel count")
+    if not 0 < compression <= 1:
+        raise ValueError(f"model.compression={compression} must be in (0, 1] (0.5: DenseNet-BC, "
+                         "1: no compression)")
     net = densenet.DenseNet(growth, blocks, init_features, num_classes=num_classes)
-    f = net.features
-    f.conv0 = nn.Conv2d(in_channels, init_features, 3, 1, 1, bias=False)
-    nn.init.kaiming_normal_(f.conv0.weight)
-    f.norm0, f.relu0, f.pool0 = nn.Identity(), nn.Identity(), nn.Identity()
+    layers: list[tuple[str, nn.Module]] = [
+        ("conv0", nn.Conv2d(in_channels, init_features, 3, 1, 1, bias=False))]
+    c = init_features
+    for i, n in enumerate(blocks):
+        layers.append((f"denseblock{i + 1}", densenet._DenseBlock(n, c, 4, growth, 0.0)))
+        c += n * growth
+        if i < len(blocks) - 1:
+            out = int(c * compression)
+            layers.append((f"transition{i + 1}", densenet._Transition(c, out)))
+            c = out
+    layers.append(("norm5", nn.BatchNorm2d(c)))
+    net.features = nn.Sequential(OrderedDict(layers))
+    net.classifier = nn.Linear(c, num_classes)
+    for m in net.modules():  # torchvision's DenseNet init, for the layers built here
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.Linear):
+            nn.init.constant_(m.bias, 0)
     return net
 
 
@@ -105,8 +132,9 @@ def densenet121(num_classes: int, in_channels: int, input_size: tuple[int, int],
     return cifar_densenet(growth, (6, 12, 24, 16), 2 * growth, num_classes, in_channels)
 
 
-@register_model("densenet100", "DenseNet-BC-100 (3 blocks of 16 bottleneck layers, compression "
-                "0.5); model.growth: k (12 or 24)", "cifar")
+@register_model("densenet100", "DenseNet-100 (3 blocks of 16 bottleneck layers); model.growth: k "
+                "(12 or 24), model.compression: 0.5 (BC, default) or 1 (the FSNet papers')", "cifar")
 def densenet100(num_classes: int, in_channels: int, input_size: tuple[int, int], *,
-                growth: int = 12) -> nn.Module:
-    return cifar_densenet(growth, (16, 16, 16), 2 * growth, num_classes, in_channels)
+                growth: int = 12, compression: float = 0.5) -> nn.Module:
+    return cifar_densenet(growth, (16, 16, 16), 2 * growth, num_classes, in_channels,
+                          compression)
