@@ -99,7 +99,8 @@ def figures(metrics: dict[str, Any]) -> dict[str, Any]:
     """The figures a report uses, from one run's metrics.json."""
     counts = metrics.get("counts") or {}
     files = metrics.get("file_bytes") or {}
-    fs = (metrics.get("network") or {}).get("fs")
+    net = metrics.get("network") or {}
+    fs = net.get("fs") or net.get("conversion")  # a DARTS network's FS spec, or a --model's
     return {
         "top1": metrics["test_acc"], "top1_wq": metrics.get("test_acc_wq"),
         "fs": fs, "params": counts.get("params"), "effective": counts.get("effective"),

@@ -154,3 +154,14 @@ def test_a_converted_resnet_trains_on_real_images_and_resumes_exactly(tmp_path, 
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     metrics = json.loads((full / "metrics.json").read_text())
     assert metrics["counts"]["effective"] < metrics["counts"]["uncompressed"]
+
+
+def test_a_study_reads_a_converted_networks_run_as_an_fs_arm():
+    from study.layout import figures
+
+    metrics = {"test_acc": 60.0, "test_acc_wq": 59.5, "counts": {"effective": 1000},
+               "network": {"model": "resnet20", "settings": {}, "conversion": CONVERSIONS["dfs"]}}
+    fig = figures(metrics)
+    assert fig["fs"] and fig["top1_wq"] == 59.5  # the report's WQ columns are filled
+    plain = figures({**metrics, "network": {"model": "resnet20", "conversion": None}})
+    assert not plain["fs"]
