@@ -165,3 +165,24 @@ def test_a_study_reads_a_converted_networks_run_as_an_fs_arm():
     assert fig["fs"] and fig["top1_wq"] == 59.5  # the report's WQ columns are filled
     plain = figures({**metrics, "network": {"model": "resnet20", "conversion": None}})
     assert not plain["fs"]
+
+
+@pytest.mark.parametrize("network", [["--model", "resnet8", "--set", "model.width=4"],
+                                     ["--genotype", "DARTS_V2", "--set", "init_channels=4",
+                                      "--set", "layers=3"]], ids=["resnet8", "darts"])
+def test_two_seeds_differ_and_one_seed_repeats(tmp_path, network):
+    """A seed decides the initial weights, the data order and the augmentation: two seeds give
+    other first-epoch figures, and the same seed gives the same ones to the last digit."""
+    from test_retrain_cli import make_folder
+
+    data = make_folder(tmp_path / "data", per_class=16, test_per_class=8)
+    logs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        out = tmp_path / name
+        assert main([*network, "--dataset", str(data), "--preset", "smoke", "--fs", "fs",
+                     "--epochs", "1", "--batch-size", "8", "--threads", "1", "--seed", str(seed),
+                     "--set", "export.onnx=false", "--out", str(out)]) == 0
+        rec = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+        logs[name] = (rec["train_loss"], rec["train_acc"], rec["test_loss"])
+    assert logs["a"] == logs["b"]
+    assert logs["a"][0] != logs["c"][0] and logs["a"][2] != logs["c"][2]
