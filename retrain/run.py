@@ -99,9 +99,11 @@ def run_training(job: setup.Job, out: str | Path | None, resume: bool,
             else:
                 if resume and main:  # no checkpoint yet: a logged first epoch runs again
                     outputs.log.truncate(0)
+                net = (f"{spec.stem} network C={spec.init_channels} x {spec.layers} cells"
+                       if spec.is_darts else f"{spec.model} network")
                 say(f"retraining into {run_dir}: {len(train_ds)} train / {len(test_ds)} test "
-                    f"images, {spec.stem} network C={spec.init_channels} x {spec.layers} cells; "
-                    f"{trainer.epochs} epoch(s) on {device} with {budget.describe()}", main)
+                    f"images, {net}; {trainer.epochs} epoch(s) on {device} with "
+                    f"{budget.describe()}", main)
             for line in run_genotype_lines(job.genotype, spec, trainer.harden_at, trainer.epochs):
                 say(line, main)
             note = busy_note(budget) if main else None
