@@ -90,3 +90,25 @@ def test_nan_on_one_rank_stops_every_rank(tmp_path):
     # Rank 0 (the one that talks) stops at the same step as the poisoned rank.
     assert "the retrain diverged at epoch 2/3, batch 1 (the weight gradients' norm is nan" in r.stderr
     assert len((out / "log.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_two_process_run_of_a_converted_network_hardens_under_ddp(tmp_path):
+    """A registered network with DFS layers: hardening mid-run replaces parameters, so DDP is
+    wrapped again; both ranks go on and rank 0 exports the hardened network."""
+    data = make_folder(tmp_path / "data", per_class=12, test_per_class=5)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(_free_port()), "-m", "retrain", "--model", "resnet8", "--set",
+           "model.width=4", "--fs", "dfs", "--ratio", "2", "--dataset", str(data), "--preset",
+           "cnn-subset", "--batch-size", "4", "--threads", "1", "--set", "data.workers=0",
+           "--epochs", "2", "--set", "fs.harden_epoch=1", "--out", str(out)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
+                       env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [x["hardened"] for x in log] == [False, True]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["test_images"] == 15 and log[-1]["test_acc"] == m["test_acc"]
+    _, spec, _ = load_exported_full(out / "model.pt")
+    assert spec.model == "resnet8" and spec.conversion["mode"] == "fs"
