@@ -39,7 +39,7 @@ from common.runtime import channels_last as to_channels_last  # noqa: E402
 from common.runtime import resolve_device, set_threads  # noqa: E402
 from retrain.data import test_set  # noqa: E402
 from retrain.export import load_exported_full  # noqa: E402
-from retrain.prune import blend_zeros, format_rows, parse_percents, plot_rows, prune_blend  # noqa: E402
+from retrain.prune import blend_zeros, check_blends, format_rows, parse_percents, plot_rows, prune_blend  # noqa: E402
 from retrain.setup import info_from_meta  # noqa: E402
 
 
@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         device = resolve_device(args.device)
         model, spec, info = load_exported_full(args.model)
+        if args.prune_blend is not None:  # before the dataset loads
+            check_blends(model, f"{args.model} ({spec.model})")
         # Evaluation loads in this process (no workers): every core computes.
         set_threads(cpu_budget(args.threads, 0, device.type, min(spec.input_size)).threads)
     meta = info["meta"]

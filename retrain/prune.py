@@ -19,7 +19,7 @@ from torch.nn.utils import prune
 from common.errors import UserError
 from space.models.shardnet import Blend
 
-__all__ = ["parse_percents", "blend_layers", "prune_blend", "format_rows", "plot_rows"]
+__all__ = ["parse_percents", "blend_layers", "check_blends", "prune_blend", "format_rows", "plot_rows"]
 
 
 def parse_percents(text: str) -> list[float]:
@@ -39,15 +39,20 @@ def blend_layers(model: nn.Module) -> list[nn.Conv2d]:
     return [m for m in model.modules() if isinstance(m, Blend)]
 
 
+def check_blends(model: nn.Module, what: str) -> None:
+    """One line unless `model` (`what` names it) has blend layers to prune."""
+    if not blend_layers(model):
+        raise UserError(f"{what} has no blend layers to prune; --prune-blend takes a ShaRDNet "
+                        "SL network (sl-vgg, sl-resnet, sl-resnet34, sl-resnet50) trained with "
+                        "--fs off")
+
+
 def prune_blend(model: nn.Module, percent: float) -> nn.Module:
     """A copy of `model` with the `percent`% smallest-magnitude blend weights (over all blend
     layers together) set to zero; nothing else changes."""
+    check_blends(model, f"the network ({type(model).__name__})")
     pruned = copy.deepcopy(model)
     layers = blend_layers(pruned)
-    if not layers:
-        raise UserError(f"the network ({type(model).__name__}) has no blend layers to prune; "
-                        "--prune-blend takes a ShaRDNet SL network (sl-vgg, sl-resnet, "
-                        "sl-resnet34, sl-resnet50) trained with --fs off")
     params = [(m, "weight") for m in layers]
     total = sum(m.weight.numel() for m in layers)
     prune.global_unstructured(params, pruning_method=prune.L1Unstructured,
