@@ -304,3 +304,23 @@ def test_sl_resnet_trains_on_real_images_and_resumes_exactly(tmp_path, cifar_sub
     a, b = _final(full)["model"], _final(part)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_the_shardnet_study_file_names_the_networks(tmp_path):
+    """studies/shardnet.yaml: E3-ResNet(16), SL3-ResNet(64) plain and with an FS shared conv,
+    each a retrain command that builds its network."""
+    from pathlib import Path
+
+    from retrain.setup import model_settings, resolve
+    from study.commands import retrain_argv
+    from study.spec import load_study
+
+    s = load_study(Path(__file__).resolve().parents[1] / "studies" / "shardnet.yaml")
+    assert [a.retrain.model for a in s.arms] == ["e-resnet", "sl-resnet", "sl-resnet"]
+    for arm in s.arms:
+        argv = retrain_argv(arm, "DATA")
+        name = argv[argv.index("--model") + 1]
+        sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+        cfg = resolve(argv[argv.index("--preset") + 1], sets, lambda cfg: False)
+        net = get_model(name, **model_settings(cfg))
+        assert conv_weights(net) == {"e-resnet": 294_080, "sl-resnet": 45_120}[name]
