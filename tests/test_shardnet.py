@@ -193,7 +193,6 @@ def test_blend_pruning_zeroes_the_smallest_blend_weights_only():
     kept = after != 0
     assert before.abs()[~kept].max() <= before.abs()[kept].min()
     torch.testing.assert_close(pruned.block1[0].weight, net.block1[0].weight)  # conv3 untouched
-    assert not any(isinstance(p, torch.nn.Parameter) and p.numel() == 0 for p in pruned.parameters())
     assert sorted(pruned.state_dict()) == sorted(net.state_dict())  # no masks left behind
 
 
@@ -324,3 +323,14 @@ def test_the_shardnet_study_file_names_the_networks(tmp_path):
         cfg = resolve(argv[argv.index("--preset") + 1], sets, lambda cfg: False)
         net = get_model(name, **model_settings(cfg))
         assert conv_weights(net) == {"e-resnet": 294_080, "sl-resnet": 45_120}[name]
+
+
+@pytest.mark.parametrize(("name", "convs"), [("sl-resnet34", ("conv1", "conv2")),
+                                             ("sl-resnet50", ("conv1", "conv2", "conv3"))])
+def test_imagenet_variants_share_one_block_of_convs(name, convs):
+    net = get_model(name, num_classes=5, input_size=(128, 128), width=16).eval()
+    blocks = [b for i in range(1, 5) for b in getattr(net, f"layer{i}") if hasattr(b, "conv2")]
+    assert len(blocks) == 16  # ResNet-34/50's 3, 4, 6, 3
+    assert all(getattr(b, c) is getattr(blocks[0], c) for b in blocks for c in convs)
+    assert net(torch.zeros(2, 3, 128, 128)).shape == (2, 5)
+    assert net.conv1.kernel_size == (7, 7) and net.conv1 not in [getattr(blocks[0], c) for c in convs]

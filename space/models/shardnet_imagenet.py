@@ -34,9 +34,14 @@ class SharedImageNetResNet(ResNet):
 
     def __init__(self, block: type[BasicBlock | Bottleneck], n: int, num_classes: int,
                  in_channels: int) -> None:
-        super().__init__(block, [1, 1, 1, 1], num_classes=num_classes)  # replaced below
+        # nn.Module's init, not ResNet's: ResNet's would build (then drop) its own stages;
+        # these are the attributes its forward reads.
+        nn.Module.__init__(self)
         self.conv1 = nn.Conv2d(in_channels, n, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(n)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         planes = n // block.expansion
         first: nn.Module | None = None
         for i, count in enumerate(STAGES):
