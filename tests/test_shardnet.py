@@ -334,3 +334,20 @@ def test_imagenet_variants_share_one_block_of_convs(name, convs):
     assert all(getattr(b, c) is getattr(blocks[0], c) for b in blocks for c in convs)
     assert net(torch.zeros(2, 3, 128, 128)).shape == (2, 5)
     assert net.conv1.kernel_size == (7, 7) and net.conv1 not in [getattr(blocks[0], c) for c in convs]
+
+
+def test_the_speed_bench_compares_the_same_convolutions_unshared():
+    """bench/shard_step.py's unshared twin: the same function, each place its own weights."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "shard_step.py"
+    spec = importlib.util.spec_from_file_location("shard_step", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    net, _ = _trained("sl-resnet", SMALL)
+    twin = bench.unshare(net)
+    convs = {id(m) for m in twin.modules(remove_duplicate=False) if isinstance(m, torch.nn.Conv2d)}
+    assert len(convs) == 13 + 2  # 13 places of the shared conv, two blends
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(twin(x), net(x), rtol=0, atol=0)
