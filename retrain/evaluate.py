@@ -164,7 +164,9 @@ def _prune(args: argparse.Namespace, model: nn.Module, meta: dict[str, Any], ds,
         rows.append({"percent": percent, "zeros": blend_zeros(pruned), "top1": r["top1"],
                      "top5": r["top5"], "loss": r["loss"], "images": r["count"]})
     plot = Path(args.plot) if args.plot else Path(args.model).with_name("prune-blend.png")
-    plot_rows(rows, plot, f"{args.model}: blend pruning on {args.dataset}")
+    name = Path(args.model)
+    plot_rows(rows, plot, f"{name.parent.name}/{name.name}: blend pruning, "
+              f"{rows[0]['images']} test images")
     if args.json:
         print(json.dumps({"model": str(args.model), "dataset": args.dataset, "rows": rows,
                           "plot": str(plot)}))
