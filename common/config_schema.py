@@ -236,6 +236,10 @@ class Model:
     compression: float | None = key(None, "DenseNet-100: the transitions' channel factor (0.5: "
                                     "DenseNet-BC; 1: the FSNet papers'); null: 0.5", lo=0.0,
                                     hi=1.0, lo_open=True)
+    blocks: int | None = key(None, "ShaRDNet's e-resnet / sl-resnet: basic blocks per scale b "
+                             "(the paper's 3, 5, 7); null: 3", lo=1)
+    layers_per_block: int | None = key(None, "ShaRDNet's VGGs: conv3 applications per block l "
+                                       "(SLl-VGGNet: 2 or 3); null: VGG-16's 2, 2, 3, 3, 3", lo=1)
 
 
 @dataclass
@@ -248,12 +252,16 @@ class Optimizer:
     weight_decay: float = key(3.0e-4, "SGD weight decay", lo=0.0)
     grad_clip: float | None = key(5.0, "gradient norm clip; 0 or null: none", lo=0.0)
     schedule: str = key("cosine", "cosine | step (multiply by `decay` every epoch) | multistep "
-                        "(multiply by `gamma` at each of `milestones`)",
-                        choices=("cosine", "step", "multistep"))
+                        "(multiply by `gamma` at each of `milestones`) | plateau (multiply by "
+                        "`gamma` when the training loss has not improved for `patience` epochs)",
+                        choices=("cosine", "step", "multistep", "plateau"))
     decay: float = key(0.97, "step: the factor per epoch", lo=0.0, lo_open=True)
     milestones: list = key([0.5, 0.75], "multistep: where in each cycle (fractions of its epochs) "
                            "the learning rate is multiplied by `gamma`")
-    gamma: float = key(0.1, "multistep: the factor at each milestone", lo=0.0, lo_open=True)
+    gamma: float = key(0.1, "multistep: the factor at each milestone; plateau: the factor at "
+                       "each plateau (ShaRDNet's halving: 0.5)", lo=0.0, lo_open=True)
+    patience: int = key(10, "plateau: epochs without a new lowest training loss (by a relative "
+                        "1e-4) before the learning rate is multiplied by `gamma`", lo=0)
     cycles: int = key(1, "multistep: the schedule repeated this many times over the epochs, each "
                       "restarting at `lr` (FSNet's cyclical schedule: 4)", lo=1)
 

@@ -141,9 +141,11 @@ def _list_models() -> int:
     rows = []
     for name in list_models():
         entry = model_entry(name)
-        net = None if name == "darts" else entry.build(10, 3, (32, 32))
+        # ImageNet-only layouts (e.g. ShaRDNet's sl-resnet34) refuse 32x32: counted at 224.
+        large = entry.inputs == "imagenet"
+        net = None if name == "darts" else entry.build(10, 3, (224, 224) if large else (32, 32))
         count = "-" if net is None else f"{sum(p.numel() for p in net.parameters()):,}"
-        rows.append((name, count, entry.description))
+        rows.append((name, count, ("(at 224x224) " if large else "") + entry.description))
     w0, w1 = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
     print(f"{'model':<{w0}}  {'params':>{w1}}  description (parameters at 10 classes, 32x32)")
     for name, count, text in rows:

@@ -4,6 +4,7 @@ common.evaluate, the one both pipelines run).
     python -m retrain.evaluate runs/retrain-.../model.pt --dataset cifar10 [--data-root DIR]
     python -m retrain.evaluate runs/retrain-.../model-wq.pt --dataset PATH --json
     python -m retrain.evaluate runs/retrain-.../model.onnx --dataset PATH   # onnxruntime, CPU
+    python -m retrain.evaluate RUN/model.pt --dataset D --prune-blend 0,10,50,90  # retrain.prune
 
 The network is rebuilt from what the file holds (genotype, widths, FS settings, weights) and
 the test split is normalised with the statistics recorded at training time. An ONNX file
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 if __name__ == "__main__":  # python -m retrain.evaluate: before torch loads OpenMP
@@ -37,6 +39,7 @@ from common.runtime import channels_last as to_channels_last  # noqa: E402
 from common.runtime import resolve_device, set_threads  # noqa: E402
 from retrain.data import test_set  # noqa: E402
 from retrain.export import load_exported_full  # noqa: E402
+from retrain.prune import blend_zeros, check_blends, format_rows, parse_percents, plot_rows, prune_blend  # noqa: E402
 from retrain.setup import info_from_meta  # noqa: E402
 
 
@@ -83,6 +86,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: this process's share of the cores)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--prune-blend", default=None, metavar="P,P,...",
+                   help="ShaRDNet SL networks: evaluate with each percentage of the smallest "
+                   "blend weights zeroed (no retraining); a table and a plot")
+    p.add_argument("--plot", default=None,
+                   help="--prune-blend: the plot's path (default: prune-blend.png beside the "
+                   "model file)")
     return p.parse_args(argv)
 
 
@@ -111,17 +120,25 @@ def _load_onnx(path: str, device: str, threads: int | None):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     onnx = str(args.model).endswith(".onnx")
+    if onnx and args.prune_blend is not None:
+        raise UserError("--prune-blend prunes a PyTorch export; give the run's model.pt")
+    if args.prune_blend is not None:
+        parse_percents(args.prune_blend)  # bad percentages: one line before anything loads
     if onnx:
         model, spec, info = _load_onnx(args.model, args.device, args.threads)
         device = torch.device("cpu")
     else:
         device = resolve_device(args.device)
         model, spec, info = load_exported_full(args.model)
+        if args.prune_blend is not None:  # before the dataset loads
+            check_blends(model, f"{args.model} ({spec.model})")
         # Evaluation loads in this process (no workers): every core computes.
         set_threads(cpu_budget(args.threads, 0, device.type, min(spec.input_size)).threads)
     meta = info["meta"]
     limit = args.test_limit if args.test_limit is not None else meta.get("test_limit")
     ds = load_test_split(args.dataset, args.data_root, not args.no_download, info["data"], limit)
+    if args.prune_blend is not None:
+        return _prune(args, model, meta, ds, device)
     if onnx:
         r = evaluate(model, ds, args.batch_size or int(meta.get("batch_size", 96)), device)
     else:
@@ -134,6 +151,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.model} ({info['weights']} weights) on {args.dataset}: top-1 "
               f"{r['top1']:.2f}%  top-5 {r['top5']:.2f}%  loss {r['loss']:.4f}  "
               f"({r['count']} images)")
+    return 0
+
+
+def _prune(args: argparse.Namespace, model: nn.Module, meta: dict[str, Any], ds,
+           device: torch.device) -> int:
+    """Accuracy against the percentage of blend weights pruned: a table (or JSON) and a plot."""
+    rows = []
+    for percent in parse_percents(args.prune_blend):
+        pruned = prune_blend(model, percent)
+        r = evaluate_exported(pruned, meta, ds, device, args.batch_size)
+        rows.append({"percent": percent, "zeros": blend_zeros(pruned), "top1": r["top1"],
+                     "top5": r["top5"], "loss": r["loss"], "images": r["count"]})
+    plot = Path(args.plot) if args.plot else Path(args.model).with_name("prune-blend.png")
+    name = Path(args.model)
+    plot_rows(rows, plot, f"{name.parent.name}/{name.name}: blend pruning, "
+              f"{rows[0]['images']} test images")
+    if args.json:
+        print(json.dumps({"model": str(args.model), "dataset": args.dataset, "rows": rows,
+                          "plot": str(plot)}))
+    else:
+        print(f"{args.model} on {args.dataset} ({rows[0]['images']} images), blend weights "
+              "pruned by magnitude, no retraining:")
+        print(format_rows(rows))
+        print(f"plot: {plot}")
     return 0
 
 

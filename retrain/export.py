@@ -49,17 +49,28 @@ def _narrow_int(t: torch.Tensor) -> torch.Tensor:
 def pack_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
     """{manifest: [[key, stored dtype, original dtype, shape, start], ...], blobs: {dtype: 1-D}}.
 
+    A tensor under several keys (a shared layer, e.g. ShaRDNet's one conv at every position:
+    one key per position, one tensor) is packed once: its later keys point at the same start,
+    and `unpack_state_dict` gives them back as one tensor.
+
     `manifest_z` holds the manifest as zlib-compressed JSON bytes (a uint8 tensor): the ~2,000
     repetitive key names would otherwise take ~2% of a float export and ~6% of an 8-bit one."""
     manifest: list[list[Any]] = []
     parts: dict[str, list[torch.Tensor]] = {}
     sizes: dict[str, int] = {}
+    packed_at: dict[tuple, tuple[str, int]] = {}  # the same memory -> (stored dtype, start)
     for key, t in sd.items():
+        same = (t.device, t.data_ptr(), tuple(t.shape), t.stride(), t.dtype)
         t = t.detach().cpu()
         orig = str(t.dtype).removeprefix("torch.")
+        if t.numel() and same in packed_at:
+            stored, start = packed_at[same]
+            manifest.append([key, stored, orig, list(t.shape), start])
+            continue
         stored_t = _narrow_int(t)
         stored = str(stored_t.dtype).removeprefix("torch.")
         start = sizes.get(stored, 0)
+        packed_at[same] = (stored, start)
         manifest.append([key, stored, orig, list(t.shape), start])
         parts.setdefault(stored, []).append(stored_t.reshape(-1))
         sizes[stored] = start + t.numel()
@@ -73,15 +84,21 @@ def manifest_of(packed: dict[str, Any]) -> list[list[Any]]:
 
 
 def unpack_state_dict(packed: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The inverse of `pack_state_dict` (tensors are views of the blobs, in original dtypes)."""
-    out = {}
+    """The inverse of `pack_state_dict` (tensors are views of the blobs, in original dtypes;
+    keys packed once, a shared tensor's, get one tensor object)."""
+    out: dict[str, torch.Tensor] = {}
+    made: dict[tuple, torch.Tensor] = {}
     for key, stored, orig, shape, start in manifest_of(packed):
+        where = (stored, orig, start, tuple(shape))
+        if where in made and made[where].numel():
+            out[key] = made[where]
+            continue
         blob = packed["blobs"][stored]
         n = 1
         for s in shape:
             n *= int(s)
         t = blob[start:start + n].view(*shape) if shape else blob[start:start + n].reshape(())
-        out[key] = t.to(getattr(torch, orig))
+        out[key] = made[where] = t.to(getattr(torch, orig))
     return out
 
 

@@ -40,7 +40,7 @@ import torch.nn as nn
 
 from retrain.model import NetSpec
 from space.fs import DFSConv2d
-from space.fs_model import fs_layers
+from space.fs_model import is_fs_layer
 from space.wq import quantize_tensor
 
 OPSET = 20
@@ -68,7 +68,12 @@ def plain_network(model: nn.Module) -> nn.Module:
     if any(isinstance(m, DFSConv2d) for m in model.modules()):
         raise ValueError("ONNX export needs a hardened model: call space.fs_model.harden_model first")
     net = copy.deepcopy(model).eval()
-    for name, fs in fs_layers(net):
+    done: dict[int, nn.Module] = {}  # a layer shared by several parents: one conv for all
+    for name, fs in _fs_places(net):
+        if id(fs) in done:
+            parent, _, attr = name.rpartition(".")
+            setattr(net.get_submodule(parent), attr, done[id(fs)])
+            continue
         conv = nn.Conv2d(fs.in_channels, fs.out_channels, fs.kernel_size, fs.stride, fs.padding,
                          fs.dilation, fs.groups, bias=fs.bias is not None)
         with torch.no_grad():
@@ -76,8 +81,15 @@ def plain_network(model: nn.Module) -> nn.Module:
             if fs.bias is not None:
                 conv.bias.copy_(fs.bias)
         parent, _, attr = name.rpartition(".")
-        setattr(net.get_submodule(parent), attr, conv.to(fs.fs.device))
+        done[id(fs)] = conv.to(fs.fs.device)
+        setattr(net.get_submodule(parent), attr, done[id(fs)])
     return net
+
+
+def _fs_places(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, layer) of every place an FS layer sits, a shared layer (ShaRDNet's one conv)
+    at each of its places."""
+    return [(n, m) for n, m in model.named_modules(remove_duplicate=False) if is_fs_layer(m)]
 
 
 def _torch_export(net: nn.Module, spec: NetSpec):
@@ -163,10 +175,14 @@ def build_onnx(model: nn.Module, spec: NetSpec, data: dict[str, Any], wq: bool =
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     program = _torch_export(plain_network(model), spec)
-    layers = {_PREFIX + name + ".weight": m for name, m in fs_layers(model)} if wq else {}
-    proto, held = _optimize(program.model_proto, list(layers))
-    if set(held) != set(layers):
-        raise RuntimeError(f"the exported graph lacks FS conv weights {sorted(set(layers) - set(held))}")
+    places = {_PREFIX + name + ".weight": m for name, m in _fs_places(model)} if wq else {}
+    proto, held = _optimize(program.model_proto, list(places))
+    # A shared layer's weight is one initializer, named after one of its places.
+    layers = {k: m for k, m in places.items() if k in held}
+    lacking = {id(m) for m in places.values()} - {id(m) for m in layers.values()}
+    if lacking or len(layers) != len({id(m) for m in layers.values()}):
+        raise RuntimeError("the exported graph does not hold each FS conv weight once "
+                           f"({sorted(set(places) - set(held))[:4]} lacking)")
     inits, nodes, cache = [], [], {}
     for key, layer in layers.items():
         i, n = _wq_nodes(key, layer, layout, cache)

@@ -130,7 +130,7 @@ def train_epochs(trainer: Trainer, outputs: RunOutputs) -> dict[str, Any]:
         t0 = time.perf_counter()
         tr = trainer.train_epoch(epoch)
         train_s = time.perf_counter() - t0
-        trainer.scheduler.step()
+        trainer.step_schedule(tr)
         te = trainer.test()
         if not math.isfinite(te["test_loss"]):  # a weight that went NaN/inf shows up here
             raise trainer.diverged(epoch, None, f"test loss is {te['test_loss']}")

@@ -27,6 +27,8 @@ from retrain.export import exported_size, manifest_of, pack_state_dict
 from retrain.model import NetSpec, build_network
 from space.fs_model import harden_model
 from space.fused import fast_mode
+from space.models import get_model
+from space.models.shardnet import conv_weights
 from space.report import param_report
 from space.wq import quantized_state_dict
 
@@ -37,7 +39,8 @@ COLUMNS = [
 ]
 
 
-def param_stats(module: nn.Module, hardened: nn.Module) -> dict[str, float]:
+def param_stats(module: nn.Module, hardened: nn.Module,
+                seen: tuple[set[int], set[int]] | None = None) -> dict[str, float]:
     """Counts of `module` (as trained) and of `hardened` (the same part as exported), from
     space.report.param_report, the project's one definition of these figures: params (all
     trained parameters, DFS offset logits included), fs (FS vector elements), offset_logits,
@@ -45,8 +48,14 @@ def param_stats(module: nn.Module, hardened: nn.Module) -> dict[str, float]:
     fraction where the FS count is not a multiple of 4), weight_bytes_wq (the exported weights'
     bytes with 8-bit FS vectors: 1 byte per FS element, 4 per other parameter; 4 x
     effective_wq, an integer), uncompressed (every FS layer as the plain conv it stands for;
-    = the --fs off count), compression and compression_wq (uncompressed / effective[_wq])."""
-    r, h = param_report(module), param_report(hardened)
+    = the --fs off count), compression and compression_wq (uncompressed / effective[_wq]).
+    `seen`: ids of the parameters of `module` and of `hardened` that earlier rows counted (a
+    shared layer counts in its first row only); this row's are added to them."""
+    skip, skip_h = seen if seen is not None else (set(), set())
+    r, h = param_report(module, skip=skip), param_report(hardened, skip=skip_h)
+    if seen is not None:
+        skip.update(id(p) for p in module.parameters())
+        skip_h.update(id(p) for p in hardened.parameters())
     return {"params": r["total"], "fs": r["fs"], "offset_logits": r["offset_logits"],
             "effective": h["total"], "effective_wq": h["effective_wq"],
             "weight_bytes_wq": 4 * (h["total"] - h["fs"]) + h["fs"],
@@ -92,7 +101,11 @@ def _bytes_by_part(sd: dict[str, torch.Tensor]) -> dict[str, int]:
     packed = pack_state_dict(sd)
     blobs = packed["blobs"]
     out: dict[str, int] = {}
-    for key, stored, _, shape, _ in manifest_of(packed):
+    packed_once: set[tuple[str, int]] = set()
+    for key, stored, _, shape, start in manifest_of(packed):
+        if (stored, start) in packed_once:  # a shared tensor's later keys: packed once
+            continue
+        packed_once.add((stored, start))
         n = 1
         for s in shape:
             n *= int(s)
@@ -146,6 +159,7 @@ def summarize(spec: NetSpec, model: nn.Module | None = None, data: dict[str, Any
     macs = count_macs(model, spec.input_size, spec.in_channels)
     groups = _row_groups(spec, model)
     rows = []
+    seen: tuple[set[int], set[int]] = (set(), set())
     for part, names in groups.items():
         row: dict[str, Any] = {"part": part}
         if part.startswith("cells."):
@@ -154,7 +168,7 @@ def summarize(spec: NetSpec, model: nn.Module | None = None, data: dict[str, Any
         elif not spec.is_darts:
             row["type"] = _kind(model.get_submodule(part))
         row.update(param_stats(nn.ModuleList(model.get_submodule(n) for n in names),
-                               nn.ModuleList(hard.get_submodule(n) for n in names)))
+                               nn.ModuleList(hard.get_submodule(n) for n in names), seen))
         row["macs"] = sum(macs.get(n, 0) for n in names)
         row["bytes"] = sizes.get(part, 0)
         row["bytes_wq"] = sizes_wq.get(part, 0)
@@ -182,7 +196,25 @@ def summarize(spec: NetSpec, model: nn.Module | None = None, data: dict[str, Any
     aux = None
     if hasattr(model, "auxiliary_head"):
         aux = {"part": "auxiliary_head", **param_stats(model.auxiliary_head, hard.auxiliary_head)}
+    if hasattr(model, "unshared"):  # a shared-filter network (space/models/shardnet.py)
+        totals.update(sharing_stats(spec, model))
     return {"network": spec.to_dict(), "rows": rows, "auxiliary_head": aux, "totals": totals}
+
+
+def sharing_stats(spec: NetSpec, model: nn.Module) -> dict[str, Any]:
+    """|W_conv| (conv weights and biases, each shared tensor once), that of the unshared
+    counterpart the network names (`model.unshared`: a registered name and settings; None:
+    the network is its own), and C, their ratio: ShaRDNet's compression factor."""
+    w_conv = conv_weights(model)
+    if model.unshared is None:
+        name, w_unshared = spec.model, w_conv
+    else:
+        name, settings = model.unshared
+        other = get_model(name, spec.num_classes, spec.in_channels, spec.input_size, **settings)
+        w_unshared = conv_weights(other)
+        name += "".join(f" {k}={v}" for k, v in settings.items())
+    return {"w_conv": w_conv, "unshared": name, "w_conv_unshared": w_unshared,
+            "sharing_compression": w_unshared / w_conv}
 
 
 def _fmt(v: Any, key: str) -> str:
@@ -272,6 +304,10 @@ def format_table(report: dict[str, Any]) -> str:
         out.append(f"as the FSNet papers count (BatchNorm's {_fmt(t['bn_statistics'], '')} running "
                    f"statistics included): {_fmt(t['papers_count'], '')}"
                    + (f", {_fmt(t['papers_count_wq'], '')} with WQ" if wq else ""))
+    if "w_conv" in t:
+        out.append(f"|W_conv| {_fmt(t['w_conv'], '')} (conv weights and biases, the shared conv "
+                   f"once); unshared counterpart {t['unshared']}: {_fmt(t['w_conv_unshared'], '')}"
+                   f"; C = {t['sharing_compression']:.2f}")
     if report["auxiliary_head"]:
         out.append(f"auxiliary head (training only, not exported): "
                    f"{_fmt(report['auxiliary_head']['params'], '')} parameters")

@@ -1,6 +1,6 @@
 """One retrain epoch and the state it carries: SGD with the DARTS recipe (auxiliary loss, drop
-path, gradient clipping, cosine or step schedule), DFS temperature and hardening, AMP on CUDA
-and DDP. The epoch loop is retrain.run's, the files retrain.outputs'.
+path, gradient clipping, cosine, step, multistep or plateau schedule), DFS temperature and
+hardening, AMP on CUDA and DDP. The epoch loop is retrain.run's, the files retrain.outputs'.
 
 Determinism: every epoch reseeds the RNGs from (seed, epoch, rank) (drop path); the data
 order depends only on (seed, epoch) and each image's augmentation only on (seed, epoch, its
@@ -124,6 +124,11 @@ class Trainer:
         elif opt.schedule == "multistep":
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(
                 self.optimizer, CyclicMultiStep(self.epochs, opt.milestones, opt.gamma, opt.cycles))
+        elif opt.schedule == "plateau":
+            # On the training loss, not the test loss: the test set stays out of every
+            # training decision. Its state (best loss, bad epochs) is in the checkpoint.
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, "min", factor=float(opt.gamma), patience=int(opt.patience))
         else:
             self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, 1, float(opt.decay))
         self.scaler = grad_scaler(device, self.amp)
@@ -228,6 +233,14 @@ class Trainer:
                      self.dist, amp=False, channels_last=self.channels_last,
                      workers=int(self.cfg.data.workers))
         return {"test_loss": r["loss"], "test_acc": r["top1"], "test_top5": r["top5"]}
+
+    def step_schedule(self, train: dict[str, float]) -> None:
+        """The learning rate for the next epoch; `train`: this epoch's train figures (the
+        plateau schedule reads its loss, the same on every rank: it is all-reduced)."""
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(float(train["train_loss"]))
+        else:
+            self.scheduler.step()
 
     @property
     def lr(self) -> float:

@@ -195,7 +195,8 @@ def convert(model: nn.Module, c: Conversion, copy_weights: bool = True) -> nn.Mo
                 _copy(conv, new)
             done[id(conv)] = new.train(conv.training)
     for parent in list(model.modules()):
-        for child_name, child in list(parent.named_children()):
+        # _modules, not named_children(): that lists a child held under two names once.
+        for child_name, child in list(parent._modules.items()):
             if id(child) in done:
                 setattr(parent, child_name, done[id(child)])
     return model

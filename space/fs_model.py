@@ -55,7 +55,8 @@ def harden_model(model: nn.Module) -> nn.Module:
         return model.harden()
     done: dict[int, FSConv2d] = {}
     for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
+        # _modules, not named_children(): that lists a child held under two names once.
+        for name, child in list(parent._modules.items()):
             if isinstance(child, DFSConv2d):
                 if id(child) not in done:
                     done[id(child)] = child.harden()

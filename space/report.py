@@ -19,8 +19,10 @@ def _num(x: float) -> int | float:
     return int(x) if float(x).is_integer() else float(x)
 
 
-def param_report(model: nn.Module, wq: bool = False) -> dict[str, int | float]:
-    """Parameter counts of `model` (each shared parameter once).
+def param_report(model: nn.Module, wq: bool = False,
+                 skip: set[int] | None = None) -> dict[str, int | float]:
+    """Parameter counts of `model` (each shared parameter once; parameters whose id is in
+    `skip` left out: a table's row leaves out what an earlier row counted).
 
     Keys: total (all stored parameters), fs (FS vector elements), fs_bias (biases of FS/DFS
     layers), offset_logits (DFS logits), plain_conv (nn.Conv2d weights + biases), other
@@ -30,7 +32,7 @@ def param_report(model: nn.Module, wq: bool = False) -> dict[str, int | float]:
     K*n instead of L, offset logits dropped), compression (uncompressed / total) and
     compression_wq (uncompressed / effective_wq).
     """
-    params = {id(p): p.numel() for p in model.parameters()}
+    params = {id(p): p.numel() for p in model.parameters() if id(p) not in (skip or ())}
     total = sum(params.values())
     fs_ids: dict[int, int] = {}  # fs parameter -> K*n of its layer
     bias_ids: set[int] = set()

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from space.fs_model import fs_layers
+from space.fs_model import fs_layers, is_fs_layer
 
 __all__ = [
     "quantize_tensor", "dequantize_tensor", "quantized_state_dict",
@@ -47,7 +47,10 @@ def dequantize_tensor(codes: Tensor, min: Tensor | float, max: Tensor | float) -
 
 
 def _fs_prefixes(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(f"{name}." if name else "", m) for name, m in fs_layers(model)]
+    """Every place an FS layer sits: a layer shared by several parents (ShaRDNet's one conv)
+    once per place, as state_dict lists it."""
+    return [(f"{name}." if name else "", m)
+            for name, m in model.named_modules(remove_duplicate=False) if is_fs_layer(m)]
 
 
 def quantized_state_dict(model: nn.Module) -> dict[str, Tensor]:
@@ -55,16 +58,19 @@ def quantized_state_dict(model: nn.Module) -> dict[str, Tensor]:
     `<prefix>fs_min` and `<prefix>fs_max` (float32), in the same position."""
     sd = model.state_dict()
     quant: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+    done: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
     for prefix, m in _fs_prefixes(model):
-        quant[prefix + "fs"] = quantize_tensor(m.fs)
+        # clone(): a fresh, exactly-sized storage, so torch.save writes 1 byte/element. A
+        # shared layer's places get the same tensors, so the export packs them once.
+        if id(m) not in done:
+            done[id(m)] = tuple(t.clone() for t in quantize_tensor(m.fs))
+        quant[prefix + "fs"] = done[id(m)]
     out: OrderedDict[str, Tensor] = OrderedDict()
     for key, value in sd.items():
         if key in quant:
             codes, lo, hi = quant[key]
             base = key[: -len("fs")]
-            # clone(): a fresh, exactly-sized storage, so torch.save writes 1 byte/element.
-            out[base + "fs_q"] = codes.clone()
-            out[base + "fs_min"], out[base + "fs_max"] = lo.clone(), hi.clone()
+            out[base + "fs_q"], out[base + "fs_min"], out[base + "fs_max"] = codes, lo, hi
         else:
             out[key] = value
     return out

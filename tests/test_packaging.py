@@ -53,8 +53,8 @@ def test_presets_come_from_the_package_whatever_the_working_folder(tmp_path, mon
 def test_an_empty_list_of_presets_is_never_offered(monkeypatch):
     with pytest.raises(UserError) as known:
         config.load_preset("nope", "search")
-    assert ("choose one of cnn, cnn-cyclic, cnn-subset, paper, pc-darts, proxy, smoke or give a "
-            "path") in str(known.value)
+    assert ("choose one of cnn, cnn-cyclic, cnn-subset, paper, pc-darts, proxy, shardnet, "
+            "shardnet-subset, smoke or give a path") in str(known.value)
     monkeypatch.setattr(config, "available_presets", lambda: [])
     monkeypatch.setattr(config, "packaged_preset", lambda name: None)
     with pytest.raises(UserError) as none:
