@@ -89,7 +89,7 @@ def _build(job: dict):
     sys.path.insert(0, str(ROOT))
     from genotypes import FSSpec
     from search.algorithms import make_algorithm
-    from space.supernet import SearchNetwork
+    from space.darts.supernet import SearchNetwork
 
     torch.manual_seed(0)
     if job["impl"] in ("reference", "ref-lean"):

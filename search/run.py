@@ -18,12 +18,12 @@ from search.data import SearchData
 from search.ddp import ranks_agree
 from search.outputs import RunOutputs, epoch_record, summary_line, warn
 from search.trainer import SearchTrainer, temperature_of_epoch
-from space.budget import EDGES, fit_to_budget
-from space.fs_model import set_temperature
+from space.darts.budget import EDGES, fit_to_budget
+from space.layers.fs_model import set_temperature
 
 
 def final_genotype(trainer: SearchTrainer, cfg: SearchConfig, main: bool) -> Genotype:
-    """The derived genotype; with a budget, fitted to it (space.budget.fit_to_budget) and
+    """The derived genotype; with a budget, fitted to it (space.darts.budget.fit_to_budget) and
     its exact count printed next to the budget."""
     g = trainer.genotype()
     budget, model = cfg.budget.params, trainer.budget_model

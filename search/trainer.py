@@ -33,7 +33,7 @@ from search.algorithms import Algorithm, make_algorithm
 from search.architect import Architect
 from search.data import SearchData
 from search.penalty import ArchPenalty, budget_model, derive_caps
-from space.supernet import SearchNetwork
+from space.darts.supernet import SearchNetwork
 
 
 def temperature_of_epoch(t_cfg: Any, epoch: int, epochs: int) -> float:

@@ -51,7 +51,7 @@ def test_reference_lists_every_key_with_its_facts():
 
 def test_schema_choices_match_the_code():
     from retrain.setup import FS_MODES
-    from space.convert import MODES
+    from space.layers.convert import MODES
 
     assert FS_MODES == ("off", "fs", "dfs", "genotype", "fs3d")
     assert set(FS_MODES) == {"off", "genotype", *MODES}  # the converter takes every FS kind

@@ -81,7 +81,7 @@ def test_same_seed_same_genotype_and_every_draw_is_valid():
 
 @pytest.mark.parametrize("seed,budget", [(0, 300_000), (1, 300_000), (2, 250_000), (5, 400_000)])
 def test_budget_fit_of_a_random_genotype_lands_within_the_budget(seed, budget):
-    from space.budget import BudgetModel
+    from space.darts.budget import BudgetModel
     from study.fit import budget_fit
 
     fs = FSSpec(ratio=2.0, dfs=True)

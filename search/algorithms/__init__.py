@@ -5,7 +5,7 @@ An algorithm is one module here that subclasses `base.Algorithm` and registers i
 how the supernet is built (partial channels, edge normalisation), how each forward's edge
 weights come from the architecture parameters (`SearchNetwork.weighting`), what changes per
 epoch (a temperature), and which architecture-step orders it supports. The supernet derives
-the genotype from the same weights (space/supernet.py) and the budget's E[P] uses them too.
+the genotype from the same weights (space/darts/supernet.py) and the budget's E[P] uses them too.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from typing import Any
 
 from common.config_schema import SearchConfig
 from common.errors import UserError, listing
-from space.supernet import SearchNetwork
+from space.darts.supernet import SearchNetwork
 
 ALGORITHMS: dict[str, type[Algorithm]] = {}
 

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from common.fs_settings import temperature_at
 from search.algorithms.base import Algorithm, register
-from space.supernet import CellWeights, SearchNetwork
+from space.darts.supernet import CellWeights, SearchNetwork
 
 
 def gumbel_hard(alphas: Tensor, tau: float) -> tuple[Tensor, Tensor]:

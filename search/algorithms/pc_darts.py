@@ -1,11 +1,11 @@
 """PC-DARTS (Xu et al., ICLR 2020): partial channel connections and edge normalisation.
 
 Each edge mixes its ops on 1/K of its channels and shuffles them with the rest
-(space/partial.py), and each node sums its incoming edges weighted by
+(space/darts/partial.py), and each node sums its incoming edges weighted by
 
     edge_e = softmax_{f -> node(e)}(beta_f)_e
 
-(space.supernet.node_softmax), so that the sampled channels do not make the edge choice
+(space.darts.supernet.node_softmax), so that the sampled channels do not make the edge choice
 unstable. The genotype is derived from softmax(alpha_e) * edge_e (the op choice is
 unchanged; the edge choice is beta-weighted), and the budget's E[P] scales the edge
 strengths by the same edge_e. The `pc-darts` preset holds the paper's defaults

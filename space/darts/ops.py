@@ -18,10 +18,10 @@ node instead of one per op), and ``scale`` multiplies the output, folded into th
 BatchNorm's affine transform so the architecture weight costs no extra pass over the
 activations. Both leave the result equal to ``scale * op(x)``.
 
-The fast forwards are built from space/fused.py (BN with the scale folded in, 1x1 convs as
-matrix products, the CPU rewrites of space/cpu_kernels.py), which compute an op's layers
+The fast forwards are built from space/layers/fused.py (BN with the scale folded in, 1x1 convs as
+matrix products, the CPU rewrites of space/layers/cpu_kernels.py), which compute an op's layers
 without calling them, so a hook on a layer does not fire there. An op whose `fast` is off
-(`space.fused.set_fast(model, False)`) runs `forward_reference`, calling each layer as a
+(`space.layers.fused.set_fast(model, False)`) runs `forward_reference`, calling each layer as a
 module, so module hooks fire; the result is the same.
 """
 
@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genotypes import FSSpec
-from space.cpu_kernels import depthwise
-from space.fs_model import pointwise_conv
-from space.fused import apply_conv, batch_norm, pointwise_subsampled, relu_in, scaled
+from space.layers.cpu_kernels import depthwise
+from space.layers.fs_model import pointwise_conv
+from space.layers.fused import apply_conv, batch_norm, pointwise_subsampled, relu_in, scaled
 
 
 class _Sequential(nn.Module):
@@ -45,7 +45,7 @@ class _Sequential(nn.Module):
     its reference computation is that Sequential, layer by layer."""
 
     fused = "relu_led"
-    fast = True  # the fused forward; off: the layers as modules (space.fused.set_fast)
+    fast = True  # the fused forward; off: the layers as modules (space.layers.fused.set_fast)
     op: nn.Sequential
 
     def forward_reference(self, x: Tensor) -> Tensor:
@@ -178,7 +178,7 @@ class FactorizedReduce(nn.Module):
     """Halves the resolution with two stride-2 1x1 convs on offset grids, concatenated."""
 
     fused = "relu_led"
-    fast = True  # the fused forward; off: forward_reference (space.fused.set_fast)
+    fast = True  # the fused forward; off: forward_reference (space.layers.fused.set_fast)
 
     def __init__(
         self, C_in: int, C_out: int, affine: bool = True, fs: FSSpec | None = None
