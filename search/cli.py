@@ -26,7 +26,6 @@ from common.cli_flags import (
     ratio_arg,
 )
 from common.config import load_config_file, preset_choices, resolve_config
-from common.config_schema import SearchConfig
 from common.cpu import CpuBudget, busy_note, cpu_budget
 from common.data import open_dataset
 from common.distributed import cleanup, init_distributed, local_device
@@ -52,7 +51,7 @@ from search.ddp import rank0_first
 from search.outputs import CHECKPOINT, CONFIG, LOG, save_run_config
 from search.penalty import BUDGET_RATIOS, preprocess_ratio
 from search.run import run_search
-from search.settings import check_config
+from search.settings import SearchConfig, check_config
 
 EPILOG = """\
 examples:

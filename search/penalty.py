@@ -42,10 +42,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from common.config_schema import SearchConfig
 from common.errors import UserError
 from common.fs_settings import fs_spec
 from common.shapes import is_large
+from search.settings import SearchConfig
 from space.darts.budget import BudgetModel
 from space.darts.budget_fit import CountedNet, counter
 from space.darts.budget_fit import preprocess_ratio as fit_preprocess_ratio

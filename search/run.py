@@ -8,7 +8,6 @@ from typing import Any
 import torch
 
 from common.checkpoint import set_rng_state
-from common.config_schema import SearchConfig
 from common.distributed import DistInfo
 from common.runlog import say
 from common.runtime import deterministic_pooling, precision, set_determinism
@@ -17,6 +16,7 @@ from genotypes import PRIMITIVES, Genotype, from_dict
 from search.data import SearchData
 from search.ddp import ranks_agree
 from search.outputs import RunOutputs, epoch_record, summary_line, warn
+from search.settings import SearchConfig
 from search.trainer import SearchTrainer, temperature_of_epoch
 from space.darts.budget import EDGES, fit_to_budget
 from space.layers.fs_model import set_temperature

@@ -17,7 +17,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.config_schema import SearchConfig
 from common.distributed import DistInfo, all_reduce_sum, wrap_ddp
 from common.errors import Diverged, UserError
 from common.evaluate import evaluate
@@ -33,6 +32,7 @@ from search.algorithms import Algorithm, make_algorithm
 from search.architect import Architect
 from search.data import SearchData
 from search.penalty import ArchPenalty, budget_model, derive_caps
+from search.settings import SearchConfig
 from space.darts.supernet import SearchNetwork
 
 

@@ -19,11 +19,11 @@ from cli_exits import one_line_exit
 from image_folders import make_image_folder
 
 from common.checkpoint import load_checkpoint
-from common.config_schema import SearchConfig
 from genotypes import PRIMITIVES, FSSpec, load_genotype
 from search.algorithms import ALGORITHMS, make_algorithm
 from search.algorithms.gdas import Gdas
 from search.cli import main
+from search.settings import SearchConfig
 from search.trainer import SearchTrainer
 from space.darts.budget import BudgetModel
 from space.darts.ops import forward_reference

@@ -14,9 +14,10 @@ from image_folders import make_image_folder
 from common import config_docs
 from common.cli_flags import RESUMABLE
 from common.config import apply_override, available_presets, load_preset, resolve_config
-from common.config_schema import SECTIONS, RetrainConfig, SearchConfig
+from common.config_schema import SECTIONS, RetrainConfig
 from common.errors import UserError
 from common.schema import as_dict, build, key, leaf_keys, set_key
+from search.settings import SearchConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

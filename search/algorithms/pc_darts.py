@@ -14,12 +14,22 @@ strengths by the same edge_e. The `pc-darts` preset holds the paper's defaults
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from common.schema import key
 from search.algorithms.base import Algorithm, register
 
 
-@register("pc-darts")
+@dataclass
+class PCDartsKeys:
+    """PC-DARTS's keys in the `search` section."""
+
+    partial_channels: int = key(4, "pc-darts: each edge mixes its ops on 1/K of the channels",
+                                lo=1)
+
+
+@register("pc-darts", config=PCDartsKeys)
 class PCDarts(Algorithm):
     """Partial channels (1/`partial_channels`) with edge normalisation."""
 
