@@ -13,6 +13,7 @@ from common.runlog import say
 from common.runtime import deterministic_pooling, precision, set_determinism
 from common.schema import as_dict
 from genotypes import PRIMITIVES, Genotype, from_dict
+from search.algorithms import Algorithm
 from search.data import SearchData
 from search.ddp import ranks_agree
 from search.outputs import RunOutputs, epoch_record, summary_line, warn
@@ -80,13 +81,14 @@ def collapse_warning(record: dict[str, Any], cfg: SearchConfig) -> bool:
 def run_search(
     cfg: SearchConfig, data: SearchData, run_dir: Path, dataset: str, device: torch.device,
     dist_info: DistInfo, resume_state: dict[str, Any] | None = None, preset: str = "paper",
+    algorithm: Algorithm | None = None,
 ) -> tuple[Genotype, SearchTrainer]:
     """Search from epoch 0, or from a checkpoint's epoch; returns the final genotype.
     `preset` is the one the search ran with (the retrain command it prints uses its own)."""
     deterministic = bool(cfg.runtime.deterministic)
     set_determinism(deterministic)
     computes_in = precision(device, bool(cfg.runtime.amp))  # checked on resume (cli)
-    trainer = SearchTrainer(cfg, data, device, dist_info)
+    trainer = SearchTrainer(cfg, data, device, dist_info, algorithm)
     net, main = trainer.net, dist_info.is_main
     if deterministic and device.type == "cuda":
         deterministic_pooling(net)

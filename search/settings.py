@@ -16,7 +16,7 @@ from typing import Any
 from common.config_schema import SECTIONS, SearchBase
 from common.errors import UserError
 from common.schema import leaf_keys
-from search.algorithms import make_algorithm
+from search.algorithms import Algorithm, make_algorithm
 from search.algorithms.base import CONFIG_KEYS
 
 #: The section's description (docs/configuration.md).
@@ -61,11 +61,17 @@ CHOICES = {k.name: k.meta["choices"] for k in leaf_keys(SearchConfig).values()
 
 def check_config(cfg: Any) -> Any:
     """Checks across keys of a `search` config (each key was checked when it was set)."""
-    make_algorithm(cfg)  # the algorithm's own limits (GDAS: first order only)
+    checked_algorithm(cfg)
+    return cfg
+
+
+def checked_algorithm(cfg: Any) -> Algorithm:
+    """check_config's checks, and the search's one algorithm (made once per search)."""
+    algorithm = make_algorithm(cfg)  # the algorithm's own limits (GDAS: first order only)
     if cfg.fs.ratios is not None and cfg.fs.mode == "off":
         raise UserError("config fs.ratios needs FS layers, but fs.mode is off; use --fs fs or "
                         "--fs dfs, or drop fs.ratios")
     if cfg.budget.acts_on == "ratios" and cfg.budget.params is not None and cfg.fs.ratios is None:
         raise UserError("budget.acts_on=ratios needs searched ratios, but the ratio is fixed; "
                         "give --ratios (e.g. 1,2,4,8) or use budget.acts_on=all")
-    return cfg
+    return algorithm

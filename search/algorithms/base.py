@@ -52,6 +52,15 @@ class Algorithm:
             raise UserError(f"--algo {self.name} supports --order {' or '.join(self.orders)} "
                             f"only, not {order}")
 
+    def describe(self) -> str:
+        """What the search's start-up line says after the algorithm's name (e.g. pc-darts's
+        share of the channels); nothing by default."""
+        return ""
+
+    def build_hint(self) -> str:
+        """Appended to the one line of a supernet the config cannot build; nothing by default."""
+        return ""
+
     def network_options(self) -> dict[str, Any]:
         """Keyword arguments for `SearchNetwork` beyond the space's own."""
         return {}

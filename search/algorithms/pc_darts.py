@@ -33,5 +33,14 @@ class PCDartsKeys:
 class PCDarts(Algorithm):
     """Partial channels (1/`partial_channels`) with edge normalisation."""
 
+    def describe(self) -> str:
+        return f" 1/{self.cfg.partial_channels} channels"
+
+    def build_hint(self) -> str:
+        if int(self.cfg.partial_channels) <= 1:
+            return ""
+        return (f" (pc-darts: each edge's ops have init_channels/{self.cfg.partial_channels} "
+                "channels; raise init_channels or lower --partial-channels)")
+
     def network_options(self) -> dict[str, Any]:
         return {"partial_channels": int(self.cfg.partial_channels), "edge_norm": True}
