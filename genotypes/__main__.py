@@ -87,6 +87,10 @@ def _random(args: argparse.Namespace) -> None:
                          CountedNet(args.init_channels, args.layers, args.dataset_classes))
         for line in fit.lines():
             print(line, file=sys.stderr)
+        if not fit.within:  # nothing written: the draw is not what was asked for
+            raise ValueError(f"random draw {args.seed} cannot fit {budget:,} parameters ({fit.exact:,} "
+                             "with every op at its largest ratio); try the next --seed, larger "
+                             "--ratios or a larger --budget")
         g = fit.genotype
     if args.out:
         save_genotype(g, args.out)
