@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from genotypes import FSSpec  # noqa: E402
 from search.architect import Architect  # noqa: E402
-from space.supernet import SearchNetwork  # noqa: E402
+from space.darts.supernet import SearchNetwork  # noqa: E402
 
 SUBSET = ROOT.parent / "shared" / "data" / "cifar10-subset"
 

@@ -48,7 +48,7 @@ from common.runtime import seed_everything, set_threads  # noqa: E402
 from genotypes import PRIMITIVES  # noqa: E402
 from search.data import build_search_data  # noqa: E402
 from search.trainer import SearchTrainer  # noqa: E402
-from space.fs_model import set_temperature  # noqa: E402
+from space.layers.fs_model import set_temperature  # noqa: E402
 
 
 def batch_gradients(trainer: SearchTrainer, limit: int | None) -> torch.Tensor:

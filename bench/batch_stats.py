@@ -4,10 +4,10 @@ ATen's, in one process, interleaved (figures, not a test).
     .venv/bin/python bench/batch_stats.py [--repeats 20] [--threads 2]
 
 ATen's channels_last CPU batch norm sums its batch statistics in one float32 pass; the search
-supernet takes them in two accurate passes instead (space/cpu_kernels.py, `exact=True`),
+supernet takes them in two accurate passes instead (space/layers/cpu_kernels.py, `exact=True`),
 because its architecture gradients need them (bench/arch_grad_precision.py). Retrain's
 networks keep ATen's. This bench times both choices on the same model, switching the mark
-(space.fused.exact_batch_stats) between steps in a random order, so that the ratio is not
+(space.layers.fused.exact_batch_stats) between steps in a random order, so that the ratio is not
 the difference between two processes (which varies by up to 30% on a small VM):
 
 * search: SearchNetwork C=8, 5 cells, DFS ratio 2, batch 32 (the smoke preset), a
@@ -34,8 +34,8 @@ from common.weight_step import WeightStep  # noqa: E402
 from genotypes import FSSpec, load_genotype  # noqa: E402
 from retrain.model import NetSpec, build_network  # noqa: E402
 from search.architect import Architect  # noqa: E402
-from space.fused import exact_batch_stats  # noqa: E402
-from space.supernet import SearchNetwork  # noqa: E402
+from space.darts.supernet import SearchNetwork  # noqa: E402
+from space.layers.fused import exact_batch_stats  # noqa: E402
 
 CPU = torch.device("cpu")
 

@@ -6,10 +6,10 @@
 
 For each network: plain (nn.Conv2d), 1D FS at --ratio (hardened: fixed offsets), DFS at
 --ratio (learned offsets, the first half of a retrain) and 3D FS at the paper policy, all
-built by the registry and converted by space.convert from the same seed. A training step is
+built by the registry and converted by space.layers.convert from the same seed. A training step is
 forward, cross-entropy, backward and an SGD momentum step; inference is an eval-mode forward
 under torch.inference_mode, where an FS layer gathers its filters once and keeps them
-(space/fs.py's cache), so it runs the plain network's convolutions. Variants run
+(space/layers/fs.py's cache), so it runs the plain network's convolutions. Variants run
 round-robin in a fresh random order each repeat, so machine noise hits all alike; medians are
 compared. Targets: FS training step <= 1.25x plain, FS inference within 5% of plain.
 """
@@ -28,10 +28,10 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from space.convert import Conversion, convert  # noqa: E402
-from space.fs_model import harden_model  # noqa: E402
+from space.layers.convert import Conversion, convert  # noqa: E402
+from space.layers.fs_model import harden_model  # noqa: E402
+from space.layers.report import param_report  # noqa: E402
 from space.models import get_model  # noqa: E402
-from space.report import param_report  # noqa: E402
 
 TRAIN_TARGET, INFER_TARGET = 1.25, 1.05
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from space.fs import DFSConv2d, FSConv2d  # noqa: E402
+from space.layers.fs import DFSConv2d, FSConv2d  # noqa: E402
 
 # (label, C_in, C_out, kernel, groups, padding); batch 64 on 32x32 maps.
 SHAPES = [

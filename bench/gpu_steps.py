@@ -50,7 +50,7 @@ from genotypes import FSSpec, load_genotype  # noqa: E402
 from retrain.model import NetSpec, build_network  # noqa: E402
 from search import architect as architect_module  # noqa: E402
 from search.architect import Architect  # noqa: E402
-from space.supernet import SearchNetwork  # noqa: E402
+from space.darts.supernet import SearchNetwork  # noqa: E402
 
 DFS = FSSpec(2.0, True, 4)
 

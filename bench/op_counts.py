@@ -18,10 +18,11 @@ or dispatch overhead, not extra work.
   the checkout's search/architect.py, then the same hand-written weight step.
 
 Each checkout runs in its own process with its own code (PYTHONPATH), the APIs used
-(retrain.model.NetSpec/build_network, space.supernet.SearchNetwork, search.architect.Architect)
-exist in every checkout since commit cf9c511^. `--aten-stats` switches
+(retrain.model.NetSpec/build_network, SearchNetwork (space.darts.supernet; space.supernet
+before the layers/darts split), search.architect.Architect) exist in every checkout since
+commit cf9c511^. `--aten-stats` switches
 off the search supernet's exact batch statistics where the checkout can
-(space.fused.exact_batch_stats, from f480fb3 on; between 7026c66 and it they were always on),
+(space.layers.fused.exact_batch_stats, from f480fb3 on; between 7026c66 and it they were always on),
 to compare the rest.
 """
 
@@ -66,15 +67,22 @@ def worker(checkout: str, step: str, fs_mode: str, aten_stats: bool) -> dict[str
             return F.cross_entropy(logits, y) + 0.4 * F.cross_entropy(aux, y)
     else:
         from search.architect import Architect
-        from space.supernet import SearchNetwork
+
+        try:
+            from space.darts.supernet import SearchNetwork
+        except ImportError:  # a checkout from before space/darts/ (space/supernet.py)
+            from space.supernet import SearchNetwork
 
         net = SearchNetwork(8, 10, 5, fs=fs).train()
         if aten_stats:
             try:
-                from space.fused import exact_batch_stats
-            except ImportError:  # a checkout from before them: nothing to switch off
-                pass
-            else:
+                from space.layers.fused import exact_batch_stats
+            except ImportError:
+                try:  # a checkout from before space/layers/
+                    from space.fused import exact_batch_stats
+                except ImportError:  # a checkout from before them: nothing to switch off
+                    exact_batch_stats = None
+            if exact_batch_stats is not None:
                 exact_batch_stats(net, False)
         upper, lower = net.arch_parameters() + net.offset_parameters(), net.weight_parameters()
         g = torch.Generator().manual_seed(1)

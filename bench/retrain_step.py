@@ -31,7 +31,7 @@ from common.weight_step import WeightStep  # noqa: E402
 from genotypes import FSSpec, load_genotype  # noqa: E402
 from retrain.export import exported_size  # noqa: E402
 from retrain.model import NetSpec, build_network  # noqa: E402
-from space.fs_model import harden_model  # noqa: E402
+from space.layers.fs_model import harden_model  # noqa: E402
 
 TARGET = 1.10
 

@@ -87,9 +87,11 @@ def _build(job: dict):
     import torch.nn as nn
 
     sys.path.insert(0, str(ROOT))
+    from common.schema import build
     from genotypes import FSSpec
     from search.algorithms import make_algorithm
-    from space.supernet import SearchNetwork
+    from search.settings import SearchConfig
+    from space.darts.supernet import SearchNetwork
 
     torch.manual_seed(0)
     if job["impl"] in ("reference", "ref-lean"):
@@ -98,9 +100,11 @@ def _build(job: dict):
     fs = {"off": None, "fs": FSSpec(2.0, False, 4), "dfs": FSSpec(2.0, True, 4),
           "ratios": FSSpec(2.0, True, 4)}[job["fs"]]
     ratios = (1, 2, 4, 8) if job["fs"] == "ratios" else None
-    algo = make_algorithm({"algorithm": job["algo"], "partial_channels": 4,
-                           "arch": {"order": {1: "first", 2: "second"}[job["order"]]},
-                           "gdas": {"tau_start": 10.0, "tau_end": 0.1}})
+    # a typed search config, as the search builds it (make_algorithm reads its attributes)
+    cfg = build(SearchConfig, {"algorithm": job["algo"], "partial_channels": 4,
+                               "arch": {"order": {1: "first", 2: "second"}[job["order"]]},
+                               "gdas": {"tau_start": 10.0, "tau_end": 0.1}})
+    algo = make_algorithm(cfg)
     net = SearchNetwork(job["C"], 10, job["layers"], fs=fs, fast=job["impl"] == "ours",
                         ratios=ratios, **algo.network_options())
     algo.attach(net)

@@ -16,6 +16,10 @@ from typing import Any
 
 import yaml
 
+# The `search` section with each search algorithm's own keys (declared beside the algorithm)
+# joins SECTIONS when search.settings is imported. This generator documents every package's
+# keys, so it sits above them (tests/test_import_graph.py); nothing in the packages imports it.
+import search.settings  # noqa: E402,F401,I001
 from common.config_schema import SECTIONS
 from common.errors import cli_entry
 from common.preset_files import FOLDER, checkout_root, write_checkout_copies

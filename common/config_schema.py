@@ -3,7 +3,9 @@
 generated from here, as is docs/configuration.md: `python -m common.config_docs --write`).
 
 Adding a key: declare it here with `key(...)`, read it where it is used (`cfg.section.name`),
-and run the command above; presets, `--set`, the checks, `--resume` and the docs follow.
+and run the command above; presets, `--set`, the checks, `--resume` and the docs follow. A key
+only one search algorithm reads is declared beside that algorithm (search/algorithms/), which
+joins it to the `search` section (search.settings).
 """
 
 from __future__ import annotations
@@ -12,14 +14,6 @@ from dataclasses import dataclass
 
 from common import checks
 from common.schema import key, section
-
-
-@dataclass
-class Gdas:
-    """GDAS's Gumbel-softmax temperature, linear over the epochs."""
-
-    tau_start: float = key(10.0, "gdas: temperature at the first epoch", lo=0.0, lo_open=True)
-    tau_end: float = key(0.1, "gdas: temperature at the last epoch", lo=0.0, lo_open=True)
 
 
 @dataclass
@@ -163,15 +157,15 @@ class Log:
 
 
 @dataclass
-class SearchConfig:
-    """The `search` section: the DARTS defaults (Liu et al., 2019) with FS/DFS 1x1 convs."""
+class SearchBase:
+    """The `search` section's keys every algorithm reads: the DARTS defaults (Liu et al.,
+    2019) with FS/DFS 1x1 convs. search.settings.SearchConfig joins each algorithm's own keys
+    (declared beside it in search/algorithms/) after `algorithm` and registers the result as
+    SECTIONS["search"]."""
 
     algorithm: str = key("darts", "a name in search.algorithms' registry: darts, pc-darts "
                          "(partial channels, edge normalisation), gdas (Gumbel, one op per "
                          "edge), ... (checked against the registry)")
-    partial_channels: int = key(4, "pc-darts: each edge mixes its ops on 1/K of the channels",
-                                lo=1)
-    gdas: Gdas = section(Gdas)
     seed: int = key(2, "seed of the weights, the split and the batches", lo=0)
     epochs: int = key(50, "search epochs", lo=1)
     batch_size: int = key(64, "batch size (per process under torchrun)", lo=1)
@@ -309,4 +303,6 @@ class RetrainConfig:
     export: Export = section(Export)
 
 
-SECTIONS: dict[str, type] = {"search": SearchConfig, "retrain": RetrainConfig}
+#: The schema of each config section. "search" is SearchBase until search.settings registers
+#: the schema with the algorithms' keys joined (importing search.settings does).
+SECTIONS: dict[str, type] = {"search": SearchBase, "retrain": RetrainConfig}

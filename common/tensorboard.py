@@ -4,9 +4,9 @@ cost a heat map per search epoch).
 
 A sink fed the records the pipelines write to log.jsonl, one per epoch, so the two always
 agree: every number of a record is a scalar of the same name at step = epoch (a dict of
-numbers, e.g. free_ops, as `key/sub`; None and booleans are left out); a search record's
-softmaxed alphas (`alphas_normal`, `alphas_reduce`) are drawn as edge x op heat maps
-(`alphas/normal`, `alphas/reduce`) and its genotype is a text entry per epoch. E[P], the
+numbers, e.g. free_ops, as `key/sub`; None and booleans are left out); the images a pipeline
+draws of a record are added as they are (a search's alphas heat maps, search.outputs), and a
+record's genotype is a text entry per epoch. E[P], the
 derived count and the budget share one chart (custom scalars).
 
     tensorboard --logdir runs/
@@ -18,6 +18,7 @@ repeats on, as it truncates log.jsonl there.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,37 +48,14 @@ def scalars_of(record: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def heat_map(alphas: list[list[float]], title: str) -> np.ndarray:
-    """An (H, W, 3) uint8 image of an edge x op matrix of softmaxed alphas, labelled."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from genotypes import PRIMITIVES
-    from genotypes.primitives import NUM_INPUTS, NUM_NODES
-
-    a = np.asarray(alphas, dtype=np.float64)
-    edges = [f"{j}->{node + NUM_INPUTS}" for node in range(NUM_NODES)
-             for j in range(NUM_INPUTS + node)]
-    fig = Figure(figsize=(6.4, 0.28 * a.shape[0] + 1.6), dpi=80, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    im = ax.imshow(a, cmap="viridis", vmin=0.0, vmax=max(float(a.max()), 1e-6), aspect="auto")
-    ops = PRIMITIVES if a.shape[1] == len(PRIMITIVES) else [str(i) for i in range(a.shape[1])]
-    ax.set_xticks(range(a.shape[1]), ops, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(a.shape[0]), edges if a.shape[0] == len(edges) else range(a.shape[0]),
-                  fontsize=7)
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax)
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-
-
 class TensorBoardLog:
     """The event-file sink of one run (inactive when not `enabled`: ranks other than 0, or
     log.tensorboard off). The writer opens at the first record, purging later steps."""
 
-    def __init__(self, run_dir: str | Path, enabled: bool) -> None:
+    def __init__(self, run_dir: str | Path, enabled: bool,
+                 images_of: Callable[[dict[str, Any]], dict[str, np.ndarray]] | None = None) -> None:
         self.dir, self.enabled = Path(run_dir) / SUBDIR, bool(enabled)
+        self.images_of = images_of  # the pipeline's own pictures of a record (search: alphas)
         self._writer = None
 
     def _open(self, first_step: int):
@@ -97,11 +75,8 @@ class TensorBoardLog:
         w = self._writer
         for tag, value in scalars_of(record).items():
             w.add_scalar(tag, value, step)
-        for cell in ("normal", "reduce"):
-            alphas = record.get(f"alphas_{cell}")
-            if alphas:
-                img = heat_map(alphas, f"softmax(alpha), {cell} cell, epoch {step + 1}")
-                w.add_image(f"alphas/{cell}", img, step, dataformats="HWC")
+        for tag, img in (self.images_of(record) if self.images_of else {}).items():
+            w.add_image(tag, img, step, dataformats="HWC")
         if record.get("genotype"):
             from genotypes import from_dict, genotype_lines
 

@@ -67,11 +67,11 @@ def _random(args: argparse.Namespace) -> None:
                                               dfs=args.fs == "dfs")
     g = random_genotype(args.seed, fs)
     if args.budget is not None:
-        # The CLI entry is the one place in genotypes that reaches into the other packages
-        # (space, through the search's own counter and fit): only here, and only on demand,
-        # so that importing genotypes stays free of torch and of the rest of the project.
+        # The command line (not the library) counts with space's counter, the search's own:
+        # only here, and only on demand, so that importing genotypes stays free of torch and
+        # of the rest of the project (tests/test_import_graph.py holds it below search).
         from common.checks import parse_count
-        from study.fit import budget_fit
+        from space.darts.budget_fit import CountedNet, budget_fit
 
         try:
             budget = parse_count(args.budget)
@@ -83,10 +83,14 @@ def _random(args: argparse.Namespace) -> None:
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag} {getattr(args, name)} is invalid: give a positive "
                                  f"{'even ' if name == 'init_channels' else ''}integer")
-        fit = budget_fit(g, budget, args.ratios, fs, args.init_channels, args.layers,
-                         args.dataset_classes)
+        fit = budget_fit(g, budget, args.ratios, fs,
+                         CountedNet(args.init_channels, args.layers, args.dataset_classes))
         for line in fit.lines():
             print(line, file=sys.stderr)
+        if not fit.within:  # nothing written: the draw is not what was asked for
+            raise ValueError(f"random draw {args.seed} cannot fit {budget:,} parameters ({fit.exact:,} "
+                             "with every op at its largest ratio); try the next --seed, larger "
+                             "--ratios or a larger --budget")
         g = fit.genotype
     if args.out:
         save_genotype(g, args.out)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from genotypes.genotype import FSSpec, Genotype, GenotypeError
-from genotypes.primitives import NUM_EDGES, NUM_INPUTS, NUM_NODES, PRIMITIVES
+from genotypes.primitives import NUM_EDGES, NUM_INPUTS, NUM_NODES, PRIMITIVES, holds, op_decl
 
 #: Rows that are non-negative and sum to 1 within this tolerance are taken as already softmaxed.
 PROB_TOL = 1e-4
@@ -75,9 +75,11 @@ def _parse_cell(w: np.ndarray, primitives: Sequence[str]) -> list[tuple[str, int
 
 
 def _is_free(op: str, j: int, reduction: bool) -> bool:
-    """A parameter-free op: a pool, or skip_connect as identity (in a reduce cell a skip on
-    a cell input is a FactorizedReduce, which has parameters)."""
-    return "pool" in op or (op == "skip_connect" and not (reduction and j < 2))
+    """A parameter-free op on that edge, as its declaration says: a pool, or skip_connect as
+    identity (in a reduce cell a skip on a cell input is a FactorizedReduce, which has
+    parameters)."""
+    d = op_decl(op)  # "none" is no kept op: never counted
+    return d is not None and op != "none" and not holds(d.params, j, reduction)
 
 
 def _capped_cell(w: np.ndarray, primitives: Sequence[str], max_skip: int | None,

@@ -1,42 +1,22 @@
-"""Colours shared by the cell drawings and the run plots: one hue per op family."""
+"""Colours shared by the cell drawings and the run plots: one hue per op family, read from
+the ops' declarations (genotypes.primitives)."""
 
 from __future__ import annotations
 
-#: Family of each op name (None for an unknown op).
-FAMILIES = {
-    "none": "none",
-    "max_pool_3x3": "pool",
-    "avg_pool_3x3": "pool",
-    "skip_connect": "skip",
-    "sep_conv_3x3": "sep conv",
-    "sep_conv_5x5": "sep conv",
-    "dil_conv_3x3": "dil conv",
-    "dil_conv_5x5": "dil conv",
-}
+from genotypes.primitives import OP_DECLS, holds, op_decl
 
+#: Family of each op name (None for an unknown op).
+FAMILIES = {d.name: d.family for d in OP_DECLS}
 #: Family colour (drawings, legends) and a darker/lighter shade per op (plots).
-FAMILY_COLORS = {
-    "pool": "#2b6cb0",
-    "skip": "#6b6b6b",
-    "sep conv": "#d9480f",
-    "dil conv": "#2f9e44",
-    "none": "#000000",
-}
-OP_COLORS = {
-    "none": "#000000",
-    "max_pool_3x3": "#1c4f8a",
-    "avg_pool_3x3": "#5b9bd5",
-    "skip_connect": "#6b6b6b",
-    "sep_conv_3x3": "#c2410c",
-    "sep_conv_5x5": "#f59f00",
-    "dil_conv_3x3": "#2b8a3e",
-    "dil_conv_5x5": "#8ce99a",
-}
+FAMILY_COLORS: dict[str, str] = {}
+for _d in OP_DECLS:  # in declaration order, each family's first op's hue
+    FAMILY_COLORS.setdefault(_d.family, _d.family_color)
+OP_COLORS = {d.name: d.color for d in OP_DECLS}
 UNKNOWN_COLOR = "#9c36b5"
 
 
 def op_family(op: str) -> str | None:
-    """'pool', 'skip', 'sep conv', 'dil conv', 'none', or None for an unknown op."""
+    """The op's declared family ('pool', 'skip', 'sep conv', ...), or None for an unknown op."""
     return FAMILIES.get(op)
 
 
@@ -52,7 +32,8 @@ def family_color(op: str) -> str:
 
 
 def uses_fs(op: str, input_index: int, reduction: bool) -> bool:
-    """Whether the op holds 1x1 convs (FS layers): separable and dilated convs, and the
-    factorized-reduce skip of a reduction cell (stride 2 from the cell inputs)."""
-    fam = op_family(op)
-    return fam in ("sep conv", "dil conv") or (fam == "skip" and reduction and input_index < 2)
+    """Whether the op holds 1x1 convs (FS layers) on that edge, as its declaration says
+    (e.g. separable and dilated convs always, skip_connect only as a reduce cell's
+    factorized reduce)."""
+    d = op_decl(op)
+    return d is not None and holds(d.fs, input_index, reduction)

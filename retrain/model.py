@@ -1,6 +1,6 @@
 """The spec of a retrain network and its construction, through the network registry
 (space.models): the DARTS network of a genotype, or any registered network by name, its convs
-optionally converted to FS layers (space.convert).
+optionally converted to FS layers (space.layers.convert).
 
 `NetSpec` is everything needed to rebuild a network: for the DARTS network the genotype,
 widths, classes, input size, FS settings with any per-op ratios and stem; for a registered
@@ -23,9 +23,7 @@ from torch import nn
 
 from common.shapes import is_large
 from genotypes import FSSpec, Genotype, from_dict, fs_from_dict, fs_to_dict, to_dict, validate
-from space.convert import Conversion, convert
-from space.models import get_model
-from space.network import (
+from space.darts.network import (
     AugmentCell,
     AuxiliaryHeadCIFAR,
     AuxiliaryHeadImageNet,
@@ -33,6 +31,8 @@ from space.network import (
     NetworkImageNet,
     drop_path,
 )
+from space.layers.convert import Conversion, convert
+from space.models import get_model
 
 __all__ = [
     "AugmentCell", "AuxiliaryHeadCIFAR", "AuxiliaryHeadImageNet", "NetSpec", "NetworkCIFAR",
@@ -49,7 +49,7 @@ def pick_stem(input_size: tuple[int, int] | list[int]) -> str:
 class NetSpec:
     """Everything needed to rebuild a network: stored in checkpoints and exported models.
     `model` is "darts" (the genotype's network: genotype, init_channels, layers, auxiliary,
-    fs, stem) or a registered name (then `settings` and `conversion`, a space.convert
+    fs, stem) or a registered name (then `settings` and `conversion`, a space.layers.convert
     Conversion's dict or None for plain convs)."""
 
     genotype: Genotype | None

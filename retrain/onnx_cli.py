@@ -21,8 +21,8 @@ from common.cli_flags import Parser
 from common.errors import UserError, cli_entry
 from retrain.export import load_exported_full
 from retrain.onnx_export import LAYOUTS, OPSET, export_onnx, inference_session
-from space.fs_model import fs_layers
-from space.wq import quantize_model_
+from space.layers.fs_model import fs_layers
+from space.layers.wq import quantize_model_
 
 
 def resolve_model_file(given: str | Path) -> Path:

@@ -7,11 +7,11 @@ Two kinds of file, both with input ``input`` (N, C, H, W float32, N dynamic) and
 * float (``model.onnx``): every FS layer's filters gathered into the plain Conv weight it
   stands for; BatchNorm folded into the convolutions by the exporter's optimiser. Nothing but
   Conv, Relu, Add, Concat, pooling, Gemm: any runtime runs it; its size is the plain network's.
-* WQ (``model-wq.onnx``): the FS vectors as uint8 initializers (space.wq's 256 levels), turned
+* WQ (``model-wq.onnx``): the FS vectors as uint8 initializers (space.layers.wq's 256 levels), turned
   into conv weights inside the graph: ``DequantizeLinear(codes, step, 0) + min``, then a
   Gather by the window index ``(offsets[k] + j) mod L`` (layout "fs": the file holds L codes
   per layer, so its size follows the compression), or, layout "conv", the gathered codes
-  (K*n per layer, 1 byte each: a quarter of the float file, whatever the ratio). space.wq's
+  (K*n per layer, 1 byte each: a quarter of the float file, whatever the ratio). space.layers.wq's
   levels are ``min + code * (max - min) / 255``: the zero point is not an integer in general,
   so the minimum is added after a zero-point-0 DequantizeLinear and the levels are exactly
   model-wq.pt's. The conv weights depend on initializers only, so a runtime that folds
@@ -39,9 +39,9 @@ import torch
 import torch.nn as nn
 
 from retrain.model import NetSpec
-from space.fs import DFSConv2d
-from space.fs_model import is_fs_layer
-from space.wq import quantize_tensor
+from space.layers.fs import DFSConv2d
+from space.layers.fs_model import is_fs_layer
+from space.layers.wq import quantize_tensor
 
 OPSET = 20
 INPUT, OUTPUT = "input", "logits"
@@ -66,7 +66,7 @@ def plain_network(model: nn.Module) -> nn.Module:
     """A copy of a hardened `model` with every FS layer replaced by the nn.Conv2d holding its
     gathered filters (same name, so the same state_dict key `<name>.weight`)."""
     if any(isinstance(m, DFSConv2d) for m in model.modules()):
-        raise ValueError("ONNX export needs a hardened model: call space.fs_model.harden_model first")
+        raise ValueError("ONNX export needs a hardened model: call space.layers.fs_model.harden_model first")
     net = copy.deepcopy(model).eval()
     done: dict[int, nn.Module] = {}  # a layer shared by several parents: one conv for all
     for name, fs in _fs_places(net):
@@ -96,7 +96,7 @@ def _torch_export(net: nn.Module, spec: NetSpec):
     """The ONNXProgram of `net`'s logits, unoptimised (the caller optimises a copy)."""
     x = torch.zeros(2, spec.in_channels, *spec.input_size)
     # A registered global hook makes every op run its reference forward, layer by layer as
-    # declared (space/ops.py), so the exporter sees nn.Conv2d / BatchNorm modules and names
+    # declared (space/darts/ops.py), so the exporter sees nn.Conv2d / BatchNorm modules and names
     # their initializers by their state_dict keys instead of tracing the CPU fast paths.
     hook = nn.modules.module.register_module_forward_hook(lambda *args: None)
     try:

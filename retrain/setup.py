@@ -32,8 +32,8 @@ from common.shapes import KNOWN_SHAPES
 from genotypes import Genotype, GenotypeError, from_dict, load_genotype
 from retrain.data import train_set
 from retrain.model import NetSpec, build_network, pick_stem
-from space.convert import Conversion
-from space.fs_model import set_grad_reduce
+from space.layers.convert import Conversion
+from space.layers.fs_model import set_grad_reduce
 from space.models import model_entry
 
 FS_MODES = leaf_keys(RetrainConfig)["fs.mode"].meta["choices"]  # --fs, and study.spec's
@@ -155,7 +155,7 @@ def model_settings(cfg: RetrainConfig) -> dict[str, Any]:
 
 
 def conversion(cfg: RetrainConfig) -> dict[str, Any] | None:
-    """The space.convert Conversion (as a dict) of a registered network's convs, from the
+    """The space.layers.convert Conversion (as a dict) of a registered network's convs, from the
     `fs` section: None for `off`; a null ratio is DEFAULT_RATIO unless the paper policy or a
     parameter target sets the layers."""
     f = cfg.fs

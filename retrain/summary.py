@@ -25,12 +25,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from genotypes import describe_op_ratios, fs_from_dict
 from retrain.export import exported_size, manifest_of, pack_state_dict
 from retrain.model import NetSpec, build_network
-from space.fs_model import harden_model
-from space.fused import fast_mode
+from space.layers.fs_model import harden_model
+from space.layers.fused import fast_mode
+from space.layers.report import param_report
+from space.layers.wq import quantized_state_dict
 from space.models import get_model
 from space.models.shardnet import conv_weights
-from space.report import param_report
-from space.wq import quantized_state_dict
 
 COLUMNS = [
     ("params", "params"), ("fs", "FS params"), ("effective", "effective"),
@@ -42,7 +42,7 @@ COLUMNS = [
 def param_stats(module: nn.Module, hardened: nn.Module,
                 seen: tuple[set[int], set[int]] | None = None) -> dict[str, float]:
     """Counts of `module` (as trained) and of `hardened` (the same part as exported), from
-    space.report.param_report, the project's one definition of these figures: params (all
+    space.layers.report.param_report, the project's one definition of these figures: params (all
     trained parameters, DFS offset logits included), fs (FS vector elements), offset_logits,
     effective (parameters exported), effective_wq (FS elements counting 1/4: 8-bit; a
     fraction where the FS count is not a multiple of 4), weight_bytes_wq (the exported weights'
@@ -68,7 +68,7 @@ def count_macs(model: nn.Module, input_size: tuple[int, int], in_channels: int =
     that module and its submodules ('' is the whole model).
 
     Counted at the operator level by torch's FlopCounterMode (convolutions and matrix
-    products; MACs = FLOPs / 2) over the plain forward (space.fused.fast_mode off), which
+    products; MACs = FLOPs / 2) over the plain forward (space.layers.fused.fast_mode off), which
     calls every layer as a module, so every layer's MACs are attributed to it; the fast
     forward computes the same convolutions, so the totals are its too. An FS layer counts
     the convolution it runs, i.e. the plain conv it stands for; its cached filters cost no
@@ -228,7 +228,7 @@ def _fmt(v: Any, key: str) -> str:
 
 
 def describe_conversion(conversion: dict[str, Any] | None) -> str:
-    """One phrase for a registered network's FS conversion (space.convert.Conversion)."""
+    """One phrase for a registered network's FS conversion (space.layers.convert.Conversion)."""
     if conversion is None:
         return "plain (no FS)"
     c = conversion

@@ -34,7 +34,7 @@ from common.schema import as_dict
 from common.threads import run_governor
 from common.weight_step import WeightStep
 from retrain.model import NetSpec
-from space.fs_model import harden_model, offset_entropy, offset_parameters, set_temperature
+from space.layers.fs_model import harden_model, offset_entropy, offset_parameters, set_temperature
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:

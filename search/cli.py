@@ -26,7 +26,6 @@ from common.cli_flags import (
     ratio_arg,
 )
 from common.config import load_config_file, preset_choices, resolve_config
-from common.config_schema import SearchConfig
 from common.cpu import CpuBudget, busy_note, cpu_budget
 from common.data import open_dataset
 from common.distributed import cleanup, init_distributed, local_device
@@ -46,13 +45,13 @@ from common.runlog import (
 from common.runtime import precision, resolve_device, seed_everything, set_threads
 from common.schema import as_dict, resumable_keys
 from genotypes import describe_fs
-from search.algorithms import ALGORITHMS
+from search.algorithms import ALGORITHMS, Algorithm
 from search.data import build_search_data
 from search.ddp import rank0_first
 from search.outputs import CHECKPOINT, CONFIG, LOG, save_run_config
 from search.penalty import BUDGET_RATIOS, preprocess_ratio
 from search.run import run_search
-from search.settings import check_config
+from search.settings import SearchConfig, checked_algorithm
 
 EPILOG = """\
 examples:
@@ -204,7 +203,7 @@ def _main(argv: list[str] | None) -> None:
         run_dir, dataset, preset = None, args.dataset, args.preset
         cfg = resolve_config("search", preset, items)
         chose_ratios = budget_ratios(cfg, {override_key(s) for s in items})
-    check_config(cfg)
+    algorithm = checked_algorithm(cfg)
     if args.print_config:
         print(yaml.safe_dump(as_dict(cfg), sort_keys=False), end="")
         return
@@ -265,19 +264,19 @@ def _main(argv: list[str] | None) -> None:
                                 shlex.split(saved.get("command", "")),
                                 list(saved.get("resumed") or []) + [shlex.join(command)])
         with interrupt_advice(run_dir, CHECKPOINT, dist_info.is_main):
-            _start(cfg, sd, info, run_dir, dataset, preset, device, dist_info, state, budget)
+            _start(cfg, sd, info, run_dir, dataset, preset, device, dist_info, state, budget,
+                   algorithm)
     finally:
         cleanup()
 
 
-def _algo_text(cfg: SearchConfig) -> str:
-    algo = cfg.algorithm
-    part = f" 1/{cfg.partial_channels} channels" if algo == "pc-darts" else ""
-    return f"algo={algo}{part} order={cfg.arch.order}"
+def _algo_text(cfg: SearchConfig, algorithm: Algorithm) -> str:
+    return f"algo={cfg.algorithm}{algorithm.describe()} order={cfg.arch.order}"
 
 
 def _start(cfg: SearchConfig, sd, info, run_dir: Path, dataset: str, preset: str,
-           device, dist_info, state: dict[str, Any] | None, budget: CpuBudget) -> None:
+           device, dist_info, state: dict[str, Any] | None, budget: CpuBudget,
+           algorithm: Algorithm) -> None:
     fs = fs_spec(cfg.fs)
     fs_text = describe_fs(fs)
     if cfg.fs.ratios is not None:
@@ -289,7 +288,7 @@ def _start(cfg: SearchConfig, sd, info, run_dir: Path, dataset: str, preset: str
     is_main = dist_info.is_main
     say(f"search on {dataset}: {info.num_classes} classes, {info.input_size[0]}x{info.input_size[1]}, "
         f"{sd.num_train} + {sd.num_valid} images; C={cfg.init_channels} layers={cfg.layers} "
-        f"{_algo_text(cfg)}; fs: {fs_text}; {cfg.epochs} epoch(s) on "
+        f"{_algo_text(cfg, algorithm)}; fs: {fs_text}; {cfg.epochs} epoch(s) on "
         f"{device}{procs} with {budget.describe()}; {where}", is_main)
     note = busy_note(budget) if is_main else None
     if note:
@@ -297,4 +296,5 @@ def _start(cfg: SearchConfig, sd, info, run_dir: Path, dataset: str, preset: str
     if state is not None and int(state.get("world_size", 1)) != dist_info.world_size:
         say(f"note: {run_dir} ran with {state['world_size']} process(es), this resume with "
             f"{dist_info.world_size}: the batches differ from an uninterrupted run", is_main)
-    run_search(cfg, sd, run_dir, dataset, device, dist_info, resume_state=state, preset=preset)
+    run_search(cfg, sd, run_dir, dataset, device, dist_info, resume_state=state, preset=preset,
+               algorithm=algorithm)

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from torch.utils.data import DataLoader, Dataset
 
-from common.config_schema import SearchConfig
 from common.data import (
     DatasetInfo,
     TransformedSubset,
@@ -19,6 +18,7 @@ from common.data import (
 from common.distributed import DistInfo
 from common.errors import UserError
 from common.loader import make_loader
+from search.settings import SearchConfig
 
 
 @dataclass

@@ -20,16 +20,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from common.checkpoint import rng_state, save_checkpoint
 from common.config import preset_with_section
 from common.config import save_run_config as save_config_yaml
-from common.config_schema import SearchConfig
 from common.runlog import JsonlLog, say
 from common.shapes import KNOWN as KNOWN_DATASETS
 from common.tensorboard import TensorBoardLog
 from common.threads import thread_figures
 from genotypes import Genotype, genotype_lines, save_genotype, to_dict
 from genotypes.derive import changed_edges, edge_entropy
+from genotypes.primitives import NUM_INPUTS, NUM_NODES, PRIMITIVES
+from search.settings import SearchConfig
 
 LOG, GENOTYPE, CHECKPOINT, CONFIG = "log.jsonl", "genotype.json", "checkpoint.pt", "config.yaml"
 DEFAULT_DATA_ROOT = "data"  # both presets' data.root
@@ -54,6 +57,40 @@ def save_run_config(run_dir: Path, cfg: SearchConfig, dataset: str, preset: str,
     save_config_yaml(run_dir / CONFIG, "search", cfg, record)
 
 
+def heat_map(alphas: list[list[float]], title: str) -> np.ndarray:
+    """An (H, W, 3) uint8 image of an edge x op matrix of softmaxed alphas, labelled."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    a = np.asarray(alphas, dtype=np.float64)
+    edges = [f"{j}->{node + NUM_INPUTS}" for node in range(NUM_NODES)
+             for j in range(NUM_INPUTS + node)]
+    fig = Figure(figsize=(6.4, 0.28 * a.shape[0] + 1.6), dpi=80, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    im = ax.imshow(a, cmap="viridis", vmin=0.0, vmax=max(float(a.max()), 1e-6), aspect="auto")
+    ops = PRIMITIVES if a.shape[1] == len(PRIMITIVES) else [str(i) for i in range(a.shape[1])]
+    ax.set_xticks(range(a.shape[1]), ops, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(a.shape[0]), edges if a.shape[0] == len(edges) else range(a.shape[0]),
+                  fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax)
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def alphas_images(record: dict[str, Any]) -> dict[str, np.ndarray]:
+    """TensorBoard images of a search record: its softmaxed alphas as edge x op heat maps
+    (`alphas/normal`, `alphas/reduce`)."""
+    out = {}
+    for cell in ("normal", "reduce"):
+        alphas = record.get(f"alphas_{cell}")
+        if alphas:
+            out[f"alphas/{cell}"] = heat_map(
+                alphas, f"softmax(alpha), {cell} cell, epoch {int(record['epoch']) + 1}")
+    return out
+
+
 class RunOutputs:
     """The run directory of one search (inactive on ranks other than 0)."""
 
@@ -62,7 +99,7 @@ class RunOutputs:
         self.dir, self.enabled, self.plot = Path(run_dir), enabled, plot
         self.draw_every, self.epochs = int(draw_every), int(epochs)
         self.log = JsonlLog(self.dir / LOG)
-        self.tensorboard = TensorBoardLog(self.dir, enabled and tensorboard)
+        self.tensorboard = TensorBoardLog(self.dir, enabled and tensorboard, alphas_images)
 
     def epoch_done(self, epoch: int, record: dict[str, Any], g: Genotype,
                    checkpoint: dict[str, Any]) -> None:

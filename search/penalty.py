@@ -1,6 +1,6 @@
 """Terms added to the architecture loss: the parameter budget and beta-DARTS's regulariser.
 
-Budget (space/budget.py gives E[P], the expected effective parameter count of the derived
+Budget (space/darts/budget.py gives E[P], the expected effective parameter count of the derived
 network at the budget's width, differentiable in the alphas and ratio logits). With budget B
 and weight lambda(t) ramped linearly from 0 to `budget.weight` over `budget.warmup_epochs`
 architecture epochs:
@@ -13,7 +13,7 @@ the hinge settles where its pull balances the loss's, a little above its aim).
 
     E[P] = P0 + sum_c sum_e kappa_ce sum_(o != none) pi_ceo sum_r rho_ceor T_c[e, o, r]
 
-(space/budget.py: pi the op weights, kappa the edge-keep weights, both functions of alpha;
+(space/darts/budget.py: pi the op weights, kappa the edge-keep weights, both functions of alpha;
 rho the ratio weights). By default (`budget.acts_on: all`) the penalty's gradient moves all
 three, so the budget can be met by the op choice: in the proxy searches the first
 architecture epoch moved 30-58% of the sep_convs' weight (the ops with the most parameters)
@@ -36,18 +36,19 @@ and second order.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from common.config_schema import SearchConfig
 from common.errors import UserError
 from common.fs_settings import fs_spec
 from common.shapes import is_large
-from space.budget import BudgetModel
+from search.settings import SearchConfig
+from space.darts.budget import BudgetModel
+from space.darts.budget_fit import CountedNet, counter
+from space.darts.budget_fit import preprocess_ratio as fit_preprocess_ratio
 
 #: beta-DARTS weight and skip cap when a budget is set and the config leaves them null.
 BUDGET_BETA_DECAY = 1.0
@@ -76,36 +77,36 @@ def derive_caps(cfg: SearchConfig) -> dict[str, int | None]:
     return out
 
 
+def counted_net(cfg: SearchConfig, info: Any) -> CountedNet:
+    """The network the budget counts: the one retrain builds for this dataset (CIFAR or
+    ImageNet stem from its image size, as retrain's `stem: auto`) at the budget's width."""
+    return CountedNet(int(cfg.budget.init_channels), int(cfg.budget.layers), int(info.num_classes),
+                      int(info.in_channels), is_large(info.input_size))
+
+
 def _counter(cfg: SearchConfig, info: Any, fs: Any, ratios: list[float]) -> BudgetModel:
-    """A BudgetModel of the network retrain builds for this dataset (CIFAR or ImageNet stem
-    from its image size, as retrain's `stem: auto`), under a forked RNG: building modules
-    draws random numbers, and the search's own draws must not change. A width the ratios
-    cannot compress is one line."""
+    """space.darts.budget_fit's counter; a width the ratios cannot compress is one line."""
     try:
-        with torch.random.fork_rng(devices=[]):
-            return BudgetModel(fs, ratios, cfg.budget.init_channels,
-                               cfg.budget.layers, info.num_classes, info.in_channels,
-                               imagenet=is_large(info.input_size))
+        return counter(fs, ratios, counted_net(cfg, info))
     except ValueError as e:
-        raise UserError(f"cannot count the budget's network (budget.init_channels="
-                        f"{cfg.budget.init_channels}, budget.layers="
-                        f"{cfg.budget.layers}): {e}") from None
+        raise _uncountable(cfg, e) from None
+
+
+def _uncountable(cfg: SearchConfig, e: ValueError) -> UserError:
+    return UserError(f"cannot count the budget's network (budget.init_channels="
+                     f"{cfg.budget.init_channels}, budget.layers={cfg.budget.layers}): {e}")
 
 
 def preprocess_ratio(cfg: SearchConfig, info: Any) -> float | None:
-    """With a budget and searched ratios, the ratio of the cell preprocessing (which no op
-    owns, so the search does not choose it): the smallest candidate at which the reference
-    cell (sep_conv_3x3 on every kept edge) with every op at that same ratio fits the budget,
-    else the largest candidate. None when the config's fs.ratio stands."""
+    """With a budget and searched ratios, the ratio of the cell preprocessing
+    (space.darts.budget_fit.preprocess_ratio); None when the config's fs.ratio stands."""
     ratios, budget = cfg.fs.ratios, cfg.budget.params
     if ratios is None or budget is None:
         return None
-    for r in ratios:
-        spec = dataclasses.replace(fs_spec(cfg.fs), ratio=float(r))
-        model = _counter(cfg, info, spec, [r])
-        if model.count(model.reference) <= budget:
-            return float(r)
-    return float(ratios[-1])
+    try:
+        return fit_preprocess_ratio(fs_spec(cfg.fs), ratios, budget, counted_net(cfg, info))
+    except ValueError as e:
+        raise _uncountable(cfg, e) from None
 
 
 def budget_model(cfg: SearchConfig, info: Any) -> BudgetModel | None:

@@ -8,22 +8,23 @@ from typing import Any
 import torch
 
 from common.checkpoint import set_rng_state
-from common.config_schema import SearchConfig
 from common.distributed import DistInfo
 from common.runlog import say
 from common.runtime import deterministic_pooling, precision, set_determinism
 from common.schema import as_dict
 from genotypes import PRIMITIVES, Genotype, from_dict
+from search.algorithms import Algorithm
 from search.data import SearchData
 from search.ddp import ranks_agree
 from search.outputs import RunOutputs, epoch_record, summary_line, warn
+from search.settings import SearchConfig
 from search.trainer import SearchTrainer, temperature_of_epoch
-from space.budget import EDGES, fit_to_budget
-from space.fs_model import set_temperature
+from space.darts.budget import EDGES, fit_to_budget
+from space.layers.fs_model import set_temperature
 
 
 def final_genotype(trainer: SearchTrainer, cfg: SearchConfig, main: bool) -> Genotype:
-    """The derived genotype; with a budget, fitted to it (space.budget.fit_to_budget) and
+    """The derived genotype; with a budget, fitted to it (space.darts.budget.fit_to_budget) and
     its exact count printed next to the budget."""
     g = trainer.genotype()
     budget, model = cfg.budget.params, trainer.budget_model
@@ -80,13 +81,14 @@ def collapse_warning(record: dict[str, Any], cfg: SearchConfig) -> bool:
 def run_search(
     cfg: SearchConfig, data: SearchData, run_dir: Path, dataset: str, device: torch.device,
     dist_info: DistInfo, resume_state: dict[str, Any] | None = None, preset: str = "paper",
+    algorithm: Algorithm | None = None,
 ) -> tuple[Genotype, SearchTrainer]:
     """Search from epoch 0, or from a checkpoint's epoch; returns the final genotype.
     `preset` is the one the search ran with (the retrain command it prints uses its own)."""
     deterministic = bool(cfg.runtime.deterministic)
     set_determinism(deterministic)
     computes_in = precision(device, bool(cfg.runtime.amp))  # checked on resume (cli)
-    trainer = SearchTrainer(cfg, data, device, dist_info)
+    trainer = SearchTrainer(cfg, data, device, dist_info, algorithm)
     net, main = trainer.net, dist_info.is_main
     if deterministic and device.type == "cuda":
         deterministic_pooling(net)

@@ -17,7 +17,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.config_schema import SearchConfig
 from common.distributed import DistInfo, all_reduce_sum, wrap_ddp
 from common.errors import Diverged, UserError
 from common.evaluate import evaluate
@@ -33,7 +32,8 @@ from search.algorithms import Algorithm, make_algorithm
 from search.architect import Architect
 from search.data import SearchData
 from search.penalty import ArchPenalty, budget_model, derive_caps
-from space.supernet import SearchNetwork
+from search.settings import SearchConfig
+from space.darts.supernet import SearchNetwork
 
 
 def temperature_of_epoch(t_cfg: Any, epoch: int, epochs: int) -> float:
@@ -53,11 +53,7 @@ def build_network(cfg: SearchConfig, num_classes: int, in_channels: int,
             **algorithm.network_options(),
         )
     except ValueError as e:  # e.g. a width the FS ratio cannot compress
-        hint = ""
-        if int(cfg.partial_channels) > 1 and cfg.algorithm == "pc-darts":
-            hint = (f" (pc-darts: each edge's ops have init_channels/{cfg.partial_channels} "
-                    "channels; raise init_channels or lower --partial-channels)")
-        raise UserError(f"cannot build the search network: {e}{hint}") from None
+        raise UserError(f"cannot build the search network: {e}{algorithm.build_hint()}") from None
     algorithm.attach(net)
     return net
 
@@ -67,12 +63,12 @@ class SearchTrainer:
     validation iterator of one search, and their (checkpointable) state."""
 
     def __init__(self, cfg: SearchConfig, data: SearchData, device: torch.device,
-                 dist_info: DistInfo) -> None:
+                 dist_info: DistInfo, algorithm: Algorithm | None = None) -> None:
         self.cfg, self.data, self.device, self.dist = cfg, data, device, dist_info
         rt, wcfg, acfg = cfg.runtime, cfg.weights, cfg.arch
         self.amp = bool(rt.amp) and device.type == "cuda"
         self.channels_last = bool(rt.channels_last)
-        self.algorithm = make_algorithm(cfg)
+        self.algorithm = algorithm or make_algorithm(cfg)  # the CLI's one, when it runs
         net = build_network(cfg, data.info.num_classes, data.info.in_channels,
                             self.algorithm).to(device)
         self.net = net = channels_last(net, self.channels_last)

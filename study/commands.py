@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.shapes import KNOWN as NAMED_DATASETS
+from study.sources import path_arg
 from study.spec import Arm
 
 
@@ -15,12 +16,6 @@ def dataset_arg(dataset: str) -> str:
     if dataset.lower() in NAMED_DATASETS:
         return dataset.lower()
     return str(Path(dataset).expanduser().resolve())
-
-
-def path_arg(value: str) -> str:
-    """A genotype or preset that names an existing file, as an absolute path."""
-    p = Path(value).expanduser()
-    return str(p.resolve()) if p.exists() else value
 
 
 def retrain_argv(arm: Arm, dataset: str, genotype: str | None = None) -> list[str]:

@@ -185,9 +185,15 @@ def retrain_config(arm: Any) -> dict[str, Any]:
     return rsetup.resolve(r.preset or "paper", items, lambda cfg: False)
 
 
+def path_arg(value: str) -> str:
+    """A genotype or preset that names an existing file, as an absolute path (here rather
+    than in study.commands, which imports study.spec, which imports this module)."""
+    p = Path(value).expanduser()
+    return str(p.resolve()) if p.exists() else value
+
+
 def _base(arm: Any) -> Genotype:
     from genotypes import load_genotype
-    from study.commands import path_arg
 
     return load_genotype(path_arg(arm.retrain.genotype or ""))
 

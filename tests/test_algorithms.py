@@ -19,15 +19,15 @@ from cli_exits import one_line_exit
 from image_folders import make_image_folder
 
 from common.checkpoint import load_checkpoint
-from common.config_schema import SearchConfig
 from genotypes import PRIMITIVES, FSSpec, load_genotype
 from search.algorithms import ALGORITHMS, make_algorithm
 from search.algorithms.gdas import Gdas
 from search.cli import main
+from search.settings import SearchConfig
 from search.trainer import SearchTrainer
-from space.budget import BudgetModel
-from space.ops import forward_reference
-from space.supernet import SearchNetwork
+from space.darts.budget import BudgetModel
+from space.darts.ops import forward_reference
+from space.darts.supernet import SearchNetwork
 
 DFS = FSSpec(2.0, True, 4)
 TINY = ["--preset", "smoke", "--set", "init_channels=8", "--set", "layers=5", "--batch-size", "8",
@@ -301,7 +301,7 @@ def test_pc_darts_against_reference_checkout(dtype) -> None:
 def test_partial_merge_is_the_shuffled_concatenation(stride, nhwc):
     """The edge's output written in place equals shuffle(cat(ops' sum, bypass)), bit for bit,
     in both memory formats, with the gradients of both parts."""
-    from space.partial import PartialMixedOp
+    from space.darts.partial import PartialMixedOp
 
     op = PartialMixedOp(16, stride, 4)
     x = torch.randn(2, 16, 8, 8, requires_grad=True)

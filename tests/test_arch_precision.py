@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from genotypes import FSSpec
 from search.architect import Architect
-from space.supernet import SearchNetwork
+from space.darts.supernet import SearchNetwork
 
 pytestmark = pytest.mark.slow
 

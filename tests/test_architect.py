@@ -223,7 +223,7 @@ def test_trainer_splits_upper_and_lower_levels(mode, offsets_with):
     from common.distributed import DistInfo
     from search.data import SearchData
     from search.trainer import SearchTrainer
-    from space.fs_model import offset_parameters
+    from space.layers.fs_model import offset_parameters
 
     cfg = resolve_config("search", "smoke", [f"fs.mode={mode}", f"fs.offsets_with={offsets_with}",
                                              "init_channels=4"])
@@ -245,8 +245,8 @@ def test_trainer_splits_upper_and_lower_levels(mode, offsets_with):
 
 def _tiny_supernet(dfs: bool, grad_reduce: str = "mean"):
     from genotypes import FSSpec
-    from space.fs_model import fs_layers
-    from space.supernet import SearchNetwork
+    from space.darts.supernet import SearchNetwork
+    from space.layers.fs_model import fs_layers
 
     torch.manual_seed(0)
     net = SearchNetwork(C=2, num_classes=3, layers=3, fs=FSSpec(2.0, True, 4) if dfs else None)

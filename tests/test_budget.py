@@ -1,4 +1,4 @@
-"""Parameter budgets: the exact count, E[P] (space/budget.py), the greedy fit, the penalty."""
+"""Parameter budgets: the exact count, E[P] (space/darts/budget.py), the greedy fit, the penalty."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 from common.checks import parse_count
 from genotypes import PRIMITIVES, FSSpec, Genotype, validate
 from genotypes.primitives import NUM_INPUTS, NUM_NODES
-from space.budget import EDGES, BudgetModel, fit_to_budget
-from space.network import NetworkCIFAR
-from space.report import param_report
+from space.darts.budget import EDGES, BudgetModel, fit_to_budget
+from space.darts.network import NetworkCIFAR
+from space.layers.report import param_report
 
 RATIOS = (1.0, 2.0, 4.0, 8.0)
 OPS = [p for p in PRIMITIVES if p != "none"]
@@ -44,7 +44,7 @@ def _random_genotype(rng: random.Random, fs: FSSpec | None, ratios=RATIOS) -> Ge
 
 def _hardened_count(g: Genotype, C: int, layers: int) -> int:
     """The independent count: the network as retrain builds it, FS hardened (DFS off),
-    counted by space.report (what `--summary` reports), auxiliary head left out."""
+    counted by space.layers.report (what `--summary` reports), auxiliary head left out."""
     fs = None if g.fs is None else dataclasses.replace(g.fs, dfs=False)
     return int(param_report(NetworkCIFAR(C, 10, layers, False, g, fs))["total"])
 
@@ -148,7 +148,7 @@ def test_preprocessing_ratio_need_not_be_a_candidate() -> None:
 
 
 def test_imagenet_budget_counts_the_imagenet_network() -> None:
-    from space.network import NetworkImageNet
+    from space.darts.network import NetworkImageNet
 
     model = BudgetModel(FSSpec(2.0, True, 4), RATIOS, C=16, layers=8, imagenet=True)
     g = _random_genotype(random.Random(6), FSSpec(2.0, True, 4))

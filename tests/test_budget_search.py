@@ -19,9 +19,9 @@ from genotypes.derive import derive, free_op_count, skip_count
 from search.architect import Architect
 from search.cli import main
 from search.penalty import ArchPenalty, derive_caps
-from space.network import NetworkCIFAR
-from space.report import param_report
-from space.supernet import SearchNetwork
+from space.darts.network import NetworkCIFAR
+from space.darts.supernet import SearchNetwork
+from space.layers.report import param_report
 
 TINY = ["--preset", "smoke", "--set", "init_channels=4", "--set", "layers=5", "--batch-size", "8",
         "--threads", "1", "--set", "runtime.draw_every=0", "--set", "runtime.plot=false"]

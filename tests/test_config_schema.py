@@ -14,9 +14,10 @@ from image_folders import make_image_folder
 from common import config_docs
 from common.cli_flags import RESUMABLE
 from common.config import apply_override, available_presets, load_preset, resolve_config
-from common.config_schema import SECTIONS, RetrainConfig, SearchConfig
+from common.config_schema import SECTIONS, RetrainConfig
 from common.errors import UserError
 from common.schema import as_dict, build, key, leaf_keys, set_key
+from search.settings import SearchConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +52,7 @@ def test_reference_lists_every_key_with_its_facts():
 
 def test_schema_choices_match_the_code():
     from retrain.setup import FS_MODES
-    from space.convert import MODES
+    from space.layers.convert import MODES
 
     assert FS_MODES == ("off", "fs", "dfs", "genotype", "fs3d")
     assert set(FS_MODES) == {"off", "genotype", *MODES}  # the converter takes every FS kind

@@ -1,4 +1,4 @@
-"""space/cpu_kernels.py computes the native ops' values and gradients, another way."""
+"""space/layers/cpu_kernels.py computes the native ops' values and gradients, another way."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from space import cpu_kernels
-from space.cpu_kernels import batch_norm_train, conv1x1, depthwise_same
+from space.layers import cpu_kernels
+from space.layers.cpu_kernels import batch_norm_train, conv1x1, depthwise_same
 
 CL = torch.channels_last
 
@@ -142,7 +142,7 @@ def test_torch_func_transforms_work() -> None:
 
 
 def test_depthwise_with_bias_keeps_the_native_conv() -> None:
-    from space.cpu_kernels import depthwise
+    from space.layers.cpu_kernels import depthwise
 
     dw = torch.nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8, bias=True)
     with torch.no_grad():
@@ -161,9 +161,9 @@ def test_the_supernet_takes_exact_statistics_and_retrain_networks_atens(
     import copy
 
     from genotypes import load_genotype
-    from space.fused import EXACT, batch_norm
-    from space.network import NetworkCIFAR
-    from space.supernet import SearchNetwork
+    from space.darts.network import NetworkCIFAR
+    from space.darts.supernet import SearchNetwork
+    from space.layers.fused import EXACT, batch_norm
 
     sup = SearchNetwork(16, 10, 5)
     bns = [m for m in sup.modules() if isinstance(m, torch.nn.BatchNorm2d)]

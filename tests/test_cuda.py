@@ -13,7 +13,7 @@ from common import checkpoint, runtime
 from common.weight_step import WeightStep
 from genotypes import FSSpec
 from search.architect import Architect
-from space.supernet import SearchNetwork
+from space.darts.supernet import SearchNetwork
 
 pytestmark = pytest.mark.cuda
 

@@ -11,8 +11,8 @@ import torch.nn as nn
 from torch.testing import assert_close
 
 from genotypes import FSSpec
-from space.fs import DFSConv2d, FSConv2d
-from space.fs_model import (
+from space.layers.fs import DFSConv2d, FSConv2d
+from space.layers.fs_model import (
     fs_layers,
     harden_model,
     is_fs_layer,

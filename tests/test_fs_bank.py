@@ -1,4 +1,4 @@
-"""Batched FS/DFS filters (space/fs_bank.py) equal each layer's own, values and gradients."""
+"""Batched FS/DFS filters (space/layers/fs_bank.py) equal each layer's own, values and gradients."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import torch.nn as nn
 from torch.func import functional_call
 from torch.testing import assert_close
 
-from space import fs as fsmod
-from space import fs_model
-from space.fs import DFSConv2d, FSConv2d
-from space.fs_bank import FilterBank, bank_of, batched_filters
-from space.fs_model import harden_model
+from space.layers import fs as fsmod
+from space.layers import fs_model
+from space.layers.fs import DFSConv2d, FSConv2d
+from space.layers.fs_bank import FilterBank, bank_of, batched_filters
+from space.layers.fs_model import harden_model
 
 
 def _handed(m: nn.Module) -> torch.Tensor | None:

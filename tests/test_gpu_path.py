@@ -171,7 +171,7 @@ def process_group():
 
 def _dfs_supernet():
     from genotypes import FSSpec
-    from space.supernet import SearchNetwork
+    from space.darts.supernet import SearchNetwork
 
     return SearchNetwork(C=4, num_classes=3, layers=3, fs=FSSpec(2.0, True, 4))
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from space.convert import Conversion, convert, fit_ratio
-from space.fs import FSConv2d
-from space.fs3d import FS3dConv2d
+from space.layers.convert import Conversion, convert, fit_ratio
+from space.layers.fs import FSConv2d
+from space.layers.fs3d import FS3dConv2d
+from space.layers.report import param_report
 from space.models import get_model, list_models, model_entry, register_model
 from space.models.registry import _REGISTRY
-from space.report import param_report
 
 
 def _params(m: nn.Module) -> int:

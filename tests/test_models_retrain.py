@@ -20,9 +20,9 @@ from retrain.cli import main
 from retrain.export import load_exported_full, save_exported
 from retrain.model import NetSpec, build_network
 from retrain.onnx_export import build_onnx, session_options
-from space.fs3d import FS3dConv2d
-from space.fs_model import harden_model
-from space.wq import quantize_model_
+from space.layers.fs3d import FS3dConv2d
+from space.layers.fs_model import harden_model
+from space.layers.wq import quantize_model_
 
 CONVERSIONS = {
     "dfs": {"mode": "dfs", "ratio": 4.0, "policy": "ratio", "params": None, "num_offsets": 4,

@@ -1,4 +1,4 @@
-"""Nested-ratio FS layers (space/nested_fs.py) and the supernet's searched ratios."""
+"""Nested-ratio FS layers (space/layers/nested_fs.py) and the supernet's searched ratios."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from genotypes import PRIMITIVES, FSSpec
-from space.fs import DFSConv2d, FSConv2d
-from space.fs_model import offset_parameters, set_temperature
-from space.nested_fs import NestedFSConv2d, nested_layers, ratio_mix
-from space.supernet import SearchNetwork
+from space.darts.supernet import SearchNetwork
+from space.layers.fs import DFSConv2d, FSConv2d
+from space.layers.fs_model import offset_parameters, set_temperature
+from space.layers.nested_fs import NestedFSConv2d, nested_layers, ratio_mix
 
 RATIOS = (1.0, 2.0, 4.0, 8.0)
 pytestmark = pytest.mark.usefixtures("one_thread")

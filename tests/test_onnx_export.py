@@ -24,8 +24,8 @@ from retrain.export import save_exported
 from retrain.model import NetSpec, build_network
 from retrain.onnx_cli import main as export_main
 from retrain.onnx_export import OPSET, build_onnx, read_metadata, session_options
-from space.fs_model import fs_layers, harden_model
-from space.wq import quantize_model_
+from space.layers.fs_model import fs_layers, harden_model
+from space.layers.wq import quantize_model_
 
 DATA = {"name": "tiny", "num_classes": 3, "input_size": [12, 12], "mean": [0.4, 0.5, 0.6],
         "std": [0.2, 0.25, 0.3], "classes": ["a", "b", "c"]}

@@ -81,7 +81,7 @@ def test_same_seed_same_genotype_and_every_draw_is_valid():
 
 @pytest.mark.parametrize("seed,budget", [(0, 300_000), (1, 300_000), (2, 250_000), (5, 400_000)])
 def test_budget_fit_of_a_random_genotype_lands_within_the_budget(seed, budget):
-    from space.budget import BudgetModel
+    from space.darts.budget import BudgetModel
     from study.fit import budget_fit
 
     fs = FSSpec(ratio=2.0, dfs=True)
@@ -140,3 +140,14 @@ def test_cli_errors_are_one_line(argv, message, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, err
+
+
+def test_a_draw_that_cannot_fit_exits_non_zero_and_writes_nothing(tmp_path, capsys):
+    f = tmp_path / "g.json"
+    argv = ["random", "--seed", "4", "--fs", "dfs", "--budget", "10k", "--ratios", "1,2",
+            "--init-channels", "16", "--layers", "8", "--out", str(f)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "(OVER it)" in err[-2]
+    assert err[-1].startswith("error: random draw 4 cannot fit 10,000 parameters")
+    assert not f.exists()

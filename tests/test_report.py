@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch.nn as nn
 
-from space.fs import DFSConv2d, FSConv2d
-from space.report import param_report, size_bytes
-from space.wq import quantized_state_dict
+from space.layers.fs import DFSConv2d, FSConv2d
+from space.layers.report import param_report, size_bytes
+from space.layers.wq import quantized_state_dict
 
 
 def _tiny() -> nn.Sequential:

@@ -31,12 +31,12 @@ from retrain.export import load_exported, pack_state_dict, save_exported, unpack
 from retrain.model import NetSpec, build_network
 from retrain.summary import count_macs, format_json, format_table, summarize
 from retrain.trainer import harden_in_place
-from space.fs import DFSConv2d, FSConv2d
-from space.fs_model import fs_layers, harden_model
-from space.network import NetworkCIFAR, NetworkImageNet, drop_path
-from space.ops import FactorizedReduce, make_op
-from space.report import param_report
-from space.wq import quantized_state_dict
+from space.darts.network import NetworkCIFAR, NetworkImageNet, drop_path
+from space.darts.ops import FactorizedReduce, make_op
+from space.layers.fs import DFSConv2d, FSConv2d
+from space.layers.fs_model import fs_layers, harden_model
+from space.layers.report import param_report
+from space.layers.wq import quantized_state_dict
 
 # (genotype, C, layers, classes, imagenet) -> reference parameter count, auxiliary head excluded.
 REFERENCE_PARAMS = {
@@ -111,7 +111,7 @@ def test_every_1x1_conv_is_an_fs_layer_with_the_ratio(dfs):
     names = [n for n, _ in layers]
     assert any("preprocess0" in n for n in names) and any("conv_1" in n for n in names)
     # The uncompressed equivalent of the FS network is the plain DARTS count.
-    from space.report import param_report
+    from space.layers.report import param_report
 
     off = _net("DARTS_V2", 16, 8, 10, False)
     body_m = nn.ModuleList(c for n, c in m.named_children() if n != "auxiliary_head")
@@ -145,7 +145,7 @@ def test_drop_path_zeroes_whole_samples_and_keeps_the_mean():
 def test_harden_keeps_momentum_and_drops_offset_logits():
     torch.manual_seed(0)
     m = _net("DARTS_V2", 8, 5, 10, False, FSSpec(2.0, True, 4), aux=False)
-    from space.fs_model import offset_parameters
+    from space.layers.fs_model import offset_parameters
 
     logits = offset_parameters(m)
     weights = [p for p in m.parameters() if all(p is not q for q in logits)]
@@ -214,7 +214,7 @@ def test_export_refuses_dfs_and_wq_export_is_close(tmp_path):
             "std": [1.0] * 3}
     with pytest.raises(ValueError, match="harden"):
         save_exported(m, spec, data, tmp_path / "m.pt")
-    from space.fs_model import harden_model
+    from space.layers.fs_model import harden_model
 
     harden_model(m)
     f = save_exported(m, spec, data, tmp_path / "m.pt")
@@ -256,7 +256,7 @@ def test_macs_match_a_hand_count():
     macs = count_macs(conv, (16, 16))
     hand = {"0": 8 * 16 * 16 * 27, "1": 6 * 8 * 8 * 8, "3": 6 * 8 * 8 * 5}
     assert {k: macs[k] for k in hand} == hand and macs[""] == sum(hand.values())
-    # The DARTS ops run their convs functionally (space/ops.py fast paths); all are counted.
+    # The DARTS ops run their convs functionally (space/darts/ops.py fast paths); all are counted.
     C, hw = 8, 8
     dw3, pw = C * hw * hw * 9, C * hw * hw * C
     ops = nn.ModuleDict({
@@ -451,7 +451,7 @@ def test_grad_rule_and_offset_learning_rate_from_the_config(tmp_path):
     from common.distributed import DistInfo
     from retrain.setup import resolve
     from retrain.trainer import Trainer
-    from space.fs_model import fs_layers, set_grad_reduce
+    from space.layers.fs_model import fs_layers, set_grad_reduce
 
     net = _net("DARTS_V2", 8, 5, 10, False, FSSpec(2.0, True, 4))
     set_grad_reduce(net, "sum")

@@ -19,12 +19,12 @@ from retrain.export import load_exported_full, pack_state_dict, save_exported, u
 from retrain.model import NetSpec, build_network
 from retrain.onnx_export import build_onnx, session_options
 from retrain.prune import blend_layers, prune_blend
-from space.convert import Conversion
-from space.fs_bank import FilterBank, batched_filters
+from space.layers.convert import Conversion
+from space.layers.fs_bank import FilterBank, batched_filters
+from space.layers.report import param_report
+from space.layers.wq import quantized_state_dict
 from space.models import get_model
 from space.models.shardnet import conv_weights
-from space.report import param_report
-from space.wq import quantized_state_dict
 
 K, M = 1_000, 1_000_000
 # The paper's table, |W_conv| as printed and C. Its counts include the conv3 biases
@@ -240,7 +240,7 @@ def test_prune_blend_on_a_network_without_blends_is_one_line(tmp_path, capsys):
 
 
 def test_a_shared_dfs_layer_hardens_into_one_shared_fs_layer():
-    from space.fs_model import harden_model
+    from space.layers.fs_model import harden_model
 
     net, _ = _trained("sl-resnet", SMALL, {**Conversion(mode="dfs", ratio=4).to_dict()})
     harden_model(net)

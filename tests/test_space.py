@@ -15,13 +15,13 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from genotypes import PRIMITIVES, FSSpec, Genotype, validate
-from space.fs import DFSConv2d, FSConv2d
-from space.fs_model import fs_layers, is_fs_layer
-from space.fused import fast_mode, set_fast
-from space.mixed import MixedOp
-from space.ops import DilConv, FactorizedReduce, SepConv
-from space.search_cell import SearchCell
-from space.supernet import SearchNetwork
+from space.darts.mixed import MixedOp
+from space.darts.ops import DilConv, FactorizedReduce, SepConv
+from space.darts.search_cell import SearchCell
+from space.darts.supernet import SearchNetwork
+from space.layers.fs import DFSConv2d, FSConv2d
+from space.layers.fs_model import fs_layers, is_fs_layer
+from space.layers.fused import fast_mode, set_fast
 
 FS = FSSpec(ratio=2.0, dfs=False, num_offsets=4)
 DFS = FSSpec(ratio=2.0, dfs=True, num_offsets=4)
@@ -323,7 +323,7 @@ def test_hooks_fire_in_the_evaluation_network(spec: str) -> None:
     network's output and gradients are those of the unhooked fast forward (float64, the
     DARTS_V2 network at 32x32, C=16, 8 cells)."""
     from genotypes import load_genotype
-    from space.network import NetworkCIFAR
+    from space.darts.network import NetworkCIFAR
 
     torch.manual_seed(0)
     fs = {"off": None, "dfs": FSSpec(ratio=2.0, dfs=True, num_offsets=4)}[spec]

@@ -99,7 +99,7 @@ def test_random_arm_draws_per_seed_and_never_redraws(fakes, capsys):
 
 
 def test_fit_arm_lands_within_the_budget_and_is_reported(fakes):
-    from space.budget import BudgetModel
+    from space.darts.budget import BudgetModel
 
     data = make_folder(fakes / "data", per_class=2, test_per_class=1)
     out = fakes / "out"
@@ -242,7 +242,7 @@ def test_random_arm_at_a_budget_redraws_until_one_fits(fakes):
     """Seed 8's first draw stays over 0.7M even with every op at ratio 8 (711,129 with 3
     classes, as counted on 2026-12-04): the arm takes the seed's next draws until the fit
     lands within the budget, and records which draw it took."""
-    from space.budget import BudgetModel
+    from space.darts.budget import BudgetModel
 
     data = make_folder(fakes / "data", per_class=2, test_per_class=1)
     out = fakes / "out"

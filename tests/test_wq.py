@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from space.fs import DFSConv2d, FSConv2d
-from space.fs_model import fs_layers
-from space.wq import (
+from space.layers.fs import DFSConv2d, FSConv2d
+from space.layers.fs_model import fs_layers
+from space.layers.wq import (
     dequantize_tensor,
     load_quantized_state_dict,
     quantize_model_,

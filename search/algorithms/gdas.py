@@ -16,13 +16,16 @@ those of the current derived ops and draw nothing from the random stream.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from common.fs_settings import temperature_at
+from common.schema import key, section
 from search.algorithms.base import Algorithm, register
-from space.supernet import CellWeights, SearchNetwork
+from space.darts.supernet import CellWeights, SearchNetwork
 
 
 def gumbel_hard(alphas: Tensor, tau: float) -> tuple[Tensor, Tensor]:
@@ -53,7 +56,22 @@ class GumbelWeighting:
         return CellWeights(weights, None, index.tolist())
 
 
-@register("gdas")
+@dataclass
+class GdasTemperature:
+    """GDAS's Gumbel-softmax temperature, linear over the epochs."""
+
+    tau_start: float = key(10.0, "gdas: temperature at the first epoch", lo=0.0, lo_open=True)
+    tau_end: float = key(0.1, "gdas: temperature at the last epoch", lo=0.0, lo_open=True)
+
+
+@dataclass
+class GdasKeys:
+    """GDAS's keys in the `search` section: the `gdas` section."""
+
+    gdas: GdasTemperature = section(GdasTemperature)
+
+
+@register("gdas", config=GdasKeys)
 class Gdas(Algorithm):
     """Gumbel-softmax hard sampling with an annealed temperature, first order."""
 

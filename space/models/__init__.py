@@ -1,7 +1,7 @@
 """Networks by name (see space/models/registry.py): importing this package registers every
 network below; `get_model(name, ...)` builds one.
 
-- darts: the DARTS network of a genotype (space/network.py's cells)
+- darts: the DARTS network of a genotype (space/darts/network.py's cells)
 - resnet8 ... resnet110, resnet164: He et al.'s CIFAR ResNets (cifar_resnet.py)
 - resnet18/34/50/101, vgg16, densenet100, densenet121: torchvision's, CIFAR stems (tv_cifar.py)
 - e-vgg, s-vgg, sl-vgg, e-resnet, sl-resnet: ShaRDNet's shared-filter networks (shardnet.py)

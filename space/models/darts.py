@@ -1,14 +1,14 @@
 """The DARTS evaluation network of a genotype, as a registry entry (`--genotype G` builds it):
 the CIFAR network (3x3 stem, full resolution) or the ImageNet one (three stride-2 convs),
-with FS/DFS 1x1 convolutions when `fs` is set (space/network.py)."""
+with FS/DFS 1x1 convolutions when `fs` is set (space/darts/network.py)."""
 
 from __future__ import annotations
 
 from torch import nn
 
 from genotypes import FSSpec, Genotype
+from space.darts.network import NetworkCIFAR, NetworkImageNet
 from space.models.registry import register_model
-from space.network import NetworkCIFAR, NetworkImageNet
 
 
 @register_model("darts", "the DARTS network of a genotype (--genotype G; C and cells from the "

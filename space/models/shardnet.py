@@ -8,7 +8,7 @@ The image is zero-padded from its 3 channels to n so that the first position use
 Sharing is one nn.Conv2d module object placed at every position: `parameters()` yields its
 weight once (so the optimizer, DDP and parameter counts see one tensor), `state_dict()` has
 one key per position, all the same tensor (retrain.export packs it once), and
-space.convert turns it into ONE shared FS layer (`--fs fs --ratio R`: FS inside the shared
+space.layers.convert turns it into ONE shared FS layer (`--fs fs --ratio R`: FS inside the shared
 filter set).
 
 - e-vgg (E-VGGNet(n)): VGG-16's layout, n channels in every conv3, nothing shared (the

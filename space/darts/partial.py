@@ -10,7 +10,7 @@ groups interleaves the two parts so that the next cell's edges see other channel
 
 Every candidate op is built at width C/K, so the edge costs about 1/K of a DARTS edge in
 compute and activation memory. The node sum then weights each incoming edge by its edge-
-normalisation weight (space.supernet: softmax of the betas over the node's incoming edges).
+normalisation weight (space.darts.supernet: softmax of the betas over the node's incoming edges).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from genotypes import FSSpec
-from space.mixed import MixedOp, NodeInput
+from space.darts.mixed import MixedOp, NodeInput
 
 
 class PartialMixedOp(MixedOp):

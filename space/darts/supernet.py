@@ -18,11 +18,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genotypes import PRIMITIVES, FSSpec, Genotype, derive
-from space import fs_model
-from space.fs_bank import batched_filters
-from space.fused import batch_norm, exact_batch_stats, set_fast
-from space.nested_fs import nest_layers, ratio_mix
-from space.search_cell import SearchCell
+from space.darts.search_cell import SearchCell
+from space.layers import fs_model
+from space.layers.fs_bank import batched_filters
+from space.layers.fused import batch_norm, exact_batch_stats, set_fast
+from space.layers.nested_fs import nest_layers, ratio_mix
 
 
 class CellWeights(NamedTuple):
@@ -64,12 +64,12 @@ class SearchNetwork(nn.Module):
     classifier. Every 1x1 conv is an FS layer (a DFS layer when ``fs.dfs``) when `fs` is given.
 
     `ratios` (with `fs`): the FS layers of every candidate op become nested-ratio layers
-    (space/nested_fs.py) mixed by the op's ratio logits ``ratios_normal``/``ratios_reduce``,
+    (space/layers/nested_fs.py) mixed by the op's ratio logits ``ratios_normal``/``ratios_reduce``,
     (edges, ops, len(ratios)) architecture parameters shared by all cells of a kind, as the
     alphas are. The cell preprocessing keeps `fs.ratio`.
 
     `partial_channels` K > 1: every edge mixes its ops on 1/K of the channels
-    (space/partial.py); `edge_norm`: (edges,) logits ``betas_normal``/``betas_reduce``
+    (space/darts/partial.py); `edge_norm`: (edges,) logits ``betas_normal``/``betas_reduce``
     weight each edge in its node's sum by their softmax over the node's incoming edges
     (PC-DARTS; created after the alphas, as there). `weighting` (an attribute a search
     algorithm may replace) turns the architecture parameters into each forward's
@@ -77,7 +77,7 @@ class SearchNetwork(nn.Module):
 
     `fast=False` evaluates exactly as the reference code does (all 8 ops including `none`,
     ``sum(w * op(x))``, contiguous memory format): the in-repo speed baseline. `fast=True` (the
-    default) computes the same function faster; see space/mixed.py and the README.
+    default) computes the same function faster; see space/darts/mixed.py and the README.
     """
 
     def __init__(
@@ -141,7 +141,7 @@ class SearchNetwork(nn.Module):
     def fast(self) -> bool:
         """The fused forward (True) or the plain one that calls every layer as a module, as
         the DARTS code does (False; module hooks fire there). Setting it switches every op,
-        mixed op and cell (space.fused.set_fast)."""
+        mixed op and cell (space.layers.fused.set_fast)."""
         return self.__dict__.get("_fast", True)
 
     @fast.setter
@@ -203,7 +203,7 @@ class SearchNetwork(nn.Module):
         # format decides (runtime.channels_last).
         if x.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
-        # All FS/DFS filters of the supernet in one batch (space/fs_bank.py).
+        # All FS/DFS filters of the supernet in one batch (space/layers/fs_bank.py).
         with batched_filters(self):
             out = batch_norm(self.stem[1], self.stem[0](x))
             # Both preprocessing ops of a cell start with a ReLU of a previous cell's output,

@@ -1,10 +1,10 @@
 """The DARTS search cell: two preprocessed inputs, `steps` nodes, each the sum of a MixedOp on
 every earlier node, output the concat of the last `multiplier` nodes.
 
-The search algorithm decides what an edge computes (space.supernet.CellWeights): DARTS's
+The search algorithm decides what an edge computes (space.darts.supernet.CellWeights): DARTS's
 weighted sum of all ops, PC-DARTS's partial-channel sum scaled by the edge's normalised beta,
 GDAS's single sampled op. The fused DARTS path serves full-channel sums of all ops; the
-others, and the plain forward (space.fused.set_fast off), take the per-edge path,
+others, and the plain forward (space.layers.fused.set_fast off), take the per-edge path,
 `node = sum_e edge_e * mixed_e(h_e)`, each mixed op called as a module."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import torch.nn as nn
 from torch import Tensor
 
 from genotypes import FSSpec
-from space.mixed import MixedOp, NodeInput
-from space.ops import FactorizedReduce, ReLUConvBN
-from space.partial import PartialMixedOp
+from space.darts.mixed import MixedOp, NodeInput
+from space.darts.ops import FactorizedReduce, ReLUConvBN
+from space.darts.partial import PartialMixedOp
 
 
 class SearchCell(nn.Module):
@@ -25,7 +25,7 @@ class SearchCell(nn.Module):
     (one MixedOp per edge, edge order: node 0 from inputs 0,1; node 1 from 0,1,2; ...) and the
     empty ``_bns`` list the reference also has. BN is affine=False throughout, as in search."""
 
-    fast = True  # the fused node sums; off: the per-edge path (space.fused.set_fast)
+    fast = True  # the fused node sums; off: the per-edge path (space.layers.fused.set_fast)
 
     def __init__(
         self,

@@ -24,8 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genotypes import FSSpec, Genotype, edge_fs
-from space.fs_bank import batched_filters
-from space.ops import FactorizedReduce, Identity, ReLUConvBN, make_op
+from space.darts.ops import FactorizedReduce, Identity, ReLUConvBN, make_op
+from space.layers.fs_bank import batched_filters
 
 __all__ = [
     "AugmentCell", "AuxiliaryHeadCIFAR", "AuxiliaryHeadImageNet", "NetworkCIFAR",
@@ -171,7 +171,7 @@ class _Network(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         logits_aux = None
-        # All FS/DFS filters in one batch while training (space/fs_bank.py).
+        # All FS/DFS filters in one batch while training (space/layers/fs_bank.py).
         with batched_filters(self):
             s0, s1 = self.stem_forward(x)
             for i, cell in enumerate(self.cells):

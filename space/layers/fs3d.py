@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 from torch.nn.modules.utils import _pair
 
-from space.fs import FSConv2d, _FSConvBase
+from space.layers.fs import FSConv2d, _FSConvBase
 
 __all__ = ["FS3dConv2d", "block_grid"]
 

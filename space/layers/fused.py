@@ -1,6 +1,6 @@
-"""The building blocks of the ops' fast forwards (space/ops.py): batch norm with the search's
+"""The building blocks of the ops' fast forwards (space/darts/ops.py): batch norm with the search's
 architecture weight folded into its affine transform, a conv applied through
-space/cpu_kernels.py's rewrites, and the switch between an op's fast and plain forward.
+space/layers/cpu_kernels.py's rewrites, and the switch between an op's fast and plain forward.
 
 A fast forward computes several layers in one pass without calling them as modules, so
 module hooks on those layers do not fire there. `set_fast(model, False)` (or the context
@@ -12,7 +12,7 @@ by ordinary `Module.__call__`. The two forwards compute the same function (teste
     apply_conv(m, x)         = m(x)                   (1x1 stride 1: a matrix product on CPU)
 
 A batch norm marked by `exact_batch_stats` (the search supernet marks all of its own) takes
-its training-mode statistics in two accurate float32 passes on CPU (space/cpu_kernels.py):
+its training-mode statistics in two accurate float32 passes on CPU (space/layers/cpu_kernels.py):
 the architecture gradients need them, weight training does not, so retrain's networks keep
 ATen's. The mark is read by this fast path only; a layer called as a module is ATen's.
 """
@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from space.cpu_kernels import batch_norm_train, conv1x1
+from space.layers.cpu_kernels import batch_norm_train, conv1x1
 
 EXACT = "exact_batch_stats"  # the attribute exact_batch_stats sets on a BatchNorm2d
 
@@ -34,7 +34,7 @@ EXACT = "exact_batch_stats"  # the attribute exact_batch_stats sets on a BatchNo
 def batch_norm(bn: nn.BatchNorm2d, x: Tensor, scale: Tensor | None = None) -> Tensor:
     """``bn(x) * scale`` in one pass: `scale` (a scalar tensor, or None for plain ``bn(x)``)
     becomes, or multiplies, the BN's affine weight. Running statistics are updated exactly as
-    ``bn(x)`` would; training mode takes space/cpu_kernels.py's batch norm, with exact
+    ``bn(x)`` would; training mode takes space/layers/cpu_kernels.py's batch norm, with exact
     statistics where `exact_batch_stats` marked `bn`."""
     # Mirrors nn.BatchNorm2d.forward (momentum, num_batches_tracked, eval with/without stats).
     momentum = 0.0 if bn.momentum is None else bn.momentum
@@ -111,7 +111,7 @@ def conv_weight(conv: nn.Module) -> Tensor:
 
 def apply_conv(m: nn.Module, x: Tensor) -> Tensor:
     """`m(x)` for a plain or FS/DFS conv; a 1x1, stride-1, ungrouped one as a matrix product
-    (space/cpu_kernels.py)."""
+    (space/layers/cpu_kernels.py)."""
     if (tuple(m.kernel_size) == (1, 1) and tuple(m.stride) == (1, 1) and m.groups == 1
             and m.padding in (0, (0, 0))):
         return conv1x1(x, conv_weight(m), m.bias)

@@ -15,7 +15,7 @@ ratio weights w = softmax(beta_op), architecture parameters of the search:
     W[k, j] = sum_i w_i W_i[k, j] = sum_(i, m) q[k, (i, m)] * fs[index(k, j, i, m)],
     q[k, (i, m)] = w_i * p_i[k, m].
 
-That is the DFS formula (space/fs_gather.py `dfs_filters`) with R*M candidates per filter and
+That is the DFS formula (space/layers/fs_gather.py `dfs_filters`) with R*M candidates per filter and
 weights q, so one function computes both, and the mean-gradient rule divides an element's
 gradient by the q-weighted count of its reads: at one-hot w and p exactly FSConv2d's rule for
 the chosen ratio (tests/test_nested_fs.py checks value and gradient against separate layers).
@@ -43,8 +43,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from space.fs import DFSConv2d, FSConv2d, provided_filters
-from space.fs_gather import LOG2E, dfs_filters, entropy, mixing_weights
+from space.layers.fs import DFSConv2d, FSConv2d, provided_filters
+from space.layers.fs_gather import LOG2E, dfs_filters, entropy, mixing_weights
 
 __all__ = ["NestedFSConv2d", "ratio_mix", "nested_layers", "nested_lengths", "nest_layers"]
 
@@ -68,7 +68,7 @@ def current_ratio_weights() -> Tensor:
     w = _RATIO_WEIGHTS.get()
     if w is None:
         raise RuntimeError("NestedFSConv2d has no ratio weights: run it inside a SearchNetwork "
-                           "forward or a `with space.nested_fs.ratio_mix(weights):` block")
+                           "forward or a `with space.layers.nested_fs.ratio_mix(weights):` block")
     return w
 
 

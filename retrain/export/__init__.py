@@ -6,11 +6,12 @@ dtype plus a manifest of (key, dtype, shape, start). FS layers contribute their 
 offsets (never gathered filters), so the file size follows the compression ratio; packing
 avoids torch.save's per-tensor record overhead (~1,650 tensors in a DARTS network), and the
 integer offsets are stored in the narrowest integer type that holds them. `model-wq.pt`
-holds the same network with 8-bit FS vectors (space.wq).
+holds the same network with 8-bit FS vectors (space.layers.wq).
 
     model = load_exported("runs/.../model.pt")          # an nn.Module in eval mode
 
-`python -m retrain.export RUN_DIR --onnx [--wq]` writes the network as ONNX (retrain.onnx_cli).
+`python -m retrain.export RUN_DIR --onnx [--wq]` writes the network as ONNX (retrain.onnx_cli,
+run by this package's __main__.py, so that the command's module and this library are two).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ import torch.nn as nn
 from common.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from common.errors import UserError
 from retrain.model import NetSpec, build_network
-from space.fs import DFSConv2d
-from space.wq import load_quantized_state_dict, quantized_state_dict
+from space.layers.fs import DFSConv2d
+from space.layers.wq import load_quantized_state_dict, quantized_state_dict
 
 KIND = "retrain-model"
 _NARROW = (torch.int8, torch.int16, torch.int32)
@@ -107,7 +108,7 @@ def export_payload(model: nn.Module, spec: NetSpec, data: dict[str, Any], wq: bo
     """What `save_exported` writes for a hardened `model` (its auxiliary head is dropped:
     inference never uses it)."""
     if any(isinstance(m, DFSConv2d) for m in model.modules()):
-        raise ValueError("export needs a hardened model: call space.fs_model.harden_model first")
+        raise ValueError("export needs a hardened model: call space.layers.fs_model.harden_model first")
     if wq:
         sd = quantized_state_dict(model)
     else:
@@ -178,11 +179,3 @@ def load_exported(path: str | Path) -> nn.Module:
     """The network an exported file (model.pt or model-wq.pt) holds, in eval mode; it
     returns (logits, None) like every network here."""
     return load_exported_full(path)[0]
-
-
-if __name__ == "__main__":  # python -m retrain.export: the ONNX export command
-    import sys
-
-    from retrain.onnx_cli import main
-
-    sys.exit(main())

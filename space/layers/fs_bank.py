@@ -4,7 +4,7 @@ A DFS layer's filters cost about twenty small ops (softmax, soft read counts, ga
 and the DARTS supernet has some 90 such layers per cell: per-layer, that is thousands of tiny
 ops per forward and as many autograd nodes, a large share of a CPU search step. A FilterBank
 concatenates the FS vectors (and offset logits) of all layers of one kind and runs
-space/fs_gather.py's functions once on the packed tensors, the same functions a layer runs
+space/layers/fs_gather.py's functions once on the packed tensors, the same functions a layer runs
 alone, then hands each layer its slice for the duration of the forward.
 
 Parameters are read from the layers at every forward, so `torch.func.functional_call` (the
@@ -30,10 +30,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from space import fs as fsmod
-from space.fs_gather import dfs_filters, fs_filters, mixing_weights
-from space.fs_model import is_fs_layer
-from space.nested_fs import NestedFSConv2d, current_ratio_weights
+from space.layers import fs as fsmod
+from space.layers.fs_gather import dfs_filters, fs_filters, mixing_weights
+from space.layers.fs_model import is_fs_layer
+from space.layers.nested_fs import NestedFSConv2d, current_ratio_weights
 
 
 def _kind(m: nn.Module) -> tuple:
@@ -107,7 +107,7 @@ class _Group:
 
 class _NestedGroup:
     """Nested-ratio layers of one `_kind`: one packed `dfs_filters` call with R*M candidates
-    per filter, weighted by ratio weight x offset weight (space/nested_fs.py)."""
+    per filter, weighted by ratio weight x offset weight (space/layers/nested_fs.py)."""
 
     def __init__(self, layers: list[nn.Module]) -> None:
         self.layers = layers

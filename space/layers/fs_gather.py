@@ -1,8 +1,8 @@
 """The maths of FS and DFS filters, on packed inputs.
 
 "Packed" means one FS vector, one index and (DFS) one block of offset logits, holding either
-one layer's data (`FSConv2d`/`DFSConv2d` in space/fs.py) or many layers' concatenated
-(`FilterBank` in space/fs_bank.py). Both call these same functions, so filters computed in a
+one layer's data (`FSConv2d`/`DFSConv2d` in space/layers/fs.py) or many layers' concatenated
+(`FilterBank` in space/layers/fs_bank.py). Both call these same functions, so filters computed in a
 batch are the filters each layer computes alone, and the formulation lives in one place.
 
 Layouts (all flat, row-major):

@@ -9,8 +9,10 @@ stay plain convolutions.
 Each op declares how the search's MixedOp may fuse it (`fused`: "none", "identity", "pool" or
 "relu_led"), so MixedOp dispatches on that instead of on class lists; `forward_reference` is
 the computation exactly as the DARTS code writes it (the speed and correctness baseline;
-`SearchNetwork(fast=False)` runs it throughout). Adding a primitive: its class here (with
-`fused` and, if its forward is not DARTS's, `forward_reference`) and its line in OPS.
+`SearchNetwork(fast=False)` runs it throughout). Each op is declared once, in
+genotypes.primitives.OP_DECLS, naming one of the builder kinds below (BUILDERS) and its kernel:
+an op of a known kind is that one line; a new kind is its class here (with `fused` and, if its
+forward is not DARTS's, `forward_reference`) and its entry in BUILDERS.
 
 The ReLU-led ops take two optional keyword arguments used by the search cell's fast path:
 ``relu`` is ReLU(x), computed once by the caller for every op reading x (one ReLU per cell
@@ -18,10 +20,10 @@ node instead of one per op), and ``scale`` multiplies the output, folded into th
 BatchNorm's affine transform so the architecture weight costs no extra pass over the
 activations. Both leave the result equal to ``scale * op(x)``.
 
-The fast forwards are built from space/fused.py (BN with the scale folded in, 1x1 convs as
-matrix products, the CPU rewrites of space/cpu_kernels.py), which compute an op's layers
+The fast forwards are built from space/layers/fused.py (BN with the scale folded in, 1x1 convs as
+matrix products, the CPU rewrites of space/layers/cpu_kernels.py), which compute an op's layers
 without calling them, so a hook on a layer does not fire there. An op whose `fast` is off
-(`space.fused.set_fast(model, False)`) runs `forward_reference`, calling each layer as a
+(`space.layers.fused.set_fast(model, False)`) runs `forward_reference`, calling each layer as a
 module, so module hooks fire; the result is the same.
 """
 
@@ -35,9 +37,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genotypes import FSSpec
-from space.cpu_kernels import depthwise
-from space.fs_model import pointwise_conv
-from space.fused import apply_conv, batch_norm, pointwise_subsampled, relu_in, scaled
+from genotypes.primitives import DECLS, OP_DECLS, OpDecl
+from space.layers.cpu_kernels import depthwise
+from space.layers.fs_model import pointwise_conv
+from space.layers.fused import apply_conv, batch_norm, pointwise_subsampled, relu_in, scaled
 
 
 class _Sequential(nn.Module):
@@ -45,7 +48,7 @@ class _Sequential(nn.Module):
     its reference computation is that Sequential, layer by layer."""
 
     fused = "relu_led"
-    fast = True  # the fused forward; off: the layers as modules (space.fused.set_fast)
+    fast = True  # the fused forward; off: the layers as modules (space.layers.fused.set_fast)
     op: nn.Sequential
 
     def forward_reference(self, x: Tensor) -> Tensor:
@@ -178,7 +181,7 @@ class FactorizedReduce(nn.Module):
     """Halves the resolution with two stride-2 1x1 convs on offset grids, concatenated."""
 
     fused = "relu_led"
-    fast = True  # the fused forward; off: forward_reference (space.fused.set_fast)
+    fast = True  # the fused forward; off: forward_reference (space.layers.fused.set_fast)
 
     def __init__(
         self, C_in: int, C_out: int, affine: bool = True, fs: FSSpec | None = None
@@ -217,21 +220,35 @@ class FactorizedReduce(nn.Module):
 
 
 OpFactory = Callable[[int, int, bool, "FSSpec | None"], nn.Module]
+#: Builder kinds an op declaration (genotypes.primitives.OpDecl) names: (C, stride, affine,
+#: fs, kernel) -> the op.
+Builder = Callable[[int, int, bool, "FSSpec | None", int], nn.Module]
 
-OPS: dict[str, OpFactory] = {
-    "none": lambda C, stride, affine, fs: Zero(stride),
-    "avg_pool_3x3": lambda C, stride, affine, fs: nn.AvgPool2d(
-        3, stride=stride, padding=1, count_include_pad=False
+BUILDERS: dict[str, Builder] = {
+    "zero": lambda C, stride, affine, fs, k: Zero(stride),
+    "avg_pool": lambda C, stride, affine, fs, k: nn.AvgPool2d(
+        k, stride=stride, padding=k // 2, count_include_pad=False
     ),
-    "max_pool_3x3": lambda C, stride, affine, fs: nn.MaxPool2d(3, stride=stride, padding=1),
-    "skip_connect": lambda C, stride, affine, fs: (
+    "max_pool": lambda C, stride, affine, fs, k: nn.MaxPool2d(k, stride=stride, padding=k // 2),
+    "skip": lambda C, stride, affine, fs, k: (
         Identity() if stride == 1 else FactorizedReduce(C, C, affine=affine, fs=fs)
     ),
-    "sep_conv_3x3": lambda C, stride, affine, fs: SepConv(C, C, 3, stride, 1, affine, fs),
-    "sep_conv_5x5": lambda C, stride, affine, fs: SepConv(C, C, 5, stride, 2, affine, fs),
-    "dil_conv_3x3": lambda C, stride, affine, fs: DilConv(C, C, 3, stride, 2, 2, affine, fs),
-    "dil_conv_5x5": lambda C, stride, affine, fs: DilConv(C, C, 5, stride, 4, 2, affine, fs),
+    "sep_conv": lambda C, stride, affine, fs, k: SepConv(C, C, k, stride, k // 2, affine, fs),
+    # dilation 2: padding k - 1 keeps the size
+    "dil_conv": lambda C, stride, affine, fs, k: DilConv(C, C, k, stride, k - 1, 2, affine, fs),
 }
+#: Builder kinds followed by BN(affine=False) as a search candidate (DARTS's MixedOp).
+_BN_AFTER = ("max_pool", "avg_pool")
+
+
+def _factory(d: OpDecl) -> OpFactory:
+    build = BUILDERS[d.builder]
+    return lambda C, stride, affine, fs: build(C, stride, affine, fs, d.kernel)
+
+
+#: Every declared op's factory, in PRIMITIVES order.
+OPS: dict[str, OpFactory] = {d.name: _factory(d) for d in OP_DECLS}
+
 
 def make_op(name: str, C: int, stride: int, affine: bool, fs: FSSpec | None = None) -> nn.Module:
     """Build the DARTS op `name` on C channels; one clear error for an unknown name."""
@@ -246,7 +263,7 @@ def make_candidate(name: str, C: int, stride: int, fs: FSSpec | None = None) -> 
     """The search's candidate op `name` on one MixedOp edge: BN without affine parameters,
     and pools followed by BN(affine=False) (DARTS's MixedOp)."""
     op = make_op(name, C, stride, False, fs)
-    if "pool" in name:
+    if DECLS[name].builder in _BN_AFTER:
         # A plain Sequential, as DARTS's (its module types and state_dict keys), marked.
         op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
         op.fused = "pool"

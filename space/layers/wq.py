@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from space.fs_model import fs_layers, is_fs_layer
+from space.layers.fs_model import fs_layers, is_fs_layer
 
 __all__ = [
     "quantize_tensor", "dequantize_tensor", "quantized_state_dict",

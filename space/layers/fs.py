@@ -3,10 +3,10 @@
 The K = out_channels filters of n = (in_channels/groups)*kh*kw elements each are windows of one
 learned 1D vector ``fs`` of length L = ceil(K*n/ratio): filter k = fs[(offset_k + j) mod L].
 
-Each layer describes itself to space/fs_bank.py's batched computation by one `Packing` record.
+Each layer describes itself to space/layers/fs_bank.py's batched computation by one `Packing` record.
 The two layer kinds share one module: they share geometry, index, cache and packing code, and
 `harden` turns one into the other. The helpers that walk a whole model (find, harden,
-anneal, build) are in space/fs_model.py.
+anneal, build) are in space/layers/fs_model.py.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.modules.utils import _pair
 
-from space.fs_gather import LOG2E, dfs_filters, entropy, fs_filters, mixing_weights
+from space.layers.fs_gather import LOG2E, dfs_filters, entropy, fs_filters, mixing_weights
 
 __all__ = ["FSConv2d", "DFSConv2d", "Packing", "provided_filters"]
 
@@ -40,7 +40,7 @@ def _windows(starts: Tensor, n: int, L: int) -> Tensor:
 
 @dataclass(frozen=True)
 class Packing:
-    """A layer's part in a FilterBank's packed call (space/fs_bank.py): everything the bank
+    """A layer's part in a FilterBank's packed call (space/layers/fs_bank.py): everything the bank
     reads from the layer besides its parameters (`fs`, and `offset_logits` for DFS). `key`
     changes whenever anything here does (`packing_key()` reads it without building the
     record); a dtype or device change shows in the layer's parameters instead."""
@@ -82,7 +82,7 @@ class _FSConvBase(nn.Module):
         K, n = out_channels, (in_channels // groups) * kh * kw
         shape = (f"{name}({in_channels}, {out_channels}, kernel_size={self.kernel_size}, "
                  f"groups={groups}; K={K} filters of n={n})")
-        if length is not None:  # a geometry that fixes L itself (space/fs3d.py)
+        if length is not None:  # a geometry that fixes L itself (space/layers/fs3d.py)
             ratio = K * n / int(length)
         ratio = float(ratio)
         if not ratio >= 1.0:  # also catches NaN
@@ -136,7 +136,7 @@ class _FSConvBase(nn.Module):
 
     def _index_tensor(self) -> Tensor:
         """The flat gather index, laid out (filter, element[, candidate]); the one place a
-        layer's sharing geometry is defined (space/fs3d.py overrides it)."""
+        layer's sharing geometry is defined (space/layers/fs3d.py overrides it)."""
         return _windows(self._starts(), self.n, self.L)
 
     def _rebuild_index(self) -> None:
@@ -317,7 +317,7 @@ class DFSConv2d(_FSConvBase):
 
     @property
     def logit_scale(self) -> float:
-        """log2(e) / temperature: the factor space/fs_gather.py's softmax takes."""
+        """log2(e) / temperature: the factor space/layers/fs_gather.py's softmax takes."""
         return LOG2E / self._temperature
 
     def mixing_weights(self) -> Tensor:

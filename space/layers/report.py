@@ -8,8 +8,8 @@ from collections.abc import Mapping
 import torch
 import torch.nn as nn
 
-from space.fs import DFSConv2d
-from space.fs_model import fs_layers
+from space.layers.fs import DFSConv2d
+from space.layers.fs_model import fs_layers
 
 __all__ = ["param_report", "size_bytes"]
 

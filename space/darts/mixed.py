@@ -1,7 +1,7 @@
 """The DARTS mixed op: the softmax(alpha)-weighted sum of the 8 candidate ops on one edge.
 
 `MixedOp.forward(x, weights)` is the plain sum ``sum(w * op(x))`` over all 8 ops, each op
-called as a module, when the op's `fast` is off (space.fused.set_fast), and otherwise the
+called as a module, when the op's `fast` is off (space.layers.fused.set_fast), and otherwise the
 fused fast path, `accumulate`, which computes the same sum: `none` is skipped (its term is
 exactly zero; the softmax still runs over all 8 alphas, so alpha gradients are DARTS's); the
 ReLU that starts every conv op is taken once per input node from a `NodeInput` shared by all
@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genotypes import PRIMITIVES, FSSpec
-from space.fused import batch_norm
-from space.ops import forward_reference, make_candidate
+from space.darts.ops import forward_reference, make_candidate
+from space.layers.fused import batch_norm
 
-# How each op may be fused (space.ops: every op's `fused`).
+# How each op may be fused (space.darts.ops: every op's `fused`).
 _NONE, _POOL, _IDENTITY, _RELU_LED = "none", "pool", "identity", "relu_led"
 
 
@@ -67,7 +67,7 @@ class MixedOp(nn.Module):
     """One DARTS edge: the 8 PRIMITIVES (pools followed by BN(affine=False), as in DARTS) in
     `_ops`, in PRIMITIVES order, so state_dict keys are DARTS's (``_ops.K...``)."""
 
-    fast = True  # the fused sum; off: each op called as a module (space.fused.set_fast)
+    fast = True  # the fused sum; off: each op called as a module (space.layers.fused.set_fast)
 
     def __init__(self, C: int, stride: int, fs: FSSpec | None = None) -> None:
         super().__init__()

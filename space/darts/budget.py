@@ -1,6 +1,6 @@
 """Parameter budgets: the exact and the expected size of the network a search derives.
 
-The network counted is the retrain network (`space.network.NetworkCIFAR`, or
+The network counted is the retrain network (`space.darts.network.NetworkCIFAR`, or
 `NetworkImageNet` for the images retrain gives the ImageNet stems) at width C with `layers`
 cells (the paper preset's C=36, 20 cells unless the config says otherwise), without the
 auxiliary head and with every FS layer hardened: exactly the effective total that
@@ -45,8 +45,8 @@ from torch import Tensor
 
 from genotypes import PRIMITIVES, FSSpec, Genotype, op_ratio
 from genotypes.primitives import NUM_INPUTS, NUM_NODES
-from space.network import NetworkCIFAR, NetworkImageNet
-from space.ops import make_op
+from space.darts.network import NetworkCIFAR, NetworkImageNet
+from space.darts.ops import make_op
 
 NUM_EDGES = NUM_NODES * (NUM_NODES + 2 * NUM_INPUTS - 1) // 2
 #: Supernet edge row -> (node, input).

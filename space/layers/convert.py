@@ -1,6 +1,6 @@
 """Convert any network's Conv2d layers to Filter Summary layers, keeping its structure.
 
-    from space.convert import Conversion, convert
+    from space.layers.convert import Conversion, convert
     net = torchvision.models.resnet18()
     convert(net, Conversion(mode="fs", ratio=4))             # 1D FS, every conv at ratio 4
     convert(net, Conversion(mode="fs3d", policy="paper"))    # the papers' 3D FS settings
@@ -39,8 +39,8 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from space.fs import DFSConv2d, FSConv2d
-from space.fs3d import FS3dConv2d
+from space.layers.fs import DFSConv2d, FSConv2d
+from space.layers.fs3d import FS3dConv2d
 
 __all__ = ["Conversion", "convert", "conv_layers", "layer_settings", "PAPER_K3", "MODES",
            "POLICIES"]

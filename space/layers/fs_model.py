@@ -1,5 +1,5 @@
-"""Model-level helpers for FS/DFS layers (space/fs.py) and nested-ratio layers
-(space/nested_fs.py): find them, split their parameters, harden, anneal, set the gradient
+"""Model-level helpers for FS/DFS layers (space/layers/fs.py) and nested-ratio layers
+(space/layers/nested_fs.py): find them, split their parameters, harden, anneal, set the gradient
 rule, and build the space's 1x1 conv."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-from space.fs import DFSConv2d, FSConv2d
-from space.nested_fs import nested_layers
+from space.layers.fs import DFSConv2d, FSConv2d
+from space.layers.nested_fs import nested_layers
 
 if TYPE_CHECKING:
     from genotypes import FSSpec
