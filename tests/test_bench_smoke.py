@@ -43,6 +43,8 @@ BENCHES: dict[str, tuple[list[str], list]] = {
     "oversubscription.py": (["--data", str(SUBSET), "--steps", "2", "--max-seconds", "3",
                              "--quiet-steps", "1", "--busy-steps", "1"], [slow]),
     "retrain_step.py": ([*TINY_NET, "--batch-size", "2", "--repeats", "1"], [slow]),
+    "shard_step.py": (["--n", "8", "--batch-size", "2", "--repeats", "1", "--threads", "1"], [slow]),
+    "shardnet_table.py": ([], []),
     "search_step.py": (["--order", "1", "--fs", "off", "--algo", "all", "--steps", "1", "--warmup",
                         "0", "--threads", "1", *TINY_STEP], [slow]),
 }

@@ -217,7 +217,8 @@ def test_prune_blend_evaluates_each_fraction_and_plots(tmp_path, capsys):
 @pytest.mark.parametrize(("argv", "message"), [
     (["--model", "sl-vgg", "--set", "model.width=2"], r"model.width=2 does not fit sl-vgg.*"
      r"give model.width >= 3"),
-    (["--model", "sl-resnet34"], r"sl-resnet34 is ShaRDNet's ImageNet layout.*use sl-resnet"),
+    (["--model", "sl-resnet34"], r"sl-resnet34 .*takes images of at least 128 px, not 32x32; it is ShaRDNet's "
+     r"ImageNet layout.*use sl-resnet"),
     (["--model", "sl-resnet50", "--dataset", "imagenet", "--set", "model.width=30"],
      r"multiple of 4"),
     (["--model", "resnet20", "--set", "model.layers_per_block=2"],

@@ -35,6 +35,8 @@ class ModelEntry:
     build: Callable[..., nn.Module]
     description: str
     inputs: str = "any"
+    min_input: int = 1  # the smallest image side the network's downsampling is laid out for
+    small_hint: str = ""  # what to use instead on smaller images
 
     @property
     def settings(self) -> tuple[str, ...]:
@@ -46,12 +48,14 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, description: str, inputs: str = "any"):
-    """Decorator: register `build` under `name` (each name once)."""
+def register_model(name: str, description: str, inputs: str = "any", min_input: int = 1,
+                   small_hint: str = ""):
+    """Decorator: register `build` under `name` (each name once). `min_input`: images with a
+    smaller side are refused in one line (with `small_hint`, what to use instead)."""
     def wrap(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelEntry(name, build, description, inputs)
+        _REGISTRY[name] = ModelEntry(name, build, description, inputs, min_input, small_hint)
         return build
     return wrap
 
@@ -77,6 +81,10 @@ def get_model(name: str, num_classes: int = 10, in_channels: int = 3,
     """Build the network `name` for this data shape; `settings` left as None take the
     network's own defaults."""
     entry = model_entry(name)
+    if min(input_size) < entry.min_input:
+        raise ValueError(f"{name} ({entry.description.split(':')[0]}) takes images of at least "
+                         f"{entry.min_input} px, not {input_size[0]}x{input_size[1]}"
+                         + (f"; {entry.small_hint}" if entry.small_hint else ""))
     given = {k: v for k, v in settings.items() if v is not None}
     wrong = sorted(set(given) - set(entry.settings))
     if wrong:

@@ -18,11 +18,14 @@ from __future__ import annotations
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from common.shapes import LARGE_IMAGE, is_large
 from space.models.registry import register_model
 from space.models.shardnet import Blend, check_width
 
 __all__ = ["SharedImageNetResNet"]
+
+# ShaRDNet's ImageNet layout (conv7 stride 2, max-pool, three more halvings: /32) is meant for
+# ImageNet-size images; the CIFAR layout of the same method is sl-resnet.
+_SMALL = "it is ShaRDNet's ImageNet layout (conv7 stride 2, /32): on CIFAR-size images use sl-resnet"
 
 STAGES = (3, 4, 6, 3)
 
@@ -66,10 +69,6 @@ class SharedImageNetResNet(ResNet):
 
 def _build(name: str, block: type, counterpart: str, num_classes: int, in_channels: int,
            input_size: tuple[int, int], width: int) -> nn.Module:
-    if not is_large(input_size):
-        raise ValueError(f"{name} is ShaRDNet's ImageNet layout (conv7 stride 2, /32) and takes "
-                         f"images of at least {LARGE_IMAGE} px, not {input_size[0]}x"
-                         f"{input_size[1]}; on CIFAR-size images use sl-resnet")
     check_width(name, width, 1, shared=False)
     if width % block.expansion:
         raise ValueError(f"model.width={width} does not fit {name}: its shared bottleneck "
@@ -80,7 +79,8 @@ def _build(name: str, block: type, counterpart: str, num_classes: int, in_channe
 
 
 @register_model("sl-resnet34", "ShaRDNet's SL-ResNet-34(n), ImageNet layout: one shared conv3 "
-                "n->n in all basic blocks (model.width n)", "imagenet")
+                "n->n in all basic blocks (model.width n)", "imagenet", min_input=128,
+                small_hint=_SMALL)
 def sl_resnet34(num_classes: int, in_channels: int, input_size: tuple[int, int], *,
                 width: int = 256) -> nn.Module:
     return _build("sl-resnet34", BasicBlock, "tv:resnet34", num_classes, in_channels,
@@ -88,7 +88,8 @@ def sl_resnet34(num_classes: int, in_channels: int, input_size: tuple[int, int],
 
 
 @register_model("sl-resnet50", "ShaRDNet's SL-ResNet-50(n), ImageNet layout: one shared "
-                "bottleneck n->n/4->n in all blocks (model.width n, a multiple of 4)", "imagenet")
+                "bottleneck n->n/4->n in all blocks (model.width n, a multiple of 4)", "imagenet",
+                min_input=128, small_hint=_SMALL)
 def sl_resnet50(num_classes: int, in_channels: int, input_size: tuple[int, int], *,
                 width: int = 1024) -> nn.Module:
     return _build("sl-resnet50", Bottleneck, "tv:resnet50", num_classes, in_channels,
