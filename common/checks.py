@@ -110,3 +110,16 @@ def shortcut(key: str, v: Any) -> str | None:
         raise UserError(f"config {key}={v!r} is invalid: give A (zero-padding) or B (1x1 "
                         "projection)")
     return str(v).upper()
+
+
+def cycle_fractions(key: str, v: Any) -> list[float]:
+    """increasing fractions of a cycle, each in (0, 1), e.g. [0.5, 0.75]"""
+    ok = isinstance(v, list) and all(isinstance(x, int | float) and not isinstance(x, bool)
+                                     and 0 < x < 1 for x in v)
+    if not ok or any(b <= a for a, b in zip(v, v[1:], strict=False)):
+        hint = (" (fractions of the epochs, not epoch numbers: [0.5, 0.75] is epochs 80 and "
+                "120 of 160)" if isinstance(v, list) and any(
+                    isinstance(x, int | float) and x >= 1 for x in v) else "")
+        raise UserError(f"config {key}={v!r} is invalid: give increasing fractions of a cycle, "
+                        f"each between 0 and 1, e.g. [0.5, 0.75]{hint}")
+    return [float(x) for x in v]

@@ -251,9 +251,11 @@ class Optimizer:
                         choices=("cosine", "step", "multistep", "plateau"))
     decay: float = key(0.97, "step: the factor per epoch", lo=0.0, lo_open=True)
     milestones: list = key([0.5, 0.75], "multistep: where in each cycle (fractions of its epochs) "
-                           "the learning rate is multiplied by `gamma`")
+                           "the learning rate is multiplied by `gamma`",
+                           check=checks.cycle_fractions)
     gamma: float = key(0.1, "multistep: the factor at each milestone; plateau: the factor at "
-                       "each plateau (ShaRDNet's halving: 0.5)", lo=0.0, lo_open=True)
+                       "each plateau (ShaRDNet's halving: 0.5)", lo=0.0, hi=1.0, lo_open=True,
+                       hi_open=True)
     patience: int = key(10, "plateau: epochs without a new lowest training loss (by a relative "
                         "1e-4) before the learning rate is multiplied by `gamma`", lo=0)
     cycles: int = key(1, "multistep: the schedule repeated this many times over the epochs, each "

@@ -8,6 +8,7 @@ missing dataset is one clear line saying where to put it.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,9 +152,12 @@ def _image_folder(path: Path, name: str, imagenet: bool):
             if test.classes != train.classes:
                 raise UserError(f"{path / split} has other classes than {train_dir}; fix the folders")
             break
-    # Every image, before anything uses one (and before any run directory exists).
-    check_images(path, [p for p, _ in train.samples], None if test is None else
-                 [p for p, _ in test.samples])
+    # Every image, before anything uses one (and before any run directory exists). Under
+    # torchrun rank 0 opens the dataset first (common.distributed.rank0_first) and its
+    # refusal stops every rank, so the other ranks do not read every file again.
+    if int(os.environ.get("RANK", "0")) == 0:
+        check_images(path, [p for p, _ in train.samples], None if test is None else
+                     [p for p, _ in test.samples])
     if imagenet:
         size, (mean, std) = (224, 224), IMAGENET_STATS
     else:

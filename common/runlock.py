@@ -50,8 +50,11 @@ class RunLock:
             raise UserError(f"{self.folder} is in use by {_holder(self.path)}; wait for it to "
                             f"finish or stop it, then {doing}") from None
         self.fd: int | None = fd
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n{shlex.join(sys.argv)}\n".encode())
+        try:  # who holds it, for the refusal's line; the lock itself is the flock
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n{shlex.join(sys.argv)}\n".encode())
+        except OSError:  # e.g. a full disk: the lock holds all the same
+            pass
 
     def release(self) -> None:
         if self.fd is not None:
@@ -81,14 +84,16 @@ def check_unlocked(folder: str | Path, doing: str = "use it") -> None:
 _HELD: dict[str, RunLock] = {}
 
 
-def hold_run_dir(folder: str | Path, doing: str = "use it") -> None:
-    """Lock `folder` for the rest of this command (a no-op when already held here, and on
-    torchrun ranks other than 0, which write nothing)."""
+def hold_run_dir(folder: str | Path, doing: str = "use it") -> bool:
+    """Lock `folder` for the rest of this command (a no-op when already held here). True
+    where this process holds it; False on torchrun ranks other than 0, which write nothing,
+    and so must not clean anything up either (rank 0 may yet be refused)."""
     if int(os.environ.get("RANK", "0")) != 0:
-        return
+        return False
     key = str(Path(folder).resolve())
     if key not in _HELD:
         _HELD[key] = RunLock(folder, doing)
+    return True
 
 
 def release_run_dirs() -> None:

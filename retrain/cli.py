@@ -76,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="with --summary: print JSON")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved retrain config (YAML) and exit")
-    p.add_argument("--preset", default="paper",
-                   help=f"config preset ({preset_choices()}) or a YAML file (default: paper)")
+    p.add_argument("--preset", help=f"config preset ({preset_choices()}) or a YAML file "
+                   "(default: cnn with --model, paper otherwise)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optimizer.lr=0.05 (repeatable)")
     p.add_argument("--epochs", type=int, help="training epochs (paper: 600 CIFAR, 250 ImageNet)")
@@ -243,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    args.preset = args.preset or setup.default_preset(args.model)
     if args.print_config:
         if args.resume:
             raise UserError(f"--print-config shows a preset's config; {args.resume}/config.yaml "
@@ -257,8 +258,8 @@ def _main(argv: list[str] | None) -> int:
     if args.resume:
         cfg, run = _resume_config(args)
         # Held until the retrain ends: nothing below reads a file another run is writing.
-        hold_run_dir(args.resume, f"--resume {args.resume} again")
-        remove_temp_files(args.resume)  # a kill's half-written checkpoint or export
+        if hold_run_dir(args.resume, f"--resume {args.resume} again"):  # rank 0 alone cleans up
+            remove_temp_files(args.resume)  # a kill's half-written checkpoint or export
         with _process_group(cfg) as dist:
             job = setup.make_job(cfg, run, setup.open_data_ranked(run["dataset"], cfg, dist))
             return run_training(job, Path(args.resume), resume=True)

@@ -140,6 +140,12 @@ def stem_for(cfg: RetrainConfig, input_size: tuple[int, int]) -> str:
     return pick_stem(input_size) if cfg.stem == "auto" else cfg.stem
 
 
+def default_preset(model: str | None) -> str:
+    """The preset a run without --preset takes: `cnn` (the CIFAR ResNet schedule) for a
+    registered network, `paper` (DARTS's) for the network of a genotype."""
+    return "cnn" if model else "paper"
+
+
 def check_model(name: str) -> None:
     """A one-line UserError unless `name` is a registered network (or tv:<name>)."""
     try:

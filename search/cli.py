@@ -166,8 +166,8 @@ def _prepare_resume(args: argparse.Namespace, items: list[str]):
     if args.out or args.overwrite:
         raise UserError("--resume continues a run in place; drop --out/--overwrite")
     # Held until the search ends: nothing below reads a file another run is writing.
-    hold_run_dir(run_dir, f"--resume {run_dir} again")
-    remove_temp_files(run_dir)  # a kill's half-written checkpoint or config
+    if hold_run_dir(run_dir, f"--resume {run_dir} again"):  # rank 0 alone cleans up
+        remove_temp_files(run_dir)  # a kill's half-written checkpoint or config
     fixed = fixed_on_resume(items, SEARCH_RESUMABLE)
     if fixed or args.preset != "paper":
         what = fixed[0] if fixed else "--preset"

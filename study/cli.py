@@ -101,7 +101,7 @@ def preflight(study: Study) -> dict[str, dict[str, Any]]:
             items = list(r.sets) + ([f"fs.mode={r.fs}"] if r.fs else [])
             items += [f"fs.ratio={r.ratio}"] if r.ratio is not None else []
             items += [f"model.name={r.model}"] if r.model else []
-            resolved = {"retrain": as_dict(rsetup.resolve(r.preset or "paper", items,
+            resolved = {"retrain": as_dict(rsetup.resolve(r.preset or rsetup.default_preset(r.model), items,
                                                           lambda cfg: False)), "search": None}
             if r.model:
                 rsetup.check_model(r.model)

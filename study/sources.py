@@ -182,7 +182,7 @@ def retrain_config(arm: Any) -> dict[str, Any]:
     r = arm.retrain
     items = list(r.sets) + ([f"fs.mode={r.fs}"] if r.fs else [])
     items += [f"fs.ratio={r.ratio}"] if r.ratio is not None else []
-    return rsetup.resolve(r.preset or "paper", items, lambda cfg: False)
+    return rsetup.resolve(r.preset or rsetup.default_preset(r.model), items, lambda cfg: False)
 
 
 def path_arg(value: str) -> str:

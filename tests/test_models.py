@@ -216,3 +216,56 @@ def test_cyclic_multistep_schedule():
     four = CyclicMultiStep(16, [0.5, 0.75], 0.1, 4)
     assert [four(e) for e in range(16)] == pytest.approx([1, 1, 0.1, 0.01] * 4)
     assert math.isclose(CyclicMultiStep(10, [0.5], 0.1, 3)(4), 1.0)  # cycle 2 starts at 10/3
+
+
+@pytest.mark.parametrize(("item", "message"), [
+    ("optimizer.milestones=[80,120]", r"not epoch numbers"),
+    ("optimizer.milestones=[0.75,0.5]", r"increasing fractions"),
+    ("optimizer.milestones=5", r"increasing fractions"),
+    ("optimizer.gamma=1.5", r"optimizer.gamma=1.5 is invalid"),
+])
+def test_schedule_settings_are_checked_before_anything_runs(item, message, capsys):
+    from cli_exits import one_line_exit
+
+    from retrain.cli import main
+
+    err = one_line_exit(main, ["--model", "resnet8", "--preset", "cnn", "--set", item,
+                               "--print-config"], capsys)
+    assert __import__("re").search(message, err), err
+
+
+def test_a_converted_network_trains_with_its_filters_in_one_batch():
+    """The filter bank serves every FS layer while training (no per-layer gather), with the
+    layers' own values and gradients; a shared layer included (ShaRDNet)."""
+    from space.layers import fs as fsmod
+
+    for name, settings, c in [("resnet8", {}, Conversion("dfs", 2)),
+                              ("sl-resnet", {"width": 8}, Conversion("fs", 4)),
+                              ("resnet8", {}, Conversion("fs3d", policy="paper"))]:
+        torch.manual_seed(0)
+        net = convert(get_model(name, **settings), c).double().train()
+        ref = copy.deepcopy(net)
+        ref._forward_pre_hooks.clear()  # the per-layer path
+        ref._forward_hooks.clear()
+        x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+        gathers = []
+        real = fsmod.FSConv2d._gather
+        fsmod.FSConv2d._gather = lambda self, g=gathers, r=real: g.append(self) or r(self)
+        try:
+            out = net(x)
+        finally:
+            fsmod.FSConv2d._gather = real
+        assert gathers == [] and out.shape == (3, 10)
+        out.square().sum().backward()
+        ref(x).square().sum().backward()
+        for p, q in zip(net.parameters(), ref.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_a_bare_conv_converts_and_a_1xn_kernel_reads_its_whole_fs():
+    layer = convert(nn.Conv2d(3, 8, 3), Conversion("fs", 2))
+    assert isinstance(layer, FSConv2d) and layer.compression == pytest.approx(2.0, rel=0.01)
+    net = convert(nn.Sequential(nn.Conv2d(16, 16, (1, 3))), Conversion("fs3d", ratio=3))
+    fs3d = net[0]
+    assert fs3d.spatial_stride == (1, 2)
+    assert torch.bincount(fs3d._index, minlength=fs3d.L).min() > 0  # every element is read

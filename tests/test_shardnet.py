@@ -217,8 +217,8 @@ def test_prune_blend_evaluates_each_fraction_and_plots(tmp_path, capsys):
 @pytest.mark.parametrize(("argv", "message"), [
     (["--model", "sl-vgg", "--set", "model.width=2"], r"model.width=2 does not fit sl-vgg.*"
      r"give model.width >= 3"),
-    (["--model", "sl-resnet34"], r"sl-resnet34 .*takes images of at least 128 px, not 32x32; it is ShaRDNet's "
-     r"ImageNet layout.*use sl-resnet"),
+    (["--model", "sl-resnet34"], r"sl-resnet34 .*takes images of at least 128 px, not 32x32; "
+     r"it is ShaRDNet's ImageNet layout.*use sl-resnet"),
     (["--model", "sl-resnet50", "--dataset", "imagenet", "--set", "model.width=30"],
      r"multiple of 4"),
     (["--model", "resnet20", "--set", "model.layers_per_block=2"],
@@ -333,6 +333,8 @@ def test_imagenet_variants_share_one_block_of_convs(name, convs):
     blocks = [b for i in range(1, 5) for b in getattr(net, f"layer{i}") if hasattr(b, "conv2")]
     assert len(blocks) == 16  # ResNet-34/50's 3, 4, 6, 3
     assert all(getattr(b, c) is getattr(blocks[0], c) for b in blocks for c in convs)
+    if name == "sl-resnet34":  # one shared conv3, as in the CIFAR sl-resnet
+        assert blocks[0].conv2 is blocks[0].conv1
     assert net(torch.zeros(2, 3, 128, 128)).shape == (2, 5)
     assert net.conv1.kernel_size == (7, 7) and net.conv1 not in [getattr(blocks[0], c) for c in convs]
 

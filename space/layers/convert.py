@@ -30,6 +30,7 @@ computes the original's function; other layers start from nn.Conv2d's initialisa
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -41,6 +42,8 @@ from torch.nn.modules.utils import _pair
 
 from space.layers.fs import DFSConv2d, FSConv2d
 from space.layers.fs3d import FS3dConv2d
+from space.layers.fs_bank import batched_filters
+from space.layers.fs_model import replace_modules
 
 __all__ = ["Conversion", "convert", "conv_layers", "layer_settings", "PAPER_K3", "MODES",
            "POLICIES"]
@@ -126,8 +129,11 @@ def layer_settings(name: str, conv: nn.Conv2d, c: Conversion, ratio: float | Non
         pointwise = PAPER_POINTWISE_RATIO if c.policy == "paper" else float(r)
         return {"k3": K, "spatial_stride": 1,
                 "channel_size": max(C, math.ceil(Fraction(K * C) / Fraction(pointwise)))}
-    k3 = _paper_k3(K, name) if c.policy == "paper" else _nearest_divisor(K, float(r) * 4 / (kh * kw))
-    return {"k3": k3, "spatial_stride": 2}
+    # Stride 2 along a side of 2 or more; 1 along a side of 1 (a 1x3 or 3x1 kernel), where a
+    # stride of 2 would leave every other FS row unread.
+    x, y = min(2, kh), min(2, kw)
+    k3 = _paper_k3(K, name) if c.policy == "paper" else _nearest_divisor(K, float(r) * x * y / (kh * kw))
+    return {"k3": k3, "spatial_stride": (x, y)}
 
 
 def _fs_layer(conv: nn.Conv2d, c: Conversion, settings: dict[str, Any]) -> nn.Module:
@@ -186,20 +192,42 @@ def convert(model: nn.Module, c: Conversion, copy_weights: bool = True) -> nn.Mo
     if c.policy == "ratio" and c.mode != "fs3d" and ratio > max(_filters(m)[0] for _, m in layers):
         raise ValueError(f"ratio {ratio:g} is above every layer's filter count (at most "
                          f"{max(_filters(m)[0] for _, m in layers)}); use a smaller ratio")
-    done: dict[int, nn.Module] = {}
+    new_layers: dict[int, nn.Module] = {}
     for name, conv in layers:
-        if id(conv) not in done:
+        if id(conv) not in new_layers:
             new = _fs_layer(conv, c, layer_settings(name, conv, c, ratio))
             new.to(device=conv.weight.device, dtype=conv.weight.dtype)
             if copy_weights:
                 _copy(conv, new)
-            done[id(conv)] = new.train(conv.training)
-    for parent in list(model.modules()):
-        # _modules, not named_children(): that lists a child held under two names once.
-        for child_name, child in list(parent._modules.items()):
-            if id(child) in done:
-                setattr(parent, child_name, done[id(child)])
+            new_layers[id(conv)] = new.train(conv.training)
+    model = replace_modules(model, lambda m: new_layers.get(id(m)))
+    attach_filter_bank(model)
     return model
+
+
+def attach_filter_bank(model: nn.Module) -> None:
+    """While `model` trains, compute all its FS filters in one batch per forward
+    (space/layers/fs_bank.py, as the DARTS networks do): one gather for every layer, and one
+    for a layer shared by several places, instead of one per use. The filters equal the
+    layers' own (tested). Forward hooks on the root, so any module's forward keeps running as
+    written; in eval mode each layer's filter cache serves instead."""
+    if getattr(model, "_fs_bank_hooked", False):
+        return
+    model._fs_bank_hooked = True
+    model.register_forward_pre_hook(_enter_bank)
+    model.register_forward_hook(_leave_bank, always_call=True)
+
+
+def _enter_bank(module: nn.Module, args: tuple) -> None:
+    ctx = batched_filters(module) if module.training else contextlib.nullcontext()
+    ctx.__enter__()
+    module.__dict__.setdefault("_fs_bank_contexts", []).append(ctx)
+
+
+def _leave_bank(module: nn.Module, args: tuple, output: object) -> None:
+    stack = module.__dict__.get("_fs_bank_contexts")
+    if stack:
+        stack.pop().__exit__(None, None, None)
 
 
 def _copy(conv: nn.Conv2d, layer: nn.Module) -> None:

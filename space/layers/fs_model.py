@@ -4,6 +4,7 @@ rule, and build the space's 1x1 conv."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "is_fs_layer", "fs_layers", "offset_parameters", "weight_parameters", "harden_model",
-    "set_temperature", "set_grad_reduce", "pointwise_conv", "offset_entropy",
+    "set_temperature", "set_grad_reduce", "pointwise_conv", "offset_entropy", "replace_modules",
 ]
 
 
@@ -53,15 +54,28 @@ def harden_model(model: nn.Module) -> nn.Module:
     replaced by one shared FSConv2d."""
     if isinstance(model, DFSConv2d):
         return model.harden()
-    done: dict[int, FSConv2d] = {}
+    return replace_modules(model, lambda m: m.harden() if isinstance(m, DFSConv2d) else None)
+
+
+def replace_modules(model: nn.Module, new_of: Callable[[nn.Module], nn.Module | None]) -> nn.Module:
+    """Replace, in place, every submodule m of `model` for which `new_of(m)` is a module by
+    that module (called once per module: a module held at several places, or under several
+    names, becomes one shared replacement); returns model, or its replacement when `model`
+    itself is replaced."""
+    done: dict[int, nn.Module | None] = {}
+
+    def new(m: nn.Module) -> nn.Module | None:
+        if id(m) not in done:
+            done[id(m)] = new_of(m)
+        return done[id(m)]
+
     for parent in list(model.modules()):
         # _modules, not named_children(): that lists a child held under two names once.
         for name, child in list(parent._modules.items()):
-            if isinstance(child, DFSConv2d):
-                if id(child) not in done:
-                    done[id(child)] = child.harden()
+            if child is not None and new(child) is not None:
                 setattr(parent, name, done[id(child)])
-    return model
+    root = new(model)
+    return model if root is None else root
 
 
 def offset_entropy(model: nn.Module) -> float | None:

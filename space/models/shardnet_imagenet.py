@@ -55,6 +55,8 @@ class SharedImageNetResNet(ResNet):
                 b = block(n, planes)
                 if first is None:
                     first = b
+                    if block is BasicBlock:  # SL-ResNet-34: one conv3 at both places of a block
+                        first.conv2 = first.conv1
                 else:  # every block applies the first block's convs
                     for name in ("conv1", "conv2", "conv3"):
                         if hasattr(b, name):
