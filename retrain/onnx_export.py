@@ -40,7 +40,7 @@ import torch.nn as nn
 
 from retrain.model import NetSpec
 from space.layers.fs import DFSConv2d
-from space.layers.fs_model import is_fs_layer
+from space.layers.fs_model import fs_places
 from space.layers.wq import quantize_tensor
 
 OPSET = 20
@@ -69,7 +69,7 @@ def plain_network(model: nn.Module) -> nn.Module:
         raise ValueError("ONNX export needs a hardened model: call space.layers.fs_model.harden_model first")
     net = copy.deepcopy(model).eval()
     done: dict[int, nn.Module] = {}  # a layer shared by several parents: one conv for all
-    for name, fs in _fs_places(net):
+    for name, fs in fs_places(net):
         if id(fs) in done:
             parent, _, attr = name.rpartition(".")
             setattr(net.get_submodule(parent), attr, done[id(fs)])
@@ -84,12 +84,6 @@ def plain_network(model: nn.Module) -> nn.Module:
         done[id(fs)] = conv.to(fs.fs.device)
         setattr(net.get_submodule(parent), attr, done[id(fs)])
     return net
-
-
-def _fs_places(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, layer) of every place an FS layer sits, a shared layer (ShaRDNet's one conv)
-    at each of its places."""
-    return [(n, m) for n, m in model.named_modules(remove_duplicate=False) if is_fs_layer(m)]
 
 
 def _torch_export(net: nn.Module, spec: NetSpec):
@@ -175,7 +169,7 @@ def build_onnx(model: nn.Module, spec: NetSpec, data: dict[str, Any], wq: bool =
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     program = _torch_export(plain_network(model), spec)
-    places = {_PREFIX + name + ".weight": m for name, m in _fs_places(model)} if wq else {}
+    places = {_PREFIX + name + ".weight": m for name, m in fs_places(model)} if wq else {}
     proto, held = _optimize(program.model_proto, list(places))
     # A shared layer's weight is one initializer, named after one of its places.
     layers = {k: m for k, m in places.items() if k in held}

@@ -19,7 +19,8 @@ from torch.nn.utils import prune
 from common.errors import UserError
 from space.models.shardnet import Blend
 
-__all__ = ["parse_percents", "blend_layers", "check_blends", "prune_blend", "format_rows", "plot_rows"]
+__all__ = ["parse_percents", "blend_layers", "blend_zeros", "check_blends", "prune_blend",
+           "format_rows", "plot_rows"]
 
 
 def parse_percents(text: str) -> list[float]:

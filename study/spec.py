@@ -266,15 +266,15 @@ def _arm(raw: Any, defaults: dict[str, Any], where: str, index: int) -> Arm:
 
 
 def _model_arm(name: str, data: dict[str, Any], raw: dict[str, Any], at: str) -> Arm:
-    """An arm that trains a registered network (retrain --model); the defaults' genotype, if
-    any, does not apply to it."""
-    if raw.get("genotype") is not None or data.get("search") is not None:
+    """An arm that trains a registered network (retrain --model); the defaults' genotype or
+    search block, if any, does not apply to it."""
+    if raw.get("genotype") is not None or raw.get("search") is not None:
         raise UserError(f"{at}: has `model` and a genotype source (`genotype` or `search`); a "
                         "model arm trains the registered network, so drop one")
     if any(k in raw for k in sources.KEYS):
         raise UserError(f"{at}: {', '.join(k for k in sources.KEYS if k in raw)} sizes a DARTS "
                         "genotype; a model arm sets model.width or fs.params in `set` instead")
-    data = {k: v for k, v in data.items() if k not in ("genotype", *sources.KEYS)}
+    data = {k: v for k, v in data.items() if k not in ("genotype", "search", *sources.KEYS)}
     return Arm(name=name, retrain=_stage(data, at, search=False))
 
 

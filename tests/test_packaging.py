@@ -97,8 +97,21 @@ def test_every_command_line_has_a_console_script(monkeypatch):
     # each module `python -m` runs is the one its script calls, or that module's main
     for module, name in SCRIPTS.items():
         target = scripts[name].split(":")[0]
-        assert target in (module, f"{module}.__main__", f"{module}.cli") or (
-            module == "retrain.export" and target == "retrain.onnx_cli"), name
+        assert target in (module, f"{module}.__main__", f"{module}.cli", "retrain.console"), name
+
+
+@pytest.mark.parametrize("script", ["evaluate", "export"])
+def test_a_console_script_sets_the_openmp_wait_policy_before_running(script, monkeypatch, capsys):
+    """A console script never runs its module's `__main__` block, where `python -m` sets it."""
+    import common.cpu
+    from retrain import console
+
+    calls = []
+    monkeypatch.setattr(console, "choose_openmp_wait_policy", lambda: calls.append(1))
+    with pytest.raises(SystemExit) as e:
+        getattr(console, script)(["--help"])
+    assert e.value.code == 0 and calls == [1] and "usage" in capsys.readouterr().out
+    assert common.cpu.choose_openmp_wait_policy is not None
 
 
 def test_a_console_script_names_itself_in_usage_and_the_run_record(monkeypatch):

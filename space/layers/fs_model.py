@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from genotypes import FSSpec
 
 __all__ = [
-    "is_fs_layer", "fs_layers", "offset_parameters", "weight_parameters", "harden_model",
+    "is_fs_layer", "fs_layers", "fs_places", "offset_parameters", "weight_parameters", "harden_model",
     "set_temperature", "set_grad_reduce", "pointwise_conv", "offset_entropy", "replace_modules",
 ]
 
@@ -30,6 +30,12 @@ def is_fs_layer(m: nn.Module) -> bool:
 def fs_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(qualified name, layer) of every FS/DFS layer, in `named_modules` order."""
     return [(name, m) for name, m in model.named_modules() if is_fs_layer(m)]
+
+
+def fs_places(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(qualified name, layer) of every place an FS/DFS layer sits: a layer shared by several
+    parents (ShaRDNet's one conv) once per place, as state_dict lists it."""
+    return [(n, m) for n, m in model.named_modules(remove_duplicate=False) if is_fs_layer(m)]
 
 
 def offset_parameters(model: nn.Module) -> list[nn.Parameter]:

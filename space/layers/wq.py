@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from space.layers.fs_model import fs_layers, is_fs_layer
+from space.layers.fs_model import fs_layers, fs_places
 
 __all__ = [
     "quantize_tensor", "dequantize_tensor", "quantized_state_dict",
@@ -46,11 +46,9 @@ def dequantize_tensor(codes: Tensor, min: Tensor | float, max: Tensor | float) -
     return lo + codes.to(torch.float32) * step
 
 
-def _fs_prefixes(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Every place an FS layer sits: a layer shared by several parents (ShaRDNet's one conv)
-    once per place, as state_dict lists it."""
-    return [(f"{name}." if name else "", m)
-            for name, m in model.named_modules(remove_duplicate=False) if is_fs_layer(m)]
+def _prefixed(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """fs_places with each name as a state_dict key prefix ('' for the model itself)."""
+    return [(f"{name}." if name else "", m) for name, m in fs_places(model)]
 
 
 def quantized_state_dict(model: nn.Module) -> dict[str, Tensor]:
@@ -59,7 +57,7 @@ def quantized_state_dict(model: nn.Module) -> dict[str, Tensor]:
     sd = model.state_dict()
     quant: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
     done: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
-    for prefix, m in _fs_prefixes(model):
+    for prefix, m in _prefixed(model):
         # clone(): a fresh, exactly-sized storage, so torch.save writes 1 byte/element. A
         # shared layer's places get the same tensors, so the export packs them once.
         if id(m) not in done:
@@ -81,7 +79,7 @@ def load_quantized_state_dict(model: nn.Module, sd: dict[str, Tensor],
     """Load a `quantized_state_dict` into a float model of the same architecture (each fs set
     to its dequantised levels); returns model."""
     sd = OrderedDict(sd)
-    for prefix, m in _fs_prefixes(model):
+    for prefix, m in _prefixed(model):
         keys = [prefix + s for s in ("fs_q", "fs_min", "fs_max")]
         if not all(k in sd for k in keys):
             if strict:

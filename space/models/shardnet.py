@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from space.layers.fs_model import is_fs_layer
 from space.models.registry import register_model
 
 __all__ = ["Blend", "PadChannels", "ShardVGG", "ShardResNet", "VGG_LAYOUT", "conv_weights",
@@ -67,12 +68,10 @@ class PadChannels(nn.Module):
 
 def conv_weights(model: nn.Module) -> int:
     """|W_conv|: elements of every convolution's weights and biases (an FS layer's FS vector
-    and bias; DFS offset logits are not weights), each shared parameter once. Conv layers are
-    recognised by class name (nn.Conv2d, FSConv2d, DFSConv2d, FS3dConv2d), so this module
-    imports no FS code."""
+    and bias; DFS offset logits are not weights), each shared parameter once."""
     seen: dict[int, int] = {}
     for m in model.modules():
-        if isinstance(m, nn.Conv2d) or type(m).__name__.endswith("Conv2d"):
+        if isinstance(m, nn.Conv2d) or is_fs_layer(m):
             for name, p in m.named_parameters(recurse=False):
                 if name != "offset_logits":
                     seen[id(p)] = p.numel()
