@@ -36,11 +36,12 @@ from common.tensorboard import TensorBoardLog
 from common.threads import thread_figures
 from genotypes import Genotype, describe_op_ratios, from_dict, genotype_lines, save_genotype
 from retrain import setup
+from retrain.describe import describe_conversion, describe_network
 from retrain.evaluate import evaluate_exported
 from retrain.export import load_exported_full, save_exported
 from retrain.model import NetSpec
 from retrain.onnx_export import OnnxModule, export_onnx, inference_session
-from retrain.summary import describe_conversion, summarize
+from retrain.summary import summarize
 from retrain.trainer import Trainer
 
 CKPT_KIND = "retrain"
@@ -103,8 +104,7 @@ def run_genotype_lines(genotype: Genotype | None, spec: NetSpec, harden_at: int,
     (which --fs/--ratio may have changed from the genotype's); for a registered network its
     name, settings and FS conversion."""
     if not spec.is_darts:
-        settings = ", ".join(f"{k} {v}" for k, v in spec.settings.items())
-        line = (f"network: {spec.model}{f' ({settings})' if settings else ''}; convs: "
+        line = (f"network: {describe_network(spec.model, spec.settings)}; convs: "
                 f"{describe_conversion(spec.conversion)}")
         if spec.has_dfs:
             line += f" (offsets fixed {_when(harden_at, epochs)})"

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from genotypes import describe_op_ratios, fs_from_dict
+from retrain.describe import network_head
 from retrain.export import exported_size, manifest_of, pack_state_dict
 from retrain.model import NetSpec, build_network
 from space.layers.fs_model import harden_model
@@ -227,43 +227,10 @@ def _fmt(v: Any, key: str) -> str:
     return f"{int(v):,}"
 
 
-def describe_conversion(conversion: dict[str, Any] | None) -> str:
-    """One phrase for a registered network's FS conversion (space.layers.convert.Conversion)."""
-    if conversion is None:
-        return "plain (no FS)"
-    c = conversion
-    kind = {"fs": "1D FS", "dfs": "DFS", "fs3d": "3D FS"}[c["mode"]]
-    if c["params"] is not None:
-        how = f"one ratio fitted to {c['params']:,} parameters"
-    elif c["policy"] == "paper":
-        how = "the paper's K3 per filter count, 1x1 at ratio 8"
-    else:
-        how = f"ratio {c['ratio']:g}"
-    return f"{kind}, {how}" + (f", {c['num_offsets']} offsets" if c["mode"] == "dfs" else "")
-
-
-def _head(net: dict[str, Any]) -> tuple[str, bool]:
-    """(the table's first line, whether the network has FS layers) of a NetSpec's dict."""
-    size = f"input {net['input_size'][0]}x{net['input_size'][1]}"
-    if net.get("model", "darts") != "darts":
-        settings = ", ".join(f"{k} {v}" for k, v in net["settings"].items())
-        return (f"network: {net['model']}{f' ({settings})' if settings else ''}, "
-                f"{net['num_classes']} classes, {size}; convs: "
-                f"{describe_conversion(net['conversion'])}", net["conversion"] is not None)
-    fs = net["fs"]
-    fs_txt = "off (plain DARTS)" if fs is None else (
-        f"{'DFS' if fs['dfs'] else 'FS'} ratio {fs['ratio']:g}"
-        + (f", {fs['num_offsets']} offsets" if fs["dfs"] else ""))
-    per_op = describe_op_ratios(fs_from_dict(fs))
-    fs_txt += f" (cell inputs; ops {per_op.removeprefix('per op: ')})" if per_op else ""
-    return (f"network: {net['stem']} stem, C={net['init_channels']}, {net['layers']} cells, "
-            f"{net['num_classes']} classes, {size}; 1x1 convs: {fs_txt}", fs is not None)
-
-
 def format_table(report: dict[str, Any]) -> str:
     """A fixed-width text table of `summarize`'s report."""
     net = report["network"]
-    head, wq = _head(net)  # a --fs off network has no FS vectors to quantise: no WQ export
+    head, wq = network_head(net)  # a --fs off network has no FS vectors to quantise: no WQ export
     columns = COLUMNS if wq else [c for c in COLUMNS if c[0] != "bytes_wq"]
     cols = [("part", "part"), ("type", "type")] + columns
     lines = []
