@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from common.distributed import DistInfo, all_reduce_sum, broadcast_buffers
+from common.runlock import drop_inherited_locks
 from common.runtime import autocast, to_memory_format
 
 
@@ -47,7 +48,7 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.
     # Its own generator: a loader without one draws a seed from the global RNG per pass.
     loader = DataLoader(dataset, batch_size=batch_size, sampler=_Shard(len(dataset), dist),
                         num_workers=workers, pin_memory=device.type == "cuda",
-                        generator=torch.Generator())
+                        generator=torch.Generator(), worker_init_fn=drop_inherited_locks)
     # Summed on the device in float64 (the same additions as Python floats) and read once at
     # the end: a read per batch would make the CPU wait for the GPU after every batch.
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, top1, top5 correct

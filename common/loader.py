@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from common.distributed import DistInfo
+from common.runlock import drop_inherited_locks
 
 _MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant: spreads (seed, pass, index) over seeds
 
@@ -91,6 +92,7 @@ def make_loader(
         SeededAugment(dataset, seed), batch_size=batch_size, sampler=sampler,
         num_workers=workers, drop_last=drop_last, pin_memory=pin_memory,
         persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=drop_inherited_locks,
     )
 
 

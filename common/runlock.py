@@ -101,3 +101,14 @@ def release_run_dirs() -> None:
     dies drops them anyway)."""
     while _HELD:
         _HELD.popitem()[1].release()
+
+
+def drop_inherited_locks(_worker_id: int = 0) -> None:
+    """A forked DataLoader worker's `worker_init_fn`: close the lock files it inherited. An
+    flock belongs to the open file, which the fork shares, so without this a run killed with
+    -9 stays locked until its workers notice and exit (seconds later), and `--resume` right
+    away is refused. Closing the worker's copy does not unlock the parent's."""
+    for lock in _HELD.values():
+        if lock.fd is not None:
+            os.close(lock.fd)
+            lock.fd = None

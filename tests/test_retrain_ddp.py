@@ -47,7 +47,8 @@ def test_two_process_gloo_run(tmp_path):
     model, spec, info = load_exported_full(out / "model.pt")
     assert spec.num_classes == 3 and info["meta"]["batch_size"] == 4
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [".dfs-run", "best.pt", "config.yaml", "genotype.json", "latest.pt", "log.jsonl", "metrics.json",
+        [".dfs-lock", ".dfs-run",
+         "best.pt", "config.yaml", "genotype.json", "latest.pt", "log.jsonl", "metrics.json",
          "model-wq.pt", "model.onnx", "model.pt"])
 
 
