@@ -33,14 +33,13 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import asdict, dataclass
-from fractions import Fraction
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from space.layers.fs import DFSConv2d, FSConv2d
+from space.layers.fs import DFSConv2d, FSConv2d, fs_length
 from space.layers.fs3d import FS3dConv2d
 from space.layers.fs_bank import batched_filters
 from space.layers.fs_model import replace_modules
@@ -100,10 +99,6 @@ def _filters(conv: nn.Conv2d) -> tuple[int, int]:
     return conv.out_channels, conv.in_channels // conv.groups * kh * kw
 
 
-def _fs_length(K: int, n: int, ratio: float) -> int:
-    return math.ceil(Fraction(K * n) / Fraction(float(ratio)))
-
-
 def _nearest_divisor(K: int, want: float) -> int:
     return min((d for d in range(1, K + 1) if K % d == 0), key=lambda d: (abs(d - want), d))
 
@@ -128,7 +123,7 @@ def layer_settings(name: str, conv: nn.Conv2d, c: Conversion, ratio: float | Non
     if kh * kw == 1:  # K1 = K2 = 1: channel windows of C at stride Cs / K
         pointwise = PAPER_POINTWISE_RATIO if c.policy == "paper" else float(r)
         return {"k3": K, "spatial_stride": 1,
-                "channel_size": max(C, math.ceil(Fraction(K * C) / Fraction(pointwise)))}
+                "channel_size": max(C, fs_length(K * C, pointwise))}
     # Stride 2 along a side of 2 or more; 1 along a side of 1 (a 1x3 or 3x1 kernel), where a
     # stride of 2 would leave every other FS row unread.
     x, y = min(2, kh), min(2, kw)
@@ -155,7 +150,7 @@ def _counted(model: nn.Module, layers: list[tuple[str, nn.Conv2d]], ratio: float
     """Effective parameters of `model` with every layer of `layers` a 1D FS at `ratio`."""
     conv_w = sum(m.weight.numel() for _, m in layers)
     total = sum(p.numel() for p in model.parameters())
-    fs = sum(_fs_length(*_filters(m), min(ratio, _filters(m)[0])) for _, m in layers)
+    fs = sum(fs_length(math.prod(_filters(m)), min(ratio, _filters(m)[0])) for _, m in layers)
     return total - conv_w + fs
 
 

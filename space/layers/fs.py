@@ -24,11 +24,18 @@ from torch.nn.modules.utils import _pair
 
 from space.layers.fs_gather import LOG2E, dfs_filters, entropy, fs_filters, mixing_weights
 
-__all__ = ["FSConv2d", "DFSConv2d", "Packing", "provided_filters"]
+__all__ = ["FSConv2d", "DFSConv2d", "Packing", "fs_length", "provided_filters"]
 
 
 #: Filters a FilterBank computed for the forward running in this context, by id(layer).
 provided_filters: ContextVar[dict[int, Tensor] | None] = ContextVar("fs_provided_filters", default=None)
+
+
+def fs_length(elements: int, ratio: float) -> int:
+    """ceil(elements / ratio), the FS length of `elements` filter elements (K*n) at `ratio`, in
+    exact rational arithmetic: elements/ratio computed in floats can land just above an
+    integer. Every FS length in the project (layers, nested ratios, the converter) is this."""
+    return math.ceil(Fraction(int(elements)) / Fraction(float(ratio)))
 
 
 def _windows(starts: Tensor, n: int, L: int) -> Tensor:
@@ -88,11 +95,10 @@ class _FSConvBase(nn.Module):
         if not ratio >= 1.0:  # also catches NaN
             raise ValueError(f"{shape}: ratio={ratio} < 1 is invalid; use ratio >= 1 "
                              "(1 = plain convolution, larger = more sharing)")
-        # Exact rational ceil: K*n/ratio computed in floats can land just above an integer.
         if length is not None:
             L = int(length)
         else:
-            L = math.ceil(Fraction(K * n) / Fraction(ratio)) if math.isfinite(ratio) else 0
+            L = fs_length(K * n, ratio) if math.isfinite(ratio) else 0
         if L < n:
             raise ValueError(f"{shape}: ratio={ratio} gives FS length L={L} < n={n}, shorter "
                              f"than one filter; use ratio <= {K}")

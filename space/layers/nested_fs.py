@@ -37,13 +37,12 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from fractions import Fraction
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from space.layers.fs import DFSConv2d, FSConv2d, provided_filters
+from space.layers.fs import DFSConv2d, FSConv2d, fs_length, provided_filters
 from space.layers.fs_gather import LOG2E, dfs_filters, entropy, mixing_weights
 
 __all__ = ["NestedFSConv2d", "ratio_mix", "nested_layers", "nested_lengths", "nest_layers"]
@@ -74,7 +73,7 @@ def current_ratio_weights() -> Tensor:
 
 def nested_lengths(K: int, n: int, ratios: Sequence[float]) -> list[int]:
     """L_i = ceil(K*n/r_i) for each ratio, in exact rational arithmetic (as FSConv2d)."""
-    return [math.ceil(Fraction(K * n) / Fraction(float(r))) for r in ratios]
+    return [fs_length(K * n, r) for r in ratios]
 
 
 def nested_index(K: int, n: int, lengths: Sequence[int], num_offsets: int) -> Tensor:
