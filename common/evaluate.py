@@ -33,6 +33,14 @@ class _Shard(Sampler):
         return len(self.idx)
 
 
+def split_logits(out: torch.Tensor | tuple) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(logits, auxiliary logits or None) of a network's output: the DARTS networks return
+    the pair, the registry's other networks their logits alone."""
+    if isinstance(out, tuple):
+        return out[0], (out[1] if len(out) > 1 else None)
+    return out, None
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device,
              dist: DistInfo | None = None, amp: bool = False, channels_last: bool = False,
@@ -58,7 +66,7 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.
         x = to_memory_format(x, channels_last)
         with autocast(device, amp):
             out = model(x)
-        logits = (out[0] if isinstance(out, tuple) else out).float()
+        logits = split_logits(out)[0].float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hit = top.eq(y.view(-1, 1))
         sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),

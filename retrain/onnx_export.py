@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from common.evaluate import split_logits
 from retrain.model import NetSpec
 from space.layers.fs import DFSConv2d
 from space.layers.fs_model import fs_places
@@ -58,8 +59,7 @@ class _Logits(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(x)
-        return out[0] if isinstance(out, tuple) else out
+        return split_logits(self.net(x))[0]
 
 
 def plain_network(model: nn.Module) -> nn.Module:

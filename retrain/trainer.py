@@ -19,7 +19,7 @@ import torch.nn as nn
 from common.config_schema import RetrainConfig
 from common.distributed import DistInfo, all_reduce_sum, wrap_ddp
 from common.errors import Diverged
-from common.evaluate import evaluate
+from common.evaluate import evaluate, split_logits
 from common.fs_settings import temperature_at
 from common.loader import make_loader
 from common.runlog import Progress
@@ -212,8 +212,7 @@ class Trainer:
 
     def loss_and_logits(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy (with label smoothing), plus the auxiliary head's, weighted."""
-        out = self.net(x)  # the DARTS networks also return their auxiliary head's logits
-        logits, logits_aux = out if isinstance(out, tuple) else (out, None)
+        logits, logits_aux = split_logits(self.net(x))
         loss = self.criterion(logits, y)
         aux_w = float(self.cfg.auxiliary_weight)
         if logits_aux is not None and aux_w > 0:
