@@ -237,6 +237,22 @@ class Model:
 
 
 @dataclass
+class Prune:
+    """Structural channel pruning of a plain --model network with Torch-Pruning, once during
+    training (space.layers.channel_prune): train, prune, fine-tune."""
+
+    params: int | None = key(None, "prune to at most this many parameters (e.g. 70k); null: no "
+                             "pruning", check=checks.param_count)
+    at: float = key(0.5, "prune after this fraction of the epochs; the rest fine-tunes (with "
+                    "optimizer.cycles 2 on a fresh schedule)", lo=0.0, hi=1.0, lo_open=True,
+                    hi_open=True)
+    norm: int = key(1, "a channel group's importance: the L1 (1) or L2 (2) norm of its weights",
+                    lo=1, hi=2)
+    global_ranking: bool = key(True, "rank channel groups across the whole network (false: "
+                               "prune each layer by the same fraction)")
+
+
+@dataclass
 class Optimizer:
     """The retrain's SGD."""
 
@@ -295,6 +311,7 @@ class RetrainConfig:
                                  hi_open=True)
     model: Model = section(Model)
     fs: RetrainFs = section(RetrainFs)
+    prune: Prune = section(Prune)
     optimizer: Optimizer = section(Optimizer)
     imagenet: dict | None = key(IMAGENET, "keys of this section applied when the network gets "
                                 "the ImageNet stems (then --set wins); null once applied",

@@ -24,6 +24,8 @@ class FSSpec:
         is the ratio of the cell preprocessing 1x1 convs and of every op whose entry is None.
     dfs: whether the sharing offsets are differentiable (DFS) while training.
     num_offsets: candidate offsets per filter (M) of a DFS layer.
+    width: the fraction of the retrain's width (`init_channels`) the network is trained at;
+        below 1.0 when a budget fit narrowed it (space.darts.width_fit), else 1.0.
     normal_ratios, reduce_ratios: None, or one entry per genotype edge of that cell (in the
         order of `Genotype.normal` / `.reduce`): the ratio of that edge's op, chosen by a
         search, or None for an op without FS layers (identity skip, pools). Both set or both
@@ -38,6 +40,7 @@ class FSSpec:
     num_offsets: int = 4
     normal_ratios: tuple[float | None, ...] | None = None
     reduce_ratios: tuple[float | None, ...] | None = None
+    width: float = 1.0
 
     def __post_init__(self) -> None:
         for name in OP_RATIO_FIELDS:
@@ -84,7 +87,7 @@ class Genotype:
 FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat", "fs", "source")
 #: The per-op ratio fields of FSSpec, in the order of its cells.
 OP_RATIO_FIELDS = ("normal_ratios", "reduce_ratios")
-FS_FIELDS = ("ratio", "dfs", "num_offsets", *OP_RATIO_FIELDS)
+FS_FIELDS = ("ratio", "dfs", "num_offsets", *OP_RATIO_FIELDS, "width")
 CELLS = ("normal", "reduce")
 _NUM_EDGES_KEPT = 2 * NUM_NODES
 
@@ -149,6 +152,10 @@ def _validate_fs(fs: Any, edges: Mapping[str, int]) -> None:
         raise GenotypeError(
             f"fs num_offsets {fs.num_offsets!r} is bad: it must be an integer >= 1"
         )
+    if isinstance(fs.width, bool) or not isinstance(fs.width, int | float) or not (
+            0.0 < fs.width <= 1.0):
+        raise GenotypeError(f"fs width {fs.width!r} is bad: it must be a fraction in (0, 1] of "
+                            "the retrain's width")
     given = [name for name in OP_RATIO_FIELDS if getattr(fs, name) is not None]
     if len(given) == 1:
         other = next(n for n in OP_RATIO_FIELDS if n not in given)
@@ -207,7 +214,8 @@ def edge_fs(fs: FSSpec | None, cell: str, k: int) -> FSSpec | None:
 
 def fs_to_dict(fs: FSSpec | None) -> dict[str, Any] | None:
     """The canonical dict of an FS spec: ratio (float), dfs, num_offsets, and the per-op
-    ratio lists only when set, so a spec without them writes exactly what it always did."""
+    ratio lists and the width only when set, so a spec without them writes exactly what it
+    always did."""
     if fs is None:
         return None
     d: dict[str, Any] = {"ratio": _as_float(fs.ratio), "dfs": fs.dfs, "num_offsets": fs.num_offsets}
@@ -215,6 +223,8 @@ def fs_to_dict(fs: FSSpec | None) -> dict[str, Any] | None:
         ratios = getattr(fs, name)
         if ratios is not None:
             d[name] = list(ratios) if isinstance(ratios, tuple) else ratios
+    if fs.width != 1.0:  # only a narrowed network writes it: older files read unchanged
+        d["width"] = float(fs.width)
     return d
 
 

@@ -31,6 +31,7 @@ from space.darts.network import (
     NetworkImageNet,
     drop_path,
 )
+from space.layers.channel_prune import apply_plan
 from space.layers.convert import Conversion, convert
 from space.models import get_model
 
@@ -50,7 +51,8 @@ class NetSpec:
     """Everything needed to rebuild a network: stored in checkpoints and exported models.
     `model` is "darts" (the genotype's network: genotype, init_channels, layers, auxiliary,
     fs, stem) or a registered name (then `settings` and `conversion`, a space.layers.convert
-    Conversion's dict or None for plain convs)."""
+    Conversion's dict or None for plain convs, and `pruned`, the channels structural pruning
+    removed, replayed after the build)."""
 
     genotype: Genotype | None
     init_channels: int
@@ -65,6 +67,8 @@ class NetSpec:
     model: str = "darts"
     settings: dict[str, Any] = field(default_factory=dict)
     conversion: dict[str, Any] | None = None
+    #: Channels removed by structural pruning (space.layers.channel_prune's plan), or None.
+    pruned: list[Any] | None = None
 
     @property
     def is_darts(self) -> bool:
@@ -105,7 +109,8 @@ class NetSpec:
             return {"model": self.model, "settings": dict(self.settings),
                     "conversion": self.conversion, "num_classes": self.num_classes,
                     "input_size": list(self.input_size), "in_channels": self.in_channels,
-                    "extra": dict(self.extra)}
+                    "extra": dict(self.extra),
+                    **({"pruned": [[n, list(i)] for n, i in self.pruned]} if self.pruned else {})}
         fs = fs_to_dict(self.fs)
         return {
             "genotype": to_dict(self.genotype), "init_channels": self.init_channels,
@@ -137,4 +142,6 @@ def build_network(spec: NetSpec) -> nn.Module:
                     **spec.settings)
     if spec.conversion is not None:
         convert(net, Conversion.from_dict(spec.conversion))
+    if spec.pruned:
+        apply_plan(net, spec.pruned, spec.in_channels, spec.input_size)
     return net

@@ -29,9 +29,11 @@ from common.fs_settings import DEFAULT_OFFSETS, DEFAULT_RATIO, fs_spec
 from common.runtime import seed_everything
 from common.schema import flatten, leaf_keys, set_key
 from common.shapes import KNOWN_SHAPES
-from genotypes import Genotype, GenotypeError, from_dict, load_genotype
+from genotypes import FSSpec, Genotype, GenotypeError, from_dict, load_genotype
 from retrain.data import train_set
 from retrain.model import NetSpec, build_network, pick_stem
+from space.darts.width_fit import scaled_width
+from space.layers.channel_prune import check_target
 from space.layers.convert import Conversion
 from space.layers.fs_model import set_grad_reduce
 from space.models import model_entry
@@ -121,6 +123,10 @@ def make_job(cfg: RetrainConfig, run: dict[str, Any], data: tuple[Any, Any, Data
         seed_everything(int(cfg.seed))  # the initial weights depend on the seed only
         network = build_network(spec)
         set_grad_reduce(network, cfg.fs.grad_reduce)
+        p = cfg.prune
+        if p.params is not None:  # before training: the pruning epoch must not be the one to fail
+            check_target(network, int(p.params), spec.in_channels, spec.input_size,
+                         spec.num_classes, int(p.norm), bool(p.global_ranking))
     except ValueError as e:  # e.g. a ratio above a layer's filter count
         raise UserError(f"cannot build the network: {e}") from None
     return Job(cfg, run, genotype, data, spec, network)
@@ -184,6 +190,9 @@ def conversion(cfg: RetrainConfig) -> dict[str, Any] | None:
 def make_spec(cfg: RetrainConfig, genotype: Genotype | None, num_classes: int,
               input_size: tuple[int, int]) -> NetSpec:
     """The NetSpec of a registered network (`model.name` set) or of the genotype's."""
+    if cfg.prune.params is not None and (not cfg.model.name or cfg.fs.mode != "off"):
+        raise UserError("prune.params prunes the channels of a plain --model network; give "
+                        "--model NAME --fs off, or drop prune.params")
     if cfg.model.name:
         return NetSpec(genotype=None, init_channels=0, layers=0, num_classes=int(num_classes),
                        input_size=input_size, model=str(cfg.model.name),
@@ -196,10 +205,22 @@ def make_spec(cfg: RetrainConfig, genotype: Genotype | None, num_classes: int,
     if cfg.fs.mode == "fs3d" or cfg.fs.policy != "ratio" or cfg.fs.params is not None:
         raise UserError("3D FS, fs.policy and fs.params convert a --model network's convs; the "
                         "DARTS network's 1x1 convs take --fs off, fs, dfs or genotype and --ratio")
-    return NetSpec(genotype=genotype, init_channels=int(cfg.init_channels),
-                   layers=int(cfg.layers), num_classes=int(num_classes),
-                   input_size=input_size, auxiliary=bool(cfg.auxiliary),
-                   fs=fs_spec(cfg.fs, genotype.fs), stem=stem_for(cfg, input_size))
+    fs = fs_spec(cfg.fs, genotype.fs)
+    width = genotype_width(cfg, genotype, fs)
+    return NetSpec(genotype=genotype, init_channels=width, layers=int(cfg.layers),
+                   num_classes=int(num_classes), input_size=input_size,
+                   auxiliary=bool(cfg.auxiliary), fs=fs, stem=stem_for(cfg, input_size),
+                   extra={} if width == cfg.init_channels else {"genotype_width": genotype.fs.width})
+
+
+def genotype_width(cfg: RetrainConfig, genotype: Genotype, fs: FSSpec | None) -> int:
+    """The retrain width: `init_channels`, scaled by the genotype's fs.width (a budget fit that
+    narrowed the network, space.darts.width_fit) when the run takes the genotype's ratios
+    (FS layers and no --ratio): the fitted ratios and width go together."""
+    g = genotype.fs
+    if fs is None or g is None or cfg.fs.ratio is not None or g.width == 1.0:
+        return int(cfg.init_channels)
+    return scaled_width(int(cfg.init_channels), float(g.width))
 
 
 def open_data(spec: str, cfg: RetrainConfig, may_download: bool = True):

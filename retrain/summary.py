@@ -15,6 +15,7 @@ are estimates, and say so.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from typing import Any
 
@@ -186,6 +187,10 @@ def summarize(spec: NetSpec, model: nn.Module | None = None, data: dict[str, Any
     totals["file_bytes_wq"] = (None if not spec.has_fs
                                else exported_size(hard, spec, data, wq=True, meta=meta))
     totals["file_bytes_exact"] = exact
+    if spec.pruned:  # compression against the network before its channels were pruned
+        full = param_report(build_network(dataclasses.replace(spec, pruned=None)))["total"]
+        totals.update(uncompressed=full, compression=full / totals["effective"],
+                      compression_wq=full / totals["effective_wq"])
     if not spec.is_darts:
         # The FSNet papers' tables count BatchNorm's running mean and variance as parameters.
         stats = sum(m.running_mean.numel() + m.running_var.numel() for m in hard.modules()

@@ -1,6 +1,7 @@
 """One retrain epoch and the state it carries: SGD with the DARTS recipe (auxiliary loss, drop
 path, gradient clipping, cosine, step, multistep or plateau schedule), DFS temperature and
-hardening, AMP on CUDA and DDP. The epoch loop is retrain.run's, the files retrain.outputs'.
+hardening, structural pruning once (`prune.params`), AMP on CUDA and DDP. The epoch loop is
+retrain.run's, the files retrain.outputs'.
 
 Determinism: every epoch reseeds the RNGs from (seed, epoch, rank) (drop path); the data
 order depends only on (seed, epoch) and each image's augmentation only on (seed, epoch, its
@@ -22,7 +23,7 @@ from common.errors import Diverged
 from common.evaluate import evaluate, split_logits
 from common.fs_settings import temperature_at
 from common.loader import make_loader
-from common.runlog import Progress
+from common.runlog import Progress, say
 from common.runtime import (
     channels_last,
     grad_scaler,
@@ -34,6 +35,7 @@ from common.schema import as_dict
 from common.threads import run_governor
 from common.weight_step import WeightStep
 from retrain.model import NetSpec
+from space.layers.channel_prune import apply_plan, count_params, plan_pruning
 from space.layers.fs_model import harden_model, offset_entropy, offset_parameters, set_temperature
 
 
@@ -45,6 +47,14 @@ def harden_epoch(cfg: RetrainConfig) -> int:
     """The epoch at whose start DFS offsets become fixed (default: half of training)."""
     e = cfg.fs.harden_epoch
     return cfg.epochs // 2 if e is None else int(e)
+
+
+def prune_epoch(cfg: RetrainConfig) -> int | None:
+    """The epoch at whose start the network is pruned (`prune.at` of the epochs, at least one
+    epoch before and after), or None without `prune.params`."""
+    if cfg.prune.params is None:
+        return None
+    return min(max(round(float(cfg.prune.at) * cfg.epochs), 1), max(int(cfg.epochs) - 1, 1))
 
 
 def temperature_of_epoch(cfg: RetrainConfig, epoch: int, harden_at: int) -> float:
@@ -135,6 +145,7 @@ class Trainer:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=float(cfg.label_smoothing))
         self.hardened = not logits
         self.harden_at = harden_epoch(cfg)
+        self.prune_at = prune_epoch(cfg)
         self.start_epoch, self.best_acc, self.best_epoch, self.elapsed = 0, -1.0, -1, 0.0
         bs, workers = int(cfg.batch_size), int(cfg.data.workers)
         pin = device.type == "cuda"
@@ -164,6 +175,31 @@ class Trainer:
             self.hardened = True
             self._wrap()  # DDP must see the new parameters
 
+    def prune(self) -> None:
+        """Prune the network to `prune.params` (once; every rank prunes the same all-reduced
+        weights the same way), then train the pruned parameters from a fresh momentum."""
+        if self.spec.pruned is not None:
+            return
+        p, before = self.cfg.prune, count_params(self.model)
+        self.model.cpu()
+        try:
+            plan = plan_pruning(self.model, int(p.params), self.spec.in_channels,
+                                self.spec.input_size, self.spec.num_classes, int(p.norm),
+                                bool(p.global_ranking))
+        finally:
+            self.model.to(self.device)
+        self._adopt_pruned(plan)
+        say(f"pruned with Torch-Pruning ({'global' if p.global_ranking else 'per-layer'} L{p.norm}): "
+            f"{before:,} -> {count_params(self.model):,} parameters, {len(plan)} channel groups",
+            self.dist.is_main)
+
+    def _adopt_pruned(self, plan: list[Any]) -> None:
+        self.spec.pruned = plan
+        self.model = channels_last(self.model, self.channels_last)
+        self.optimizer.param_groups[0]["params"] = list(self.model.parameters())
+        self.optimizer.state.clear()
+        self._wrap()
+
     def state_dict(self, epoch: int) -> dict[str, Any]:
         return {"epoch": epoch, "spec": self.spec.to_dict(), "config": as_dict(self.cfg),
                 "hardened": self.hardened, "model": self.model.state_dict(),
@@ -178,6 +214,12 @@ class Trainer:
         the caller truncates the log to `start_epoch`."""
         if state["hardened"]:
             self.harden()
+        pruned = state["spec"].get("pruned")
+        if pruned and self.spec.pruned is None:
+            self.model.cpu()
+            apply_plan(self.model, pruned, self.spec.in_channels, self.spec.input_size)
+            self.model.to(self.device)
+            self._adopt_pruned(pruned)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -246,9 +288,11 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def start_epoch_settings(self, epoch: int) -> None:
-        """Reseed from (seed, epoch, rank), then harden (from `harden_at` on) or set the DFS
-        temperature, and the drop-path probability of `epoch`."""
+        """Reseed from (seed, epoch, rank), prune (at `prune_at`), then harden (from
+        `harden_at` on) or set the DFS temperature, and the drop-path probability of `epoch`."""
         seed_everything(epoch_seed(self.cfg.seed, epoch, self.dist.rank))
+        if self.prune_at is not None and epoch >= self.prune_at:
+            self.prune()
         if epoch >= self.harden_at:
             self.harden()
         else:

@@ -144,7 +144,8 @@ def make_record(study: Study, dataset: str, seeds: list[int], out: Path,
     arms = [{"name": a.name, "search": search_argv(a, dataset) if a.search else None,
              "retrain": retrain_argv(a, dataset, _genotype_arg(a)),
              "source": _plain(dataclasses.asdict(a.source)) if a.source else None,
-             "config": configs.get(a.name)}
+             "config": configs.get(a.name), "seeds": list(a.seeds) if a.seeds else None,
+             "group": a.group}
             for a in study.arms]
     old: dict[str, Any] = {}
     if (out / layout.RECORD).is_file():
@@ -202,6 +203,17 @@ def _chosen_arms(study: Study, names: str | None) -> Study:
     return dataclasses.replace(study, arms=[a for a in study.arms if a.name in wanted])
 
 
+def arm_seeds(study: Study, given: list[int] | None) -> tuple[Study, list[int]]:
+    """(the study with each arm's seeds set, every seed any arm runs): `--seeds` (`given`)
+    for every arm; else an arm's own `seeds`, or the study's."""
+    if given is not None:
+        return dataclasses.replace(study, arms=[dataclasses.replace(a, seeds=tuple(given))
+                                                for a in study.arms]), given
+    arms = [a if a.seeds is not None else dataclasses.replace(a, seeds=tuple(study.seeds))
+            for a in study.arms]
+    return dataclasses.replace(study, arms=arms), sorted({s for a in arms for s in a.seeds})
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -210,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     from study.runner import Runner, Settings
 
     study = load_study(args.study)
-    seeds = parse_seeds(args.seeds) if args.seeds else study.seeds
+    study, seeds = arm_seeds(study, parse_seeds(args.seeds) if args.seeds else None)
     if not (args.out or study.out):
         raise UserError(f"{args.study} names no output folder; add `out: FOLDER` to it or pass --out")
     out = Path(args.out or study.out)
@@ -243,8 +255,10 @@ def run(args: argparse.Namespace) -> int:
     tasks = runner.tasks()
     finished = sum(layout.retrain_state(layout.run_dir(out, a.name, s)) == layout.FINISHED
                    for a, s in tasks)
-    print(f"study {study.name}: {len(now.arms)} arm(s) x {len(seeds)} seed(s) = {len(tasks)} "
-          f"runs in {out}/{layout.RUNS} ({finished} finished earlier); {how}", flush=True)
+    shape = (f"{len(now.arms)} arm(s) x {len(seeds)} seed(s)" if len(tasks) == len(now.arms) * len(seeds)
+             else f"{len(now.arms)} arm(s) over seeds {', '.join(map(str, seeds))} (each its own)")
+    print(f"study {study.name}: {shape} = {len(tasks)} runs in {out}/{layout.RUNS} ({finished} "
+          f"finished earlier); {how}", flush=True)
     if note:
         print(note, flush=True)
     if args.dry_run:

@@ -107,7 +107,7 @@ def figures(metrics: dict[str, Any]) -> dict[str, Any]:
         "effective_wq": counts.get("effective_wq"), "uncompressed": counts.get("uncompressed"),
         "model_bytes": files.get("model.pt"), "model_wq_bytes": files.get("model-wq.pt"),
         "epochs": metrics.get("epochs"), "train_minutes": metrics.get("train_minutes"),
-        "test_images": metrics.get("test_images"),
+        "test_images": metrics.get("test_images"), "macs": counts.get("macs"),
     }
 
 
@@ -119,7 +119,33 @@ def read_figures(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError, KeyError):
         return None
     fig["offset_entropy_at_hardening"] = entropy_at_hardening(path)
+    fig["final_gain"] = final_gain(path)
     return fig
+
+
+#: A study's compare item "wq:ARM" names the 8-bit WQ copy of ARM's runs (study.report).
+WQ_PREFIX = "wq:"
+
+#: Epochs over which `final_gain` fits its slope.
+FINAL_EPOCHS = 5
+
+
+def final_gain(path: Path) -> float | None:
+    """Test top-1 gained per epoch over the run's last FINAL_EPOCHS epochs (least-squares
+    slope, points per epoch): whether the schedule let accuracy stop rising; None without a
+    long enough log."""
+    accs = []
+    try:
+        for line in (path / "log.jsonl").read_text().splitlines():
+            accs.append(float(json.loads(line)["test_acc"]))
+    except (OSError, ValueError, KeyError):
+        return None
+    if len(accs) < FINAL_EPOCHS:
+        return None
+    y = accs[-FINAL_EPOCHS:]
+    xm, ym = (FINAL_EPOCHS - 1) / 2, sum(y) / FINAL_EPOCHS
+    return sum((i - xm) * (v - ym) for i, v in enumerate(y)) / sum(
+        (i - xm) ** 2 for i in range(FINAL_EPOCHS))
 
 
 def entropy_at_hardening(path: Path) -> float | None:

@@ -22,6 +22,7 @@ import yaml
 from common.errors import UserError
 from common.files import atomic_write_text
 from study import layout
+from study.layout import WQ_PREFIX
 from study.stats import describe, welch
 
 JSON, MD, PNG = "study.json", "study.md", "accuracy_vs_params.png"
@@ -44,7 +45,8 @@ def collect(out: Path, record: dict[str, Any]) -> tuple[dict[str, list[dict]], l
     for arm in record["arms"]:
         name = arm["name"]
         runs[name] = []
-        for seed in sorted(set(record["seeds"]) | set(layout.seeds_on_disk(out, name))):
+        expected = arm.get("seeds") or record["seeds"]  # the arm's own seeds, else the study's
+        for seed in sorted(set(expected) | set(layout.seeds_on_disk(out, name))):
             rdir = layout.run_dir(out, name, seed)
             fig = layout.read_figures(rdir)
             if fig is not None:
@@ -72,6 +74,7 @@ def _spread(values: list[Any]) -> dict[str, Any] | None:
 
 def build(meta: dict[str, Any], runs: dict[str, list[dict]], missing: list[dict]) -> dict[str, Any]:
     """The content of study.json."""
+    groups = meta.get("groups") or {}
     arms = {}
     for name, rs in runs.items():
         fs_arm = any(r.get("fs") for r in rs)
@@ -89,6 +92,9 @@ def build(meta: dict[str, Any], runs: dict[str, list[dict]], missing: list[dict]
             "model_bytes": _spread([r.get("model_bytes") for r in rs]),
             "model_wq_bytes": _spread([r.get("model_wq_bytes") for r in rs]) if fs_arm else None,
             "train_minutes": _spread([r.get("train_minutes") for r in rs]),
+            "macs": _spread([r.get("macs") for r in rs]),
+            "final_gain": _spread([r.get("final_gain") for r in rs]),
+            "group": groups.get(name),
             "offset_entropy_at_hardening": _spread(
                 [r.get("offset_entropy_at_hardening") for r in rs]),
             "search_alpha_entropy": _spread([r.get("search_alpha_entropy") for r in rs]),
@@ -101,12 +107,17 @@ def build(meta: dict[str, Any], runs: dict[str, list[dict]], missing: list[dict]
         }
     compare = []
     for a, b in meta.get("compare", []):
-        ta = [r["top1"] for r in runs.get(a, [])]
-        tb = [r["top1"] for r in runs.get(b, [])]
-        compare.append({"a": a, "b": b, "figure": "top1", **welch(ta, tb)})
+        compare.append({"a": a, "b": b, "figure": "top1", **welch(_top1(runs, a), _top1(runs, b))})
     return {"name": meta["name"], "dataset": meta.get("dataset"), "seeds": meta.get("seeds"),
             "generated": datetime.now().isoformat(timespec="seconds"),
             "confidence": 0.95, "arms": arms, "compare": compare, "missing": missing}
+
+
+def _top1(runs: dict[str, list[dict]], name: str) -> list[float]:
+    """Per-seed top-1 of an arm, or of its 8-bit WQ copy for "wq:ARM"."""
+    arm = name.removeprefix(WQ_PREFIX)
+    key = "top1_wq" if arm != name else "top1"
+    return [r[key] for r in runs.get(arm, []) if r.get(key) is not None]
 
 
 def _num(x: float | None, digits: int = 2, signed: bool = False) -> str:
@@ -146,14 +157,17 @@ def markdown(rep: dict[str, Any]) -> str:
              "(model-wq.pt), WQ − float its paired difference in points. Sizes are the "
              "exported files in bytes; effective parameters count an 8-bit FS element as 1/4 "
              "in the WQ column.", "",
-             "| arm | n | top-1 % | WQ top-1 % | WQ − float | effective params | effective params (WQ) "
-             "| model.pt bytes | model-wq.pt bytes |",
-             "|---|---:|---|---|---|---:|---:|---:|---:|"]
+             "MACs are one image's multiply-accumulates; the last column is the test top-1 gained "
+             f"per epoch over each run's last {layout.FINAL_EPOCHS} epochs (least-squares slope, "
+             "mean over seeds): near 0, the schedule let accuracy stop rising."]
+    groups: dict[Any, list[str]] = {}
     for name, a in rep["arms"].items():
-        lines.append(f"| {name} | {a['n']} | {_stat(a['top1'])} | {_stat(a['top1_wq'])} | "
-                     f"{_stat(a['wq_minus_float'], signed=True)} | {_count(a['effective_params'])} | "
-                     f"{_count(a['effective_params_wq'])} | {_count(a['model_bytes'])} | "
-                     f"{_count(a['model_wq_bytes'])} |")
+        groups.setdefault(a.get("group"), []).append(name)
+    for group, names in groups.items():
+        if len(groups) > 1 or group is not None:
+            lines += ["", f"### {'Point ' + str(group) if group is not None else 'Other arms'}"]
+        lines += ["", _ARM_HEAD, "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [_arm_row(name, rep["arms"][name]) for name in names]
     entropy = {n: a.get("offset_entropy_at_hardening") for n, a in rep["arms"].items()}
     entropy = {n: e for n, e in entropy.items() if e is not None}
     if entropy:
@@ -176,6 +190,19 @@ def markdown(rep: dict[str, Any]) -> str:
         lines += [f"- {m['arm']} seed {m['seed']}: {m['state']}" for m in rep["missing"]]
     lines += ["", f"![accuracy against effective parameters]({PNG})", ""]
     return "\n".join(lines)
+
+
+_ARM_HEAD = ("| arm | n | top-1 % | WQ top-1 % | WQ − float | effective params | effective "
+             "params (WQ) | MACs | model.pt bytes | model-wq.pt bytes | final gain/epoch |")
+
+
+def _arm_row(name: str, a: dict[str, Any]) -> str:
+    gain = a.get("final_gain")
+    return (f"| {name} | {a['n']} | {_stat(a['top1'])} | {_stat(a['top1_wq'])} | "
+            f"{_stat(a['wq_minus_float'], signed=True)} | {_count(a['effective_params'])} | "
+            f"{_count(a['effective_params_wq'])} | {_count(a.get('macs'))} | "
+            f"{_count(a['model_bytes'])} | {_count(a['model_wq_bytes'])} | "
+            f"{'–' if gain is None else _num(gain['mean'], signed=True)} |")
 
 
 def _genotype_lines(rep: dict[str, Any]) -> list[str]:
@@ -221,12 +248,14 @@ def report_folder(out: Path) -> tuple[dict[str, Any], list[Path]]:
         record = read_record(out)
         runs, missing = collect(out, record)
         meta = {k: record.get(k) for k in ("name", "dataset", "seeds", "compare")}
+        meta["groups"] = {a["name"]: a.get("group") for a in record["arms"]}
         meta["dataset"] = (record.get("study") or {}).get("dataset", meta["dataset"])  # as written
     elif (out / JSON).is_file():
         old = json.loads((out / JSON).read_text())
         runs = {name: a["runs"] for name, a in old["arms"].items()}
         missing = old.get("missing", [])
         meta = {"name": old["name"], "dataset": old.get("dataset"), "seeds": old.get("seeds"),
+                "groups": {n: a.get("group") for n, a in old["arms"].items()},
                 "compare": [(c["a"], c["b"]) for c in old.get("compare", [])]}
     else:
         raise UserError(f"{out} holds neither {layout.RECORD} (a study's output folder) nor "

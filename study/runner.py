@@ -56,8 +56,10 @@ class Runner:
         self.launcher = launcher or LocalLauncher(settings.jobs)
 
     def tasks(self) -> list[tuple[Arm, int]]:
-        """Seed-major order: every arm of seed 0 first, so a study stopped early is balanced."""
-        return [(arm, seed) for seed in self.seeds for arm in self.study.arms]
+        """Seed-major order: every arm of seed 0 first, so a study stopped early is balanced;
+        an arm with its own seeds runs those only."""
+        return [(arm, seed) for seed in self.seeds for arm in self.study.arms
+                if arm.seeds is None or seed in arm.seeds]
 
     def task(self, arm: Arm, seed: int) -> Task:
         return Task(self.study.name, self.s, arm, seed)

@@ -34,8 +34,13 @@
         fs: fs
         ratio: 4
         set: {model.width: 16}
-    compare:                           # pairs of arms: the first minus the second
-      - [dfs-r2, fs-off]
+      - name: resnet8                  # `seeds`: this arm's own seeds (else the study's);
+        model: resnet8                 #   `group`: the report's table it is in
+        fs: off
+        seeds: [0, 1, 2, 3, 4]
+        group: "A: about 0.07M"
+    compare:                           # pairs of arms: the first minus the second; "wq:ARM"
+      - [dfs-r2, fs-off]               #   compares ARM's 8-bit WQ copy
     slurm: {partition: gpu, time: "12:00:00", gpus_per_node: 1}   # optional: jobs under
                                        #   `--launcher slurm` (keys: study.cluster)
 
@@ -53,6 +58,7 @@ for every command here. Every mistake is one line naming the file and the key.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import re
@@ -70,11 +76,15 @@ from search.algorithms.base import algorithm_choices
 from search.settings import CHOICES
 from study import cluster, sources
 from study.cluster import SlurmOptions
+from study.layout import WQ_PREFIX
 from study.sources import Source
 
 TOP_KEYS = ("name", "dataset", "out", "seeds", "threads", "defaults", "arms", "compare",
             "slurm")
-ARM_KEYS = ("name", "genotype", "model", "preset", "fs", "ratio", "set", "search", *sources.KEYS)
+ARM_KEYS = ("name", "genotype", "model", "preset", "fs", "ratio", "set", "search", "seeds", "group",
+            *sources.KEYS)
+#: Keys of an arm alone (not of `defaults`).
+OWN_KEYS = ("name", "seeds", "group")
 SEARCH_KEYS = ("preset", "algo", "fs", "ratio", "order", "set")
 RETRAIN_FS = FS_MODES  # retrain's --fs choices
 SEARCH_FS = CHOICES["fs.mode"]  # search's
@@ -104,6 +114,8 @@ class Arm:
     retrain: Stage
     search: Stage | None = None
     source: Source | None = None
+    seeds: tuple[int, ...] | None = None  # the arm's own seeds (else the study's)
+    group: str | None = None  # the report's table the arm is in (one table without groups)
 
 
 @dataclass
@@ -243,8 +255,14 @@ def _arm(raw: Any, defaults: dict[str, Any], where: str, index: int) -> Arm:
         quote = "; quote it (YAML reads off/on/yes/no as booleans)" if isinstance(name, bool) else ""
         raise _fail(where, f"arm {index + 1} needs a `name` of letters, digits, '-', '_' or '.' "
                     f"(it names a folder), got {name!r}{quote}")
-    data = _merge(defaults, raw, where)
     at = f"{where}: arm {name!r}"
+    seeds = tuple(_seeds(raw["seeds"], at)) if raw.get("seeds") is not None else None
+    own = {"seeds": seeds, "group": _text(raw.get("group"), "group", at)}
+    raw = {k: v for k, v in raw.items() if k not in ("seeds", "group")}
+    return dataclasses.replace(_arm_body(name, _merge(defaults, raw, where), raw, at), **own)
+
+
+def _arm_body(name: str, data: dict[str, Any], raw: dict[str, Any], at: str) -> Arm:
     search = None
     if data.get("model") is not None:
         return _model_arm(name, data, raw, at)
@@ -303,8 +321,9 @@ def _compare(value: Any, names: list[str], where: str) -> list[tuple[str, str]]:
         if not (isinstance(item, list) and len(item) == 2):
             raise _fail(where, f"each `compare` item must be a pair [arm, arm], got {item!r}")
         for n in item:
-            if n not in names:
-                close = difflib.get_close_matches(str(n), names, n=1)
+            arm = str(n).removeprefix(WQ_PREFIX)
+            if arm not in names:
+                close = difflib.get_close_matches(arm, names, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else f" (arms: {', '.join(names)})"
                 raise _fail(where, f"compare names arm {n!r}, which is not an arm{hint}")
         if item[0] == item[1]:
@@ -325,7 +344,7 @@ def from_dict(data: Any, where: str = "study", source: Path | None = None) -> St
                                 or threads < 1):
         raise _fail(where, f"threads must be a positive integer, got {threads!r}")
     defaults = _mapping(data.get("defaults") or {}, where, "defaults")
-    _check_keys(defaults, tuple(k for k in ARM_KEYS if k != "name"), where, "defaults")
+    _check_keys(defaults, tuple(k for k in ARM_KEYS if k not in OWN_KEYS), where, "defaults")
     if not isinstance(data["arms"], list):
         raise _fail(where, "`arms` must be a list of arms (each `- name: ...`)")
     arms = [_arm(raw, defaults, where, i) for i, raw in enumerate(data["arms"])]

@@ -159,6 +159,75 @@ def test_the_fs_fidelity_study_file():
     assert ("dfs-r2-lr100-anneal", "fs-r2") in s.compare
 
 
+def test_an_arm_runs_its_own_seeds_and_seeds_on_the_command_line_run_for_every_arm():
+    s = from_dict({"name": "n", "dataset": "cifar10", "out": "o", "seeds": [0, 1],
+                   "defaults": {"genotype": "DARTS_V2"},
+                   "arms": [{"name": "five", "fs": False, "seeds": [0, 1, 2, 3, 4], "group": "A"},
+                            {"name": "shared", "fs": "fs"}]})
+    assert s.arms[0].seeds == (0, 1, 2, 3, 4) and s.arms[0].group == "A"
+    assert s.arms[1].seeds is None and s.arms[1].group is None
+    own, seeds = cli.arm_seeds(s, None)
+    assert seeds == [0, 1, 2, 3, 4]
+    settings = runner.Settings(out=Path("o"), dataset="cifar10")
+    tasks = [(a.name, k) for a, k in runner.Runner(own, settings, seeds).tasks()]
+    assert tasks == [("five", 0), ("shared", 0), ("five", 1), ("shared", 1), ("five", 2),
+                     ("five", 3), ("five", 4)]  # seed-major, each arm its own seeds
+    given, seeds = cli.arm_seeds(s, [7])
+    assert seeds == [7] and all(a.seeds == (7,) for a in given.arms)
+    with pytest.raises(UserError, match="unknown key 'seeds' in defaults"):
+        from_dict({"name": "n", "dataset": "cifar10", "seeds": [0], "defaults": {"seeds": [1]},
+                   "arms": [{"name": "a", "genotype": "DARTS_V2"}]})
+
+
+def test_the_compression_study_file():
+    s = load_study(ROOT / "studies" / "compression.yaml")
+    cli.preflight(s)  # every arm's config keys resolve
+    groups = {a.group for a in s.arms}
+    assert groups <= {"A", "B", "C"} and {"A", "B"} <= groups
+    for a in s.arms:  # 5 seeds where a run is short (point A), at least 3 elsewhere
+        seeds = a.seeds or tuple(s.seeds)
+        assert len(seeds) >= (5 if a.group == "A" and a.name != "a-sl3-w78" else 3), a.name
+    argv = {a.name: retrain_argv(a, "D") for a in s.arms}
+    assert argv["a-pruned"][-4:] == ["--set", "prune.params=70000", "--set", "optimizer.cycles=2"]
+    names = {a.name for a in s.arms}
+    assert all(x.removeprefix("wq:") in names and y in names for x, y in s.compare)
+    assert ("wq:b-fs3d-paper", "b-resnet18-w3") in s.compare
+
+
+def test_a_report_has_a_table_per_group_and_compares_a_wq_copy(tmp_path):
+    from study import report
+
+    def run(seed, top1, wq=None, macs=100):
+        return {"seed": seed, "top1": top1, "top1_wq": wq, "fs": {"ratio": 1} if wq else None,
+                "effective": 1000, "effective_wq": 250 if wq else None, "macs": macs,
+                "final_gain": 0.1 * seed}
+
+    runs = {"fs": [run(0, 60.0, 59.0), run(1, 62.0, 61.5)], "narrow": [run(0, 58.0), run(1, 59.0)],
+            "wide": [run(0, 70.0), run(1, 71.0)]}
+    meta = {"name": "n", "dataset": "d", "seeds": [0, 1], "compare": [("wq:fs", "narrow"),
+                                                                     ("fs", "narrow")],
+            "groups": {"fs": "A", "narrow": "A", "wide": "B"}}
+    rep = report.build(meta, runs, [])
+    wq, flt = rep["compare"]
+    assert wq["difference"] == pytest.approx((59.0 + 61.5) / 2 - 58.5)
+    assert flt["difference"] == pytest.approx(61.0 - 58.5)
+    assert rep["arms"]["fs"]["macs"]["mean"] == 100 and rep["arms"]["wide"]["group"] == "B"
+    assert rep["arms"]["fs"]["final_gain"]["mean"] == pytest.approx(0.05)
+    md = report.markdown(rep)
+    a, b = md.index("### Point A"), md.index("### Point B")
+    assert a < md.index("| fs | 2 |") < md.index("| narrow | 2 |") < b < md.index("| wide | 2 |")
+    assert "| wq:fs − narrow | 2 / 2 |" in md
+    report.write(tmp_path, rep)  # the plot takes the groups' arms too
+
+
+def test_final_gain_is_the_least_squares_slope_of_the_last_epochs(tmp_path):
+    accs = [10, 20, 30, 50, 51, 52, 53, 54]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps({"test_acc": a}) + "\n" for a in accs))
+    assert layout.final_gain(tmp_path) == pytest.approx(sst.linregress(range(5), accs[-5:]).slope)
+    (tmp_path / "log.jsonl").write_text(json.dumps({"test_acc": 1}) + "\n")
+    assert layout.final_gain(tmp_path) is None
+
+
 # --- running -------------------------------------------------------------------------------
 FAKE = '''
 import json, os, sys, time

@@ -118,6 +118,16 @@ class CifarResNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
+    def prune_fixed(self) -> list[nn.Module]:
+        """The convs whose output channels structural pruning must keep whole
+        (space.layers.channel_prune): under option A the residual stream, whose zero-padding
+        shortcuts no dependency graph can follow: the stem and each basic block's last conv.
+        Projection shortcuts (option B, ResNet-164) are followed: nothing is fixed there."""
+        if not any(isinstance(m, ShortcutA) for m in self.modules()):
+            return []
+        blocks = [b for stage in (self.layer1, self.layer2, self.layer3) for b in stage]
+        return [self.conv1, *(b.conv2 for b in blocks)]
+
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv1(x)
         if self.bn1 is not None:

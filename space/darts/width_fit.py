@@ -1,0 +1,78 @@
+"""A budget met through width as well as FS ratios: the rule `--budget` follows.
+
+The compression study (docs/results.md) measured, on the CIFAR-10 subset, what FS ratio costs
+against a plain network narrowed to the same count:
+
+* FS at ratio 2 in DARTS_V2 stays within about a point of the full network at 57% of its
+  parameters;
+* at ratios 4-8 (DARTS_V2 at 0.7M, ResNet-20 at 0.07M) the plain network narrowed to the same
+  count wins.
+
+So the fit keeps every op at a ratio of at most `max_ratio` (2) and, where those ratios cannot
+reach the budget, narrows the network: the widest even width (at the counted depth) at which
+ratios up to `max_ratio` fit. With the ratios fixed by hand (`ratios=None`: every op at
+`fs.ratio`) only the width moves. The width is recorded in the genotype as `fs.width`, the
+fraction of the counted width (36 -> 30: 0.8333): a retrain that takes the genotype's ratios
+takes its width too, scaling its own `init_channels` by it (retrain.setup).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from genotypes import FSSpec, Genotype
+from space.darts.budget_fit import BudgetFit, CountedNet, budget_fit
+
+__all__ = ["MAX_RATIO", "fit_with_width", "scaled_width"]
+
+#: The largest FS ratio the budget's rule uses before it narrows the network instead.
+MAX_RATIO = 2.0
+
+#: Narrowest width the rule considers (channels of the first cell).
+MIN_WIDTH = 2
+
+
+def scaled_width(init_channels: int, width: float) -> int:
+    """`init_channels` x `width`, to the nearest even width (at least 2): the cells' widths are
+    even."""
+    return max(MIN_WIDTH, int(round(init_channels * width / 2)) * 2)
+
+
+def _at(g: Genotype, budget: int, ratios: list[float] | None, fs: FSSpec, net: CountedNet,
+        width: int) -> BudgetFit:
+    fit = budget_fit(g, budget, ratios, fs, dataclasses.replace(net, init_channels=width))
+    scale = width / net.init_channels
+    fitted = fit.genotype
+    if fitted.fs is not None:
+        fitted = dataclasses.replace(fitted, fs=dataclasses.replace(fitted.fs, width=scale))
+    source = {**(fitted.source or {}), "width": width}
+    return dataclasses.replace(fit, genotype=dataclasses.replace(fitted, source=source))
+
+
+def fit_with_width(g: Genotype, budget: int, ratios: Sequence[float] | None, fs: FSSpec,
+                   net: CountedNet, max_ratio: float = MAX_RATIO) -> BudgetFit:
+    """`g` fitted to `budget` with each op's ratio among `ratios` up to `max_ratio` (None:
+    every op at fs.ratio, kept) and, when that is not enough, at the widest even width of
+    `net` that fits. The genotype's fs.width is the chosen width over net.init_channels;
+    its source records the width. Over budget even at the narrowest width: returned as fitted
+    there (`within` false: the caller says so)."""
+    allowed = None
+    if ratios is not None:
+        allowed = sorted({float(r) for r in ratios if float(r) <= max_ratio}) or [min(map(float, ratios))]
+    full = _at(g, budget, allowed, fs, net, net.init_channels)
+    if full.within:
+        return full
+    # The count grows with the width at fixed ratios: bisection over even widths.
+    lo, hi = MIN_WIDTH, net.init_channels  # invariant: hi does not fit
+    best = _at(g, budget, allowed, fs, net, lo)
+    if not best.within:
+        return best
+    while hi - lo > 2:
+        mid = (lo + hi) // 4 * 2
+        fit = _at(g, budget, allowed, fs, net, mid)
+        if fit.within:
+            lo, best = mid, fit
+        else:
+            hi = mid
+    return best
