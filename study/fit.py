@@ -6,6 +6,9 @@ network at the budget's width with the dataset's classes and stem), and the fit 
 op's ratio at a time, here without the search's preference (the largest op first), as for any
 genotype no search rated. `python -m genotypes random --budget` calls the same function.
 
+With `rule="width"` the fit is space.darts.width_fit's instead: ratios up to a cap, then the
+network narrowed (the genotype records the width as fs.width).
+
 `narrow_width` is the even retrain width whose plain network (no FS layers) has the number
 of parameters closest to a target: the parameter count grows with the width, so a bisection
 over even widths finds it.
@@ -21,6 +24,7 @@ from genotypes import FSSpec, Genotype
 from space.darts.budget import BudgetModel
 from space.darts.budget_fit import BUDGET_CHANNELS, BUDGET_LAYERS, BudgetFit, CountedNet
 from space.darts.budget_fit import budget_fit as fit
+from space.darts.width_fit import MAX_RATIO, fit_with_width, scaled_width
 
 __all__ = ["BUDGET_CHANNELS", "BUDGET_LAYERS", "BudgetFit", "budget_fit", "count_at",
            "narrow_width", "plain_count", "dataset_shape"]
@@ -32,11 +36,15 @@ MAX_WIDTH = 256
 def budget_fit(g: Genotype, budget: int, ratios: list[float] | None, fs: FSSpec | None,
                init_channels: int = BUDGET_CHANNELS, layers: int = BUDGET_LAYERS,
                num_classes: int = 10, in_channels: int = 3,
-               input_size: tuple[int, int] = (32, 32)) -> BudgetFit:
-    """space.darts.budget_fit.budget_fit of the network retrain builds for that dataset shape
-    (its stem from the image size, as retrain's `stem: auto`)."""
+               input_size: tuple[int, int] = (32, 32), rule: str = "ratios",
+               max_ratio: float = MAX_RATIO) -> BudgetFit:
+    """The budget fit of the network retrain builds for that dataset shape (its stem from the
+    image size, as retrain's `stem: auto`): `rule` "ratios" (space.darts.budget_fit: FS ratios
+    only) or "width" (space.darts.width_fit: ratios up to `max_ratio`, then the width)."""
     net = CountedNet(int(init_channels), int(layers), int(num_classes), int(in_channels),
                      is_large(tuple(input_size)))
+    if rule == "width" and fs is not None:
+        return fit_with_width(g, budget, ratios, fs, net, max_ratio)
     return fit(g, budget, ratios, fs, net)
 
 
@@ -52,7 +60,9 @@ def plain_count(g: Genotype, init_channels: int, layers: int, num_classes: int =
 def count_at(g: Genotype, init_channels: int, layers: int, num_classes: int = 10,
              in_channels: int = 3, imagenet: bool = False) -> int:
     """Effective parameters of `g`'s retrain network (its own FS settings, hardened) at
-    that width and depth."""
+    that width (scaled by the genotype's fs.width, as the retrain scales it) and depth."""
+    if g.fs is not None:
+        init_channels = scaled_width(init_channels, g.fs.width)
     model = BudgetModel(g.fs, [1.0], init_channels, layers, num_classes, in_channels, imagenet)
     return model.exact(g)
 

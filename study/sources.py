@@ -7,6 +7,9 @@
     genotype: DARTS_V2            # a named genotype ...
     budget: 0.5M                  # ... with its ratios fitted to the budget (same fit)
     ratios: [1, 2, 4, 8]
+    budget_rule: width            # width (the default): ratios up to max_ratio, then the
+    max_ratio: 2                  #   network narrowed (space.darts.width_fit); ratios: the
+                                  #   ratios alone (space.darts.budget_fit)
 
     genotype: DARTS_V2            # a plain network ...
     fs: off
@@ -30,9 +33,11 @@ from typing import Any
 from common.checks import parse_count
 from common.errors import UserError
 from genotypes import FSSpec, Genotype
+from space.darts.width_fit import MAX_RATIO
 
 #: The arm keys this module reads.
-KEYS = ("random", "budget", "ratios", "match_params", "match_arm")
+KEYS = ("random", "budget", "ratios", "match_params", "match_arm", "budget_rule", "max_ratio")
+RULES = ("width", "ratios")
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ class Source:
     ratios: tuple[float, ...] | None = None
     match_params: int | None = None
     match_arm: str | None = None
+    rule: str = "width"
+    max_ratio: float = MAX_RATIO
 
 
 def _count(value: Any, key: str, at: str) -> int:
@@ -107,10 +114,18 @@ def parse(data: dict[str, Any], raw: dict[str, Any], at: str) -> Source | None:
         if match_arm is not None and not isinstance(match_arm, str):
             raise UserError(f"{at}: match_arm must name another arm, got {match_arm!r}")
         return Source("narrow", match_params=match, match_arm=match_arm)
+    rule, cap = data.get("budget_rule", "width"), data.get("max_ratio", MAX_RATIO)
+    if (data.get("budget_rule"), data.get("max_ratio")) != (None, None) and budget is None:
+        raise UserError(f"{at}: budget_rule and max_ratio choose how a budget is met; add "
+                        "`budget` or drop them")
+    if rule not in RULES:
+        raise UserError(f"{at}: budget_rule {rule!r} is unknown; use width or ratios")
+    if isinstance(cap, bool) or not isinstance(cap, int | float) or cap < 1:
+        raise UserError(f"{at}: max_ratio {cap!r} must be a ratio >= 1")
     if random:
-        return Source("random", budget=budget, ratios=ratios)
+        return Source("random", budget=budget, ratios=ratios, rule=rule, max_ratio=float(cap))
     if budget is not None:
-        return Source("fit", budget=budget, ratios=ratios)
+        return Source("fit", budget=budget, ratios=ratios, rule=rule, max_ratio=float(cap))
     return None
 
 
@@ -162,7 +177,8 @@ def make_genotype(source: Source, base: Genotype | None, seed: int, fs_mode: str
     ratios = list(source.ratios) if source.ratios else None
 
     def fit_of(g: Genotype) -> Any:
-        return budget_fit(g, source.budget, ratios, fs, num_classes=classes, input_size=size)
+        return budget_fit(g, source.budget, ratios, fs, num_classes=classes, input_size=size,
+                          rule=source.rule, max_ratio=source.max_ratio)
 
     fit = fit_of(g)
     if source.kind == "random" and not fit.within:

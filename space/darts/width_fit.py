@@ -19,6 +19,7 @@ takes its width too, scaling its own `init_channels` by it (retrain.setup).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 from genotypes import FSSpec, Genotype
@@ -63,8 +64,12 @@ def fit_with_width(g: Genotype, budget: int, ratios: Sequence[float] | None, fs:
     full = _at(g, budget, allowed, fs, net, net.init_channels)
     if full.within:
         return full
-    # The count grows with the width at fixed ratios: bisection over even widths.
-    lo, hi = MIN_WIDTH, net.init_channels  # invariant: hi does not fit
+    # The count grows with the width at fixed ratios: bisection over even widths, from the
+    # narrowest whose 1x1 convs the largest ratio can compress (K filters >= the ratio).
+    largest = max(allowed) if allowed is not None else float(fs.ratio)
+    lo, hi = max(MIN_WIDTH, 2 * math.ceil(largest / 2)), net.init_channels  # hi does not fit
+    if lo >= hi:
+        return full
     best = _at(g, budget, allowed, fs, net, lo)
     if not best.within:
         return best
