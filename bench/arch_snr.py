@@ -47,6 +47,7 @@ from common.errors import UserError  # noqa: E402
 from common.runtime import seed_everything, set_threads  # noqa: E402
 from genotypes import PRIMITIVES  # noqa: E402
 from search.data import build_search_data  # noqa: E402
+from search.resolve import resolve_search  # noqa: E402
 from search.trainer import SearchTrainer  # noqa: E402
 from space.layers.fs_model import set_temperature  # noqa: E402
 
@@ -123,7 +124,9 @@ def run(a: argparse.Namespace) -> None:
     train_set, _, info = open_dataset(a.dataset or saved["dataset"], cfg.data.root, False,
                                       cfg.data.input_size)
     dist = DistInfo(rank=0, world_size=1, local_rank=0)
-    trainer = SearchTrainer(cfg, build_search_data(train_set, info, cfg, dist), torch.device("cpu"), dist)
+    settings = resolve_search(cfg, info)
+    trainer = SearchTrainer(settings, build_search_data(train_set, info, settings.cfg, dist),
+                            torch.device("cpu"), dist)
     trainer.load_state_dict(state)
     if state.get("temperature") is not None:
         set_temperature(trainer.net, float(state["temperature"]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from genotypes.formats import genotype_lines, load_genotype, save_genotype, to_json
 from genotypes.genotype import FSSpec, Genotype, GenotypeError
@@ -54,6 +55,14 @@ def _ratios(text: str) -> list[float]:
     return sorted(ratios)
 
 
+def _search_fs() -> Any:
+    """The search's FS defaults (the `search` section's `fs`: dfs, ratio 2, 4 offsets), which
+    a draw takes unless told otherwise."""
+    from common.config_schema import SearchFs
+
+    return SearchFs()
+
+
 def _random(args: argparse.Namespace) -> None:
     if args.ratio is not None and args.fs == "off":
         raise ValueError("--ratio has no effect with --fs off; drop it or use --fs fs/dfs")
@@ -63,8 +72,10 @@ def _random(args: argparse.Namespace) -> None:
         raise ValueError("--ratios are the candidates of the budget fit; add --budget (e.g. 0.5M)")
     if args.ratios is not None and args.fs == "off":
         raise ValueError("--ratios need FS layers, but --fs is off; use --fs dfs or --fs fs")
-    fs = None if args.fs == "off" else FSSpec(ratio=2.0 if args.ratio is None else args.ratio,
-                                              dfs=args.fs == "dfs")
+    search_fs = _search_fs()
+    fs = None if args.fs == "off" else FSSpec(
+        ratio=float(search_fs.ratio if args.ratio is None else args.ratio),
+        dfs=args.fs == "dfs", num_offsets=int(search_fs.num_offsets))
     g = random_genotype(args.seed, fs)
     if args.budget is not None:
         # The command line (not the library) counts with space's counter, the search's own:
@@ -122,14 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, required=True, help="the draw's seed (same seed, same genotype)")
     r.add_argument("--out", default=None, help="also write the genotype to this file "
                    "(.json/.yaml/.yml/.txt)")
-    r.add_argument("--fs", default="off", choices=("off", "fs", "dfs"),
-                   help="FS settings recorded in the genotype (default off: plain convolutions)")
-    r.add_argument("--ratio", type=float, default=None, help="FS ratio (default 2)")
+    search_fs = _search_fs()
+    r.add_argument("--fs", default=search_fs.mode, choices=("off", "fs", "dfs"),
+                   help=f"FS settings recorded in the genotype (default {search_fs.mode}, the "
+                   "search's; off: plain convolutions)")
+    r.add_argument("--ratio", type=float, default=None,
+                   help=f"FS ratio (default {search_fs.ratio:g}, the search's)")
     r.add_argument("--budget", default=None, metavar="PARAMS",
                    help="fit the ops' ratios to this many effective parameters as a search fits "
                    "its genotype, e.g. 0.5M, 800k")
     r.add_argument("--ratios", type=_ratios, default=None, metavar="R1,R2,...",
-                   help="the ratios an op may take in the fit, e.g. 1,2,4,8 (needs --fs fs/dfs)")
+                   help="the ratios an op may take in the fit, e.g. 1,2,4,8 (not with --fs off)")
     r.add_argument("--init-channels", type=int, default=36, help="width of the network the "
                    "budget counts (default 36, the paper's)")
     r.add_argument("--layers", type=int, default=20, help="cells of the network the budget counts "

@@ -81,7 +81,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None,
                    help="default: the training batch size recorded in the file")
     p.add_argument("--test-limit", type=int, default=None,
-                   help="evaluate a class-balanced subset of this many images")
+                   help="evaluate a class-balanced subset of this many test images, drawn "
+                   "with a fixed seed (the same images on every call, and those the run's "
+                   "data.test_limit took); default: the limit the file records, else all")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: this process's share of the cores)")

@@ -232,6 +232,17 @@ def _fmt(v: Any, key: str) -> str:
     return f"{int(v):,}"
 
 
+def budget_line(totals: dict[str, Any]) -> str:
+    """Which of the totals a budget counts: the effective parameters (the exported network,
+    FS hardened), not "parameters", which adds the DFS offset logits hardening removes."""
+    logits = int(totals.get("offset_logits") or 0)
+    extra = (f"; \"parameters\" adds the {_fmt(logits, '')} DFS offset logits that hardening "
+             "removes" if logits else "")
+    return (f"a budget (search --budget, retrain fs.params) counts the effective parameters, "
+            f"{_fmt(totals['effective'], '')}: the exported network"
+            f"{', FS hardened' if totals.get('fs') else ''}{extra}")
+
+
 def format_table(report: dict[str, Any]) -> str:
     """A fixed-width text table of `summarize`'s report."""
     net = report["network"]
@@ -255,6 +266,7 @@ def format_table(report: dict[str, Any]) -> str:
                f"; FS {_fmt(t['fs'], '')}; effective {_fmt(t['effective'], '')}"
                + (f" ({_fmt(t['weight_bytes_wq'], '')} weight bytes with 8-bit WQ: 1 byte per "
                   "FS element, 4 per other parameter)" if wq else ""))
+    out.append(budget_line(t))
     out.append(f"uncompressed equivalent {_fmt(t['uncompressed'], '')}; compression "
                f"{_fmt(t['compression'], 'compression')}"
                + (f" ({_fmt(t.get('compression_wq'), 'compression')} with WQ)" if wq else "")

@@ -26,11 +26,10 @@ from common.cli_flags import (
     ratio_arg,
 )
 from common.config import load_config_file, preset_choices, resolve_config
-from common.cpu import CpuBudget, busy_note, cpu_budget
+from common.cpu import busy_note
 from common.data import open_dataset
 from common.distributed import cleanup, init_distributed, local_device
 from common.errors import UserError, cli_entry
-from common.fs_settings import fs_spec
 from common.runlock import hold_run_dir, release_run_dirs
 from common.runlog import (
     JsonlLog,
@@ -45,11 +44,11 @@ from common.runlog import (
 from common.runtime import precision, resolve_device, seed_everything, set_threads
 from common.schema import as_dict, resumable_keys
 from genotypes import describe_fs
-from search.algorithms import ALGORITHMS, Algorithm
+from search.algorithms import ALGORITHMS
 from search.data import build_search_data
 from search.ddp import rank0_first
 from search.outputs import CHECKPOINT, CONFIG, LOG, save_run_config
-from search.penalty import BUDGET_RATIOS, preprocess_ratio
+from search.resolve import BUDGET_RATIOS, SearchSettings, resolve_search, settle
 from search.run import run_search
 from search.settings import SearchConfig, checked_algorithm
 
@@ -139,18 +138,6 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return items + flag_overrides(args, SEARCH_SHORTHANDS)
 
 
-def budget_ratios(cfg: SearchConfig, given: set[str]) -> bool:
-    """A budget asks for a size: unless the ratios are fixed (fs.ratios, or --ratio /
-    fs.ratio given), each op's ratio is searched among BUDGET_RATIOS, so that the result
-    can fit; returns whether it chose them. FS off has no ratio to choose."""
-    fs = cfg.fs
-    if (cfg.budget.params is None or fs.ratios is not None or fs.mode == "off"
-            or "fs.ratio" in given):
-        return False
-    fs.ratios = list(BUDGET_RATIOS)
-    return True
-
-
 def _tag(dataset: str) -> str:
     name = Path(dataset.rstrip("/")).name or "data"
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
@@ -196,16 +183,17 @@ def main(argv: list[str] | None = None) -> None:
 def _main(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
     items = _overrides(args)
-    state, chose_ratios = None, False
-    if args.resume:
+    state, given = None, None
+    if args.resume:  # its config.yaml records every choice: nothing to settle
         run_dir, cfg, dataset, preset, state = _prepare_resume(args, items)
     else:
         run_dir, dataset, preset = None, args.dataset, args.preset
         cfg = resolve_config("search", preset, items)
-        chose_ratios = budget_ratios(cfg, {override_key(s) for s in items})
-    algorithm = checked_algorithm(cfg)
+        given = {override_key(s) for s in items}
+    settled = settle(cfg, given)  # what --print-config shows; the dataset decides the rest
+    algorithm = checked_algorithm(settled)  # the search's one algorithm
     if args.print_config:
-        print(yaml.safe_dump(as_dict(cfg), sort_keys=False), end="")
+        print(yaml.safe_dump(as_dict(settled), sort_keys=False), end="")
         return
     if not dataset:
         raise UserError("give a DATASET (cifar10, cifar100, imagenet or an ImageFolder path), "
@@ -228,23 +216,11 @@ def _main(argv: list[str] | None) -> None:
         # Rank 0 first: it alone may download, and its error is the one reported.
         train_set, _, info = rank0_first(dist_info, lambda first: open_dataset(
             dataset, data.root, bool(data.download) and first, data.input_size))
-        # Recorded in config.yaml as chosen, so that --preset RUN/config.yaml repeats the run.
-        budget = cpu_budget(cfg.runtime.threads, data.workers, device.type,
-                            min(info.input_size))
-        cfg.runtime.threads, data.workers = budget.threads, budget.workers
-        set_threads(budget.threads)
-        if chose_ratios:
-            say("budget: each op's FS ratio is searched among "
-                f"{', '.join(f'{r:g}' for r in BUDGET_RATIOS)} (--ratios to choose others, "
-                "--ratio R to fix one)", dist_info.is_main)
-        # With a budget and searched ratios: the cell preprocessing's ratio, chosen now so
-        # that config.yaml and the start-up line record it.
-        chosen = preprocess_ratio(cfg, info)
-        if chosen is not None and chosen != cfg.fs.ratio:
-            say(f"budget: the cell preprocessing takes FS ratio {chosen:g} (not fs.ratio "
-                f"{cfg.fs.ratio:g}): the smallest candidate at which a sep_conv_3x3 cell "
-                "at that ratio fits the budget", dist_info.is_main)
-            cfg.fs.ratio = chosen
+        # The search's settings, resolved once: what config.yaml records and the rest reads.
+        settings = resolve_search(cfg, info, device.type, given, algorithm)
+        set_threads(settings.cpu.threads)
+        _say_choices(settings, cfg, dist_info.is_main)
+        cfg = settings.cfg  # the resolved config: nothing changes it from here on
         command = command_line("search", argv)
         # The two halves and their batches (too few images for one is one line) before the
         # run directory is made.
@@ -264,23 +240,35 @@ def _main(argv: list[str] | None) -> None:
                                 shlex.split(saved.get("command", "")),
                                 list(saved.get("resumed") or []) + [shlex.join(command)])
         with interrupt_advice(run_dir, CHECKPOINT, dist_info.is_main):
-            _start(cfg, sd, info, run_dir, dataset, preset, device, dist_info, state, budget,
-                   algorithm)
+            _start(settings, sd, info, run_dir, dataset, preset, device, dist_info, state)
     finally:
         cleanup()
 
 
-def _algo_text(cfg: SearchConfig, algorithm: Algorithm) -> str:
-    return f"algo={cfg.algorithm}{algorithm.describe()} order={cfg.arch.order}"
+def _say_choices(settings: SearchSettings, cfg: SearchConfig, main: bool) -> None:
+    """The budget's choices (`cfg`: the config before them)."""
+    if settings.chose_ratios:
+        say("budget: each op's FS ratio is searched among "
+            f"{', '.join(f'{r:g}' for r in BUDGET_RATIOS)} (--ratios to choose others, "
+            "--ratio R to fix one)", main)
+    chosen = settings.preprocess_ratio
+    if chosen is not None:
+        say(f"budget: the cell preprocessing takes FS ratio {chosen:g} (not fs.ratio "
+            f"{cfg.fs.ratio:g}): the smallest candidate at which a sep_conv_3x3 cell "
+            "at that ratio fits the budget", main)
 
 
-def _start(cfg: SearchConfig, sd, info, run_dir: Path, dataset: str, preset: str,
-           device, dist_info, state: dict[str, Any] | None, budget: CpuBudget,
-           algorithm: Algorithm) -> None:
-    fs = fs_spec(cfg.fs)
-    fs_text = describe_fs(fs)
-    if cfg.fs.ratios is not None:
-        fs_text += f"; each op's ratio searched among {', '.join(f'{r:g}' for r in cfg.fs.ratios)}"
+def _algo_text(settings: SearchSettings) -> str:
+    cfg = settings.cfg
+    return f"algo={cfg.algorithm}{settings.algorithm.describe()} order={cfg.arch.order}"
+
+
+def _start(settings: SearchSettings, sd, info, run_dir: Path, dataset: str, preset: str,
+           device, dist_info, state: dict[str, Any] | None) -> None:
+    cfg, budget = settings.cfg, settings.cpu
+    fs_text = describe_fs(settings.fs)
+    if settings.ratios is not None:
+        fs_text += f"; each op's ratio searched among {', '.join(f'{r:g}' for r in settings.ratios)}"
     if cfg.budget.params is not None:
         fs_text += f"; budget {cfg.budget.params:,} parameters"
     where = f"resuming {run_dir} at epoch {int(state['epoch']) + 1}" if state else f"run dir {run_dir}"
@@ -288,7 +276,7 @@ def _start(cfg: SearchConfig, sd, info, run_dir: Path, dataset: str, preset: str
     is_main = dist_info.is_main
     say(f"search on {dataset}: {info.num_classes} classes, {info.input_size[0]}x{info.input_size[1]}, "
         f"{sd.num_train} + {sd.num_valid} images; C={cfg.init_channels} layers={cfg.layers} "
-        f"{_algo_text(cfg, algorithm)}; fs: {fs_text}; {cfg.epochs} epoch(s) on "
+        f"{_algo_text(settings)}; fs: {fs_text}; {cfg.epochs} epoch(s) on "
         f"{device}{procs} with {budget.describe()}; {where}", is_main)
     note = busy_note(budget) if is_main else None
     if note:
@@ -296,5 +284,5 @@ def _start(cfg: SearchConfig, sd, info, run_dir: Path, dataset: str, preset: str
     if state is not None and int(state.get("world_size", 1)) != dist_info.world_size:
         say(f"note: {run_dir} ran with {state['world_size']} process(es), this resume with "
             f"{dist_info.world_size}: the batches differ from an uninterrupted run", is_main)
-    run_search(cfg, sd, run_dir, dataset, device, dist_info, resume_state=state, preset=preset,
-               algorithm=algorithm)
+    run_search(settings, sd, run_dir, dataset, device, dist_info, resume_state=state,
+               preset=preset)

@@ -125,8 +125,10 @@ class RunOutputs:
             warn(f"could not draw the cells ({_short(e)}); the search goes on")
 
     def finish(self, g: Genotype, dataset: str, last: dict[str, Any] | None,
-               preset: str = "paper", data_root: str = DEFAULT_DATA_ROOT) -> None:
-        """Final drawings and plots, and the summary: genotype, its file, the retrain command."""
+               preset: str = "paper", data_root: str = DEFAULT_DATA_ROOT,
+               threads: int | None = None) -> None:
+        """Final drawings and plots, and the summary: genotype, its file, the retrain command
+        (with `threads`, the search's thread count when it was given)."""
         if not self.enabled:
             return
         self.tensorboard.close()
@@ -145,19 +147,25 @@ class RunOutputs:
         for line in genotype_lines(g):
             say(line)
         say(f"genotype file: {self.dir / GENOTYPE}")
-        say(f"retrain it: {retrain_command(self.dir / GENOTYPE, dataset, preset, data_root)}")
+        command = retrain_command(self.dir / GENOTYPE, dataset, preset, data_root, threads)
+        say(f"retrain it: {command}")
 
 
-def retrain_command(genotype_file: Path, dataset: str, preset: str, data_root: str) -> str:
+def retrain_command(genotype_file: Path, dataset: str, preset: str, data_root: str,
+                    threads: int | None = None) -> str:
     """The retrain command for a search's genotype: the retrain section of the search's preset
     (a smoke search gets a smoke retrain, not the 600-epoch paper one), its data root for a
-    named dataset, and this interpreter's full path (it works without activating the venv)."""
+    named dataset, the thread count the search was given (`threads`; None when it chose
+    one to fit the cores), and this interpreter's full path (it works without activating
+    the venv)."""
     cmd = [sys.executable, "-m", "retrain", "--genotype", str(genotype_file), "--dataset", dataset]
     retrain_preset = preset_with_section(preset, "retrain")
     if retrain_preset:
         cmd += ["--preset", retrain_preset]
     if dataset.lower() in KNOWN_DATASETS and str(data_root) != DEFAULT_DATA_ROOT:
         cmd += ["--data-root", str(data_root)]
+    if threads is not None:
+        cmd += ["--threads", str(int(threads))]
     return shlex.join(cmd)
 
 
@@ -196,7 +204,8 @@ def summary_line(rec: dict[str, Any], epochs: int) -> str:
     if rec.get("expected_params") is not None:  # a budget or searched ratios
         extra += f"  E[P] {rec['expected_params'] / 1e6:.3f}M (derived {rec['params'] / 1e6:.3f}M"
         extra += "" if rec.get("budget") is None else f", budget {rec['budget'] / 1e6:.3f}M"
-        extra += f")  free ops {rec['free_ops']['normal']}+{rec['free_ops']['reduce']}"
+        free = rec["free_ops"]  # skips and pools in the derived cells (arch.max_free caps them)
+        extra += f")  parameter-free ops {free['normal']} normal + {free['reduce']} reduce"
     return (f"epoch {rec['epoch'] + 1}/{epochs}  train {rec['train_loss']:.4f} / "
             f"{rec['train_acc']:.2f}%  valid {rec['valid_loss']:.4f} / {rec['valid_acc']:.2f}%  "
             f"lr {rec['lr']:.4g}{extra}  {rec['seconds']:.1f}s  {rec['images_per_s']:.0f} img/s")

@@ -36,26 +36,19 @@ and second order.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from common.errors import UserError
-from common.fs_settings import fs_spec
-from common.shapes import is_large
+from search.resolve import SearchSettings, uncountable
 from search.settings import SearchConfig
 from space.darts.budget import BudgetModel
-from space.darts.budget_fit import CountedNet, counter
-from space.darts.budget_fit import preprocess_ratio as fit_preprocess_ratio
+from space.darts.budget_fit import counter
 
 #: beta-DARTS weight and skip cap when a budget is set and the config leaves them null.
 BUDGET_BETA_DECAY = 1.0
 BUDGET_MAX_SKIP = 2
 BUDGET_MAX_FREE = 2
-#: Each op's ratio candidates with a budget when the config fixes no ratio (search.cli).
-BUDGET_RATIOS = (1.0, 2.0, 4.0, 8.0)
 
 
 def beta_decay_weight(cfg: SearchConfig) -> float:
@@ -77,46 +70,18 @@ def derive_caps(cfg: SearchConfig) -> dict[str, int | None]:
     return out
 
 
-def counted_net(cfg: SearchConfig, info: Any) -> CountedNet:
-    """The network the budget counts: the one retrain builds for this dataset (CIFAR or
-    ImageNet stem from its image size, as retrain's `stem: auto`) at the budget's width."""
-    return CountedNet(int(cfg.budget.init_channels), int(cfg.budget.layers), int(info.num_classes),
-                      int(info.in_channels), is_large(info.input_size))
-
-
-def _counter(cfg: SearchConfig, info: Any, fs: Any, ratios: list[float]) -> BudgetModel:
-    """space.darts.budget_fit's counter; a width the ratios cannot compress is one line."""
-    try:
-        return counter(fs, ratios, counted_net(cfg, info))
-    except ValueError as e:
-        raise _uncountable(cfg, e) from None
-
-
-def _uncountable(cfg: SearchConfig, e: ValueError) -> UserError:
-    return UserError(f"cannot count the budget's network (budget.init_channels="
-                     f"{cfg.budget.init_channels}, budget.layers={cfg.budget.layers}): {e}")
-
-
-def preprocess_ratio(cfg: SearchConfig, info: Any) -> float | None:
-    """With a budget and searched ratios, the ratio of the cell preprocessing
-    (space.darts.budget_fit.preprocess_ratio); None when the config's fs.ratio stands."""
-    ratios, budget = cfg.fs.ratios, cfg.budget.params
-    if ratios is None or budget is None:
+def budget_model(settings: SearchSettings) -> BudgetModel | None:
+    """The exact/expected counter of a resolved search (search.resolve), when it has a
+    budget or searched ratios (then E[P] is logged): its FS spec (the cell preprocessing at
+    the resolved ratio), its ratio candidates and the network the budget counts."""
+    if settings.counted is None:
         return None
+    fs = settings.fs
+    ratios = settings.ratios or ([fs.ratio] if fs is not None else [1.0])
     try:
-        return fit_preprocess_ratio(fs_spec(cfg.fs), ratios, budget, counted_net(cfg, info))
+        return counter(fs, ratios, settings.counted)
     except ValueError as e:
-        raise _uncountable(cfg, e) from None
-
-
-def budget_model(cfg: SearchConfig, info: Any) -> BudgetModel | None:
-    """The exact/expected counter (`info`: the dataset's DatasetInfo), when the search has a
-    budget or searched ratios (then E[P] is logged)."""
-    if cfg.budget.params is None and cfg.fs.ratios is None:
-        return None
-    fs = fs_spec(cfg.fs)
-    ratios = cfg.fs.ratios or ([fs.ratio] if fs is not None else [1.0])
-    return _counter(cfg, info, fs, ratios)
+        raise uncountable(settings.cfg, e) from None
 
 
 class ArchPenalty:

@@ -13,10 +13,10 @@ from common.runlog import say
 from common.runtime import deterministic_pooling, precision, set_determinism
 from common.schema import as_dict
 from genotypes import PRIMITIVES, Genotype, from_dict
-from search.algorithms import Algorithm
 from search.data import SearchData
 from search.ddp import ranks_agree
 from search.outputs import RunOutputs, epoch_record, summary_line, warn
+from search.resolve import SearchSettings
 from search.settings import SearchConfig
 from search.trainer import SearchTrainer, temperature_of_epoch
 from space.darts.budget import EDGES, fit_to_budget
@@ -79,16 +79,17 @@ def collapse_warning(record: dict[str, Any], cfg: SearchConfig) -> bool:
 
 
 def run_search(
-    cfg: SearchConfig, data: SearchData, run_dir: Path, dataset: str, device: torch.device,
-    dist_info: DistInfo, resume_state: dict[str, Any] | None = None, preset: str = "paper",
-    algorithm: Algorithm | None = None,
+    settings: SearchSettings, data: SearchData, run_dir: Path, dataset: str,
+    device: torch.device, dist_info: DistInfo, resume_state: dict[str, Any] | None = None,
+    preset: str = "paper",
 ) -> tuple[Genotype, SearchTrainer]:
     """Search from epoch 0, or from a checkpoint's epoch; returns the final genotype.
     `preset` is the one the search ran with (the retrain command it prints uses its own)."""
+    cfg = settings.cfg
     deterministic = bool(cfg.runtime.deterministic)
     set_determinism(deterministic)
     computes_in = precision(device, bool(cfg.runtime.amp))  # checked on resume (cli)
-    trainer = SearchTrainer(cfg, data, device, dist_info, algorithm)
+    trainer = SearchTrainer(settings, data, device, dist_info)
     net, main = trainer.net, dist_info.is_main
     if deterministic and device.type == "cuda":
         deterministic_pooling(net)
@@ -134,5 +135,5 @@ def run_search(
             raise RuntimeError("the architecture parameters differ between ranks; please report")
         say(f"architecture parameters identical on all {dist_info.world_size} ranks", main)
     g = final_genotype(trainer, cfg, main)
-    outputs.finish(g, dataset, last, preset, cfg.data.root)
+    outputs.finish(g, dataset, last, preset, cfg.data.root, settings.retrain_threads)
     return g, trainer

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from common.distributed import DistInfo, all_reduce_sum, wrap_ddp
 from common.errors import Diverged, UserError
 from common.evaluate import evaluate
-from common.fs_settings import fs_spec, temperature_at
+from common.fs_settings import temperature_at
 from common.loader import CyclingLoader
 from common.runlog import Progress
 from common.runtime import channels_last, grad_scaler, to_memory_format
@@ -28,11 +28,10 @@ from common.threads import run_governor
 from common.weight_step import WeightStep
 from genotypes import Genotype
 from genotypes.derive import free_op_count
-from search.algorithms import Algorithm, make_algorithm
 from search.architect import Architect
 from search.data import SearchData
 from search.penalty import ArchPenalty, budget_model, derive_caps
-from search.settings import SearchConfig
+from search.resolve import SearchSettings
 from space.darts.supernet import SearchNetwork
 
 
@@ -42,14 +41,14 @@ def temperature_of_epoch(t_cfg: Any, epoch: int, epochs: int) -> float:
     return temperature_at(t_cfg.start, t_cfg.end, t_cfg.schedule, epoch, epochs)
 
 
-def build_network(cfg: SearchConfig, num_classes: int, in_channels: int,
-                  algorithm: Algorithm | None = None) -> SearchNetwork:
-    """The supernet of a resolved `search` config, as its algorithm builds and weights it."""
-    algorithm = algorithm or make_algorithm(cfg)
+def build_network(settings: SearchSettings, num_classes: int, in_channels: int) -> SearchNetwork:
+    """The supernet of a resolved search (its FS spec and ratio candidates), as its
+    algorithm builds and weights it."""
+    cfg, algorithm = settings.cfg, settings.algorithm
     try:
         net = SearchNetwork(
             C=int(cfg.init_channels), num_classes=num_classes, layers=int(cfg.layers),
-            fs=fs_spec(cfg.fs), in_channels=in_channels, ratios=cfg.fs.ratios,
+            fs=settings.fs, in_channels=in_channels, ratios=settings.ratios,
             **algorithm.network_options(),
         )
     except ValueError as e:  # e.g. a width the FS ratio cannot compress
@@ -62,15 +61,16 @@ class SearchTrainer:
     """The network, both optimizers, the cosine schedule, the architect and the cycling
     validation iterator of one search, and their (checkpointable) state."""
 
-    def __init__(self, cfg: SearchConfig, data: SearchData, device: torch.device,
-                 dist_info: DistInfo, algorithm: Algorithm | None = None) -> None:
-        self.cfg, self.data, self.device, self.dist = cfg, data, device, dist_info
+    def __init__(self, settings: SearchSettings, data: SearchData, device: torch.device,
+                 dist_info: DistInfo) -> None:
+        cfg = settings.cfg
+        self.settings, self.cfg, self.data, self.device, self.dist = (
+            settings, cfg, data, device, dist_info)
         rt, wcfg, acfg = cfg.runtime, cfg.weights, cfg.arch
         self.amp = bool(rt.amp) and device.type == "cuda"
         self.channels_last = bool(rt.channels_last)
-        self.algorithm = algorithm or make_algorithm(cfg)  # the CLI's one, when it runs
-        net = build_network(cfg, data.info.num_classes, data.info.in_channels,
-                            self.algorithm).to(device)
+        self.algorithm = settings.algorithm
+        net = build_network(settings, data.info.num_classes, data.info.in_channels).to(device)
         self.net = net = channels_last(net, self.channels_last)
         offsets = list(net.offset_parameters()) if cfg.fs.mode == "dfs" else []
         upper = list(net.arch_parameters())
@@ -79,7 +79,7 @@ class SearchTrainer:
         ids = {id(p) for p in upper}
         self.upper = upper
         # E[P] (and the budget) count the retrain network; built before DDP wraps the net.
-        self.budget_model = budget_model(cfg, data.info)
+        self.budget_model = budget_model(settings)
         self.penalty = ArchPenalty(net, cfg, self.budget_model)
         ratio_lr = acfg.ratio_lr if acfg.ratio_lr is not None else 10.0 * float(acfg.lr)
         lr_of = {} if net.ratios is None else {

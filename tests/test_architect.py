@@ -222,13 +222,15 @@ def test_trainer_splits_upper_and_lower_levels(mode, offsets_with):
     from common.data import DatasetInfo
     from common.distributed import DistInfo
     from search.data import SearchData
+    from search.resolve import resolve_search
     from search.trainer import SearchTrainer
     from space.layers.fs_model import offset_parameters
 
     cfg = resolve_config("search", "smoke", [f"fs.mode={mode}", f"fs.offsets_with={offsets_with}",
                                              "init_channels=4"])
     info = DatasetInfo("toy", 10, (16, 16), (0.5,) * 3, (0.25,) * 3)
-    t = SearchTrainer(cfg, SearchData(info, None, None, None, 0, 0), torch.device("cpu"), DistInfo())
+    t = SearchTrainer(resolve_search(cfg, info), SearchData(info, None, None, None, 0, 0),
+                      torch.device("cpu"), DistInfo())
     offsets = {id(p) for p in offset_parameters(t.net)}
     assert bool(offsets) == (mode == "dfs")
     upper = {id(p) for p in t.upper}

@@ -109,7 +109,7 @@ def test_fit_raises_the_largest_ops_until_the_budget_holds(model) -> None:
              for k in range(8) if getattr(g.fs, f"{c}_ratios")[k] is not None}
     first = notes[0].split(": ", 1)[1].split(" (")[0]  # "normal edge 6"
     cell, _, k = first.split()
-    assert notes[0].startswith("over budget, raised: ")
+    assert notes[0].startswith("over budget, more compression: ")
     assert sizes[(cell, int(k))] == max(sizes.values())
     # Then the unused budget is given back while it fits: no single op can go one ratio
     # lower without passing the budget, and fitting again changes nothing.

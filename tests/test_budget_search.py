@@ -118,6 +118,7 @@ def test_budget_acts_on_ratios_leaves_the_op_weights_to_the_loss(acts_on) -> Non
 
     from common.fs_settings import fs_spec
     from search.penalty import budget_model
+    from search.resolve import resolve_search
     from search.settings import check_config
 
     cfg = _cfg(params=20_000, weight=1.0, init_channels=8, layers=5, acts_on=acts_on)
@@ -130,7 +131,7 @@ def test_budget_acts_on_ratios_leaves_the_op_weights_to_the_loss(acts_on) -> Non
         for a in net.arch_parameters():
             a.normal_(0.0, 0.5)
     info = SimpleNamespace(num_classes=10, in_channels=3, input_size=(32, 32))
-    pen = ArchPenalty(net, cfg, budget_model(cfg, info))
+    pen = ArchPenalty(net, cfg, budget_model(resolve_search(cfg, info)))
     term = pen()
     assert float(term.detach()) > 0  # over the budget: the hinge is active
     grads = torch.autograd.grad(term, [net.alphas_normal, net.alphas_reduce, net.ratios_normal,
@@ -141,7 +142,7 @@ def test_budget_acts_on_ratios_leaves_the_op_weights_to_the_loss(acts_on) -> Non
     assert (op_norm == 0) == (acts_on == "ratios")
     other = "all" if acts_on == "ratios" else "ratios"
     cfg.budget.acts_on = other
-    same = ArchPenalty(net, cfg, budget_model(cfg, info)).expected_params()
+    same = ArchPenalty(net, cfg, budget_model(resolve_search(cfg, info))).expected_params()
     torch.testing.assert_close(same, pen.expected_params())
 
 

@@ -116,6 +116,9 @@ def test_importing_genotypes_loads_nothing_else_of_the_project():
 def test_cli_draws_fits_and_writes(tmp_path, capsys):
     f = tmp_path / "g.json"
     assert main(["random", "--seed", "4", "--out", str(f)]) == 0
+    # The search's FS default (dfs, ratio 2, 4 offsets); --fs off for plain convolutions.
+    assert load_genotype(str(f)) == random_genotype(4, FSSpec(ratio=2.0, dfs=True, num_offsets=4))
+    assert main(["random", "--seed", "4", "--fs", "off", "--out", str(f)]) == 0
     assert load_genotype(str(f)) == random_genotype(4)
     assert "Genotype(normal=" in capsys.readouterr().out
     f2 = tmp_path / "fit.json"
@@ -127,9 +130,18 @@ def test_cli_draws_fits_and_writes(tmp_path, capsys):
     assert g.source["random"] == 4 and g.source["budget"] == 300000 and g.fs.normal_ratios is not None
 
 
+def test_cli_fits_ratios_with_the_search_fs_default(capsys):
+    """--budget with --ratios and no --fs fits, as a search with the same flags would (the
+    default is the search's dfs, not plain convolutions)."""
+    assert main(["random", "--seed", "3", "--budget", "300k", "--ratios", "1,2,4,8",
+                 "--init-channels", "16", "--layers", "8"]) == 0
+    cap = capsys.readouterr()
+    assert "(within it)" in cap.err and "fs: ratio" in cap.out and "DFS" in cap.out
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--budget", "1.0Q"], "--budget '1.0Q' is not a parameter count"),
-    (["--budget", "1M", "--ratios", "1,2"], "--ratios need FS layers, but --fs is off"),
+    (["--budget", "1M", "--ratios", "1,2", "--fs", "off"], "--ratios need FS layers, but --fs is off"),
     (["--ratios", "1,2", "--fs", "dfs"], "add --budget"),
     (["--fs", "off", "--ratio", "2"], "--ratio has no effect with --fs off"),
     (["--seed", "-1"], "seed must be an integer >= 0"),

@@ -133,9 +133,10 @@ def test_tiny_run_directory(folder, tmp_path, capsys):
     assert g == records[-1]["genotype"]
     assert saved["dataset"] == str(folder) and "--epochs 2" in saved["command"]
     assert saved["search"]["epochs"] == 2 and saved["search"]["arch"]["order"] == "second"
-    # The retrain hint carries the preset, and this interpreter's path (no venv to activate).
+    # The retrain hint carries the preset, the --threads the search was given, and this
+    # interpreter's path (no venv to activate).
     hint = shlex.join([sys.executable, "-m", "retrain", "--genotype", str(run / "genotype.json"),
-                       "--dataset", str(folder), "--preset", "smoke"])
+                       "--dataset", str(folder), "--preset", "smoke", "--threads", "1"])
     assert f"retrain it: {hint}\n" in out
     assert "genotype: Genotype(normal=[" in out and "FSSpec" not in out
     assert "\nfs: ratio 2, DFS, 4 offsets\n" in out
@@ -200,6 +201,9 @@ def test_retrain_hint_carries_data_root_of_named_datasets():
     assert hint.startswith(f"{shlex.quote(sys.executable)} -m retrain --genotype {g}")
     assert "--data-root" not in retrain_command(g, "cifar10", "paper", "data")  # the default
     assert "--data-root" not in retrain_command(g, "/imgs/flowers", "paper", "/datasets")
+    # The thread count a search was given goes with it; one it chose stays the retrain's choice.
+    assert retrain_command(g, "cifar10", "smoke", "data", 3).endswith("--preset smoke --threads 3")
+    assert "--threads" not in retrain_command(g, "cifar10", "smoke", "data", None)
 
 
 @pytest.mark.slow

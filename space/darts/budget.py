@@ -259,7 +259,8 @@ def fit_to_budget(model: BudgetModel, g: Genotype, budget: int,
       in candidate order; without them the largest op), as long as the network stays within
       the budget. This uses the budget the caps and the argmax left unused.
 
-    Returns the genotype and one line per change. When every op is at its largest ratio and
+    Returns the genotype and one line per change (a higher FS ratio compresses more: fewer
+    parameters; a lower one, more). When every op is at its largest ratio and
     the network is still over budget, it is returned as it is (the caller says so)."""
     if g.fs is None or model.fs is None or len(model.ratios) < 2:
         return g, []
@@ -277,8 +278,8 @@ def fit_to_budget(model: BudgetModel, g: Genotype, budget: int,
         g = _with_ratios(g, per["normal"], per["reduce"])
         new_count = model.count(g)
         op, j = getattr(g, cell)[k]
-        notes.append(f"{why}: {cell} edge {k} ({op} from input {j}) ratio {old:g} -> {new:g}, "
-                     f"{count:,} -> {new_count:,} parameters")
+        notes.append(f"{why}: {cell} edge {k} ({op} from input {j}) FS ratio {old:g} -> "
+                     f"{new:g}, parameters {count:,} -> {new_count:,}")
         count = new_count
 
     while count > budget:
@@ -287,7 +288,7 @@ def fit_to_budget(model: BudgetModel, g: Genotype, budget: int,
         if not options:
             return g, notes
         _, cell, k = max(options)
-        change(cell, k, R[R.index(per[cell][k]) + 1], "over budget, raised")
+        change(cell, k, R[R.index(per[cell][k]) + 1], "over budget, more compression")
     while True:
         options = []
         for cell in CELLS:
@@ -307,5 +308,5 @@ def fit_to_budget(model: BudgetModel, g: Genotype, budget: int,
         if not options:
             return g, notes
         _, cell, k, lower = max(options)
-        change(cell, k, lower, "under budget, lowered")
+        change(cell, k, lower, "under budget, less compression")
 
