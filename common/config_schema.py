@@ -98,6 +98,12 @@ class Budget:
     acts_on: str = key("all", "all: the penalty moves the op weights and the ratios | ratios: "
                        "only each op's ratio (the op choice is left to the loss; needs fs.ratios)",
                        choices=("all", "ratios"))
+    rule: str = key("width", "how the size is met: width (FS ratios up to max_ratio; where they "
+                    "cannot reach it, the network narrowed: the compression study, "
+                    "docs/results.md) | ratios (FS ratios alone, up to the largest candidate)",
+                    choices=("width", "ratios"))
+    max_ratio: float = key(2.0, "width rule: the largest FS ratio before the network is "
+                           "narrowed instead", lo=1.0)
 
 
 @dataclass

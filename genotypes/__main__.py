@@ -63,6 +63,13 @@ def _search_fs() -> Any:
     return SearchFs()
 
 
+def _search_budget() -> Any:
+    """The search's budget defaults (the `search` section's `budget`: the width rule)."""
+    from common.config_schema import Budget
+
+    return Budget()
+
+
 def _random(args: argparse.Namespace) -> None:
     if args.ratio is not None and args.fs == "off":
         raise ValueError("--ratio has no effect with --fs off; drop it or use --fs fs/dfs")
@@ -82,7 +89,8 @@ def _random(args: argparse.Namespace) -> None:
         # only here, and only on demand, so that importing genotypes stays free of torch and
         # of the rest of the project (tests/test_import_graph.py holds it below search).
         from common.checks import parse_count
-        from space.darts.budget_fit import CountedNet, budget_fit
+        from space.darts.budget_fit import CountedNet
+        from space.darts.width_fit import fit_budget
 
         try:
             budget = parse_count(args.budget)
@@ -94,14 +102,16 @@ def _random(args: argparse.Namespace) -> None:
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag} {getattr(args, name)} is invalid: give a positive "
                                  f"{'even ' if name == 'init_channels' else ''}integer")
-        fit = budget_fit(g, budget, args.ratios, fs,
-                         CountedNet(args.init_channels, args.layers, args.dataset_classes))
+        fit = fit_budget(g, budget, args.ratios, fs,
+                         CountedNet(args.init_channels, args.layers, args.dataset_classes),
+                         args.budget_rule, args.max_ratio)
         for line in fit.lines():
             print(line, file=sys.stderr)
         if not fit.within:  # nothing written: the draw is not what was asked for
             raise ValueError(f"random draw {args.seed} cannot fit {budget:,} parameters ({fit.exact:,} "
-                             "with every op at its largest ratio); try the next --seed, larger "
-                             "--ratios or a larger --budget")
+                             "with every op at its largest ratio, at the narrowest width the "
+                             "rule tries); try the next --seed, larger --ratios or a larger "
+                             "--budget")
         g = fit.genotype
     if args.out:
         save_genotype(g, args.out)
@@ -144,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "its genotype, e.g. 0.5M, 800k")
     r.add_argument("--ratios", type=_ratios, default=None, metavar="R1,R2,...",
                    help="the ratios an op may take in the fit, e.g. 1,2,4,8 (not with --fs off)")
+    budget = _search_budget()
+    r.add_argument("--budget-rule", default=budget.rule, choices=("width", "ratios"),
+                   help=f"how the budget is met (default {budget.rule}, the search's): width: "
+                   "ratios up to --max-ratio, then a narrower network (the genotype records "
+                   "fs.width); ratios: the ratios alone")
+    r.add_argument("--max-ratio", type=float, default=budget.max_ratio,
+                   help=f"width rule: the largest ratio (default {budget.max_ratio:g})")
     r.add_argument("--init-channels", type=int, default=36, help="width of the network the "
                    "budget counts (default 36, the paper's)")
     r.add_argument("--layers", type=int, default=20, help="cells of the network the budget counts "

@@ -127,6 +127,7 @@ def describe_fs(fs: FSSpec | None) -> str:
         return "off (plain DARTS 1x1 convolutions)"
     text = f"ratio {fs.ratio:g}, {'DFS' if fs.dfs else 'FS'}"
     text += f", {fs.num_offsets} offsets" if fs.dfs else ""
+    text += f", width x{fs.width:.4g} (a budget fit narrowed it)" if fs.width != 1.0 else ""
     per_op = describe_op_ratios(fs)
     return f"{text}; {per_op}" if per_op else text
 

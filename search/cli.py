@@ -48,7 +48,7 @@ from search.algorithms import ALGORITHMS
 from search.data import build_search_data
 from search.ddp import rank0_first
 from search.outputs import CHECKPOINT, CONFIG, LOG, save_run_config
-from search.resolve import BUDGET_RATIOS, SearchSettings, resolve_search, settle
+from search.resolve import SearchSettings, resolve_search, settle
 from search.run import run_search
 from search.settings import SearchConfig, checked_algorithm
 
@@ -249,8 +249,13 @@ def _say_choices(settings: SearchSettings, cfg: SearchConfig, main: bool) -> Non
     """The budget's choices (`cfg`: the config before them)."""
     if settings.chose_ratios:
         say("budget: each op's FS ratio is searched among "
-            f"{', '.join(f'{r:g}' for r in BUDGET_RATIOS)} (--ratios to choose others, "
+            f"{', '.join(f'{r:g}' for r in settings.ratios or ())} (--ratios to choose others, "
             "--ratio R to fix one)", main)
+    if settings.width < 1.0:
+        say(f"budget: width rule: the network the budget counts is narrowed to "
+            f"init_channels {settings.counted.init_channels} of {cfg.budget.init_channels} "
+            f"(FS ratios up to budget.max_ratio {cfg.budget.max_ratio:g} cannot reach "
+            f"{cfg.budget.params:,} at full width; budget.rule ratios: ratios alone)", main)
     chosen = settings.preprocess_ratio
     if chosen is not None:
         say(f"budget: the cell preprocessing takes FS ratio {chosen:g} (not fs.ratio "

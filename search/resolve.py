@@ -27,6 +27,7 @@ from search.algorithms import Algorithm
 from search.settings import SearchConfig, checked_algorithm
 from space.darts.budget_fit import CountedNet
 from space.darts.budget_fit import preprocess_ratio as fit_preprocess_ratio
+from space.darts.width_fit import reference_width
 
 #: Each op's ratio candidates with a budget when the config fixes no ratio.
 BUDGET_RATIOS = (1.0, 2.0, 4.0, 8.0)
@@ -43,6 +44,9 @@ class SearchSettings:
     candidates; `preprocess_ratio`: the ratio the budget chose for the cell preprocessing
     when it differs from the config's fs.ratio (else None). `retrain_threads`: the thread
     count the retrain command repeats (a count that was given, not chosen to fit the cores).
+    `width`: under the budget's width rule, the counted network's width over
+    budget.init_channels (space.darts.width_fit.reference_width; 1.0: not narrowed); the
+    derived genotype records it as fs.width.
     """
 
     cfg: Any
@@ -53,6 +57,7 @@ class SearchSettings:
     chose_ratios: bool = False
     preprocess_ratio: float | None = None
     retrain_threads: int | None = None
+    width: float = 1.0
 
     @property
     def ratios(self) -> list[float] | None:
@@ -66,8 +71,9 @@ class SearchSettings:
 
 def budget_chooses_ratios(cfg: SearchConfig, given: set[str]) -> bool:
     """A budget asks for a size: unless the ratios are fixed (fs.ratios, or --ratio /
-    fs.ratio given), each op's ratio is searched among BUDGET_RATIOS, so that the result can
-    fit. FS off has no ratio to choose."""
+    fs.ratio given), each op's ratio is searched among BUDGET_RATIOS (under the width rule
+    those up to budget.max_ratio), so that the result can fit. FS off has no ratio to
+    choose."""
     fs = cfg.fs
     return not (cfg.budget.params is None or fs.ratios is not None or fs.mode == "off"
                 or "fs.ratio" in given)
@@ -80,8 +86,17 @@ def settle(cfg: SearchConfig, given: set[str] | None) -> SearchConfig:
     if given is None or not budget_chooses_ratios(cfg, given):
         return cfg
     out = copy.deepcopy(cfg)
-    out.fs.ratios = list(BUDGET_RATIOS)
+    out.fs.ratios = list(budget_ratios(cfg))
     return out
+
+
+def budget_ratios(cfg: SearchConfig) -> tuple[float, ...]:
+    """The ratio candidates a budget searches: BUDGET_RATIOS, under the width rule only those
+    up to budget.max_ratio (at least two)."""
+    if cfg.budget.rule != "width":
+        return BUDGET_RATIOS
+    capped = tuple(r for r in BUDGET_RATIOS if r <= float(cfg.budget.max_ratio))
+    return capped if len(capped) >= 2 else BUDGET_RATIOS[:2]
 
 
 def counted_net(cfg: SearchConfig, num_classes: int, in_channels: int,
@@ -113,6 +128,7 @@ def resolve_search(cfg: SearchConfig, info: Any, device_type: str = "cpu",
     has_count = settled.budget.params is not None or settled.fs.ratios is not None
     counted = (counted_net(settled, info.num_classes, info.in_channels, info.input_size)
                if has_count else None)
+    counted = _narrowed(settled, fs, counted)
     chosen = _preprocess_ratio(settled, fs, counted)
     out = copy.deepcopy(settled)
     # Recorded in config.yaml as chosen, so that --preset RUN/config.yaml repeats the run.
@@ -124,7 +140,22 @@ def resolve_search(cfg: SearchConfig, info: Any, device_type: str = "cpu",
     return SearchSettings(
         cfg=out, algorithm=algorithm, fs=fs, counted=counted, cpu=cpu,
         chose_ratios=settled is not cfg, preprocess_ratio=chosen if changed else None,
-        retrain_threads=None if cpu.auto else cpu.threads)
+        retrain_threads=None if cpu.auto else cpu.threads,
+        width=1.0 if counted is None else counted.init_channels / int(settled.budget.init_channels))
+
+
+def _narrowed(cfg: SearchConfig, fs: FSSpec | None, counted: CountedNet | None) -> CountedNet | None:
+    """Under the width rule, the budget's network at the widest width where the reference
+    cell at the largest ratio the search may use fits the budget (the search then chooses ops
+    and ratios inside it); else `counted` as it is."""
+    if cfg.budget.params is None or cfg.budget.rule != "width" or fs is None or counted is None:
+        return counted
+    largest = max(cfg.fs.ratios) if cfg.fs.ratios is not None else float(fs.ratio)
+    try:
+        width = reference_width(fs, largest, int(cfg.budget.params), counted)
+    except ValueError as e:
+        raise uncountable(cfg, e) from None
+    return dataclasses.replace(counted, init_channels=width)
 
 
 def _preprocess_ratio(cfg: SearchConfig, fs: FSSpec | None,

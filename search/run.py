@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,17 @@ def final_genotype(trainer: SearchTrainer, cfg: SearchConfig, main: bool) -> Gen
         say("every op is at its largest ratio and the network is still over the budget: add "
             "a larger ratio to --ratios, or raise --budget", main)
     return g
+
+
+def with_width(g: Genotype, width: float, main: bool) -> Genotype:
+    """`g` recording the width the budget's rule narrowed the network to (fs.width), which a
+    retrain that takes its ratios applies to its init_channels."""
+    if width >= 1.0 or g.fs is None:
+        return g
+    say(f"width rule: the budget's network is narrowed to {width:.4g} of its width (ratios "
+        "up to budget.max_ratio cannot reach the budget at full width); the genotype records "
+        "it as fs.width", main)
+    return dataclasses.replace(g, fs=dataclasses.replace(g.fs, width=float(width)))
 
 
 #: An op weight below this (a logit more than 27 below its edge's largest) has a gradient
@@ -134,6 +146,6 @@ def run_search(
         if not ranks_agree(trainer.upper):
             raise RuntimeError("the architecture parameters differ between ranks; please report")
         say(f"architecture parameters identical on all {dist_info.world_size} ranks", main)
-    g = final_genotype(trainer, cfg, main)
+    g = with_width(final_genotype(trainer, cfg, main), settings.width, main)
     outputs.finish(g, dataset, last, preset, cfg.data.root, settings.retrain_threads)
     return g, trainer

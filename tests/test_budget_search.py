@@ -271,17 +271,29 @@ def test_budget_search_resumes_to_the_uninterrupted_result(folder, tmp_path, mon
 
 @pytest.mark.slow
 def test_a_budget_alone_searches_the_ratios(folder, tmp_path, capsys) -> None:
-    """--budget without --ratios searches each op's ratio among 1, 2, 4, 8 so the result can
-    fit; --ratio R fixes the ratios, and then an unreachable budget gets the clear message."""
+    """--budget without --ratios searches each op's ratio among 1, 2 (the width rule) and
+    narrows the network where they cannot reach it; --ratio R fixes the ratio, which the rule
+    keeps (only the width moves); with budget.rule ratios an unreachable budget gets the
+    clear message."""
     small = ["--set", "budget.init_channels=8", "--set", "budget.layers=5", "--set", "init_channels=8"]
     run = tmp_path / "run"
     main([str(folder), *TINY, "--epochs", "1", "--out", str(run), "--budget", "40k", *small])
     out = capsys.readouterr().out
-    assert "each op's FS ratio is searched among 1, 2, 4, 8" in out
-    assert yaml.safe_load((run / "config.yaml").read_text())["search"]["fs"]["ratios"] == [1, 2, 4, 8]
+    # The width rule (the default): ratios up to budget.max_ratio 2, then a narrower network.
+    assert "each op's FS ratio is searched among 1, 2 " in out
+    assert yaml.safe_load((run / "config.yaml").read_text())["search"]["fs"]["ratios"] == [1, 2]
     assert "(within it)" in out
+    genotype = json.loads((run / "genotype.json").read_text())
+    assert "width rule" in out and genotype["fs"]["width"] < 1.0
+    kept = tmp_path / "kept"
+    main([str(folder), *TINY, "--epochs", "1", "--out", str(kept), "--budget", "20k",
+          "--ratio", "2", *small])
+    out = capsys.readouterr().out
+    genotype = json.loads((kept / "genotype.json").read_text())
+    assert "searched among" not in out and "(within it)" in out
+    assert genotype["fs"]["ratio"] == 2.0 and genotype["fs"]["width"] < 1.0
     fixed = tmp_path / "fixed"
     main([str(folder), *TINY, "--epochs", "1", "--out", str(fixed), "--budget", "20k",
-          "--ratio", "2", *small])
+          "--ratio", "2", "--set", "budget.rule=ratios", *small])
     out = capsys.readouterr().out
     assert "searched among" not in out and "its ratios are fixed" in out

@@ -157,7 +157,7 @@ def test_cli_errors_are_one_line(argv, message, capsys):
 def test_a_draw_that_cannot_fit_exits_non_zero_and_writes_nothing(tmp_path, capsys):
     f = tmp_path / "g.json"
     argv = ["random", "--seed", "4", "--fs", "dfs", "--budget", "10k", "--ratios", "1,2",
-            "--init-channels", "16", "--layers", "8", "--out", str(f)]
+            "--budget-rule", "ratios", "--init-channels", "16", "--layers", "8", "--out", str(f)]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "(OVER it)" in err[-2]

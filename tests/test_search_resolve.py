@@ -19,7 +19,7 @@ from search.resolve import BUDGET_RATIOS, resolve_search, settle
 from space.darts.budget_fit import CountedNet, budget_fit
 
 INFO = SimpleNamespace(num_classes=10, in_channels=3, input_size=(32, 32))
-BUDGET = ["budget.params=40000", "budget.init_channels=8", "budget.layers=5"]
+BUDGET = ["budget.params=40000", "budget.init_channels=8", "budget.layers=5", "budget.rule=ratios"]
 
 
 def _cfg(items: list[str]):
@@ -54,6 +54,21 @@ def test_fixed_ratio_and_no_budget_choose_nothing():
         s = resolve_search(cfg, INFO, "cpu", given=given)
         assert not s.chose_ratios and s.ratios is None and s.preprocess_ratio is None
     assert resolve_search(_cfg([]), INFO).counted is None  # no budget: nothing counted
+
+
+def test_the_width_rule_narrows_the_counted_network_and_caps_the_searched_ratios():
+    from space.darts.width_fit import reference_width
+
+    items = [b for b in BUDGET if b != "budget.rule=ratios"]  # the default rule: width
+    s = resolve_search(_cfg(items), INFO, "cpu", given={"budget.params"})
+    assert s.ratios == [1.0, 2.0]  # up to budget.max_ratio
+    full = CountedNet(8, 5, 10, 3, False)
+    width = reference_width(s.fs, 2.0, 40_000, full)
+    assert s.counted.init_channels == width and s.width == width / 8
+    assert s.width < 1.0  # ratio 2 cannot reach 40k at width 8
+    fixed = resolve_search(_cfg([*items, "fs.ratio=4"]), INFO, "cpu", given={"budget.params", "fs.ratio"})
+    assert fixed.ratios is None and fixed.fs.ratio == 4.0  # a ratio given by hand stays
+    assert fixed.counted.init_channels == reference_width(fixed.fs, 4.0, 40_000, full)
 
 
 def test_retrain_threads_are_the_given_ones():

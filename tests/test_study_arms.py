@@ -103,9 +103,11 @@ def test_fit_arm_lands_within_the_budget_and_is_reported(fakes):
 
     data = make_folder(fakes / "data", per_class=2, test_per_class=1)
     out = fakes / "out"
-    arms = [{"name": "fit", "budget": "0.7M", "ratios": [1, 2, 4, 8]},
-            {"name": "rnd", "random": True, "budget": "0.7M", "ratios": [1, 2, 4, 8]},
-            {"name": "tight", "budget": "0.3M", "ratios": [1, 2, 4, 8]}]
+    ratios_only = {"ratios": [1, 2, 4, 8], "budget_rule": "ratios"}
+    arms = [{"name": "fit", "budget": "0.7M", **ratios_only},
+            {"name": "rnd", "random": True, "budget": "0.7M", **ratios_only},
+            {"name": "tight", "budget": "0.3M", **ratios_only},
+            {"name": "narrowed", "budget": "0.3M", "ratios": [1, 2, 4, 8]}]  # the width rule
     f = _write(fakes / "s.yaml", _study(data, out, arms, seeds=[1], compare=[["fit", "rnd"]]))
     assert main(["run", str(f)]) == 0
     rep = json.loads((out / "study.json").read_text())
@@ -124,6 +126,14 @@ def test_fit_arm_lands_within_the_budget_and_is_reported(fakes):
     tight = load_genotype(str(out / "runs" / "tight" / "seed-1-genotype.json"))
     assert tight.source["fitted_params"] > 300_000 and rep["arms"]["tight"]["over_budget"] == 1
     assert "| 300,000 (1 of 1 seeds OVER it) |" in (out / "study.md").read_text()
+    # The default rule meets 0.3M: ratios up to 2, the network narrowed (fs.width).
+    narrowed = load_genotype(str(out / "runs" / "narrowed" / "seed-1-genotype.json"))
+    width = narrowed.source["width"]
+    assert narrowed.source["fitted_params"] <= 300_000 and width < 36
+    assert narrowed.fs.width == pytest.approx(width / 36)
+    assert max(r for r in narrowed.fs.normal_ratios if r is not None) <= 2
+    assert BudgetModel(narrowed.fs, [1, 2], width, 20, classes).exact(narrowed) == \
+        narrowed.source["fitted_params"]
 
 
 def test_search_arm_reports_alpha_entropy_and_expected_params(fakes):
@@ -214,7 +224,9 @@ def test_the_search_vs_random_study_file(tmp_path, capsys):
                      "random": (False, "random"), "darts-v2-fit": (False, "fit"),
                      "plain-narrow": (False, "narrow")}
     assert s.arm("random").source.budget == s.arm("darts-v2-fit").source.budget == 700_000
-    assert s.arm("searched").search.sets == ("budget.params=0.7M", "fs.ratios=[1, 2, 4, 8]")
+    assert s.arm("searched").search.sets == ("budget.params=0.7M", "fs.ratios=[1, 2, 4, 8]",
+                                             "budget.rule=ratios")
+    assert s.arm("random").source.rule == s.arm("darts-v2-fit").source.rule == "ratios"
     # the remedy arm differs from `searched` in the architecture batches' augmentation only
     assert s.arm("searched-plain-val").search.sets == s.arm("searched").search.sets + (
         "arch.augment=false",)
@@ -246,7 +258,8 @@ def test_random_arm_at_a_budget_redraws_until_one_fits(fakes):
 
     data = make_folder(fakes / "data", per_class=2, test_per_class=1)
     out = fakes / "out"
-    arms = [{"name": "rnd", "random": True, "budget": "0.7M", "ratios": [1, 2, 4, 8]}]
+    arms = [{"name": "rnd", "random": True, "budget": "0.7M", "ratios": [1, 2, 4, 8],
+             "budget_rule": "ratios"}]
     f = _write(fakes / "s.yaml", _study(data, out, arms, seeds=[8]))
     assert main(["run", str(f)]) == 0
     g = load_genotype(str(out / "runs" / "rnd" / "seed-8-genotype.json"))

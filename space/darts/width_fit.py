@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from genotypes import FSSpec, Genotype
 from space.darts.budget_fit import BudgetFit, CountedNet, budget_fit
 
-__all__ = ["MAX_RATIO", "fit_with_width", "scaled_width"]
+__all__ = ["MAX_RATIO", "fit_budget", "fit_with_width", "reference_width", "scaled_width"]
 
 #: The largest FS ratio the budget's rule uses before it narrows the network instead.
 MAX_RATIO = 2.0
@@ -81,3 +81,34 @@ def fit_with_width(g: Genotype, budget: int, ratios: Sequence[float] | None, fs:
         else:
             hi = mid
     return best
+
+
+def fit_budget(g: Genotype, budget: int, ratios: Sequence[float] | None, fs: FSSpec | None,
+               net: CountedNet, rule: str = "width", max_ratio: float = MAX_RATIO) -> BudgetFit:
+    """The budget fit of `rule`: "width" (fit_with_width) or "ratios" (space.darts.budget_fit
+    alone). A plain genotype (fs None) is only counted."""
+    if rule == "width" and fs is not None:
+        return fit_with_width(g, budget, ratios, fs, net, max_ratio)
+    return budget_fit(g, budget, ratios, fs, net)
+
+
+def reference_width(fs: FSSpec, ratio: float, budget: int, net: CountedNet) -> int:
+    """The widest even width of `net` at which the reference cell (sep_conv_3x3 on every kept
+    edge) with every op at `ratio` fits `budget`: the network a budgeted search counts under
+    the width rule (at least the narrowest width `ratio` can compress)."""
+    from space.darts.budget_fit import counter
+
+    def fits(width: int) -> bool:
+        spec = dataclasses.replace(fs, ratio=float(ratio), normal_ratios=None, reduce_ratios=None)
+        model = counter(spec, [float(ratio)], dataclasses.replace(net, init_channels=width))
+        return model.count(model.reference) <= budget
+
+    lo, hi = max(MIN_WIDTH, 2 * math.ceil(ratio / 2)), net.init_channels
+    if fits(hi) or lo >= hi:
+        return hi
+    if not fits(lo):
+        return lo
+    while hi - lo > 2:  # invariant: lo fits, hi does not
+        mid = (lo + hi) // 4 * 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
