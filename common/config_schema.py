@@ -102,8 +102,9 @@ class Budget:
                     "cannot reach it, the network narrowed: the compression study, "
                     "docs/results.md) | ratios (FS ratios alone, up to the largest candidate)",
                     choices=("width", "ratios"))
-    max_ratio: float = key(2.0, "width rule: the largest FS ratio before the network is "
-                           "narrowed instead", lo=1.0)
+    max_ratio: float = key(2.0, "width rule: the largest FS ratio a budget searches when the "
+                           "ratios are not given (candidates 1, 2, 4, 8 up to it); beyond, the "
+                           "network is narrowed instead", lo=2.0)
 
 
 @dataclass

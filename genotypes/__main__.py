@@ -77,6 +77,9 @@ def _random(args: argparse.Namespace) -> None:
         raise ValueError(f"--ratio {args.ratio:g} is invalid: an FS ratio is a number >= 1")
     if args.ratios is not None and args.budget is None:
         raise ValueError("--ratios are the candidates of the budget fit; add --budget (e.g. 0.5M)")
+    if args.max_ratio < 2:
+        raise ValueError(f"--max-ratio {args.max_ratio:g} is invalid: the rule's ratios are 1 "
+                         "and those up to it; give 2 or more (--ratio 1 fixes ratio 1)")
     if args.ratios is not None and args.fs == "off":
         raise ValueError("--ratios need FS layers, but --fs is off; use --fs dfs or --fs fs")
     search_fs = _search_fs()
@@ -90,7 +93,7 @@ def _random(args: argparse.Namespace) -> None:
         # of the rest of the project (tests/test_import_graph.py holds it below search).
         from common.checks import parse_count
         from space.darts.budget_fit import CountedNet
-        from space.darts.width_fit import fit_budget
+        from space.darts.width_fit import fit_budget, rule_ratios
 
         try:
             budget = parse_count(args.budget)
@@ -102,9 +105,12 @@ def _random(args: argparse.Namespace) -> None:
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag} {getattr(args, name)} is invalid: give a positive "
                                  f"{'even ' if name == 'init_channels' else ''}integer")
-        fit = fit_budget(g, budget, args.ratios, fs,
+        ratios = args.ratios
+        if ratios is None and args.ratio is None and args.budget_rule == "width" and fs is not None:
+            ratios = rule_ratios(args.max_ratio)  # the search's own candidates under the rule
+        fit = fit_budget(g, budget, ratios, fs,
                          CountedNet(args.init_channels, args.layers, args.dataset_classes),
-                         args.budget_rule, args.max_ratio)
+                         args.budget_rule)
         for line in fit.lines():
             print(line, file=sys.stderr)
         if not fit.within:  # nothing written: the draw is not what was asked for
@@ -160,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "ratios up to --max-ratio, then a narrower network (the genotype records "
                    "fs.width); ratios: the ratios alone")
     r.add_argument("--max-ratio", type=float, default=budget.max_ratio,
-                   help=f"width rule: the largest ratio (default {budget.max_ratio:g})")
+                   help="width rule without --ratios or --ratio: the largest ratio candidate "
+                   f"(default {budget.max_ratio:g}, the search's)")
     r.add_argument("--init-channels", type=int, default=36, help="width of the network the "
                    "budget counts (default 36, the paper's)")
     r.add_argument("--layers", type=int, default=20, help="cells of the network the budget counts "

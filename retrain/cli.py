@@ -179,6 +179,12 @@ def _summary(args: argparse.Namespace) -> int:
         steps = setup.train_steps(cfg, opened)
     report = summarize(spec, network, data=record, meta=meta, train_steps=steps)
     print(format_json(report) if args.json else format_table(report))
+    if cfg.prune.params is not None and not args.json:
+        from retrain.trainer import prune_epoch
+
+        print(f"pruned to at most {cfg.prune.params:,} parameters at the start of epoch "
+              f"{prune_epoch(cfg) + 1} of {cfg.epochs} (Torch-Pruning; which channels go depends "
+              "on the trained weights): the table is the network before pruning")
     return 0
 
 
@@ -196,7 +202,9 @@ def _spec(cfg: RetrainConfig, genotype: Genotype | None, classes: int,
     above a layer's filter count) are one clear line."""
     try:
         spec = setup.make_spec(cfg, genotype, classes, size)
-        return spec, build_network(spec)
+        network = build_network(spec)
+        setup.check_pruning(cfg, spec, network)
+        return spec, network
     except ValueError as e:
         raise UserError(f"cannot build the network: {e}") from None
 

@@ -110,7 +110,8 @@ class NetSpec:
                     "conversion": self.conversion, "num_classes": self.num_classes,
                     "input_size": list(self.input_size), "in_channels": self.in_channels,
                     "extra": dict(self.extra),
-                    **({"pruned": [[n, list(i)] for n, i in self.pruned]} if self.pruned else {})}
+                    **({} if self.pruned is None else
+                       {"pruned": [[n, list(i)] for n, i in self.pruned]})}
         fs = fs_to_dict(self.fs)
         return {
             "genotype": to_dict(self.genotype), "init_channels": self.init_channels,

@@ -116,6 +116,10 @@ def run_genotype_lines(genotype: Genotype | None, spec: NetSpec, harden_at: int,
         per_op = describe_op_ratios(spec.fs)
         head = lines[-1].removesuffix(f"; {per_op}") if per_op else lines[-1]
         lines[-1] = f"{head} (offsets fixed {when})" + (f"; {per_op}" if per_op else "")
+    if "genotype_width_ignored" in spec.extra:
+        lines.append(f"width: init_channels {spec.init_channels}; the genotype's fs.width "
+                     f"{spec.extra['genotype_width_ignored']:.4g} (its budget fit) is not applied: "
+                     "--ratio / --fs off set the network by hand, so it may be over that budget")
     if "genotype_width" in spec.extra:
         lines.append(f"width: init_channels {spec.init_channels}, the genotype's fs.width "
                      f"{spec.extra['genotype_width']:.4g} of the configured width (the budget "

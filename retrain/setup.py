@@ -123,13 +123,22 @@ def make_job(cfg: RetrainConfig, run: dict[str, Any], data: tuple[Any, Any, Data
         seed_everything(int(cfg.seed))  # the initial weights depend on the seed only
         network = build_network(spec)
         set_grad_reduce(network, cfg.fs.grad_reduce)
-        p = cfg.prune
-        if p.params is not None:  # before training: the pruning epoch must not be the one to fail
-            check_target(network, int(p.params), spec.in_channels, spec.input_size,
-                         spec.num_classes, int(p.norm), bool(p.global_ranking))
+        check_pruning(cfg, spec, network)
     except ValueError as e:  # e.g. a ratio above a layer's filter count
         raise UserError(f"cannot build the network: {e}") from None
     return Job(cfg, run, genotype, data, spec, network)
+
+
+def check_pruning(cfg: RetrainConfig, spec: NetSpec, network: nn.Module) -> None:
+    """Before training (and for --summary): `prune.params` needs an epoch on each side of the
+    pruning and a target that pruning can reach (a ValueError, one line)."""
+    p = cfg.prune
+    if p.params is None:
+        return
+    if int(cfg.epochs) < 2:
+        raise ValueError("prune.params prunes between two epochs: give --epochs 2 or more")
+    check_target(network, int(p.params), spec.in_channels, spec.input_size, spec.num_classes,
+                 int(p.norm), bool(p.global_ranking))
 
 
 def dataset_shape(spec: str | None, cfg: RetrainConfig) -> tuple[int, tuple[int, int]] | None:
@@ -210,17 +219,26 @@ def make_spec(cfg: RetrainConfig, genotype: Genotype | None, num_classes: int,
     return NetSpec(genotype=genotype, init_channels=width, layers=int(cfg.layers),
                    num_classes=int(num_classes), input_size=input_size,
                    auxiliary=bool(cfg.auxiliary), fs=fs, stem=stem_for(cfg, input_size),
-                   extra={} if width == cfg.init_channels else {"genotype_width": genotype.fs.width})
+                   extra=width_note(cfg, genotype, fs))
+
+
+def width_note(cfg: RetrainConfig, genotype: Genotype, fs: FSSpec | None) -> dict[str, Any]:
+    """What the start-up lines say about the genotype's fs.width (NetSpec.extra): applied, or
+    left out because --ratio or --fs off set the network by hand."""
+    g = genotype.fs
+    if g is None or g.width == 1.0:
+        return {}
+    applied = fs is not None and cfg.fs.ratio is None
+    return {"genotype_width" if applied else "genotype_width_ignored": g.width}
 
 
 def genotype_width(cfg: RetrainConfig, genotype: Genotype, fs: FSSpec | None) -> int:
     """The retrain width: `init_channels`, scaled by the genotype's fs.width (a budget fit that
     narrowed the network, space.darts.width_fit) when the run takes the genotype's ratios
     (FS layers and no --ratio): the fitted ratios and width go together."""
-    g = genotype.fs
-    if fs is None or g is None or cfg.fs.ratio is not None or g.width == 1.0:
+    if "genotype_width" not in width_note(cfg, genotype, fs):
         return int(cfg.init_channels)
-    return scaled_width(int(cfg.init_channels), float(g.width))
+    return scaled_width(int(cfg.init_channels), float(genotype.fs.width))
 
 
 def open_data(spec: str, cfg: RetrainConfig, may_download: bool = True):

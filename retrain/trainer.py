@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from common.config_schema import RetrainConfig
 from common.distributed import DistInfo, all_reduce_sum, wrap_ddp
-from common.errors import Diverged
+from common.errors import Diverged, UserError
 from common.evaluate import evaluate, split_logits
 from common.fs_settings import temperature_at
 from common.loader import make_loader
@@ -186,9 +186,13 @@ class Trainer:
             plan = plan_pruning(self.model, int(p.params), self.spec.in_channels,
                                 self.spec.input_size, self.spec.num_classes, int(p.norm),
                                 bool(p.global_ranking))
+        except ValueError as e:  # the trained weights rank differently from the initial ones
+            raise UserError(f"cannot prune at epoch {self.prune_at + 1}: {e}") from None
         finally:
             self.model.to(self.device)
         self._adopt_pruned(plan)
+        # best.pt and best_test_acc are of the pruned network: the one the run exports.
+        self.best_acc, self.best_epoch = -1.0, -1
         say(f"pruned with Torch-Pruning ({'global' if p.global_ranking else 'per-layer'} L{p.norm}): "
             f"{before:,} -> {count_params(self.model):,} parameters, {len(plan)} channel groups",
             self.dist.is_main)
@@ -214,8 +218,8 @@ class Trainer:
         the caller truncates the log to `start_epoch`."""
         if state["hardened"]:
             self.harden()
-        pruned = state["spec"].get("pruned")
-        if pruned and self.spec.pruned is None:
+        pruned = state["spec"].get("pruned")  # [] too: pruned, nothing to remove
+        if pruned is not None and self.spec.pruned is None:
             self.model.cpu()
             apply_plan(self.model, pruned, self.spec.in_channels, self.spec.input_size)
             self.model.to(self.device)

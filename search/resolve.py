@@ -27,10 +27,7 @@ from search.algorithms import Algorithm
 from search.settings import SearchConfig, checked_algorithm
 from space.darts.budget_fit import CountedNet
 from space.darts.budget_fit import preprocess_ratio as fit_preprocess_ratio
-from space.darts.width_fit import reference_width
-
-#: Each op's ratio candidates with a budget when the config fixes no ratio.
-BUDGET_RATIOS = (1.0, 2.0, 4.0, 8.0)
+from space.darts.width_fit import BUDGET_RATIOS, reference_width, rule_ratios
 
 
 @dataclass(frozen=True)
@@ -91,12 +88,11 @@ def settle(cfg: SearchConfig, given: set[str] | None) -> SearchConfig:
 
 
 def budget_ratios(cfg: SearchConfig) -> tuple[float, ...]:
-    """The ratio candidates a budget searches: BUDGET_RATIOS, under the width rule only those
-    up to budget.max_ratio (at least two)."""
+    """The ratio candidates a budget searches when nobody chose them: BUDGET_RATIOS, under the
+    width rule only those up to budget.max_ratio (space.darts.width_fit.rule_ratios)."""
     if cfg.budget.rule != "width":
         return BUDGET_RATIOS
-    capped = tuple(r for r in BUDGET_RATIOS if r <= float(cfg.budget.max_ratio))
-    return capped if len(capped) >= 2 else BUDGET_RATIOS[:2]
+    return tuple(rule_ratios(float(cfg.budget.max_ratio)))
 
 
 def counted_net(cfg: SearchConfig, num_classes: int, in_channels: int,

@@ -21,6 +21,7 @@ from search.resolve import SearchSettings
 from search.settings import SearchConfig
 from search.trainer import SearchTrainer, temperature_of_epoch
 from space.darts.budget import EDGES, fit_to_budget
+from space.darts.width_fit import fit_with_width
 from space.layers.fs_model import set_temperature
 
 
@@ -58,15 +59,23 @@ def final_genotype(trainer: SearchTrainer, cfg: SearchConfig, main: bool) -> Gen
     return g
 
 
-def with_width(g: Genotype, width: float, main: bool) -> Genotype:
-    """`g` recording the width the budget's rule narrowed the network to (fs.width), which a
-    retrain that takes its ratios applies to its init_channels."""
-    if width >= 1.0 or g.fs is None:
-        return g
-    say(f"width rule: the budget's network is narrowed to {width:.4g} of its width (ratios "
-        "up to budget.max_ratio cannot reach the budget at full width); the genotype records "
-        "it as fs.width", main)
-    return dataclasses.replace(g, fs=dataclasses.replace(g.fs, width=float(width)))
+def width_rule_genotype(g: Genotype, settings: SearchSettings, main: bool) -> Genotype:
+    """Under the budget's width rule: the derived genotype's ops, their ratios fitted among the
+    searched candidates (or the fixed ratio kept) at the widest width of the budget's network
+    where it fits (space.darts.width_fit.fit_with_width, the same fit as the study's and
+    `genotypes random`'s); the genotype records the width as fs.width."""
+    cfg = settings.cfg
+    full = dataclasses.replace(settings.counted, init_channels=int(cfg.budget.init_channels))
+    fit = fit_with_width(g, int(cfg.budget.params), settings.ratios, settings.fs, full)
+    for line in fit.lines():
+        say(line, main)
+    width = fit.genotype.source.get("width", cfg.budget.init_channels)
+    say(f"width rule: ops' ratios among {', '.join(f'{r:g}' for r in settings.ratios or [settings.fs.ratio])}"
+        f", network at init_channels {width} of {cfg.budget.init_channels} (fs.width "
+        f"{fit.genotype.fs.width:.4g}, which the retrain applies to its width)", main)
+    if not fit.within:
+        say("the network is over the budget even at the narrowest width: raise --budget", main)
+    return fit.genotype
 
 
 #: An op weight below this (a logit more than 27 below its edge's largest) has a gradient
@@ -146,6 +155,9 @@ def run_search(
         if not ranks_agree(trainer.upper):
             raise RuntimeError("the architecture parameters differ between ranks; please report")
         say(f"architecture parameters identical on all {dist_info.world_size} ranks", main)
-    g = with_width(final_genotype(trainer, cfg, main), settings.width, main)
+    if cfg.budget.params is not None and cfg.budget.rule == "width" and settings.fs is not None:
+        g = width_rule_genotype(trainer.genotype(), settings, main)
+    else:
+        g = final_genotype(trainer, cfg, main)
     outputs.finish(g, dataset, last, preset, cfg.data.root, settings.retrain_threads)
     return g, trainer

@@ -155,12 +155,16 @@ def make_record(study: Study, dataset: str, seeds: list[int], out: Path,
     before = {a["name"]: a for a in old.get("arms", [])}
     for a in arms:
         prev = before.get(a["name"])
-        then = (prev or {}).get("search"), (prev or {}).get("retrain"), (prev or {}).get("source")
-        if prev and then != (a["search"], a["retrain"], a["source"]) \
-                and layout.seeds_on_disk(out, a["name"]):
+        then = ((prev or {}).get("search"), (prev or {}).get("retrain"),
+                _recorded_source((prev or {}).get("source")))
+        now = (a["search"], a["retrain"], a["source"])
+        if prev and then != now and layout.seeds_on_disk(out, a["name"]):
+            what = ("its genotype's source: " + ", ".join(
+                f"{k} {then[2].get(k)!r} -> {v!r}" for k, v in now[2].items()
+                if then[2].get(k) != v)) if then[:2] == now[:2] and then[2] and now[2] else \
+                " ".join(prev["retrain"])
             raise UserError(f"arm {a['name']!r} has runs in {out} made with other options "
-                            f"({' '.join(prev['retrain'])}); give the changed arm a new name "
-                            "or use another --out")
+                            f"({what}); give the changed arm a new name or use another --out")
         changed = config_changes((prev or {}).get("config"), a["config"])
         if changed and layout.seeds_on_disk(out, a["name"]):
             raise UserError(f"arm {a['name']!r} has runs in {out} made with other settings "
@@ -171,6 +175,14 @@ def make_record(study: Study, dataset: str, seeds: list[int], out: Path,
     return {"name": study.name, "source": str(study.source) if study.source else None,
             "dataset": dataset, "seeds": all_seeds, "compare": [list(p) for p in study.compare],
             "arms": arms, "study": study.raw}
+
+
+def _recorded_source(src: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A recorded arm source as this version writes it: a budget fit recorded before
+    budget rules existed was the ratios-only fit."""
+    if not src or "rule" in src:
+        return src
+    return {**src, "rule": "ratios" if src.get("budget") is not None else None}
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:

@@ -6,8 +6,9 @@ network at the budget's width with the dataset's classes and stem), and the fit 
 op's ratio at a time, here without the search's preference (the largest op first), as for any
 genotype no search rated. `python -m genotypes random --budget` calls the same function.
 
-With `rule="width"` the fit is space.darts.width_fit's instead: ratios up to a cap, then the
-network narrowed (the genotype records the width as fs.width).
+With `rule="width"` (the default, the search's) the fit is space.darts.width_fit's: the ratios,
+then the network narrowed where they cannot reach the budget (the genotype records the width
+as fs.width).
 
 `narrow_width` is the even retrain width whose plain network (no FS layers) has the number
 of parameters closest to a target: the parameter count grows with the width, so a bisection
@@ -23,8 +24,7 @@ from common.shapes import is_large
 from genotypes import FSSpec, Genotype
 from space.darts.budget import BudgetModel
 from space.darts.budget_fit import BUDGET_CHANNELS, BUDGET_LAYERS, BudgetFit, CountedNet
-from space.darts.budget_fit import budget_fit as fit
-from space.darts.width_fit import MAX_RATIO, fit_with_width, scaled_width
+from space.darts.width_fit import fit_budget, scaled_width
 
 __all__ = ["BUDGET_CHANNELS", "BUDGET_LAYERS", "BudgetFit", "budget_fit", "count_at",
            "narrow_width", "plain_count", "dataset_shape"]
@@ -36,16 +36,13 @@ MAX_WIDTH = 256
 def budget_fit(g: Genotype, budget: int, ratios: list[float] | None, fs: FSSpec | None,
                init_channels: int = BUDGET_CHANNELS, layers: int = BUDGET_LAYERS,
                num_classes: int = 10, in_channels: int = 3,
-               input_size: tuple[int, int] = (32, 32), rule: str = "ratios",
-               max_ratio: float = MAX_RATIO) -> BudgetFit:
-    """The budget fit of the network retrain builds for that dataset shape (its stem from the
-    image size, as retrain's `stem: auto`): `rule` "ratios" (space.darts.budget_fit: FS ratios
-    only) or "width" (space.darts.width_fit: ratios up to `max_ratio`, then the width)."""
+               input_size: tuple[int, int] = (32, 32), rule: str = "width") -> BudgetFit:
+    """space.darts.width_fit.fit_budget of the network retrain builds for that dataset shape
+    (its stem from the image size, as retrain's `stem: auto`): `rule` "width" (the ratios,
+    then the width) or "ratios" (FS ratios only)."""
     net = CountedNet(int(init_channels), int(layers), int(num_classes), int(in_channels),
                      is_large(tuple(input_size)))
-    if rule == "width" and fs is not None:
-        return fit_with_width(g, budget, ratios, fs, net, max_ratio)
-    return fit(g, budget, ratios, fs, net)
+    return fit_budget(g, budget, ratios, fs, net, rule)
 
 
 def plain_count(g: Genotype, init_channels: int, layers: int, num_classes: int = 10,

@@ -7,9 +7,11 @@
     genotype: DARTS_V2            # a named genotype ...
     budget: 0.5M                  # ... with its ratios fitted to the budget (same fit)
     ratios: [1, 2, 4, 8]
-    budget_rule: width            # width (the default): ratios up to max_ratio, then the
-    max_ratio: 2                  #   network narrowed (space.darts.width_fit); ratios: the
-                                  #   ratios alone (space.darts.budget_fit)
+    budget_rule: width            # width (the default, the search's): the ratios, then the
+                                  #   network narrowed (space.darts.width_fit); ratios: the
+                                  #   ratios alone (space.darts.budget_fit). Without `ratios`
+                                  #   the width rule takes 1, 2 (the search's own candidates
+                                  #   up to budget.max_ratio 2)
 
     genotype: DARTS_V2            # a plain network ...
     fs: off
@@ -33,10 +35,10 @@ from typing import Any
 from common.checks import parse_count
 from common.errors import UserError
 from genotypes import FSSpec, Genotype
-from space.darts.width_fit import MAX_RATIO
+from space.darts.width_fit import rule_ratios
 
 #: The arm keys this module reads.
-KEYS = ("random", "budget", "ratios", "match_params", "match_arm", "budget_rule", "max_ratio")
+KEYS = ("random", "budget", "ratios", "match_params", "match_arm", "budget_rule")
 RULES = ("width", "ratios")
 
 
@@ -50,8 +52,7 @@ class Source:
     ratios: tuple[float, ...] | None = None
     match_params: int | None = None
     match_arm: str | None = None
-    rule: str = "width"
-    max_ratio: float = MAX_RATIO
+    rule: str | None = None  # a fit's or draw's budget rule (width | ratios); None: no budget
 
 
 def _count(value: Any, key: str, at: str) -> int:
@@ -114,18 +115,16 @@ def parse(data: dict[str, Any], raw: dict[str, Any], at: str) -> Source | None:
         if match_arm is not None and not isinstance(match_arm, str):
             raise UserError(f"{at}: match_arm must name another arm, got {match_arm!r}")
         return Source("narrow", match_params=match, match_arm=match_arm)
-    rule, cap = data.get("budget_rule", "width"), data.get("max_ratio", MAX_RATIO)
-    if (data.get("budget_rule"), data.get("max_ratio")) != (None, None) and budget is None:
-        raise UserError(f"{at}: budget_rule and max_ratio choose how a budget is met; add "
-                        "`budget` or drop them")
-    if rule not in RULES:
+    rule = data.get("budget_rule")
+    if rule is not None and budget is None:
+        raise UserError(f"{at}: budget_rule chooses how a budget is met; add `budget` or drop it")
+    if rule not in (None, *RULES):
         raise UserError(f"{at}: budget_rule {rule!r} is unknown; use width or ratios")
-    if isinstance(cap, bool) or not isinstance(cap, int | float) or cap < 1:
-        raise UserError(f"{at}: max_ratio {cap!r} must be a ratio >= 1")
+    rule = None if budget is None else (rule or "width")
     if random:
-        return Source("random", budget=budget, ratios=ratios, rule=rule, max_ratio=float(cap))
+        return Source("random", budget=budget, ratios=ratios, rule=rule)
     if budget is not None:
-        return Source("fit", budget=budget, ratios=ratios, rule=rule, max_ratio=float(cap))
+        return Source("fit", budget=budget, ratios=ratios, rule=rule)
     return None
 
 
@@ -175,10 +174,12 @@ def make_genotype(source: Source, base: Genotype | None, seed: int, fs_mode: str
         return g, []
     classes, size = dataset_shape_of(dataset)
     ratios = list(source.ratios) if source.ratios else None
+    if ratios is None and source.rule == "width" and fs is not None:
+        ratios = rule_ratios()  # the search's own candidates when nobody chose them
 
     def fit_of(g: Genotype) -> Any:
         return budget_fit(g, source.budget, ratios, fs, num_classes=classes, input_size=size,
-                          rule=source.rule, max_ratio=source.max_ratio)
+                          rule=source.rule or "width")
 
     fit = fit_of(g)
     if source.kind == "random" and not fit.within:

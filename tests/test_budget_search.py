@@ -284,7 +284,8 @@ def test_a_budget_alone_searches_the_ratios(folder, tmp_path, capsys) -> None:
     assert yaml.safe_load((run / "config.yaml").read_text())["search"]["fs"]["ratios"] == [1, 2]
     assert "(within it)" in out
     genotype = json.loads((run / "genotype.json").read_text())
-    assert "width rule" in out and genotype["fs"]["width"] < 1.0
+    assert "width rule: ops' ratios among 1, 2, network at init_channels" in out
+    assert max(r for r in genotype["fs"]["normal_ratios"] if r is not None) <= 2
     kept = tmp_path / "kept"
     main([str(folder), *TINY, "--epochs", "1", "--out", str(kept), "--budget", "20k",
           "--ratio", "2", *small])

@@ -78,7 +78,7 @@ def _retrain(cifar_subset, out, *extra):
 def test_a_retrain_prunes_mid_run_exports_and_resumes_exactly(tmp_path, cifar_subset, capsys):
     """Four epochs straight (pruned at the start of epoch 3), against a run killed after its
     third epoch and resumed: the same log and weights; the export reloads pruned."""
-    from test_retrain_resume import _final, _kill_after
+    from test_retrain_resume import _kill_after, assert_same_run
 
     full, part = tmp_path / "full", tmp_path / "part"
     r = subprocess.run(_retrain(cifar_subset, full), check=True, capture_output=True, text=True)
@@ -86,13 +86,7 @@ def test_a_retrain_prunes_mid_run_exports_and_resumes_exactly(tmp_path, cifar_su
     _kill_after(part, _retrain(cifar_subset, part, "--set", "export.onnx=false"), 3)
     subprocess.run([sys.executable, "-m", "retrain", "--resume", str(part), "--threads", "1"],
                    check=True, capture_output=True)
-    drop = {"seconds", "images_per_s", "threads", "load", "busy", "cpu_threads"}
-    logs = [[{k: v for k, v in json.loads(x).items() if k not in drop}
-             for x in (run / "log.jsonl").read_text().splitlines()] for run in (full, part)]
-    assert logs[0] == logs[1] and len(logs[0]) == 4
-    a, b = _final(full)["model"], _final(part)["model"]
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert_same_run(full, part, 4)
     metrics = json.loads((full / "metrics.json").read_text())
     counts = metrics["counts"]
     assert counts["effective"] <= 30_000 and counts["uncompressed"] == 75_290

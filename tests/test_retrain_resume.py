@@ -56,6 +56,22 @@ def _final(run: Path) -> dict:
     return load_checkpoint(run / "latest.pt", "retrain")
 
 
+#: Log keys that depend on the machine's speed, not on the run's arithmetic.
+TIMING_KEYS = {"seconds", "images_per_s", "threads", "load", "busy", "cpu_threads"}
+
+
+def assert_same_run(full: Path, part: Path, epochs: int) -> list[dict]:
+    """The two runs logged the same figures (timings aside) for `epochs` epochs and ended
+    with identical weights; returns the log."""
+    logs = [[{k: v for k, v in json.loads(x).items() if k not in TIMING_KEYS}
+             for x in (run / "log.jsonl").read_text().splitlines()] for run in (full, part)]
+    assert logs[0] == logs[1] and len(logs[0]) == epochs
+    a, b = _final(full)["model"], _final(part)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    return logs[0]
+
+
 @pytest.mark.slow
 def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path):
     data = make_folder(tmp_path / "data", per_class=30, test_per_class=4)

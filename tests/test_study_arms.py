@@ -107,7 +107,7 @@ def test_fit_arm_lands_within_the_budget_and_is_reported(fakes):
     arms = [{"name": "fit", "budget": "0.7M", **ratios_only},
             {"name": "rnd", "random": True, "budget": "0.7M", **ratios_only},
             {"name": "tight", "budget": "0.3M", **ratios_only},
-            {"name": "narrowed", "budget": "0.3M", "ratios": [1, 2, 4, 8]}]  # the width rule
+            {"name": "narrowed", "budget": "0.3M"}]  # the width rule, its own ratios 1, 2
     f = _write(fakes / "s.yaml", _study(data, out, arms, seeds=[1], compare=[["fit", "rnd"]]))
     assert main(["run", str(f)]) == 0
     rep = json.loads((out / "study.json").read_text())
@@ -126,7 +126,8 @@ def test_fit_arm_lands_within_the_budget_and_is_reported(fakes):
     tight = load_genotype(str(out / "runs" / "tight" / "seed-1-genotype.json"))
     assert tight.source["fitted_params"] > 300_000 and rep["arms"]["tight"]["over_budget"] == 1
     assert "| 300,000 (1 of 1 seeds OVER it) |" in (out / "study.md").read_text()
-    # The default rule meets 0.3M: ratios up to 2, the network narrowed (fs.width).
+    # The default rule without ratios meets 0.3M as the search would: ratios 1 and 2, the
+    # network narrowed (fs.width).
     narrowed = load_genotype(str(out / "runs" / "narrowed" / "seed-1-genotype.json"))
     width = narrowed.source["width"]
     assert narrowed.source["fitted_params"] <= 300_000 and width < 36
@@ -268,5 +269,5 @@ def test_random_arm_at_a_budget_redraws_until_one_fits(fakes):
     assert g.normal == random_genotype(8, draw=g.source["draw"]).normal != random_genotype(8).normal
     assert BudgetModel(g.fs, [1, 2, 4, 8], 36, 20, classes).exact(g) <= 700_000
     first = budget_fit(random_genotype(8), 700_000, [1, 2, 4, 8], FSSpec(2.0, True, 4),
-                       num_classes=classes)
+                       num_classes=classes, rule="ratios")
     assert not first.within

@@ -11,7 +11,7 @@ import pytest
 from genotypes import FSSpec, from_dict, to_dict
 from genotypes.zoo import lookup
 from space.darts.budget_fit import CountedNet, budget_fit
-from space.darts.width_fit import MAX_RATIO, fit_with_width, scaled_width
+from space.darts.width_fit import MAX_RATIO, fit_with_width, rule_ratios, scaled_width
 
 NET = CountedNet(init_channels=16, layers=8)  # the smoke retrain network: quick to count
 G = lookup("DARTS_V2")
@@ -26,13 +26,22 @@ def test_a_budget_the_capped_ratios_cannot_reach_is_met_through_width():
     budget = 70_000
     ratios_only = budget_fit(G, budget, [1, 2, 4, 8], DFS, NET)
     assert ratios_only.within and max(_ratios(ratios_only.genotype)) > MAX_RATIO  # the old way
-    fit = fit_with_width(G, budget, [1, 2, 4, 8], DFS, NET)
+    assert rule_ratios() == [1.0, 2.0] and rule_ratios(4) == [1.0, 2.0, 4.0]
+    fit = fit_with_width(G, budget, rule_ratios(), DFS, NET)
     assert fit.within and max(_ratios(fit.genotype)) <= MAX_RATIO
     width = fit.genotype.source["width"]
     assert width < NET.init_channels and width % 2 == 0
     assert fit.genotype.fs.width == pytest.approx(width / NET.init_channels)
     wider = budget_fit(G, budget, [1, 2], DFS, dataclasses.replace(NET, init_channels=width + 2))
     assert not wider.within  # the widest width that fits
+
+
+def test_ratios_given_by_hand_are_kept_and_the_width_moves_only_if_they_cannot_reach():
+    given = fit_with_width(G, 70_000, [1, 2, 4, 8], DFS, NET)
+    assert given.genotype.fs.width == 1.0  # ratios up to 8 reach it: nothing narrowed
+    assert max(_ratios(given.genotype)) > MAX_RATIO
+    tight = fit_with_width(G, 50_000, [1, 2, 4, 8], DFS, NET)  # 59,066 at ratio 8 everywhere
+    assert tight.within and tight.genotype.fs.width < 1.0
 
 
 def test_an_explicit_ratio_is_kept_and_only_the_width_moves():
@@ -43,8 +52,8 @@ def test_an_explicit_ratio_is_kept_and_only_the_width_moves():
 
 
 def test_a_budget_met_at_full_width_keeps_it():
-    fit = fit_with_width(G, 10_000_000, [1, 2, 4, 8], DFS, NET)
-    assert fit.within and fit.genotype.fs.width == 1.0 and fit.genotype.source["width"] == 16
+    fit = fit_with_width(G, 10_000_000, rule_ratios(), DFS, NET)
+    assert fit.within and fit.genotype.fs.width == 1.0 and "width" not in fit.genotype.source
 
 
 def test_the_width_travels_in_the_genotype_file_and_scales_the_retrain():

@@ -8,10 +8,10 @@ against a plain network narrowed to the same count:
 * at ratios 4-8 (DARTS_V2 at 0.7M, ResNet-20 at 0.07M) the plain network narrowed to the same
   count wins.
 
-So the fit keeps every op at a ratio of at most `max_ratio` (2) and, where those ratios cannot
-reach the budget, narrows the network: the widest even width (at the counted depth) at which
-ratios up to `max_ratio` fit. With the ratios fixed by hand (`ratios=None`: every op at
-`fs.ratio`) only the width moves. The width is recorded in the genotype as `fs.width`, the
+So where nobody chose the ratio candidates, the fit takes ratios of at most `max_ratio` (2:
+`rule_ratios`) and, where those cannot reach the budget, narrows the network: the widest even
+width (at the counted depth) at which the genotype fits. Candidates or a ratio given by hand
+are kept as given; only the width moves. The width is recorded in the genotype as `fs.width`, the
 fraction of the counted width (36 -> 30: 0.8333): a retrain that takes the genotype's ratios
 takes its width too, scaling its own `init_channels` by it (retrain.setup).
 """
@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from genotypes import FSSpec, Genotype
 from space.darts.budget_fit import BudgetFit, CountedNet, budget_fit
 
-__all__ = ["MAX_RATIO", "fit_budget", "fit_with_width", "reference_width", "scaled_width"]
+__all__ = ["BUDGET_RATIOS", "MAX_RATIO", "fit_budget", "fit_with_width", "reference_width",
+           "rule_ratios", "scaled_width"]
 
 #: The largest FS ratio the budget's rule uses before it narrows the network instead.
 MAX_RATIO = 2.0
@@ -47,20 +48,30 @@ def _at(g: Genotype, budget: int, ratios: list[float] | None, fs: FSSpec, net: C
     fitted = fit.genotype
     if fitted.fs is not None:
         fitted = dataclasses.replace(fitted, fs=dataclasses.replace(fitted.fs, width=scale))
-    source = {**(fitted.source or {}), "width": width}
+    # Only a narrowed network records its width: a fit at full width reads as before.
+    source = {**(fitted.source or {}), **({"width": width} if scale < 1.0 else {})}
     return dataclasses.replace(fit, genotype=dataclasses.replace(fitted, source=source))
 
 
+#: Each op's ratio candidates a budget searches when nobody chose them (search.resolve).
+BUDGET_RATIOS = (1.0, 2.0, 4.0, 8.0)
+
+
+def rule_ratios(max_ratio: float = MAX_RATIO) -> list[float]:
+    """The ratio candidates the width rule takes when none are given: BUDGET_RATIOS up to
+    `max_ratio` (at least two)."""
+    capped = [r for r in BUDGET_RATIOS if r <= float(max_ratio)]
+    return capped if len(capped) >= 2 else list(BUDGET_RATIOS[:2])
+
+
 def fit_with_width(g: Genotype, budget: int, ratios: Sequence[float] | None, fs: FSSpec,
-                   net: CountedNet, max_ratio: float = MAX_RATIO) -> BudgetFit:
-    """`g` fitted to `budget` with each op's ratio among `ratios` up to `max_ratio` (None:
-    every op at fs.ratio, kept) and, when that is not enough, at the widest even width of
-    `net` that fits. The genotype's fs.width is the chosen width over net.init_channels;
-    its source records the width. Over budget even at the narrowest width: returned as fitted
-    there (`within` false: the caller says so)."""
-    allowed = None
-    if ratios is not None:
-        allowed = sorted({float(r) for r in ratios if float(r) <= max_ratio}) or [min(map(float, ratios))]
+                   net: CountedNet) -> BudgetFit:
+    """`g` fitted to `budget` with each op's ratio among `ratios` (None: every op at
+    fs.ratio, kept; the caller caps candidates nobody chose, rule_ratios) and, when that is
+    not enough, at the widest even width of `net` that fits. The genotype's fs.width is the
+    chosen width over net.init_channels; its source records the width. Over budget even at
+    the narrowest width: returned as fitted there (`within` false: the caller says so)."""
+    allowed = None if ratios is None else sorted({float(r) for r in ratios})
     full = _at(g, budget, allowed, fs, net, net.init_channels)
     if full.within:
         return full
@@ -84,11 +95,12 @@ def fit_with_width(g: Genotype, budget: int, ratios: Sequence[float] | None, fs:
 
 
 def fit_budget(g: Genotype, budget: int, ratios: Sequence[float] | None, fs: FSSpec | None,
-               net: CountedNet, rule: str = "width", max_ratio: float = MAX_RATIO) -> BudgetFit:
+               net: CountedNet, rule: str = "width") -> BudgetFit:
     """The budget fit of `rule`: "width" (fit_with_width) or "ratios" (space.darts.budget_fit
-    alone). A plain genotype (fs None) is only counted."""
+    alone), with the ratio candidates `ratios` as given (None: fs.ratio fixed). A plain
+    genotype (fs None) is only counted."""
     if rule == "width" and fs is not None:
-        return fit_with_width(g, budget, ratios, fs, net, max_ratio)
+        return fit_with_width(g, budget, ratios, fs, net)
     return budget_fit(g, budget, ratios, fs, net)
 
 
