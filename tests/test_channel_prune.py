@@ -108,3 +108,18 @@ def test_pruning_a_network_with_fs_layers_is_refused_in_one_line(cifar_subset, c
               "prune.params=30k", "--epochs", "1", "--threads", "1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert err and "prune.params prunes the channels of a plain --model network" in err[-1]
+
+
+def test_the_summary_says_it_prunes_and_refuses_what_cannot_be_pruned(capsys):
+    from retrain.cli import main
+
+    assert main(["--model", "resnet20", "--fs", "off", "--set", "prune.params=70k", "--epochs",
+                 "20", "--summary"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("pruned to at most 70,000 parameters at the start of epoch 11 of 20")
+    for extra, msg in ((["--set", "prune.params=1k"], "above the target 1,000; raise prune.params"),
+                       (["--set", "prune.params=70k", "--epochs", "1"], "give --epochs 2 or more")):
+        with pytest.raises(SystemExit):
+            main(["--model", "resnet20", "--fs", "off", "--summary", *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0]
