@@ -1,7 +1,7 @@
 """accuracy_vs_params.png: mean top-1 of each arm (95% interval as error bars) against its
 effective parameters on a log axis; FS arms also as their 8-bit WQ copies (open markers, at
 their WQ effective count); the Pareto front (fewer parameters, higher accuracy) joined by a
-line and ringed."""
+line and ringed. Arms of one `group` share a marker shape."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from study.stats import pareto_front
+
+#: Marker shapes of the arms' groups, in the order the groups first appear.
+MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
 def _points(rep: dict[str, Any]) -> list[dict[str, Any]]:
@@ -63,13 +66,17 @@ def plot_study(rep: dict[str, Any], path: Path) -> None:
     from matplotlib.ticker import FuncFormatter
 
     pts = _points(rep)
+    groups = list(dict.fromkeys(a.get("group") for a in rep["arms"].values()))
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=120)
     try:
         for p in pts:
             color = f"C{list(rep['arms']).index(p['arm']) % 10}"
+            # One marker shape per group (the study's points), so that arms sharing a colour
+            # (ten colours) stay apart.
+            marker = MARKERS[groups.index(rep["arms"][p["arm"]].get("group")) % len(MARKERS)]
             # The legend names every point (with its seed count): labels beside the points
             # collide where arms share a size.
-            ax.errorbar([p["x"]], [p["y"]], yerr=[[p["err"][0]], [p["err"][1]]], fmt="o",
+            ax.errorbar([p["x"]], [p["y"]], yerr=[[p["err"][0]], [p["err"][1]]], fmt=marker,
                         color=color, mfc="white" if p["wq"] else color, capsize=4, zorder=3,
                         label=f"{p['label']} (n={p['n']})")
         front = pareto_front([(p["x"], p["y"]) for p in pts])
