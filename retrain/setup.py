@@ -215,30 +215,26 @@ def make_spec(cfg: RetrainConfig, genotype: Genotype | None, num_classes: int,
         raise UserError("3D FS, fs.policy and fs.params convert a --model network's convs; the "
                         "DARTS network's 1x1 convs take --fs off, fs, dfs or genotype and --ratio")
     fs = fs_spec(cfg.fs, genotype.fs)
-    width = genotype_width(cfg, genotype, fs)
+    note = width_note(cfg, genotype, fs)
+    # The fitted ratios and width go together: the width applies where the ratios do.
+    width = int(cfg.init_channels)
+    if "genotype_width" in note:
+        width = scaled_width(width, float(note["genotype_width"]))
     return NetSpec(genotype=genotype, init_channels=width, layers=int(cfg.layers),
                    num_classes=int(num_classes), input_size=input_size,
                    auxiliary=bool(cfg.auxiliary), fs=fs, stem=stem_for(cfg, input_size),
-                   extra=width_note(cfg, genotype, fs))
+                   extra=note)
 
 
 def width_note(cfg: RetrainConfig, genotype: Genotype, fs: FSSpec | None) -> dict[str, Any]:
-    """What the start-up lines say about the genotype's fs.width (NetSpec.extra): applied, or
-    left out because --ratio or --fs off set the network by hand."""
+    """The genotype's fs.width as the run takes it (NetSpec.extra, which the start-up lines
+    show): applied to init_channels where the run takes the genotype's ratios (FS layers, no
+    --ratio), else left out because --ratio or --fs off set the network by hand."""
     g = genotype.fs
     if g is None or g.width == 1.0:
         return {}
     applied = fs is not None and cfg.fs.ratio is None
     return {"genotype_width" if applied else "genotype_width_ignored": g.width}
-
-
-def genotype_width(cfg: RetrainConfig, genotype: Genotype, fs: FSSpec | None) -> int:
-    """The retrain width: `init_channels`, scaled by the genotype's fs.width (a budget fit that
-    narrowed the network, space.darts.width_fit) when the run takes the genotype's ratios
-    (FS layers and no --ratio): the fitted ratios and width go together."""
-    if "genotype_width" not in width_note(cfg, genotype, fs):
-        return int(cfg.init_channels)
-    return scaled_width(int(cfg.init_channels), float(genotype.fs.width))
 
 
 def open_data(spec: str, cfg: RetrainConfig, may_download: bool = True):

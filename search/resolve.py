@@ -54,7 +54,6 @@ class SearchSettings:
     chose_ratios: bool = False
     preprocess_ratio: float | None = None
     retrain_threads: int | None = None
-    width: float = 1.0
 
     @property
     def ratios(self) -> list[float] | None:
@@ -64,6 +63,14 @@ class SearchSettings:
     @property
     def budget(self) -> int | None:
         return self.cfg.budget.params
+
+    @property
+    def width(self) -> float:
+        """The counted network's width over budget.init_channels (below 1: the width rule
+        narrowed it)."""
+        if self.counted is None:
+            return 1.0
+        return self.counted.init_channels / int(self.cfg.budget.init_channels)
 
 
 def budget_chooses_ratios(cfg: SearchConfig, given: set[str]) -> bool:
@@ -136,8 +143,7 @@ def resolve_search(cfg: SearchConfig, info: Any, device_type: str = "cpu",
     return SearchSettings(
         cfg=out, algorithm=algorithm, fs=fs, counted=counted, cpu=cpu,
         chose_ratios=settled is not cfg, preprocess_ratio=chosen if changed else None,
-        retrain_threads=None if cpu.auto else cpu.threads,
-        width=1.0 if counted is None else counted.init_channels / int(settled.budget.init_channels))
+        retrain_threads=None if cpu.auto else cpu.threads)
 
 
 def _narrowed(cfg: SearchConfig, fs: FSSpec | None, counted: CountedNet | None) -> CountedNet | None:

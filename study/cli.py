@@ -159,12 +159,9 @@ def make_record(study: Study, dataset: str, seeds: list[int], out: Path,
                 _recorded_source((prev or {}).get("source")))
         now = (a["search"], a["retrain"], a["source"])
         if prev and then != now and layout.seeds_on_disk(out, a["name"]):
-            what = ("its genotype's source: " + ", ".join(
-                f"{k} {then[2].get(k)!r} -> {v!r}" for k, v in now[2].items()
-                if then[2].get(k) != v)) if then[:2] == now[:2] and then[2] and now[2] else \
-                " ".join(prev["retrain"])
             raise UserError(f"arm {a['name']!r} has runs in {out} made with other options "
-                            f"({what}); give the changed arm a new name or use another --out")
+                            f"({_what_changed(then, now)}); give the changed arm a new name "
+                            "or use another --out")
         changed = config_changes((prev or {}).get("config"), a["config"])
         if changed and layout.seeds_on_disk(out, a["name"]):
             raise UserError(f"arm {a['name']!r} has runs in {out} made with other settings "
@@ -175,6 +172,15 @@ def make_record(study: Study, dataset: str, seeds: list[int], out: Path,
     return {"name": study.name, "source": str(study.source) if study.source else None,
             "dataset": dataset, "seeds": all_seeds, "compare": [list(p) for p in study.compare],
             "arms": arms, "study": study.raw}
+
+
+def _what_changed(then: tuple, now: tuple) -> str:
+    """The recorded (search, retrain, source) against today's, in words: the source's keys
+    that changed when only the source did, else the recorded retrain command."""
+    if then[:2] != now[:2] or not (then[2] and now[2]):
+        return " ".join(then[1] or [])
+    changed = [f"{k} {then[2].get(k)!r} -> {v!r}" for k, v in now[2].items() if then[2].get(k) != v]
+    return "its genotype's source: " + ", ".join(changed)
 
 
 def _recorded_source(src: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -142,10 +142,9 @@ def final_gain(path: Path) -> float | None:
         return None
     if len(accs) < FINAL_EPOCHS:
         return None
-    y = accs[-FINAL_EPOCHS:]
-    xm, ym = (FINAL_EPOCHS - 1) / 2, sum(y) / FINAL_EPOCHS
-    return sum((i - xm) * (v - ym) for i, v in enumerate(y)) / sum(
-        (i - xm) ** 2 for i in range(FINAL_EPOCHS))
+    import numpy as np
+
+    return float(np.polyfit(np.arange(FINAL_EPOCHS), accs[-FINAL_EPOCHS:], 1)[0])
 
 
 def entropy_at_hardening(path: Path) -> float | None:

@@ -18,14 +18,15 @@ takes its width too, scaling its own `init_channels` by it (retrain.setup).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from genotypes import FSSpec, Genotype
 from space.darts.budget_fit import BudgetFit, CountedNet, budget_fit
 
 __all__ = ["BUDGET_RATIOS", "MAX_RATIO", "fit_budget", "fit_with_width", "reference_width",
-           "rule_ratios", "scaled_width"]
+           "rule_ratios", "scaled_width", "widest"]
 
 #: The largest FS ratio the budget's rule uses before it narrows the network instead.
 MAX_RATIO = 2.0
@@ -71,26 +72,29 @@ def fit_with_width(g: Genotype, budget: int, ratios: Sequence[float] | None, fs:
     chosen width over net.init_channels; its source records the width. Over budget even at
     the narrowest width: returned as fitted there (`within` false: the caller says so)."""
     allowed = None if ratios is None else sorted({float(r) for r in ratios})
-    full = _at(g, budget, allowed, fs, net, net.init_channels)
-    if full.within:
-        return full
-    # The count grows with the width at fixed ratios: bisection over even widths, from the
-    # narrowest whose 1x1 convs the largest ratio can compress (K filters >= the ratio).
+    # From the narrowest width whose 1x1 convs the largest ratio can compress (K >= ratio).
     largest = max(allowed) if allowed is not None else float(fs.ratio)
-    lo, hi = max(MIN_WIDTH, 2 * math.ceil(largest / 2)), net.init_channels  # hi does not fit
-    if lo >= hi:
-        return full
-    best = _at(g, budget, allowed, fs, net, lo)
-    if not best.within:
-        return best
-    while hi - lo > 2:
+    fits = functools.lru_cache(maxsize=None)(lambda width: _at(g, budget, allowed, fs, net, width))
+    return fits(widest(_narrowest(largest), net.init_channels, lambda w: fits(w).within))
+
+
+def _narrowest(ratio: float) -> int:
+    """The narrowest even width whose 1x1 convs `ratio` can compress (K filters >= ratio)."""
+    return max(MIN_WIDTH, 2 * math.ceil(ratio / 2))
+
+
+def widest(lo: int, hi: int, fits: Callable[[int], bool]) -> int:
+    """The widest even width in [lo, hi] at which `fits` holds (a count that grows with the
+    width: whatever fits, a narrower network fits too), by bisection; `lo` when none does
+    (`hi` when the range is empty)."""
+    if lo >= hi or fits(hi):
+        return hi
+    if not fits(lo):
+        return lo
+    while hi - lo > 2:  # invariant: lo fits, hi does not
         mid = (lo + hi) // 4 * 2
-        fit = _at(g, budget, allowed, fs, net, mid)
-        if fit.within:
-            lo, best = mid, fit
-        else:
-            hi = mid
-    return best
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
 
 
 def fit_budget(g: Genotype, budget: int, ratios: Sequence[float] | None, fs: FSSpec | None,
@@ -114,12 +118,4 @@ def reference_width(fs: FSSpec, ratio: float, budget: int, net: CountedNet) -> i
         model = counter(spec, [float(ratio)], dataclasses.replace(net, init_channels=width))
         return model.count(model.reference) <= budget
 
-    lo, hi = max(MIN_WIDTH, 2 * math.ceil(ratio / 2)), net.init_channels
-    if fits(hi) or lo >= hi:
-        return hi
-    if not fits(lo):
-        return lo
-    while hi - lo > 2:  # invariant: lo fits, hi does not
-        mid = (lo + hi) // 4 * 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo
+    return widest(_narrowest(ratio), net.init_channels, fits)
