@@ -97,6 +97,8 @@ def preflight(study: Study) -> dict[str, dict[str, Any]]:
     configs: dict[str, dict[str, Any]] = {}
     for arm in study.arms:
         r, s = arm.retrain, arm.search
+        if arm.reuse is not None:  # not run: nothing to resolve
+            continue
         try:
             items = list(r.sets) + ([f"fs.mode={r.fs}"] if r.fs else [])
             items += [f"fs.ratio={r.ratio}"] if r.ratio is not None else []
@@ -141,12 +143,7 @@ def make_record(study: Study, dataset: str, seeds: list[int], out: Path,
     (`configs`, from preflight). An arm whose commands or settings changed since its runs in
     OUT were made (an edited preset included) is refused: its seeds would mix two settings."""
     configs = configs or {}
-    arms = [{"name": a.name, "search": search_argv(a, dataset) if a.search else None,
-             "retrain": retrain_argv(a, dataset, _genotype_arg(a)),
-             "source": _plain(dataclasses.asdict(a.source)) if a.source else None,
-             "config": configs.get(a.name), "seeds": list(a.seeds) if a.seeds else None,
-             "group": a.group}
-            for a in study.arms]
+    arms = [_recorded_arm(a, dataset, configs) for a in study.arms]
     old: dict[str, Any] = {}
     if (out / layout.RECORD).is_file():
         from study.report import read_record
@@ -172,6 +169,19 @@ def make_record(study: Study, dataset: str, seeds: list[int], out: Path,
     return {"name": study.name, "source": str(study.source) if study.source else None,
             "dataset": dataset, "seeds": all_seeds, "compare": [list(p) for p in study.compare],
             "arms": arms, "study": study.raw}
+
+
+def _recorded_arm(a: Any, dataset: str, configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One arm of OUT/study.yaml: its commands and resolved configs, or a reused arm's
+    figures."""
+    if a.reuse is not None:
+        return {"name": a.name, "search": None, "retrain": None, "source": None, "config": None,
+                "seeds": list(a.seeds), "group": a.group, "reuse": a.reuse.record()}
+    return {"name": a.name, "search": search_argv(a, dataset) if a.search else None,
+            "retrain": retrain_argv(a, dataset, _genotype_arg(a)),
+            "source": _plain(dataclasses.asdict(a.source)) if a.source else None,
+            "config": configs.get(a.name), "seeds": list(a.seeds) if a.seeds else None,
+            "group": a.group}
 
 
 def _what_changed(then: tuple, now: tuple) -> str:
@@ -223,10 +233,12 @@ def _chosen_arms(study: Study, names: str | None) -> Study:
 
 def arm_seeds(study: Study, given: list[int] | None) -> tuple[Study, list[int]]:
     """(the study with each arm's seeds set, every seed any arm runs): `--seeds` (`given`)
-    for every arm; else an arm's own `seeds`, or the study's."""
+    for every arm but a reused one (it has the seeds it was run with); else an arm's own
+    `seeds`, or the study's."""
     if given is not None:
-        return dataclasses.replace(study, arms=[dataclasses.replace(a, seeds=tuple(given))
-                                                for a in study.arms]), given
+        return dataclasses.replace(study, arms=[
+            a if a.reuse is not None else dataclasses.replace(a, seeds=tuple(given))
+            for a in study.arms]), given
     arms = [a if a.seeds is not None else dataclasses.replace(a, seeds=tuple(study.seeds))
             for a in study.arms]
     return dataclasses.replace(study, arms=arms), sorted({s for a in arms for s in a.seeds})
@@ -263,6 +275,8 @@ def run(args: argparse.Namespace) -> int:
     configs = preflight(study)
     arms, lines = size_narrow_arms(study.arms, dataset)
     study = dataclasses.replace(study, arms=arms)
+    lines += [f"arm {a.name}: reused from {a.reuse.study} (arm {a.reuse.arm}, seeds "
+              f"{', '.join(map(str, a.seeds))}), not run" for a in study.arms if a.reuse]
     for line in lines:
         print(line, flush=True)
     record = make_record(study, dataset, seeds, out, configs)

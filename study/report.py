@@ -23,6 +23,7 @@ from common.errors import UserError
 from common.files import atomic_write_text
 from study import layout
 from study.layout import WQ_PREFIX
+from study.reuse import recorded_runs
 from study.stats import describe, welch
 
 JSON, MD, PNG = "study.json", "study.md", "accuracy_vs_params.png"
@@ -45,6 +46,10 @@ def collect(out: Path, record: dict[str, Any]) -> tuple[dict[str, list[dict]], l
     for arm in record["arms"]:
         name = arm["name"]
         runs[name] = []
+        reused = recorded_runs(arm)
+        if reused is not None:  # figures copied from a committed study when the run started
+            runs[name] = reused
+            continue
         expected = arm.get("seeds") or record["seeds"]  # the arm's own seeds, else the study's
         for seed in sorted(set(expected) | set(layout.seeds_on_disk(out, name))):
             rdir = layout.run_dir(out, name, seed)
@@ -95,6 +100,7 @@ def build(meta: dict[str, Any], runs: dict[str, list[dict]], missing: list[dict]
             "macs": _spread([r.get("macs") for r in rs]),
             "final_gain": _spread([r.get("final_gain") for r in rs]),
             "group": groups.get(name),
+            "reused": (meta.get("reused") or {}).get(name),
             "offset_entropy_at_hardening": _spread(
                 [r.get("offset_entropy_at_hardening") for r in rs]),
             "search_alpha_entropy": _spread([r.get("search_alpha_entropy") for r in rs]),
@@ -176,6 +182,11 @@ def markdown(rep: dict[str, Any]) -> str:
                   "learned): " + "; ".join(
                       f"{n} {e['mean']:.4f} ({e['min']:.4f}–{e['max']:.4f})"
                       for n, e in entropy.items()) + "."]
+    reused = {n: a["reused"] for n, a in rep["arms"].items() if a.get("reused")}
+    if reused:
+        lines += ["", "Not run in this study: " + "; ".join(
+            f"{n} is arm {r['arm']} of `{r['study']}` (its figures, copied)"
+            for n, r in reused.items()) + "."]
     lines += _genotype_lines(rep)
     if rep["compare"]:
         lines += ["", "Differences of mean top-1 (points), with the 95% confidence interval and "
@@ -249,6 +260,8 @@ def report_folder(out: Path) -> tuple[dict[str, Any], list[Path]]:
         runs, missing = collect(out, record)
         meta = {k: record.get(k) for k in ("name", "dataset", "seeds", "compare")}
         meta["groups"] = {a["name"]: a.get("group") for a in record["arms"]}
+        meta["reused"] = {a["name"]: {k: a["reuse"][k] for k in ("study", "arm")}
+                          for a in record["arms"] if a.get("reuse")}
         meta["dataset"] = (record.get("study") or {}).get("dataset", meta["dataset"])  # as written
     elif (out / JSON).is_file():
         old = json.loads((out / JSON).read_text())
@@ -256,6 +269,7 @@ def report_folder(out: Path) -> tuple[dict[str, Any], list[Path]]:
         missing = old.get("missing", [])
         meta = {"name": old["name"], "dataset": old.get("dataset"), "seeds": old.get("seeds"),
                 "groups": {n: a.get("group") for n, a in old["arms"].items()},
+                "reused": {n: a["reused"] for n, a in old["arms"].items() if a.get("reused")},
                 "compare": [(c["a"], c["b"]) for c in old.get("compare", [])]}
     else:
         raise UserError(f"{out} holds neither {layout.RECORD} (a study's output folder) nor "

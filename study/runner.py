@@ -57,9 +57,9 @@ class Runner:
 
     def tasks(self) -> list[tuple[Arm, int]]:
         """Seed-major order: every arm of seed 0 first, so a study stopped early is balanced;
-        an arm with its own seeds runs those only."""
+        an arm with its own seeds runs those only; a reused arm (study.reuse) none."""
         return [(arm, seed) for seed in self.seeds for arm in self.study.arms
-                if arm.seeds is None or seed in arm.seeds]
+                if arm.reuse is None and (arm.seeds is None or seed in arm.seeds)]
 
     def task(self, arm: Arm, seed: int) -> Task:
         return Task(self.study.name, self.s, arm, seed)

@@ -39,6 +39,8 @@
         fs: off
         seeds: [0, 1, 2, 3, 4]
         group: "A: about 0.07M"
+      - name: dfs-r2-committed         # a committed study's arm, not run again (study.reuse)
+        reuse: {study: studies/fs-fidelity/study.json, arm: dfs-r2-lr100-anneal}
     compare:                           # pairs of arms: the first minus the second; "wq:ARM"
       - [dfs-r2, fs-off]               #   compares ARM's 8-bit WQ copy
     slurm: {partition: gpu, time: "12:00:00", gpus_per_node: 1}   # optional: jobs under
@@ -74,17 +76,18 @@ from retrain.setup import FS_MODES
 from search.algorithms import ALGORITHMS
 from search.algorithms.base import algorithm_choices
 from search.settings import CHOICES
-from study import cluster, sources
+from study import cluster, reuse, sources
 from study.cluster import SlurmOptions
 from study.layout import WQ_PREFIX
+from study.reuse import Reused
 from study.sources import Source
 
 TOP_KEYS = ("name", "dataset", "out", "seeds", "threads", "defaults", "arms", "compare",
             "slurm")
 ARM_KEYS = ("name", "genotype", "model", "preset", "fs", "ratio", "set", "search", "seeds", "group",
-            *sources.KEYS)
+            "reuse", *sources.KEYS)
 #: Keys of an arm alone (not of `defaults`).
-OWN_KEYS = ("name", "seeds", "group")
+OWN_KEYS = ("name", "seeds", "group", "reuse")
 SEARCH_KEYS = ("preset", "algo", "fs", "ratio", "order", "set")
 RETRAIN_FS = FS_MODES  # retrain's --fs choices
 SEARCH_FS = CHOICES["fs.mode"]  # search's
@@ -116,6 +119,7 @@ class Arm:
     source: Source | None = None
     seeds: tuple[int, ...] | None = None  # the arm's own seeds (else the study's)
     group: str | None = None  # the report's table the arm is in (one table without groups)
+    reuse: Reused | None = None  # figures of a committed study's arm (study.reuse): not run
 
 
 @dataclass
@@ -256,6 +260,11 @@ def _arm(raw: Any, defaults: dict[str, Any], where: str, index: int) -> Arm:
         raise _fail(where, f"arm {index + 1} needs a `name` of letters, digits, '-', '_' or '.' "
                     f"(it names a folder), got {name!r}{quote}")
     at = f"{where}: arm {name!r}"
+    if "reuse" in raw:
+        reuse.check_keys(raw, at)
+        reused = reuse.parse(raw["reuse"], at)
+        return Arm(name=name, retrain=Stage(), seeds=reused.seeds, reuse=reused,
+                   group=_text(raw.get("group"), "group", at))
     seeds = tuple(_seeds(raw["seeds"], at)) if raw.get("seeds") is not None else None
     own = {"seeds": seeds, "group": _text(raw.get("group"), "group", at)}
     raw = {k: v for k, v in raw.items() if k not in ("seeds", "group")}

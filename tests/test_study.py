@@ -20,6 +20,8 @@ from scipy import stats as sst
 from test_retrain_cli import make_folder
 
 from common.errors import UserError
+from common.schema import as_dict
+from retrain import setup as rsetup
 from study import cli, layout, runner
 from study.cli import main, split_threads
 from study.commands import retrain_argv
@@ -187,11 +189,21 @@ def test_the_compression_study_file():
     for a in s.arms:  # 5 seeds where a run is short (point A), at least 3 elsewhere
         seeds = a.seeds or tuple(s.seeds)
         assert len(seeds) >= (5 if a.group == "A" and a.name != "a-sl3-w78" else 3), a.name
-    argv = {a.name: retrain_argv(a, "D") for a in s.arms}
+    argv = {a.name: retrain_argv(a, "D") for a in s.arms if a.reuse is None}
     assert argv["a-pruned"][-4:] == ["--set", "prune.params=70000", "--set", "optimizer.cycles=2"]
     names = {a.name for a in s.arms}
     assert all(x.removeprefix("wq:") in names and y in names for x, y in s.compare)
     assert ("wq:b-fs3d-paper", "b-resnet18-w3") in s.compare
+    # Point C's DFS arm is fs-fidelity's committed arm with the retrain's DFS defaults today.
+    c = s.arm("c-dfs-r2").reuse
+    assert (c.study, c.arm, c.seeds) == ("studies/fs-fidelity/study.json", "dfs-r2-lr100-anneal",
+                                         (0, 1, 2))
+    fidelity = {a.name: a for a in load_study(ROOT / "studies" / "fs-fidelity.yaml").arms}
+    sets = dict(x.split("=") for x in fidelity["dfs-r2-lr100-anneal"].retrain.sets)
+    defaults = as_dict(rsetup.resolve("smoke", [], lambda cfg: False))
+    assert float(sets["fs.offset_lr_scale"]) == defaults["fs"]["offset_lr_scale"]
+    assert float(sets["fs.temperature.end"]) == defaults["fs"]["temperature"]["end"]
+    assert sets["epochs"] == "20" and fidelity["dfs-r2-lr100-anneal"].retrain.preset == "smoke"
 
 
 def test_a_report_has_a_table_per_group_and_compares_a_wq_copy(tmp_path):

@@ -271,3 +271,44 @@ def test_random_arm_at_a_budget_redraws_until_one_fits(fakes):
     first = budget_fit(random_genotype(8), 700_000, [1, 2, 4, 8], FSSpec(2.0, True, 4),
                        num_classes=classes, rule="ratios")
     assert not first.within
+
+
+def test_a_reused_arm_is_reported_from_its_committed_study_and_never_run(fakes, capsys):
+    data = make_folder(fakes / "data", per_class=2, test_per_class=1)
+    out = fakes / "out"
+    committed = fakes / "committed.json"
+    figures = [{"seed": s, "run_dir": f"runs/dfs/seed-{s}", "top1": 70.0 + s, "top1_wq": 69.5 + s,
+                "fs": {"ratio": 2.0}, "params": 1000, "effective": 1000} for s in (0, 1, 2)]
+    committed.write_text(json.dumps({"name": "old", "arms": {"dfs": {"runs": figures}}}))
+    arms = [{"name": "plain", "fs": "off"},
+            {"name": "old-dfs", "group": "C", "reuse": {"study": str(committed), "arm": "dfs"}}]
+    f = _write(fakes / "s.yaml", _study(data, out, arms, compare=[["old-dfs", "plain"]]))
+    assert main(["run", str(f), "--seeds", "0"]) == 0
+    assert "arm old-dfs: reused from" in capsys.readouterr().out
+    assert sorted(_trained(fakes / "log.jsonl")) == [("plain", 0)]  # the reused arm is not run
+    assert not (out / "runs" / "old-dfs").exists()
+    committed.unlink()  # the record keeps the figures: the report needs the file no more
+    assert main(["report", str(out)]) == 0
+    rep = json.loads((out / "study.json").read_text())
+    arm = rep["arms"]["old-dfs"]
+    assert arm["seeds"] == [0, 1, 2] and arm["top1"]["mean"] == pytest.approx(71.0)
+    assert arm["reused"] == {"study": str(committed), "arm": "dfs"} and arm["group"] == "C"
+    assert rep["compare"][0]["n_a"] == 3 and not any(m["arm"] == "old-dfs" for m in rep["missing"])
+    assert f"old-dfs is arm dfs of `{committed}`" in (out / "study.md").read_text()
+
+
+@pytest.mark.parametrize("reuse, extra, message", [
+    ({"study": "nowhere.json", "arm": "a"}, {}, "reuse study nowhere.json does not exist"),
+    ({"study": "{committed}", "arm": "b"}, {}, "has no arm 'b'; its arms: a"),
+    ({"study": "{committed}"}, {}, "reuse must be a mapping with `study`"),
+    ({"study": "{committed}", "arm": "a"}, {"fs": "dfs"}, "a reused arm is not run, so fs has"),
+])
+def test_reused_arm_errors_are_one_line(reuse, extra, message, capsys, tmp_path):
+    committed = tmp_path / "committed.json"
+    committed.write_text(json.dumps({"arms": {"a": {"runs": [{"seed": 0, "run_dir": "r",
+                                                              "top1": 1.0}]}}}))
+    reuse = {k: v.format(committed=committed) for k, v in reuse.items()}
+    data = make_folder(tmp_path / "data", per_class=2, test_per_class=1)
+    study = _study(data, tmp_path / "out", [{"name": "x", "reuse": reuse, **extra}])
+    assert message in one_line_exit(main, ["run", str(_write(tmp_path / "s.yaml", study))], capsys)
+    assert not (tmp_path / "out").exists()
