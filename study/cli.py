@@ -32,7 +32,7 @@ from common.cpu import available_cores
 from common.errors import UserError, cli_entry, listing
 from common.runlock import RunLock
 from common.schema import as_dict, flatten
-from study import layout
+from study import layout, reuse
 from study.commands import NAMED_DATASETS, dataset_arg, retrain_argv, search_argv
 from study.sources import size_narrow_arms
 from study.spec import Study, load_study, parse_seeds
@@ -241,7 +241,8 @@ def arm_seeds(study: Study, given: list[int] | None) -> tuple[Study, list[int]]:
             for a in study.arms]), given
     arms = [a if a.seeds is not None else dataclasses.replace(a, seeds=tuple(study.seeds))
             for a in study.arms]
-    return dataclasses.replace(study, arms=arms), sorted({s for a in arms for s in a.seeds})
+    run = sorted({s for a in arms if a.reuse is None for s in a.seeds})  # a reused arm runs none
+    return dataclasses.replace(study, arms=arms), run
 
 
 def _interrupt(signum, frame) -> None:
@@ -252,6 +253,8 @@ def run(args: argparse.Namespace) -> int:
     from study.runner import Runner, Settings
 
     study = load_study(args.study)
+    study = dataclasses.replace(study, arms=reuse.load_arms(study.arms, study.dataset,
+                                                            str(args.study)))
     study, seeds = arm_seeds(study, parse_seeds(args.seeds) if args.seeds else None)
     if not (args.out or study.out):
         raise UserError(f"{args.study} names no output folder; add `out: FOLDER` to it or pass --out")
@@ -287,8 +290,9 @@ def run(args: argparse.Namespace) -> int:
     tasks = runner.tasks()
     finished = sum(layout.retrain_state(layout.run_dir(out, a.name, s)) == layout.FINISHED
                    for a, s in tasks)
-    shape = (f"{len(now.arms)} arm(s) x {len(seeds)} seed(s)" if len(tasks) == len(now.arms) * len(seeds)
-             else f"{len(now.arms)} arm(s) over seeds {', '.join(map(str, seeds))} (each its own)")
+    ran = [a for a in now.arms if a.reuse is None]
+    shape = (f"{len(ran)} arm(s) x {len(seeds)} seed(s)" if len(tasks) == len(ran) * len(seeds)
+             else f"{len(ran)} arm(s) over seeds {', '.join(map(str, seeds))} (each its own)")
     print(f"study {study.name}: {shape} = {len(tasks)} runs in {out}/{layout.RUNS} ({finished} "
           f"finished earlier); {how}", flush=True)
     if note:

@@ -184,9 +184,9 @@ def markdown(rep: dict[str, Any]) -> str:
                       for n, e in entropy.items()) + "."]
     reused = {n: a["reused"] for n, a in rep["arms"].items() if a.get("reused")}
     if reused:
-        lines += ["", "Not run in this study: " + "; ".join(
-            f"{n} is arm {r['arm']} of `{r['study']}` (its figures, copied)"
-            for n, r in reused.items()) + "."]
+        lines += ["", "Reused, not run in this study: " + "; ".join(
+            f"{n} is arm {r['arm']} of `{r['study']}` (its per-seed figures, copied; a column "
+            "that report did not record is –)" for n, r in reused.items()) + "."]
     lines += _genotype_lines(rep)
     if rep["compare"]:
         lines += ["", "Differences of mean top-1 (points), with the 95% confidence interval and "
@@ -209,6 +209,7 @@ _ARM_HEAD = ("| arm | n | top-1 % | WQ top-1 % | WQ − float | effective params
 
 def _arm_row(name: str, a: dict[str, Any]) -> str:
     gain = a.get("final_gain")
+    name += " (reused)" if a.get("reused") else ""
     return (f"| {name} | {a['n']} | {_stat(a['top1'])} | {_stat(a['top1_wq'])} | "
             f"{_stat(a['wq_minus_float'], signed=True)} | {_count(a['effective_params'])} | "
             f"{_count(a['effective_params_wq'])} | {_count(a.get('macs'))} | "

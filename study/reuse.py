@@ -7,13 +7,15 @@ that study's study.json instead of being run again.
 
 The study that reuses an arm must train on the same schedule and data as the one that made
 it (the study file should say so: the tool cannot check options it was not given). The
-figures are copied into OUT/study.yaml when `study run` starts, so the report of OUT needs
-neither the other file nor its runs; a reused arm has the seeds it was run with, is never
-run, and its rows in study.md name where they come from.
+figures are read, and copied into OUT/study.yaml, when `study run` starts (a study that
+trained on other data is refused), so the report of OUT needs neither the other file nor its
+runs; a reused arm has the seeds it was run with, is never run, and study.md marks its row
+and names where it comes from.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +25,18 @@ from common.errors import UserError
 
 #: The keys of a `reuse:` block.
 KEYS = ("study", "arm")
+#: What each reused run must hold.
+RUN_KEYS = ("seed", "run_dir", "top1")
 
 
 @dataclass(frozen=True)
 class Reused:
-    """A committed study's arm: its file, its name there, and its per-seed figures."""
+    """A committed study's arm: its file, its name there, and (once `load`ed) its per-seed
+    figures."""
 
     study: str
     arm: str
-    runs: tuple[dict[str, Any], ...]
+    runs: tuple[dict[str, Any], ...] = ()
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -42,28 +47,59 @@ class Reused:
         return {"study": self.study, "arm": self.arm, "runs": [dict(r) for r in self.runs]}
 
 
-def parse(value: Any, at: str) -> Reused:
-    """A `reuse:` block -> the arm's figures, read from the committed study.json now."""
-    if not isinstance(value, dict) or set(value) != set(KEYS):
-        raise UserError(f"{at}: reuse must be a mapping with `study` (a committed study.json) "
-                        "and `arm` (one of its arms), e.g. {study: studies/x/study.json, arm: a}")
-    path, name = Path(str(value["study"])), str(value["arm"])
+def _runs(rep: Any, name: str, path: Path, at: str) -> list[dict[str, Any]]:
+    """The arm's runs in a parsed study.json; one line if the file is not a study report."""
+    arms = rep.get("arms") if isinstance(rep, dict) else None
+    if not isinstance(arms, dict) or not all(isinstance(a, dict) for a in arms.values()):
+        raise UserError(f"{at}: {path} is not a study report (study.json written by "
+                        "`python -m study report`)")
+    if name not in arms:
+        raise UserError(f"{at}: {path} has no arm {name!r}; its arms: {', '.join(arms)}")
+    runs = arms[name].get("runs")
+    if not runs:
+        raise UserError(f"{at}: arm {name!r} of {path} has no finished runs to reuse")
+    bad = [r for r in runs if not (isinstance(r, dict) and all(k in r for k in RUN_KEYS))]
+    if bad or not isinstance(runs, list):
+        raise UserError(f"{at}: arm {name!r} of {path} has runs without "
+                        f"{', '.join(RUN_KEYS)}; it is not a study report's arm")
+    return runs
+
+
+def _same_dataset(a: str, b: str) -> bool:
+    return a == b or Path(a).resolve() == Path(b).resolve()
+
+
+def load(reused: Reused, dataset: str, at: str) -> Reused:
+    """The arm with its figures, read from the committed study.json now; refused if that study
+    trained on another dataset."""
+    path = Path(reused.study)
     if not path.is_file():
         raise UserError(f"{at}: reuse study {path} does not exist; give the study.json of a "
                         "committed study report (relative to the working directory)")
     try:
         rep = json.loads(path.read_text())
-        arms = rep["arms"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
         raise UserError(f"{at}: {path} is not a study report (study.json written by "
                         "`python -m study report`)") from None
-    if name not in arms:
-        raise UserError(f"{at}: {path} has no arm {name!r}; its arms: {', '.join(arms)}")
-    runs = arms[name].get("runs") or []
-    if not runs:
-        raise UserError(f"{at}: arm {name!r} of {path} has no finished runs to reuse")
+    runs = _runs(rep, reused.arm, path, at)
+    theirs = rep.get("dataset")
+    if theirs is not None and not _same_dataset(str(theirs), dataset):
+        raise UserError(f"{at}: {path} trained on {theirs}, this study on {dataset}; reuse "
+                        "only runs on the same data")
     where = path.as_posix()
-    return Reused(where, name, tuple({**r, "run_dir": f"{where}: {r['run_dir']}"} for r in runs))
+    return Reused(where, reused.arm, tuple({**r, "run_dir": f"{where}: {r['run_dir']}"}
+                                           for r in runs))
+
+
+def load_arms(arms: list[Any], dataset: str, where: str) -> list[Any]:
+    """The study's arms with each reused arm's figures loaded and its seeds set to theirs."""
+    out = []
+    for a in arms:
+        if a.reuse is not None:
+            loaded = load(a.reuse, dataset, f"{where}: arm {a.name!r}")
+            a = dataclasses.replace(a, reuse=loaded, seeds=loaded.seeds)
+        out.append(a)
+    return out
 
 
 def check_keys(raw: dict[str, Any], at: str) -> None:

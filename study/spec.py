@@ -260,10 +260,14 @@ def _arm(raw: Any, defaults: dict[str, Any], where: str, index: int) -> Arm:
         raise _fail(where, f"arm {index + 1} needs a `name` of letters, digits, '-', '_' or '.' "
                     f"(it names a folder), got {name!r}{quote}")
     at = f"{where}: arm {name!r}"
-    if "reuse" in raw:
+    if "reuse" in raw:  # its figures are read when the study runs (study.reuse.load_arms)
         reuse.check_keys(raw, at)
-        reused = reuse.parse(raw["reuse"], at)
-        return Arm(name=name, retrain=Stage(), seeds=reused.seeds, reuse=reused,
+        block = _mapping(raw["reuse"], at, "reuse")
+        _check_keys(block, reuse.KEYS, at, "reuse")
+        if any(block.get(k) in (None, "") for k in reuse.KEYS):
+            raise _fail(at, "reuse needs `study` (a committed study.json) and `arm` (one of its "
+                        "arms), e.g. {study: studies/x/study.json, arm: a}")
+        return Arm(name=name, retrain=Stage(), reuse=Reused(str(block["study"]), str(block["arm"])),
                    group=_text(raw.get("group"), "group", at))
     seeds = tuple(_seeds(raw["seeds"], at)) if raw.get("seeds") is not None else None
     own = {"seeds": seeds, "group": _text(raw.get("group"), "group", at)}

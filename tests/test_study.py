@@ -22,7 +22,7 @@ from test_retrain_cli import make_folder
 from common.errors import UserError
 from common.schema import as_dict
 from retrain import setup as rsetup
-from study import cli, layout, runner
+from study import cli, layout, reuse, runner
 from study.cli import main, split_threads
 from study.commands import retrain_argv
 from study.spec import from_dict, load_study
@@ -181,7 +181,7 @@ def test_an_arm_runs_its_own_seeds_and_seeds_on_the_command_line_run_for_every_a
                    "arms": [{"name": "a", "genotype": "DARTS_V2"}]})
 
 
-def test_the_compression_study_file():
+def test_the_compression_study_file(monkeypatch):
     s = load_study(ROOT / "studies" / "compression.yaml")
     cli.preflight(s)  # every arm's config keys resolve
     groups = {a.group for a in s.arms}
@@ -194,16 +194,20 @@ def test_the_compression_study_file():
     names = {a.name for a in s.arms}
     assert all(x.removeprefix("wq:") in names and y in names for x, y in s.compare)
     assert ("wq:b-fs3d-paper", "b-resnet18-w3") in s.compare
-    # Point C's DFS arm is fs-fidelity's committed arm with the retrain's DFS defaults today.
+    # Point C's DFS arm is fs-fidelity's committed arm: on the same data, its options resolve
+    # to the whole retrain config of DARTS_V2 with DFS at ratio 2 and today's defaults.
     c = s.arm("c-dfs-r2").reuse
-    assert (c.study, c.arm, c.seeds) == ("studies/fs-fidelity/study.json", "dfs-r2-lr100-anneal",
-                                         (0, 1, 2))
-    fidelity = {a.name: a for a in load_study(ROOT / "studies" / "fs-fidelity.yaml").arms}
-    sets = dict(x.split("=") for x in fidelity["dfs-r2-lr100-anneal"].retrain.sets)
-    defaults = as_dict(rsetup.resolve("smoke", [], lambda cfg: False))
-    assert float(sets["fs.offset_lr_scale"]) == defaults["fs"]["offset_lr_scale"]
-    assert float(sets["fs.temperature.end"]) == defaults["fs"]["temperature"]["end"]
-    assert sets["epochs"] == "20" and fidelity["dfs-r2-lr100-anneal"].retrain.preset == "smoke"
+    assert (c.study, c.arm) == ("studies/fs-fidelity/study.json", "dfs-r2-lr100-anneal")
+    assert c.study.startswith("studies/")  # relative to the repository root, where studies run
+    monkeypatch.chdir(ROOT)
+    loaded = reuse.load(c, s.dataset, "c")
+    assert loaded.seeds == (0, 1, 2)
+    fidelity = load_study(ROOT / "studies" / "fs-fidelity.yaml")
+    assert fidelity.dataset == s.dataset
+    then = cli.preflight(fidelity)["dfs-r2-lr100-anneal"]["retrain"]
+    now = as_dict(rsetup.resolve("smoke", ["epochs=20", "fs.mode=dfs", "fs.ratio=2.0"],
+                                 lambda cfg: False))
+    assert then == now
 
 
 def test_a_report_has_a_table_per_group_and_compares_a_wq_copy(tmp_path):

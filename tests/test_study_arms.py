@@ -294,20 +294,38 @@ def test_a_reused_arm_is_reported_from_its_committed_study_and_never_run(fakes, 
     assert arm["seeds"] == [0, 1, 2] and arm["top1"]["mean"] == pytest.approx(71.0)
     assert arm["reused"] == {"study": str(committed), "arm": "dfs"} and arm["group"] == "C"
     assert rep["compare"][0]["n_a"] == 3 and not any(m["arm"] == "old-dfs" for m in rep["missing"])
-    assert f"old-dfs is arm dfs of `{committed}`" in (out / "study.md").read_text()
+    md = (out / "study.md").read_text()
+    assert f"old-dfs is arm dfs of `{committed}`" in md and "| old-dfs (reused) | 3 |" in md
+    # Again from the study.json alone (a committed report), comparing the WQ copy too.
+    rebuilt = fakes / "rebuilt"
+    rebuilt.mkdir()
+    rep["compare"].append({"a": "wq:old-dfs", "b": "plain"})
+    (rebuilt / "study.json").write_text(json.dumps(rep))
+    assert main(["report", str(rebuilt)]) == 0
+    again = json.loads((rebuilt / "study.json").read_text())
+    assert again["arms"]["old-dfs"]["reused"] == arm["reused"]
+    assert again["compare"][1]["a"] == "wq:old-dfs" and again["compare"][1]["n_a"] == 3
 
 
 @pytest.mark.parametrize("reuse, extra, message", [
     ({"study": "nowhere.json", "arm": "a"}, {}, "reuse study nowhere.json does not exist"),
     ({"study": "{committed}", "arm": "b"}, {}, "has no arm 'b'; its arms: a"),
-    ({"study": "{committed}"}, {}, "reuse must be a mapping with `study`"),
+    ({"study": "{committed}"}, {}, "reuse needs `study` (a committed study.json) and `arm`"),
+    ({"study": "{committed}", "arms": "a"}, {}, "unknown key 'arms' in reuse; did you mean 'arm'?"),
+    ({"study": "{broken}", "arm": "a"}, {}, "has runs without seed, run_dir, top1"),
+    ({"study": "{other_data}", "arm": "a"}, {}, "trained on cifar100, this study on"),
     ({"study": "{committed}", "arm": "a"}, {"fs": "dfs"}, "a reused arm is not run, so fs has"),
 ])
 def test_reused_arm_errors_are_one_line(reuse, extra, message, capsys, tmp_path):
     committed = tmp_path / "committed.json"
     committed.write_text(json.dumps({"arms": {"a": {"runs": [{"seed": 0, "run_dir": "r",
                                                               "top1": 1.0}]}}}))
-    reuse = {k: v.format(committed=committed) for k, v in reuse.items()}
+    (tmp_path / "broken.json").write_text(json.dumps({"arms": {"a": {"runs": [{"top1": 1.0}]}}}))
+    (tmp_path / "other.json").write_text(json.dumps({"dataset": "cifar100", "arms": {
+        "a": {"runs": [{"seed": 0, "run_dir": "r", "top1": 1.0}]}}}))
+    paths = {"committed": committed, "broken": tmp_path / "broken.json",
+             "other_data": tmp_path / "other.json"}
+    reuse = {k: v.format(**paths) for k, v in reuse.items()}
     data = make_folder(tmp_path / "data", per_class=2, test_per_class=1)
     study = _study(data, tmp_path / "out", [{"name": "x", "reuse": reuse, **extra}])
     assert message in one_line_exit(main, ["run", str(_write(tmp_path / "s.yaml", study))], capsys)
