@@ -16,14 +16,16 @@ def describe_network(model: str, settings: dict[str, Any]) -> str:
     return f"{model} ({text})" if text else model
 
 
-def describe_conversion(conversion: dict[str, Any] | None) -> str:
-    """One phrase for a registered network's FS conversion (space.layers.convert.Conversion)."""
+def describe_conversion(conversion: dict[str, Any] | None, fitted: float | None = None) -> str:
+    """One phrase for a registered network's FS conversion (space.layers.convert.Conversion);
+    `fitted`: the ratio a parameter target gave (space.layers.convert.fitted_ratio)."""
     if conversion is None:
         return "plain (no FS)"
     c = conversion
     kind = {"fs": "1D FS", "dfs": "DFS", "fs3d": "3D FS"}[c["mode"]]
     if c["params"] is not None:
-        how = f"one ratio fitted to {c['params']:,} parameters"
+        how = (f"one ratio fitted to {c['params']:,} parameters" if fitted is None else
+               f"ratio {fitted:.3g}, fitted to {c['params']:,} parameters")
     elif c["policy"] == "paper":
         how = "the paper's K3 per filter count, 1x1 at ratio 8"
     else:
@@ -37,7 +39,8 @@ def network_head(net: dict[str, Any]) -> tuple[str, bool]:
     if net.get("model", "darts") != "darts":
         return (f"network: {describe_network(net['model'], net['settings'])}, "
                 f"{net['num_classes']} classes, {size}; convs: "
-                f"{describe_conversion(net['conversion'])}", net["conversion"] is not None)
+                f"{describe_conversion(net['conversion'], net.get('fitted_ratio'))}",
+                net["conversion"] is not None)
     fs = net["fs"]
     fs_txt = "off (plain DARTS)" if fs is None else (
         f"{'DFS' if fs['dfs'] else 'FS'} ratio {fs['ratio']:g}"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from common.checkpoint import save_checkpoint
 from common.config import save_run_config
@@ -43,6 +44,7 @@ from retrain.model import NetSpec
 from retrain.onnx_export import OnnxModule, export_onnx, inference_session
 from retrain.summary import summarize
 from retrain.trainer import Trainer
+from space.layers.convert import fitted_ratio
 
 CKPT_KIND = "retrain"
 LATEST, BEST = "latest.pt", "best.pt"  # the last completed epoch's checkpoint; the best one's
@@ -99,13 +101,14 @@ def epoch_line(record: dict[str, Any], epochs: int, fs: bool) -> str:
 
 
 def run_genotype_lines(genotype: Genotype | None, spec: NetSpec, harden_at: int,
-                       epochs: int) -> list[str]:
+                       epochs: int, model: nn.Module | None = None) -> list[str]:
     """The genotype as DARTS prints it, and the FS settings of the network being trained
     (which --fs/--ratio may have changed from the genotype's); for a registered network its
-    name, settings and FS conversion."""
+    name, settings and FS conversion (with `model`, the ratio a parameter target fitted)."""
     if not spec.is_darts:
+        fitted = fitted_ratio(model) if model is not None else None
         line = (f"network: {describe_network(spec.model, spec.settings)}; convs: "
-                f"{describe_conversion(spec.conversion)}")
+                f"{describe_conversion(spec.conversion, fitted)}")
         if spec.has_dfs:
             line += f" (offsets fixed {_when(harden_at, epochs)})"
         return [line]

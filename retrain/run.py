@@ -104,7 +104,8 @@ def run_training(job: setup.Job, out: str | Path | None, resume: bool,
                 say(f"retraining into {run_dir}: {len(train_ds)} train / {len(test_ds)} test "
                     f"images, {net}; {trainer.epochs} epoch(s) on {device} with "
                     f"{budget.describe()}", main)
-            for line in run_genotype_lines(job.genotype, spec, trainer.harden_at, trainer.epochs):
+            for line in run_genotype_lines(job.genotype, spec, trainer.harden_at, trainer.epochs,
+                                           trainer.model):
                 say(line, main)
             note = busy_note(budget) if main else None
             if note:

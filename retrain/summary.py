@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from retrain.describe import network_head
 from retrain.export import exported_size, manifest_of, pack_state_dict
 from retrain.model import NetSpec, build_network
+from space.layers.convert import fitted_ratio
 from space.layers.fs_model import harden_model
 from space.layers.fused import fast_mode
 from space.layers.report import param_report
@@ -203,7 +204,10 @@ def summarize(spec: NetSpec, model: nn.Module | None = None, data: dict[str, Any
         aux = {"part": "auxiliary_head", **param_stats(model.auxiliary_head, hard.auxiliary_head)}
     if hasattr(model, "unshared"):  # a shared-filter network (space/models/shardnet.py)
         totals.update(sharing_stats(spec, model))
-    return {"network": spec.to_dict(), "rows": rows, "auxiliary_head": aux, "totals": totals}
+    net = spec.to_dict()
+    if (spec.conversion or {}).get("params") is not None:  # the ratio the target fitted
+        net["fitted_ratio"] = fitted_ratio(model)
+    return {"network": net, "rows": rows, "auxiliary_head": aux, "totals": totals}
 
 
 def sharing_stats(spec: NetSpec, model: nn.Module) -> dict[str, Any]:

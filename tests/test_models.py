@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from space.layers.convert import Conversion, convert, fit_ratio
+from space.layers.convert import Conversion, convert, fit_ratio, fitted_ratio
 from space.layers.fs import FSConv2d
 from space.layers.fs3d import FS3dConv2d
 from space.layers.report import param_report
@@ -156,8 +156,10 @@ def test_a_parameter_target_is_met_by_the_largest_network_under_it():
     target = 70_000
     net = get_model("resnet20")
     r = fit_ratio(net, target)
-    fitted = param_report(convert(copy.deepcopy(net), Conversion(mode="fs", params=target)))
+    converted = convert(copy.deepcopy(net), Conversion(mode="fs", params=target))
+    fitted = param_report(converted)
     assert fitted["total"] <= target
+    assert fitted_ratio(converted) == r and fitted_ratio(net) is None  # what the run prints
     # A slightly smaller ratio goes over: nothing between is left on the table.
     over = param_report(convert(copy.deepcopy(net), Conversion(mode="fs", ratio=r * (1 - 1e-6))))
     assert over["total"] > target

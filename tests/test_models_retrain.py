@@ -101,6 +101,13 @@ def test_model_list_and_summary_json(capsys):
     table = capsys.readouterr().out
     assert table.startswith("network: resnet20 (width 8), 10 classes, input 32x32; convs: plain")
     assert "parameters 68,050; FS 0" in table and "bytes WQ" not in table
+    # A parameter target names the ratio it fitted (3.94 for ResNet-20 at 70k).
+    assert main(["--model", "resnet20", "--fs", "fs", "--set", "fs.params=70k", "--summary",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["network"]["fitted_ratio"] == pytest.approx(3.94, abs=0.005)
+    assert main(["--model", "resnet20", "--fs", "fs", "--set", "fs.params=70k", "--summary"]) == 0
+    assert "convs: 1D FS, ratio 3.94, fitted to 70,000 parameters" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -173,6 +173,13 @@ def fit_ratio(model: nn.Module, params: int) -> float:
     return hi
 
 
+def fitted_ratio(model: nn.Module) -> float | None:
+    """The ratio a `params` conversion fitted: the largest of the 1D FS / DFS layers' ratios
+    (each layer takes min(R, K)); None without such layers."""
+    ratios = [float(m.ratio) for m in model.modules() if isinstance(m, FSConv2d | DFSConv2d)]
+    return max(ratios) if ratios else None
+
+
 def convert(model: nn.Module, c: Conversion, copy_weights: bool = True) -> nn.Module:
     """Replace every nn.Conv2d of `model` in place by its FS layer under `c`; returns model
     (see the module docstring). A conv shared by several parents becomes one shared layer."""
