@@ -200,8 +200,9 @@ def test_the_compression_study_file(monkeypatch):
     assert (c.study, c.arm) == ("studies/fs-fidelity/study.json", "dfs-r2-lr100-anneal")
     assert c.study.startswith("studies/")  # relative to the repository root, where studies run
     monkeypatch.chdir(ROOT)
-    loaded = reuse.load(c, s.dataset, "c")
-    assert loaded.seeds == (0, 1, 2)
+    loaded = {a.name: a for a in reuse.load_arms(s.arms, s.dataset, "compression")}
+    assert all(loaded[a.name].seeds == (0, 1, 2) for a in s.arms if a.reuse)  # 3 seeds each
+    assert {a.name for a in s.arms if a.reuse} == {"c-dfs-r2", "d-ratios-0.7M", "d-plain-w8"}
     fidelity = load_study(ROOT / "studies" / "fs-fidelity.yaml")
     assert fidelity.dataset == s.dataset
     then = cli.preflight(fidelity)["dfs-r2-lr100-anneal"]["retrain"]
