@@ -214,6 +214,10 @@ class RetrainFs:
     params: int | None = key(None, "--model networks, fs/dfs: fit one ratio so the network has at "
                              "most this many effective parameters (e.g. 70k, 0.7M)",
                              check=checks.param_count)
+    max_ratio: float | None = key(None, "with fs.params: the largest ratio the fit may take; where "
+                                  "more is needed, model.width is narrowed to the widest width "
+                                  "where this ratio fits (space/models/width_fit.py); null: one "
+                                  "ratio at the network's width, however large", lo=1.0)
     harden_epoch: int | None = key(None, "DFS offsets become fixed at the start of this epoch; "
                                    "null: half of training", lo=0)
     temperature: RetrainTemperature = section(RetrainTemperature)

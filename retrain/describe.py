@@ -10,9 +10,16 @@ from genotypes import describe_op_ratios, fs_from_dict
 __all__ = ["describe_conversion", "describe_network", "network_head"]
 
 
-def describe_network(model: str, settings: dict[str, Any]) -> str:
-    """A registered network and its settings: 'resnet20 (width 8)'."""
-    text = ", ".join(f"{k} {v}" for k, v in settings.items())
+def describe_network(model: str, settings: dict[str, Any],
+                     extra: dict[str, Any] | None = None) -> str:
+    """A registered network and its settings: 'resnet20 (width 8)'; with `extra` (NetSpec's)
+    the width the ratio cap narrowed it from: 'resnet20 (width 11, narrowed from 16 for
+    fs.max_ratio 2)'."""
+    note = extra or {}
+    text = ", ".join(f"{k} {v}" + (f", narrowed from {note['width_from']} for fs.max_ratio "
+                                   f"{note['max_ratio']:g}" if k == "width" and "width_from" in note
+                                   else "")
+                     for k, v in settings.items())
     return f"{model} ({text})" if text else model
 
 
@@ -37,7 +44,7 @@ def network_head(net: dict[str, Any]) -> tuple[str, bool]:
     """(the table's first line, whether the network has FS layers) of a NetSpec's dict."""
     size = f"input {net['input_size'][0]}x{net['input_size'][1]}"
     if net.get("model", "darts") != "darts":
-        return (f"network: {describe_network(net['model'], net['settings'])}, "
+        return (f"network: {describe_network(net['model'], net['settings'], net.get('extra'))}, "
                 f"{net['num_classes']} classes, {size}; convs: "
                 f"{describe_conversion(net['conversion'], net.get('fitted_ratio'))}",
                 net["conversion"] is not None)

@@ -107,7 +107,7 @@ def run_genotype_lines(genotype: Genotype | None, spec: NetSpec, harden_at: int,
     name, settings and FS conversion (with `model`, the ratio a parameter target fitted)."""
     if not spec.is_darts:
         fitted = fitted_ratio(model) if model is not None else None
-        line = (f"network: {describe_network(spec.model, spec.settings)}; convs: "
+        line = (f"network: {describe_network(spec.model, spec.settings, spec.extra)}; convs: "
                 f"{describe_conversion(spec.conversion, fitted)}")
         if spec.has_dfs:
             line += f" (offsets fixed {_when(harden_at, epochs)})"

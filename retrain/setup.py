@@ -196,6 +196,28 @@ def conversion(cfg: RetrainConfig) -> dict[str, Any] | None:
         raise UserError(f"bad FS settings: {e}") from None
 
 
+RGB = 3  # NetSpec.in_channels: the datasets here are read as RGB
+
+
+def narrowed_settings(cfg: RetrainConfig, num_classes: int, input_size: tuple[int, int]
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A --model network's settings, with `model.width` narrowed where `fs.params` needs a
+    ratio above `fs.max_ratio` (space.models.width_fit); and the note NetSpec.extra keeps of it
+    (the width it was narrowed from and the cap), empty otherwise."""
+    settings, f = model_settings(cfg), cfg.fs
+    if f.params is None or f.max_ratio is None or f.mode not in ("fs", "dfs"):
+        return settings, {}
+    from space.models.width_fit import default_width, narrowed_width
+
+    name = str(cfg.model.name)
+    width = narrowed_width(name, int(f.params), float(f.max_ratio), num_classes,
+                           RGB, input_size, settings)
+    if width is None:
+        return settings, {}
+    start = settings.get("width") or default_width(name)
+    return {**settings, "width": width}, {"width_from": start, "max_ratio": float(f.max_ratio)}
+
+
 def make_spec(cfg: RetrainConfig, genotype: Genotype | None, num_classes: int,
               input_size: tuple[int, int]) -> NetSpec:
     """The NetSpec of a registered network (`model.name` set) or of the genotype's."""
@@ -203,9 +225,10 @@ def make_spec(cfg: RetrainConfig, genotype: Genotype | None, num_classes: int,
         raise UserError("prune.params prunes the channels of a plain --model network; give "
                         "--model NAME --fs off, or drop prune.params")
     if cfg.model.name:
+        settings, note = narrowed_settings(cfg, int(num_classes), input_size)
         return NetSpec(genotype=None, init_channels=0, layers=0, num_classes=int(num_classes),
                        input_size=input_size, model=str(cfg.model.name),
-                       settings=model_settings(cfg), conversion=conversion(cfg))
+                       settings=settings, conversion=conversion(cfg), extra=note)
     if genotype is None:
         raise UserError("no network: give --genotype G (the DARTS network) or --model NAME")
     if model_settings(cfg):

@@ -83,16 +83,17 @@ def _narrowest(ratio: float) -> int:
     return max(MIN_WIDTH, 2 * math.ceil(ratio / 2))
 
 
-def widest(lo: int, hi: int, fits: Callable[[int], bool]) -> int:
-    """The widest even width in [lo, hi] at which `fits` holds (a count that grows with the
-    width: whatever fits, a narrower network fits too), by bisection; `lo` when none does
-    (`hi` when the range is empty)."""
+def widest(lo: int, hi: int, fits: Callable[[int], bool], step: int = 2) -> int:
+    """The widest width in [lo, hi] on the grid of `step` (even widths by default: a DARTS
+    reduction halves C) at which `fits` holds (a count that grows with the width: whatever
+    fits, a narrower network fits too), by bisection; `lo` when none does (`hi` when the
+    range is empty). `lo` and `hi` are on the grid."""
     if lo >= hi or fits(hi):
         return hi
     if not fits(lo):
         return lo
-    while hi - lo > 2:  # invariant: lo fits, hi does not
-        mid = (lo + hi) // 4 * 2
+    while hi - lo > step:  # invariant: lo fits, hi does not
+        mid = (lo + hi) // (2 * step) * step
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     return lo
 

@@ -154,6 +154,11 @@ def _counted(model: nn.Module, layers: list[tuple[str, nn.Conv2d]], ratio: float
     return total - conv_w + fs
 
 
+def fs_count(model: nn.Module, ratio: float) -> int:
+    """Effective parameters of `model` (unconverted) with every conv a 1D FS at `ratio`."""
+    return _counted(model, conv_layers(model), ratio)
+
+
 def fit_ratio(model: nn.Module, params: int) -> float:
     """The smallest ratio whose 1D FS network has at most `params` effective parameters
     (the count decreases with the ratio, so bisection on it finds the boundary)."""

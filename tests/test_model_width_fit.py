@@ -1,0 +1,88 @@
+"""A --model network's parameter target with the ratio capped (`fs.params` with
+`fs.max_ratio`, space.models.width_fit): the network is narrowed to the widest width where the
+cap fits, the fitted ratio stays at or under it, and where the cap is not needed nothing moves;
+counted against the converted networks' own parameter reports."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+
+import pytest
+from cli_exits import one_line_exit
+
+from retrain.cli import main
+from space.darts.width_fit import widest
+from space.layers.convert import Conversion, convert, fitted_ratio
+from space.layers.report import param_report
+from space.models import get_model
+from space.models.width_fit import default_width, narrowed_width
+
+TARGET = 70_000
+
+
+def _effective(width: int, ratio: float) -> int:
+    net = convert(get_model("resnet20", width=width), Conversion(mode="fs", ratio=ratio))
+    return param_report(net)["total"]
+
+
+def test_the_width_is_the_widest_where_the_capped_ratio_fits():
+    width = narrowed_width("resnet20", TARGET, 2.0, 10, 3, (32, 32), {})
+    assert width == 11 and default_width("resnet20") == 16
+    assert _effective(11, 2.0) <= TARGET < _effective(12, 2.0)  # counted on the built networks
+    net = convert(get_model("resnet20", width=11), Conversion(mode="fs", params=TARGET))
+    assert 1.0 <= fitted_ratio(net) <= 2.0 and param_report(net)["total"] <= TARGET
+    # An explicit width is the widest allowed, and a width that fits already is kept.
+    assert narrowed_width("resnet20", TARGET, 2.0, 10, 3, (32, 32), {"width": 10}) is None
+    assert narrowed_width("resnet20", TARGET, 4.0, 10, 3, (32, 32), {}) is None  # 3.94 < 4
+
+
+@pytest.mark.parametrize("step", [1, 2])
+def test_widest_matches_a_scan(step):
+    rng = random.Random(step)
+    for _ in range(200):
+        lo = rng.randrange(0, 20) * step
+        hi = lo + rng.randrange(0, 30) * step
+        edge = rng.randrange(lo - step, hi + 2 * step)
+        want = max([w for w in range(lo, hi + 1, step) if w <= edge], default=lo)
+        assert widest(lo, hi, lambda w, e=edge: w <= e, step=step) == want
+
+
+def _summary(capsys, *items: str) -> dict:
+    sets = [x for item in items for x in ("--set", item)]
+    assert main(["--model", "resnet20", "--fs", "fs", "--summary", "--json", *sets]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_the_retrain_narrows_with_the_cap_and_keeps_the_width_without(capsys):
+    capped = _summary(capsys, "fs.params=70k", "fs.max_ratio=2")["network"]
+    assert capped["settings"] == {"width": 11} and capped["fitted_ratio"] <= 2.0
+    assert capped["extra"] == {"width_from": 16, "max_ratio": 2.0}
+    free = _summary(capsys, "fs.params=70k", "fs.max_ratio=null")["network"]
+    assert free["settings"] == {} and free["fitted_ratio"] == pytest.approx(3.94, abs=0.005)
+    assert free["extra"] == {}
+    assert main(["--model", "resnet20", "--fs", "fs", "--summary", "--set", "fs.params=70k",
+                 "--set", "fs.max_ratio=2"]) == 0
+    assert capsys.readouterr().out.startswith(
+        "network: resnet20 (width 11, narrowed from 16 for fs.max_ratio 2)")
+
+
+@pytest.mark.parametrize(("model", "target", "message"), [
+    ("vgg16", "1M", "vgg16 needs FS ratios above fs.max_ratio 2 to reach 1,000,000 parameters "
+                    "and takes no model.width"),
+    ("resnet20", "500", "resnet20 at width 1 with FS ratio 2 has 712 parameters, over fs.params"),
+])
+def test_a_cap_that_cannot_be_met_is_one_line(model, target, message, capsys):
+    argv = ["--model", model, "--fs", "fs", "--set", f"fs.params={target}", "--set",
+            "fs.max_ratio=2", "--summary"]
+    assert message in one_line_exit(main, argv, capsys)
+
+
+def test_the_narrowed_network_rebuilds_from_its_spec(capsys):
+    from retrain.model import NetSpec, build_network
+
+    net = _summary(capsys, "fs.params=70k", "fs.max_ratio=2")["network"]
+    net.pop("fitted_ratio")  # the summary's figure, not the spec's
+    spec = NetSpec.from_dict(copy.deepcopy(net))
+    assert param_report(build_network(spec))["total"] <= TARGET
