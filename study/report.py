@@ -184,9 +184,9 @@ def markdown(rep: dict[str, Any]) -> str:
                       for n, e in entropy.items()) + "."]
     reused = {n: a["reused"] for n, a in rep["arms"].items() if a.get("reused")}
     if reused:
-        lines += ["", "Reused, not run in this study: " + "; ".join(
-            f"{n} is arm {r['arm']} of `{r['study']}` (its per-seed figures, copied; a column "
-            "that report did not record is –)" for n, r in reused.items()) + "."]
+        lines += ["", "Reused, not run in this study (their per-seed figures copied from a "
+                  "committed report; a column it did not record is –): " + "; ".join(
+                      f"{n} is arm {r['arm']} of `{r['study']}`" for n, r in reused.items()) + "."]
     lines += _genotype_lines(rep)
     if rep["compare"]:
         lines += ["", "Differences of mean top-1 (points), with the 95% confidence interval and "
