@@ -40,13 +40,14 @@ def describe_conversion(conversion: dict[str, Any] | None, fitted: float | None 
     return f"{kind}, {how}" + (f", {c['num_offsets']} offsets" if c["mode"] == "dfs" else "")
 
 
-def network_head(net: dict[str, Any]) -> tuple[str, bool]:
-    """(the table's first line, whether the network has FS layers) of a NetSpec's dict."""
+def network_head(net: dict[str, Any], fitted: float | None = None) -> tuple[str, bool]:
+    """(the table's first line, whether the network has FS layers) of a NetSpec's dict
+    (`fitted`: the ratio a parameter target gave)."""
     size = f"input {net['input_size'][0]}x{net['input_size'][1]}"
     if net.get("model", "darts") != "darts":
         return (f"network: {describe_network(net['model'], net['settings'], net.get('extra'))}, "
                 f"{net['num_classes']} classes, {size}; convs: "
-                f"{describe_conversion(net['conversion'], net.get('fitted_ratio'))}",
+                f"{describe_conversion(net['conversion'], fitted)}",
                 net["conversion"] is not None)
     fs = net["fs"]
     fs_txt = "off (plain DARTS)" if fs is None else (

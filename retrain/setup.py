@@ -180,8 +180,14 @@ def conversion(cfg: RetrainConfig) -> dict[str, Any] | None:
     `fs` section: None for `off`; a null ratio is DEFAULT_RATIO unless the paper policy or a
     parameter target sets the layers."""
     f = cfg.fs
+    if f.max_ratio is not None and (f.params is None or f.mode not in ("fs", "dfs")):
+        raise UserError("fs.max_ratio caps the ratio that fs.params fits (--fs fs or dfs); add "
+                        "fs.params or drop fs.max_ratio")
     if f.mode == "off":
         return None
+    if f.ratio is not None and f.params is not None:
+        raise UserError(f"fs.ratio {f.ratio:g} and fs.params both set the ratio; give one (a "
+                        "ratio, or a parameter target the ratio is fitted to)")
     if f.mode == "genotype":
         raise UserError("fs.mode genotype takes a genotype's FS settings; a --model network "
                         "takes --fs off, fs, dfs or fs3d")
@@ -225,17 +231,20 @@ def make_spec(cfg: RetrainConfig, genotype: Genotype | None, num_classes: int,
         raise UserError("prune.params prunes the channels of a plain --model network; give "
                         "--model NAME --fs off, or drop prune.params")
     if cfg.model.name:
+        convs = conversion(cfg)  # its one-line refusals before the narrowing's builds
         settings, note = narrowed_settings(cfg, int(num_classes), input_size)
         return NetSpec(genotype=None, init_channels=0, layers=0, num_classes=int(num_classes),
                        input_size=input_size, model=str(cfg.model.name),
-                       settings=settings, conversion=conversion(cfg), extra=note)
+                       settings=settings, conversion=convs, extra=note)
     if genotype is None:
         raise UserError("no network: give --genotype G (the DARTS network) or --model NAME")
     if model_settings(cfg):
         raise UserError(f"{', '.join('model.' + k for k in model_settings(cfg))} applies to a "
                         "--model network, not to the DARTS network of --genotype; drop it")
-    if cfg.fs.mode == "fs3d" or cfg.fs.policy != "ratio" or cfg.fs.params is not None:
-        raise UserError("3D FS, fs.policy and fs.params convert a --model network's convs; the "
+    if (cfg.fs.mode == "fs3d" or cfg.fs.policy != "ratio" or cfg.fs.params is not None
+            or cfg.fs.max_ratio is not None):
+        raise UserError("3D FS, fs.policy, fs.params and fs.max_ratio convert a --model network's "
+                        "convs (a DARTS budget's cap is the search's budget.max_ratio); the "
                         "DARTS network's 1x1 convs take --fs off, fs, dfs or genotype and --ratio")
     fs = fs_spec(cfg.fs, genotype.fs)
     note = width_note(cfg, genotype, fs)

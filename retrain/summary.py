@@ -204,10 +204,10 @@ def summarize(spec: NetSpec, model: nn.Module | None = None, data: dict[str, Any
         aux = {"part": "auxiliary_head", **param_stats(model.auxiliary_head, hard.auxiliary_head)}
     if hasattr(model, "unshared"):  # a shared-filter network (space/models/shardnet.py)
         totals.update(sharing_stats(spec, model))
-    net = spec.to_dict()
-    if (spec.conversion or {}).get("params") is not None:  # the ratio the target fitted
-        net["fitted_ratio"] = fitted_ratio(model)
-    return {"network": net, "rows": rows, "auxiliary_head": aux, "totals": totals}
+    # The ratio a parameter target fitted: a figure of the built network, beside its spec.
+    fitted = fitted_ratio(model) if (spec.conversion or {}).get("params") is not None else None
+    return {"network": spec.to_dict(), "fitted_ratio": fitted, "rows": rows,
+            "auxiliary_head": aux, "totals": totals}
 
 
 def sharing_stats(spec: NetSpec, model: nn.Module) -> dict[str, Any]:
@@ -250,7 +250,8 @@ def budget_line(totals: dict[str, Any]) -> str:
 def format_table(report: dict[str, Any]) -> str:
     """A fixed-width text table of `summarize`'s report."""
     net = report["network"]
-    head, wq = network_head(net)  # a --fs off network has no FS vectors to quantise: no WQ export
+    # A --fs off network has no FS vectors to quantise: no WQ export.
+    head, wq = network_head(net, report.get("fitted_ratio"))
     columns = COLUMNS if wq else [c for c in COLUMNS if c[0] != "bytes_wq"]
     cols = [("part", "part"), ("type", "type")] + columns
     lines = []

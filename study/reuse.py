@@ -58,8 +58,11 @@ def _runs(rep: Any, name: str, path: Path, at: str) -> list[dict[str, Any]]:
     runs = arms[name].get("runs")
     if not runs:
         raise UserError(f"{at}: arm {name!r} of {path} has no finished runs to reuse")
-    bad = [r for r in runs if not (isinstance(r, dict) and all(k in r for k in RUN_KEYS))]
-    if bad or not isinstance(runs, list):
+    ok = isinstance(runs, list) and all(isinstance(r, dict) and all(k in r for k in RUN_KEYS)
+                                        for r in runs)
+    seeds = [r["seed"] for r in runs] if ok else []
+    if not ok or len(set(seeds)) != len(seeds) or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise UserError(f"{at}: arm {name!r} of {path} has runs without "
                         f"{', '.join(RUN_KEYS)}; it is not a study report's arm")
     return runs

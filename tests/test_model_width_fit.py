@@ -14,7 +14,7 @@ from cli_exits import one_line_exit
 
 from retrain.cli import main
 from space.darts.width_fit import widest
-from space.layers.convert import Conversion, convert, fitted_ratio
+from space.layers.convert import Conversion, convert, fitted_ratio, fs_count
 from space.layers.report import param_report
 from space.models import get_model
 from space.models.width_fit import default_width, narrowed_width
@@ -49,40 +49,56 @@ def test_widest_matches_a_scan(step):
         assert widest(lo, hi, lambda w, e=edge: w <= e, step=step) == want
 
 
-def _summary(capsys, *items: str) -> dict:
+def _summary(capsys, *items: str, model: str = "resnet20") -> dict:
     sets = [x for item in items for x in ("--set", item)]
-    assert main(["--model", "resnet20", "--fs", "fs", "--summary", "--json", *sets]) == 0
+    assert main(["--model", model, "--fs", "fs", "--summary", "--json", *sets]) == 0
     return json.loads(capsys.readouterr().out)
 
 
 def test_the_retrain_narrows_with_the_cap_and_keeps_the_width_without(capsys):
-    capped = _summary(capsys, "fs.params=70k", "fs.max_ratio=2")["network"]
-    assert capped["settings"] == {"width": 11} and capped["fitted_ratio"] <= 2.0
-    assert capped["extra"] == {"width_from": 16, "max_ratio": 2.0}
-    free = _summary(capsys, "fs.params=70k", "fs.max_ratio=null")["network"]
-    assert free["settings"] == {} and free["fitted_ratio"] == pytest.approx(3.94, abs=0.005)
-    assert free["extra"] == {}
+    capped = _summary(capsys, "fs.params=70k", "fs.max_ratio=2")
+    assert capped["network"]["settings"] == {"width": 11} and capped["fitted_ratio"] <= 2.0
+    assert capped["network"]["extra"] == {"width_from": 16, "max_ratio": 2.0}
+    free = _summary(capsys, "fs.params=70k", "fs.max_ratio=null")
+    assert free["network"]["settings"] == {} and free["network"]["extra"] == {}
+    assert free["fitted_ratio"] == pytest.approx(3.94, abs=0.005)
     assert main(["--model", "resnet20", "--fs", "fs", "--summary", "--set", "fs.params=70k",
                  "--set", "fs.max_ratio=2"]) == 0
     assert capsys.readouterr().out.startswith(
         "network: resnet20 (width 11, narrowed from 16 for fs.max_ratio 2)")
 
 
-@pytest.mark.parametrize(("model", "target", "message"), [
-    ("vgg16", "1M", "vgg16 needs FS ratios above fs.max_ratio 2 to reach 1,000,000 parameters "
-                    "and takes no model.width"),
-    ("resnet20", "500", "resnet20 at width 1 with FS ratio 2 has 712 parameters, over fs.params"),
+def test_a_shared_filter_network_narrows_from_the_narrowest_width_it_builds(capsys):
+    # sl-resnet's shared conv takes the image padded to n channels: n >= 3, never 1 or 2.
+    capped = _summary(capsys, "fs.params=5k", "fs.max_ratio=2", model="sl-resnet")
+    width = capped["network"]["settings"]["width"]
+    assert width >= 3 and capped["totals"]["effective"] <= 5_000
+    assert fs_count(get_model("sl-resnet", width=width + 1), 2.0) > 5_000  # the widest
+    assert narrowed_width("sl-resnet", 5_000, 2.0, 10, 3, (32, 32), {}) == width
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--model", "vgg16", "--set", "fs.params=1M", "--set", "fs.max_ratio=2"],
+     "vgg16 needs FS ratios above fs.max_ratio 2 to reach 1,000,000 parameters and takes no "
+     "model.width"),
+    (["--model", "resnet20", "--set", "fs.params=500", "--set", "fs.max_ratio=2"],
+     "resnet20 at its narrowest width 1 with FS ratio 2 has 712 parameters, over fs.params"),
+    (["--model", "s-vgg", "--set", "fs.params=5k", "--set", "fs.max_ratio=2"],
+     "s-vgg at its narrowest width 3 with FS ratio 2 has"),
+    (["--model", "resnet20", "--set", "fs.max_ratio=2"], "fs.max_ratio caps the ratio that "
+                                                         "fs.params fits"),
+    (["--genotype", "DARTS_V2", "--set", "fs.max_ratio=2"], "fs.max_ratio convert a --model "
+                                                           "network's convs"),
+    (["--model", "resnet20", "--ratio", "3", "--set", "fs.params=70k"],
+     "fs.ratio 3 and fs.params both set the ratio; give one"),
 ])
-def test_a_cap_that_cannot_be_met_is_one_line(model, target, message, capsys):
-    argv = ["--model", model, "--fs", "fs", "--set", f"fs.params={target}", "--set",
-            "fs.max_ratio=2", "--summary"]
-    assert message in one_line_exit(main, argv, capsys)
+def test_a_cap_that_cannot_be_met_or_applied_is_one_line(argv, message, capsys):
+    assert message in one_line_exit(main, [*argv, "--fs", "fs", "--summary"], capsys)
 
 
 def test_the_narrowed_network_rebuilds_from_its_spec(capsys):
     from retrain.model import NetSpec, build_network
 
     net = _summary(capsys, "fs.params=70k", "fs.max_ratio=2")["network"]
-    net.pop("fitted_ratio")  # the summary's figure, not the spec's
     spec = NetSpec.from_dict(copy.deepcopy(net))
     assert param_report(build_network(spec))["total"] <= TARGET

@@ -105,7 +105,7 @@ def test_model_list_and_summary_json(capsys):
     assert main(["--model", "resnet20", "--fs", "fs", "--set", "fs.params=70k", "--summary",
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["network"]["fitted_ratio"] == pytest.approx(3.94, abs=0.005)
+    assert report["fitted_ratio"] == pytest.approx(3.94, abs=0.005)
     assert main(["--model", "resnet20", "--fs", "fs", "--set", "fs.params=70k", "--summary"]) == 0
     assert "convs: 1D FS, ratio 3.94, fitted to 70,000 parameters" in capsys.readouterr().out
 
@@ -114,7 +114,7 @@ def test_model_list_and_summary_json(capsys):
     (["--model", "resnet21", "--summary"], r"unknown model 'resnet21'; `--model list` shows"),
     (["--model", "tv:nosuch", "--summary"], r"unknown torchvision model 'nosuch'"),
     (["--model", "resnet20", "--genotype", "DARTS_V2", "--summary"], r"not both"),
-    (["--genotype", "DARTS_V2", "--fs", "fs3d", "--summary"], r"3D FS, fs.policy and fs.params"),
+    (["--genotype", "DARTS_V2", "--fs", "fs3d", "--summary"], r"3D FS, fs.policy, fs.params and fs.max_ratio"),
     (["--genotype", "DARTS_V2", "--set", "model.width=8", "--summary"],
      r"model.width applies to a --model network"),
     (["--model", "resnet20", "--set", "model.growth=8", "--summary"],

@@ -37,6 +37,7 @@ class ModelEntry:
     inputs: str = "any"
     min_input: int = 1  # the smallest image side the network's downsampling is laid out for
     small_hint: str = ""  # what to use instead on smaller images
+    width_step: int = 1  # model.width must be a multiple of this
 
     @property
     def settings(self) -> tuple[str, ...]:
@@ -49,13 +50,15 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(name: str, description: str, inputs: str = "any", min_input: int = 1,
-                   small_hint: str = ""):
+                   small_hint: str = "", width_step: int = 1):
     """Decorator: register `build` under `name` (each name once). `min_input`: images with a
-    smaller side are refused in one line (with `small_hint`, what to use instead)."""
+    smaller side are refused in one line (with `small_hint`, what to use instead);
+    `width_step`: model.width is a multiple of it (what a narrowing searches over)."""
     def wrap(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelEntry(name, build, description, inputs, min_input, small_hint)
+        _REGISTRY[name] = ModelEntry(name, build, description, inputs, min_input, small_hint,
+                                     width_step)
         return build
     return wrap
 

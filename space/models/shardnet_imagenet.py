@@ -91,7 +91,7 @@ def sl_resnet34(num_classes: int, in_channels: int, input_size: tuple[int, int],
 
 @register_model("sl-resnet50", "ShaRDNet's SL-ResNet-50(n), ImageNet layout: one shared "
                 "bottleneck n->n/4->n in all blocks (model.width n, a multiple of 4)", "imagenet",
-                min_input=128, small_hint=_SMALL)
+                min_input=128, small_hint=_SMALL, width_step=4)
 def sl_resnet50(num_classes: int, in_channels: int, input_size: tuple[int, int], *,
                 width: int = 1024) -> nn.Module:
     return _build("sl-resnet50", Bottleneck, "tv:resnet50", num_classes, in_channels,

@@ -13,7 +13,9 @@ bisection over the integers, each step building the plain network once and count
 
 from __future__ import annotations
 
+import functools
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 from space.darts.width_fit import widest
@@ -36,8 +38,10 @@ def narrowed_width(name: str, params: int, max_ratio: float, num_classes: int,
                    settings: dict[str, Any]) -> int | None:
     """The width at which network `name` (with `settings`; its `width`, else the network's
     own, is the widest allowed) meets `params` with 1D FS at ratio `max_ratio`; None when it
-    does at its width already (nothing to narrow). A ValueError (one line) when the network
-    takes no width and would need a larger ratio, or when even width 1 is over the target."""
+    does at its width already (nothing to narrow). Widths are the network's (multiples of its
+    `width_step`, from the narrowest it builds). A ValueError (one line) when the network
+    takes no width and would need a larger ratio, or when its narrowest width is over."""
+    @functools.cache
     def count(width: int | None) -> int:
         given = {**settings, "width": width} if width is not None else settings
         return fs_count(get_model(name, num_classes, in_channels, input_size, **given),
@@ -50,9 +54,23 @@ def narrowed_width(name: str, params: int, max_ratio: float, num_classes: int,
         raise ValueError(f"{name} needs FS ratios above fs.max_ratio {max_ratio:g} to reach "
                          f"{params:,} parameters and takes no model.width to narrow; raise "
                          "fs.max_ratio or set it to null (one ratio, however large)")
-    width = widest(1, int(start), lambda w: count(w) <= params, step=1)
+    step = model_entry(name).width_step
+    narrowest = _narrowest(lambda w: count(w), step, int(start))
+    width = widest(narrowest, int(start) // step * step, lambda w: count(w) <= params, step)
     if count(width) > params:
-        raise ValueError(f"{name} at width 1 with FS ratio {max_ratio:g} has {count(1):,} "
-                         f"parameters, over fs.params {params:,}; raise fs.max_ratio or the "
-                         "target")
+        raise ValueError(f"{name} at its narrowest width {width} with FS ratio {max_ratio:g} "
+                         f"has {count(width):,} parameters, over fs.params {params:,}; raise "
+                         "fs.max_ratio or the target")
     return width
+
+
+def _narrowest(count: Callable[[int], int], step: int, start: int) -> int:
+    """The narrowest width on the grid of `step` that the network builds (a shared-filter
+    network needs at least the image's channels); `start` when none below it does."""
+    for width in range(step, start, step):
+        try:
+            count(width)
+        except ValueError:
+            continue
+        return width
+    return start
