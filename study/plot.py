@@ -5,6 +5,7 @@ line and ringed. Arms of one `group` share a marker shape."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,11 @@ def _clip_to_percent(ax: Any, pts: list[dict[str, Any]]) -> None:
                             xytext=(5, 2 if va == "bottom" else -2), va=va, fontsize=7)
 
 
+def _leading(x: float) -> int:
+    """The leading digit of a positive tick value (2 for 20,000)."""
+    return int(round(x / 10 ** math.floor(math.log10(x)))) if x > 0 else 0
+
+
 def plot_study(rep: dict[str, Any], path: Path) -> None:
     """Draw the plot (matplotlib, Agg backend) into `path`."""
     import matplotlib
@@ -67,7 +73,10 @@ def plot_study(rep: dict[str, Any], path: Path) -> None:
 
     pts = _points(rep)
     groups = list(dict.fromkeys(a.get("group") for a in rep["arms"].values()))
-    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=120)
+    # Room for the legend, one line per point: two columns (and a taller figure) for many arms.
+    ncol = 1 if len(pts) <= 20 else 2
+    fig, ax = plt.subplots(figsize=(9 + 3 * (ncol - 1), max(4.5, 0.19 * (len(pts) + 1) / ncol)),
+                           dpi=120)
     try:
         for p in pts:
             color = f"C{list(rep['arms']).index(p['arm']) % 10}"
@@ -87,7 +96,9 @@ def plot_study(rep: dict[str, Any], path: Path) -> None:
         ax.set_xscale("log")
         short = FuncFormatter(_short_count)
         ax.xaxis.set_major_formatter(short)
-        ax.xaxis.set_minor_formatter(short)
+        # Minor ticks labelled at 2, 3 and 5 x 10^k only: every one collides over decades.
+        ax.xaxis.set_minor_formatter(FuncFormatter(
+            lambda x, pos: _short_count(x, pos) if _leading(x) in (2, 3, 5) else ""))
         ax.tick_params(axis="x", which="minor", labelsize=7)
         _clip_to_percent(ax, pts)
         ax.set_xlabel("effective parameters (log scale)")
@@ -95,7 +106,8 @@ def plot_study(rep: dict[str, Any], path: Path) -> None:
         ax.set_title(f"{rep['name']}: accuracy against size")
         ax.grid(True, which="both", alpha=0.3)
         if pts:
-            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+                      ncol=ncol)
         fig.tight_layout()
         fig.savefig(path)
     finally:
