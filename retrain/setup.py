@@ -213,15 +213,15 @@ def narrowed_settings(cfg: RetrainConfig, num_classes: int, input_size: tuple[in
     settings, f = model_settings(cfg), cfg.fs
     if f.params is None or f.max_ratio is None or f.mode not in ("fs", "dfs"):
         return settings, {}
-    from space.models.width_fit import default_width, narrowed_width
+    from space.models.width_fit import narrowed_width, start_width
 
     name = str(cfg.model.name)
     width = narrowed_width(name, int(f.params), float(f.max_ratio), num_classes,
                            RGB, input_size, settings)
     if width is None:
         return settings, {}
-    start = settings.get("width") or default_width(name)
-    return {**settings, "width": width}, {"width_from": start, "max_ratio": float(f.max_ratio)}
+    return ({**settings, "width": width},
+            {"width_from": start_width(name, settings), "max_ratio": float(f.max_ratio)})
 
 
 def make_spec(cfg: RetrainConfig, genotype: Genotype | None, num_classes: int,

@@ -64,7 +64,8 @@ def _runs(rep: Any, name: str, path: Path, at: str) -> list[dict[str, Any]]:
     if not ok or len(set(seeds)) != len(seeds) or not all(
             isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise UserError(f"{at}: arm {name!r} of {path} has runs without "
-                        f"{', '.join(RUN_KEYS)}; it is not a study report's arm")
+                        f"{', '.join(RUN_KEYS)}, or repeated or non-integer seeds; it is not a "
+                        "study report's arm")
     return runs
 
 

@@ -22,7 +22,7 @@ from space.darts.width_fit import widest
 from space.layers.convert import fs_count
 from space.models.registry import get_model, model_entry
 
-__all__ = ["default_width", "narrowed_width"]
+__all__ = ["default_width", "narrowed_width", "start_width"]
 
 
 def default_width(name: str) -> int | None:
@@ -31,6 +31,11 @@ def default_width(name: str) -> int | None:
     if "width" not in entry.settings:
         return None
     return int(inspect.signature(entry.build).parameters["width"].default)
+
+
+def start_width(name: str, settings: dict[str, Any]) -> int | None:
+    """The widest width a narrowing may take: the settings' `width`, else the network's own."""
+    return settings.get("width") or default_width(name)
 
 
 def narrowed_width(name: str, params: int, max_ratio: float, num_classes: int,
@@ -47,7 +52,7 @@ def narrowed_width(name: str, params: int, max_ratio: float, num_classes: int,
         return fs_count(get_model(name, num_classes, in_channels, input_size, **given),
                         max_ratio)
 
-    start = settings.get("width") or default_width(name)
+    start = start_width(name, settings)
     if count(settings.get("width")) <= params:
         return None
     if start is None:
