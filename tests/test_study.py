@@ -22,7 +22,7 @@ from test_retrain_cli import make_folder
 from common.errors import UserError
 from common.schema import as_dict
 from retrain import setup as rsetup
-from study import cli, layout, reuse, runner
+from study import cli, layout, record, reuse, runner
 from study.cli import main, split_threads
 from study.commands import retrain_argv
 from study.spec import from_dict, load_study
@@ -146,7 +146,7 @@ def test_study_file_schema():
 
 def test_the_fs_fidelity_study_file():
     s = load_study(ROOT / "studies" / "fs-fidelity.yaml")
-    cli.preflight(s)  # every arm's config keys and genotype resolve
+    record.preflight(s)  # every arm's config keys and genotype resolve
     assert [a.name for a in s.arms] == ["fs-off", "fs-r2", "dfs-r2", "dfs-r2-lr100-anneal",
                                         "dfs-r2-lr100"] and s.seeds == [0, 1, 2]
     argv = {a.name: retrain_argv(a, "D") for a in s.arms}
@@ -183,7 +183,7 @@ def test_an_arm_runs_its_own_seeds_and_seeds_on_the_command_line_run_for_every_a
 
 def test_the_compression_study_file(monkeypatch):
     s = load_study(ROOT / "studies" / "compression.yaml")
-    cli.preflight(s)  # every arm's config keys resolve
+    record.preflight(s)  # every arm's config keys resolve
     groups = {a.group for a in s.arms}
     assert groups == {"A", "B", "C", "D"}
     for a in s.arms:  # 5 seeds where a run is short (point A), at least 3 elsewhere
@@ -205,7 +205,7 @@ def test_the_compression_study_file(monkeypatch):
     assert {a.name for a in s.arms if a.reuse} == {"c-dfs-r2", "d-ratios-0.7M", "d-plain-w8"}
     fidelity = load_study(ROOT / "studies" / "fs-fidelity.yaml")
     assert fidelity.dataset == s.dataset
-    then = cli.preflight(fidelity)["dfs-r2-lr100-anneal"]["retrain"]
+    then = record.preflight(fidelity)["dfs-r2-lr100-anneal"]["retrain"]
     now = as_dict(rsetup.resolve("smoke", ["epochs=20", "fs.mode=dfs", "fs.ratio=2.0"],
                                  lambda cfg: False))
     assert then == now
@@ -475,7 +475,6 @@ def test_an_edited_preset_is_refused_for_an_arm_with_runs(tmp_path):
     """The arm's command line names the preset, not its values: the resolved configs are
     compared too, so editing the preset between runs cannot mix two settings in one arm."""
     from common.config import save_config
-    from study import cli as scli
 
     data = make_folder(tmp_path / "data")
     out = tmp_path / "out"
@@ -483,14 +482,14 @@ def test_an_edited_preset_is_refused_for_an_arm_with_runs(tmp_path):
     preset.write_text("base: smoke\nretrain:\n  optimizer:\n    lr: 0.05\n")
     study = load_study(_write(tmp_path / "s.yaml", {**_study(data, out), "defaults": {
         "genotype": "DARTS_V2", "preset": str(preset), "set": TINY}}))
-    record = scli.make_record(study, str(data), [0], out, scli.preflight(study))
+    made = record.make_record(study, str(data), [0], out, record.preflight(study))
     out.mkdir()
-    save_config(record, out / layout.RECORD)
+    save_config(made, out / layout.RECORD)
     (out / layout.RUNS / "fs-r2" / "seed-0").mkdir(parents=True)
-    assert scli.make_record(study, str(data), [0], out, scli.preflight(study))  # unchanged
+    assert record.make_record(study, str(data), [0], out, record.preflight(study))  # unchanged
     preset.write_text("base: smoke\nretrain:\n  optimizer:\n    lr: 0.1\n")
     with pytest.raises(UserError, match=r"^arm 'fs-r2' has runs in .* made with other settings "
                                         r"\(retrain optimizer.lr: 0.05 -> 0.1: a preset changed\)"):
-        scli.make_record(study, str(data), [0], out, scli.preflight(study))
-    assert scli.config_changes(None, {"retrain": {"a": 1}}) == []  # a record without configs
-    assert scli.config_changes({"retrain": {"a": 1}}, {"retrain": {"a": 1, "b": 2}}) == []
+        record.make_record(study, str(data), [0], out, record.preflight(study))
+    assert record.config_changes(None, {"retrain": {"a": 1}}) == []  # a record without configs
+    assert record.config_changes({"retrain": {"a": 1}}, {"retrain": {"a": 1, "b": 2}}) == []
