@@ -31,9 +31,10 @@ from common.errors import UserError, cli_entry, listing
 from common.runlock import RunLock
 from study import layout, reuse
 from study.commands import NAMED_DATASETS, dataset_arg
+from study.fields import parse_seeds
 from study.record import make_record, preflight
 from study.sources import size_narrow_arms
-from study.spec import Study, load_study, parse_seeds
+from study.spec import Study, load_study
 
 
 def build_parser() -> argparse.ArgumentParser:

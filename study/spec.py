@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,14 +69,14 @@ from typing import Any
 
 import yaml
 
-from common.config import check_fs_ratio
-from common.errors import UserError, listing
+from common.errors import UserError
 from retrain.setup import FS_MODES
 from search.algorithms import ALGORITHMS
 from search.algorithms.base import algorithm_choices
 from search.settings import CHOICES
 from study import cluster, reuse, sources
 from study.cluster import SlurmOptions
+from study.fields import check_keys, fail, fs_choice, fs_ratio, mapping, parse_sets, seed_list, text
 from study.layout import WQ_PREFIX
 from study.reuse import Reused
 from study.sources import Source
@@ -141,96 +140,23 @@ class Study:
         return next(a for a in self.arms if a.name == name)
 
 
-def _fail(where: str, msg: str) -> UserError:
-    return UserError(f"{where}: {msg}")
-
-
-def _check_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str, what: str) -> None:
-    for key in data:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f" (allowed: {', '.join(allowed)})"
-            raise _fail(where, f"unknown key {key!r} in {what}{hint}")
-
-
-def _scalar(value: Any) -> str:
-    """A value as `--set key=value` text that config.apply_override reads back as YAML."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, list | dict):
-        return json.dumps(value)
-    return str(value)
-
-
-def _flatten(mapping: dict[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for k, v in mapping.items():
-        if isinstance(v, dict) and v:
-            out += _flatten(v, f"{prefix}{k}.")
-        else:
-            out.append(f"{prefix}{k}={_scalar(v)}")
-    return out
-
-
-def parse_sets(value: Any, where: str) -> tuple[str, ...]:
-    """`set:` as a mapping ({optimizer.lr: 0.05} or {optimizer: {lr: 0.05}}) or a list of
-    "key=value" strings -> the `--set` items, in order."""
-    if value is None:
-        return ()
-    if isinstance(value, dict):
-        return tuple(_flatten(value))
-    if isinstance(value, list) and all(isinstance(s, str) and "=" in s for s in value):
-        return tuple(s.strip() for s in value)
-    raise _fail(where, "`set` must be a mapping (key: value) or a list of 'key=value' strings")
-
-
-def _fs(value: Any, allowed: tuple[str, ...], where: str) -> str | None:
-    if value is None:
-        return None
-    if value is False:  # YAML reads `off` as false
-        value = "off"
-    if value not in allowed:
-        raise _fail(where, f"fs {value!r} is unknown; use one of "
-                    f"{listing(allowed, 'none (this stage takes no fs): drop it')}")
-    return str(value)
-
-
-def _ratio(value: Any, where: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        return check_fs_ratio(value)  # the CLIs' own rule and wording
-    except UserError as e:
-        raise _fail(where, str(e)) from None
-
-
-def _text(value: Any, key: str, where: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str | int | float) or isinstance(value, bool):
-        raise _fail(where, f"{key} must be a string, got {value!r}")
-    return str(value)
-
-
 def _stage(data: dict[str, Any], where: str, search: bool) -> Stage:
     order = algo = None
     if search:
         order = data.get("order")
         if order not in (None, "first", "second"):
-            raise _fail(where, f"order {order!r} is unknown; use first or second")
+            raise fail(where, f"order {order!r} is unknown; use first or second")
         algo = data.get("algo")
         if algo is not None and algo not in ALGORITHMS:
-            raise _fail(where, f"algo {algo!r} is unknown; use one of "
+            raise fail(where, f"algo {algo!r} is unknown; use one of "
                         f"{algorithm_choices()}")
-    fs = _fs(data.get("fs"), SEARCH_FS if search else RETRAIN_FS, where)
-    ratio = _ratio(data.get("ratio"), where)
+    fs = fs_choice(data.get("fs"), SEARCH_FS if search else RETRAIN_FS, where)
+    ratio = fs_ratio(data.get("ratio"), where)
     if fs == "off" and ratio is not None:
-        raise _fail(where, "ratio has no effect with fs off; drop it")
-    return Stage(preset=_text(data.get("preset"), "preset", where), fs=fs, ratio=ratio,
-                 order=order, algo=algo, genotype=_text(data.get("genotype"), "genotype", where),
-                 model=None if search else _text(data.get("model"), "model", where),
+        raise fail(where, "ratio has no effect with fs off; drop it")
+    return Stage(preset=text(data.get("preset"), "preset", where), fs=fs, ratio=ratio,
+                 order=order, algo=algo, genotype=text(data.get("genotype"), "genotype", where),
+                 model=None if search else text(data.get("model"), "model", where),
                  sets=parse_sets(data.get("set"), where))
 
 
@@ -245,32 +171,26 @@ def _merge(defaults: dict[str, Any], arm: dict[str, Any], where: str) -> dict[st
     return out
 
 
-def _mapping(value: Any, where: str, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _fail(where, f"{what} must be a mapping (key: value lines)")
-    return value
-
-
 def _arm(raw: Any, defaults: dict[str, Any], where: str, index: int) -> Arm:
-    raw = _mapping(raw, where, f"arm {index + 1}")
-    _check_keys(raw, ARM_KEYS, where, f"arm {raw.get('name', index + 1)!r}")
+    raw = mapping(raw, where, f"arm {index + 1}")
+    check_keys(raw, ARM_KEYS, where, f"arm {raw.get('name', index + 1)!r}")
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         quote = "; quote it (YAML reads off/on/yes/no as booleans)" if isinstance(name, bool) else ""
-        raise _fail(where, f"arm {index + 1} needs a `name` of letters, digits, '-', '_' or '.' "
+        raise fail(where, f"arm {index + 1} needs a `name` of letters, digits, '-', '_' or '.' "
                     f"(it names a folder), got {name!r}{quote}")
     at = f"{where}: arm {name!r}"
     if "reuse" in raw:  # its figures are read when the study runs (study.reuse.load_arms)
         reuse.check_keys(raw, at)
-        block = _mapping(raw["reuse"], at, "reuse")
-        _check_keys(block, reuse.KEYS, at, "reuse")
+        block = mapping(raw["reuse"], at, "reuse")
+        check_keys(block, reuse.KEYS, at, "reuse")
         if any(block.get(k) in (None, "") for k in reuse.KEYS):
-            raise _fail(at, "reuse needs `study` (a committed study.json) and `arm` (one of its "
+            raise fail(at, "reuse needs `study` (a committed study.json) and `arm` (one of its "
                         "arms), e.g. {study: studies/x/study.json, arm: a}")
         return Arm(name=name, retrain=Stage(), reuse=Reused(str(block["study"]), str(block["arm"])),
-                   group=_text(raw.get("group"), "group", at))
-    seeds = tuple(_seeds(raw["seeds"], at)) if raw.get("seeds") is not None else None
-    own = {"seeds": seeds, "group": _text(raw.get("group"), "group", at)}
+                   group=text(raw.get("group"), "group", at))
+    seeds = tuple(seed_list(raw["seeds"], at)) if raw.get("seeds") is not None else None
+    own = {"seeds": seeds, "group": text(raw.get("group"), "group", at)}
     raw = {k: v for k, v in raw.items() if k not in ("seeds", "group")}
     return dataclasses.replace(_arm_body(name, _merge(defaults, raw, where), raw, at), **own)
 
@@ -283,8 +203,8 @@ def _arm_body(name: str, data: dict[str, Any], raw: dict[str, Any], at: str) -> 
     if source is not None and source.kind == "random":
         data.pop("genotype", None)
     elif data.get("search") is not None:
-        block = _mapping(data["search"], at, "search")
-        _check_keys(block, SEARCH_KEYS, at, "search")
+        block = mapping(data["search"], at, "search")
+        check_keys(block, SEARCH_KEYS, at, "search")
         search = _stage(block, f"{at} search", search=True)
         if raw.get("genotype") is not None:
             raise UserError(f"{at}: has both `genotype` and `search`; its retrain trains the "
@@ -309,67 +229,48 @@ def _model_arm(name: str, data: dict[str, Any], raw: dict[str, Any], at: str) ->
     return Arm(name=name, retrain=_stage(data, at, search=False))
 
 
-def _seeds(value: Any, where: str) -> list[int]:
-    if not isinstance(value, list) or not value:
-        raise _fail(where, "`seeds` must be a non-empty list of integers, e.g. [0, 1, 2]")
-    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
-        raise _fail(where, f"seeds must be integers >= 0, got {value!r}")
-    if len(set(value)) != len(value):
-        raise _fail(where, f"seeds repeat: {value!r}")
-    return list(value)
-
-
-def parse_seeds(text: str) -> list[int]:
-    """`--seeds 0,1,2` -> [0, 1, 2] (one line if malformed)."""
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise UserError(f"--seeds {text!r} must be integers separated by commas, e.g. 0,1,2") from None
-    return _seeds(seeds, "--seeds")
-
-
 def _compare(value: Any, names: list[str], where: str) -> list[tuple[str, str]]:
     pairs = []
     for item in value or []:
         if not (isinstance(item, list) and len(item) == 2):
-            raise _fail(where, f"each `compare` item must be a pair [arm, arm], got {item!r}")
+            raise fail(where, f"each `compare` item must be a pair [arm, arm], got {item!r}")
         for n in item:
             arm = str(n).removeprefix(WQ_PREFIX)
             if arm not in names:
                 close = difflib.get_close_matches(arm, names, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else f" (arms: {', '.join(names)})"
-                raise _fail(where, f"compare names arm {n!r}, which is not an arm{hint}")
+                raise fail(where, f"compare names arm {n!r}, which is not an arm{hint}")
         if item[0] == item[1]:
-            raise _fail(where, f"compare pair {item!r} compares an arm with itself")
+            raise fail(where, f"compare pair {item!r} compares an arm with itself")
         pairs.append((item[0], item[1]))
     return pairs
 
 
 def from_dict(data: Any, where: str = "study", source: Path | None = None) -> Study:
     """Validate a parsed study file."""
-    data = _mapping(data, where, "a study file")
-    _check_keys(data, TOP_KEYS, where, "the study file")
+    data = mapping(data, where, "a study file")
+    check_keys(data, TOP_KEYS, where, "the study file")
     for key in ("name", "dataset", "arms"):
         if data.get(key) in (None, "", []):
-            raise _fail(where, f"`{key}` is missing")
+            raise fail(where, f"`{key}` is missing")
     threads = data.get("threads")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                 or threads < 1):
-        raise _fail(where, f"threads must be a positive integer, got {threads!r}")
-    defaults = _mapping(data.get("defaults") or {}, where, "defaults")
-    _check_keys(defaults, tuple(k for k in ARM_KEYS if k not in OWN_KEYS), where, "defaults")
+        raise fail(where, f"threads must be a positive integer, got {threads!r}")
+    defaults = mapping(data.get("defaults") or {}, where, "defaults")
+    check_keys(defaults, tuple(k for k in ARM_KEYS if k not in OWN_KEYS), where, "defaults")
     if not isinstance(data["arms"], list):
-        raise _fail(where, "`arms` must be a list of arms (each `- name: ...`)")
+        raise fail(where, "`arms` must be a list of arms (each `- name: ...`)")
     arms = [_arm(raw, defaults, where, i) for i, raw in enumerate(data["arms"])]
     names = [a.name for a in arms]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise _fail(where, f"arm names repeat: {', '.join(dup)}")
+        raise fail(where, f"arm names repeat: {', '.join(dup)}")
     sources.check_matches(arms, where)
     out = data.get("out")
     return Study(name=str(data["name"]), dataset=str(data["dataset"]),
                  out=Path(str(out)) if out not in (None, "") else None,
-                 seeds=_seeds(data.get("seeds"), where), arms=arms,
+                 seeds=seed_list(data.get("seeds"), where), arms=arms,
                  compare=_compare(data.get("compare"), names, where), threads=threads,
                  source=source, raw=data, slurm=cluster.parse(data.get("slurm"), where))
 
