@@ -46,7 +46,8 @@ from genotypes import Genotype, to_dict
 from retrain import setup
 from retrain.model import NetSpec, build_network
 from retrain.run import run_training
-from retrain.summary import format_json, format_table, summarize
+from retrain.summary import summarize
+from retrain.summary_table import format_json, format_table
 from space.models import list_models, model_entry
 
 #: The shorthand flags of this CLI: the shared ones, and the registered network's.

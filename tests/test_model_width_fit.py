@@ -59,13 +59,23 @@ def test_the_retrain_narrows_with_the_cap_and_keeps_the_width_without(capsys):
     capped = _summary(capsys, "fs.params=70k", "fs.max_ratio=2")
     assert capped["network"]["settings"] == {"width": 11} and capped["fitted_ratio"] <= 2.0
     assert capped["network"]["extra"] == {"width_from": 16, "max_ratio": 2.0}
+    # Its size against the network asked for (ResNet-20 at width 16), beside the FS
+    # compression against its own width's plain network.
+    t, full = capped["totals"], param_report(get_model("resnet20"))["total"]
+    assert t["unnarrowed"] == full == 269_722
+    assert t["compression_unnarrowed"] == pytest.approx(full / t["effective"])
+    assert t["uncompressed"] == param_report(get_model("resnet20", width=11))["total"] < full
     free = _summary(capsys, "fs.params=70k", "fs.max_ratio=null")
     assert free["network"]["settings"] == {} and free["network"]["extra"] == {}
+    assert "unnarrowed" not in free["totals"]
     assert free["fitted_ratio"] == pytest.approx(3.94, abs=0.005)
     assert main(["--model", "resnet20", "--fs", "fs", "--summary", "--set", "fs.params=70k",
                  "--set", "fs.max_ratio=2"]) == 0
-    assert capsys.readouterr().out.startswith(
-        "network: resnet20 (width 11, narrowed from 16 for fs.max_ratio 2)")
+    text = capsys.readouterr().out
+    assert text.startswith("network: resnet20 (width 11, narrowed from 16 for fs.max_ratio 2)")
+    ratio = 269_722 / t["effective"]
+    assert (f"against resnet20 at width 16 (the width before fs.max_ratio narrowed it; 269,722 "
+            f"parameters): {ratio:.2f}x smaller") in text
 
 
 def test_a_shared_filter_network_narrows_from_the_narrowest_width_it_builds(capsys):
@@ -102,3 +112,19 @@ def test_the_narrowed_network_rebuilds_from_its_spec(capsys):
     net = _summary(capsys, "fs.params=70k", "fs.max_ratio=2")["network"]
     spec = NetSpec.from_dict(copy.deepcopy(net))
     assert param_report(build_network(spec))["total"] <= TARGET
+
+
+def test_a_narrowed_run_reports_its_size_against_the_width_asked_for(tmp_path, capsys):
+    from test_retrain_cli import make_folder
+
+    data = make_folder(tmp_path / "data", per_class=4, test_per_class=2)
+    out = tmp_path / "run"
+    assert main(["--model", "resnet8", "--fs", "fs", "--set", "fs.params=20k", "--set",
+                 "fs.max_ratio=2", "--dataset", str(data), "--preset", "smoke", "--epochs", "1",
+                 "--batch-size", "8", "--threads", "1", "--set", "export.onnx=false", "--out",
+                 str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    counts, classes = metrics["counts"], metrics["network"]["num_classes"]
+    full = param_report(get_model("resnet8", classes))["total"]
+    assert counts["unnarrowed"] == full and counts["effective"] <= 20_000
+    assert f"({full / counts['effective']:.2f}x against resnet8 at width 16)" in capsys.readouterr().out

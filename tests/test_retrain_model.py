@@ -29,7 +29,8 @@ from genotypes.zoo import ZOO
 from retrain import setup
 from retrain.export import load_exported, pack_state_dict, save_exported, unpack_state_dict
 from retrain.model import NetSpec, build_network
-from retrain.summary import count_macs, format_json, format_table, summarize
+from retrain.summary import count_macs, summarize
+from retrain.summary_table import format_json, format_table
 from retrain.trainer import harden_in_place
 from space.darts.network import NetworkCIFAR, NetworkImageNet, drop_path
 from space.darts.ops import FactorizedReduce, make_op
