@@ -140,7 +140,10 @@ def summarize(spec: NetSpec, model: nn.Module | None = None, data: dict[str, Any
 
     `data` (retrain.setup.data_meta), `meta` (retrain.setup.export_meta) and `train_steps`
     (the optimizer steps of the run) make totals' file_bytes / file_bytes_wq exact
-    (`file_bytes_exact`); without `data` they leave out the dataset's record."""
+    (`file_bytes_exact`); without `data` they leave out the dataset's record. A pruned
+    network's compression counts against the network before pruning; a network fs.max_ratio
+    narrowed adds `unnarrowed` (the plain network at the width asked for) and
+    `compression_unnarrowed` (that over the effective count)."""
     model = build_network(spec) if model is None else model
     # Sizes are those of the export, which is always hardened and has no auxiliary head.
     hard = harden_model(copy.deepcopy(model)).eval()
@@ -221,5 +224,3 @@ def sharing_stats(spec: NetSpec, model: nn.Module) -> dict[str, Any]:
         name += "".join(f" {k}={v}" for k, v in settings.items())
     return {"w_conv": w_conv, "unshared": name, "w_conv_unshared": w_unshared,
             "sharing_compression": w_unshared / w_conv}
-
-
