@@ -20,18 +20,24 @@ is missing). Each float32 term is printed as its relative error ||a32 - a64|| / 
 `hvp@f64 v` recomputes the float32 Hessian-vector product with float64's v (cast), separating
 the error the finite difference makes itself from the error it inherits from v.
 
-With --seeds (several network initialisations, the same images) it prints one line per draw:
-the relative error of the first- and second-order architecture gradients (the larger of
-normal and reduce) for our fast and naive paths and, with --reference pointing at a
-quark0/darts checkout's cnn/ directory (FS off only; imported at run time, never copied), for
-the reference's own Architect given the same weights and images, against its own float64 run
-(its networks are built in the default dtype, which is set to float64 for that run).
+With --seeds (several network initialisations, the same images) it prints one line per draw,
+for our fast and naive paths: the relative error of the first-order architecture gradient
+(the larger of normal and reduce; then the median tensor, DFS offset logits included), of
+the second order, and of the worst and the median weight tensor; and the median and the
+largest of each over the draws. With --reference pointing at a quark0/darts checkout's cnn/
+directory (FS off only; imported at run time, never copied), it adds the first and second
+order of the reference's own Architect given the same weights and images, against its own
+float64 run (its networks are built in the default dtype, which is set to float64 for that
+run). A draw where a ReLU input lies within float32 rounding of its kink is off by 1e-4..1e-2
+in the tensors downstream of it, in every implementation (docs/benchmarks.md); the medians
+over draws show the systematic error.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import sys
 from pathlib import Path
 
@@ -142,12 +148,32 @@ def reference_gradients(ref_dir: str, base: SearchNetwork, data, xi: float,
         torch.set_default_dtype(old)
 
 
+#: The figures of a draw, per implementation (see `draws`).
+DRAW_FIGURES = ("1st", "1st med", "2nd", "w worst", "w med")
+
+
+def _draw_figures(t32: dict, t64: dict) -> tuple[float, ...]:
+    """A draw's errors: the first-order alphas (the larger of normal and reduce), the median
+    tensor of the whole first-order architecture gradient (DFS offset logits included), the
+    second-order alphas, and the worst and the median weight tensor of dLtrain/dw."""
+    first = [rel(a, b) for a, b in zip(t32["1st order da"], t64["1st order da"], strict=True)]
+    w = sorted(rel(a, b) for a, b in zip(t32["dLtrain/dw"], t64["dLtrain/dw"], strict=True)
+               if b.norm() > 0)
+    return (max(first[:2]), statistics.median(first),
+            max(rel(a, b) for a, b in zip(t32["2nd order da"][:2], t64["2nd order da"][:2],
+                                          strict=True)),
+            w[-1], w[len(w) // 2])
+
+
 def draws(args, fs, data) -> None:
-    """One line per seed: first/second-order errors of each implementation against float64."""
+    """One line per seed: the errors of each implementation against float64 (DRAW_FIGURES;
+    the reference gives its first and second order only)."""
     seeds = _seed_list(args.seeds)
     cols = ["fast", "naive"] + (["reference"] if args.reference else [])
-    print(f"{'seed':>4}" + "".join(f"{c + ' 1st / 2nd':>26}" for c in cols))
-    table: dict[str, list[tuple[float, float]]] = {c: [] for c in cols}
+    print("per implementation: " + " / ".join(DRAW_FIGURES) + " (see _draw_figures)")
+    print(f"{'seed':>6}" + "".join(f"{c:>50}" for c in cols))
+    table: dict[str, list[tuple[float, ...]]] = {c: [] for c in cols}
+    nan = float("nan")
     for seed in seeds:
         torch.manual_seed(seed)
         base = SearchNetwork(args.C, 10, args.layers, fs=fs)
@@ -158,29 +184,34 @@ def draws(args, fs, data) -> None:
         for c in ("fast", "naive"):
             net = copy.deepcopy(base).float()
             net.fast = c == "fast"
-            t32 = terms(net, data, args.xi)
-            row[c] = tuple(max(rel(a, b) for a, b in zip(t32[k][:2], t64[k][:2], strict=True))
-                           for k in ("1st order da", "2nd order da"))
+            row[c] = _draw_figures(terms(net, data, args.xi), t64)
         if args.reference:
             r64 = reference_gradients(args.reference, base, data, args.xi, torch.float64)
             r32 = reference_gradients(args.reference, base, data, args.xi, torch.float32)
-            row["reference"] = tuple(max(rel(a, b) for a, b in zip(r32[k], r64[k], strict=True))
-                                     for k in ("1st order da", "2nd order da"))
+            first, second = (max(rel(a, b) for a, b in zip(r32[k], r64[k], strict=True))
+                             for k in ("1st order da", "2nd order da"))
+            row["reference"] = (first, nan, second, nan, nan)
             agree = max(rel(a, b) for a, b in zip(r64["2nd order da"], t64["2nd order da"][:2],
                                                    strict=True))
-        line = f"{seed:>4}" + "".join(f"{f'{row[c][0]:.1e} / {row[c][1]:.1e}':>26}" for c in cols)
+        line = f"{seed:>6}" + "".join(f"{_figures(row[c]):>50}" for c in cols)
         if args.reference:
             line += f"   (float64: ours vs reference {agree:.0e})"
         print(line, flush=True)
         for c in cols:
             table[c].append(row[c])
-    for label, pick in (("median", lambda v: sorted(v)[len(v) // 2]), ("max", max)):
-        print(f"{label:>4}" + "".join(
-            f"{f'{pick([r[0] for r in table[c]]):.1e} / {pick([r[1] for r in table[c]]):.1e}':>26}"
+    for label, pick in (("median", statistics.median), ("max", max)):
+        print(f"{label:>6}" + "".join(
+            f"{_figures(tuple(pick(r[i] for r in table[c]) for i in range(5))):>50}"
             for c in cols))
     for c in cols:
-        n = sum(r[1] > 1e-2 for r in table[c])
-        print(f"{c}: second order off by more than 1e-2 on {n} of {len(seeds)} draws")
+        n = sum(r[2] > 1e-2 for r in table[c])
+        w = sum(r[3] > 1e-4 for r in table[c])
+        print(f"{c}: second order off by more than 1e-2 on {n} of {len(seeds)} draws"
+              + (f"; worst weight tensor over 1e-4 on {w}" if c != "reference" else ""))
+
+
+def _figures(values: tuple[float, ...]) -> str:
+    return " / ".join("-" if v != v else f"{v:.1e}" for v in values)
 
 
 def _seed_list(text: str) -> list[int]:

@@ -2,20 +2,31 @@
 5 cells, a batch of 4 real 32x32 CIFAR-10 images, the fast path (channels_last, CPU kernels)
 against the reference evaluation (fast=False) in float64.
 
-Where a ReLU input of the draw lies within float32 rounding of zero, float32 and float64 take
-the two sides of the kink and a gradient legitimately differs by ~1e-3 (one flipped element),
-in any implementation (see bench/arch_grad_precision.py and the README); which draws do so
-depends on the CPU's summation order (a seed free of them on one machine was not on another).
-So each bound is the fixed tolerance or three times the error of the reference evaluation
-itself run in float32, whichever is larger: the fast path must be as accurate as the plain
-one. What these tests guard is the systematic error: ATen's channels_last batch norm summed
-its statistics in one float32 pass, which put 1e-4 into the first-order and 1e-2 into the
-second-order architecture gradient on every draw, and the plain path does not have it.
+Where a ReLU input of a draw lies within float32 rounding of zero, float32 and float64 take
+the two sides of the kink and the gradients legitimately differ there, by up to ~1e-2 in the
+tensors downstream of the flipped element, in any implementation (see
+bench/arch_grad_precision.py and docs/benchmarks.md). Which draws flip depends on the
+summation order of the CPU's kernels: on an AVX-512 machine (2026-12-07) the worst weight
+tensor was over 1e-4 from float64 on 5 of 10 draws in the fast path and on 3 in the plain
+path. On one of them a batch-norm output of 1.8e-7 (typical 0.59) before a ReLU in cell 2
+put 6.9e-3 into a 1x1 conv's weight gradient, all of it in that element's output channel. A
+single draw therefore cannot bound the worst tensor.
+
+What these tests guard is the systematic error, which is on every draw: ATen's channels_last
+batch norm summed its statistics in one float32 pass, which put 1.3e-4 into the first-order
+architecture gradient on every draw, and the plain path does not have it. So each figure is
+taken over DRAWS network initialisations (the same images), and its median over the draws,
+which two flipped draws of five cannot move, is bounded at 1e-5: over ten times what the
+fast and the plain path measure on draws without a flip, under a tenth of what the one-pass
+statistics gave. The second-order step is not asserted: its finite difference crosses
+further kinks at w +- eps*v and is 1e-2..1e-1 off on most draws, in both paths and in the
+reference code (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import copy
+import statistics
 
 import pytest
 import torch
@@ -44,54 +55,49 @@ def _batches(root, count: int = 2, batch: int = 4):
     return [(xs[k * batch:(k + 1) * batch], ys[k * batch:(k + 1) * batch]) for k in range(count)]
 
 
-def _gradients(net: SearchNetwork, data, order: str) -> dict[str, list[torch.Tensor]]:
+def _gradients(net: SearchNetwork, data) -> dict[str, list[torch.Tensor]]:
+    """The first-order architecture gradient (validation batch) and the weight gradients
+    (training batch) of `net` in its own dtype, as the search steps them."""
     dtype = next(net.parameters()).dtype
     (xt, yt), (xv, yv) = [(x.to(dtype), y) for x, y in data]
     upper = net.arch_parameters() + net.offset_parameters()
     ids = {id(p) for p in upper}
     lower = [p for p in net.parameters() if id(p) not in ids]
     opt = torch.optim.SGD(lower, lr=0.025, momentum=0.9, weight_decay=3e-4)
-    arch = Architect(net, upper, lower, opt, order=order)
-    out = {"arch": arch.gradient(xt, yt, xv, yv, xi=0.025)[0]}
-    if order == "first":
-        out["weights"] = list(torch.autograd.grad(F.cross_entropy(net(xt), yt), lower))
-    return out
+    arch = Architect(net, upper, lower, opt, order="first")
+    return {"arch": arch.gradient(xt, yt, xv, yv, xi=0.025)[0],
+            "weights": list(torch.autograd.grad(F.cross_entropy(net(xt), yt), lower))}
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b).norm() / b.norm())
 
 
-@pytest.mark.xfail(torch.backends.cpu.get_cpu_capability().startswith("AVX512"), strict=False,
-                   reason="with ATen's AVX-512 kernels the fast path's float32 gradients differ "
-                   "from float64 by up to 7e-3 on this draw (the plain path: 2.5e-6); the same "
-                   "test passes under ATEN_CPU_CAPABILITY=avx2: under investigation")
-@pytest.mark.parametrize("fs", [None, FSSpec(2.0, True, 4)], ids=["fs-off", "dfs"])
-def test_float32_gradients_match_float64_at_32px(fs, cifar_subset):
-    torch.set_num_threads(2)
-    torch.manual_seed(2)
-    base = SearchNetwork(8, 10, 5, fs=fs)
-    data = _batches(cifar_subset)
+DRAWS = 5
+
+
+def _errors(base: SearchNetwork, data) -> tuple[float, float]:
+    """The median tensor's error of the first-order architecture gradient (alphas, and the
+    DFS offset logits when the space has them) and of the weight gradients, `base` in float32
+    on the fast path against the plain path in float64."""
     truth = copy.deepcopy(base).double()
     truth.fast = False
     fast = copy.deepcopy(base).float()
-    plain = copy.deepcopy(base).float()  # the reference evaluation in float32: the bound
-    plain.fast = False
-    # DFS's second-order gradient is not asserted: on every draw measured so far it differs
-    # from float64 by 2e-2..2e-1 in the naive path as much as in the fast one (README).
-    for order, tol in (("first", 1e-5), ("second", 1e-3))[: 1 if fs else 2]:
-        want, got = _gradients(truth, data, order), _gradients(fast, data, order)
-        ref = _gradients(plain, data, order)
-        # alphas (normal, reduce), then the DFS offset logits when the space has them
-        errs = [_rel(a, b) for a, b in zip(got["arch"], want["arch"], strict=True)]
-        ref_errs = [_rel(a, b) for a, b in zip(ref["arch"], want["arch"], strict=True)]
-        assert max(errs) < max(tol, 3 * max(ref_errs)), (order, errs, ref_errs)
-        if order == "first":
-            def w_errs(g, want=want):
-                return sorted(_rel(a, b) for a, b in zip(g["weights"], want["weights"], strict=True)
-                              if b.norm() > 0)
+    want, got = _gradients(truth, data), _gradients(fast, data)
+    return tuple(statistics.median(_rel(a, b) for a, b in zip(got[k], want[k], strict=True)
+                                   if b.norm() > 0) for k in ("arch", "weights"))
 
-            fw, rw = w_errs(got), w_errs(ref)
-            assert fw[-1] < max(1e-4, 3 * rw[-1]), (fw[-5:], rw[-5:])  # the worst weight tensor
-            mid = len(fw) // 2
-            assert fw[mid] < max(1e-5, 3 * rw[mid]), (fw[mid], rw[mid])  # and the typical one
+
+@pytest.mark.parametrize("fs", [None, FSSpec(2.0, True, 4)], ids=["fs-off", "dfs"])
+def test_float32_gradients_match_float64_at_32px(fs, cifar_subset):
+    torch.set_num_threads(2)
+    data = _batches(cifar_subset)
+    errors = []
+    for seed in range(DRAWS):
+        torch.manual_seed(seed)
+        errors.append(_errors(SearchNetwork(8, 10, 5, fs=fs), data))
+    # Each draw's median tensor measured 5e-7..8e-7 in the fast path and 3e-7..6e-7 in the
+    # plain one where no kink flipped (docs/benchmarks.md); the one-pass batch norm put 1.3e-4
+    # into the architecture gradient.
+    for k in (0, 1):
+        assert statistics.median(e[k] for e in errors) < 1e-5, (k, errors)
