@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from common import schema
-from common.checks import check_fs_ratio as check_fs_ratio  # study.spec's and the tests'
+from common.checks import check_fs_ratio as check_fs_ratio  # study.fields' and the tests'
 from common.config_schema import SECTIONS
 from common.errors import UserError, listing
 from common.files import atomic_write_text

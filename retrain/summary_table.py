@@ -99,7 +99,7 @@ def narrowed_line(net: dict[str, Any], totals: dict[str, Any]) -> str:
     compression above counts against the narrowed width's plain network."""
     return (f"against {net['model']} at width {net['extra']['width_from']} (the width before "
             f"fs.max_ratio narrowed it; {_fmt(totals['unnarrowed'], '')} parameters): "
-            f"{_fmt(totals['compression_unnarrowed'], 'compression')} smaller")
+            f"compression {_fmt(totals['compression_unnarrowed'], 'compression')}")
 
 
 def format_json(report: dict[str, Any]) -> str:

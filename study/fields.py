@@ -12,10 +12,13 @@ from common.errors import UserError, listing
 
 
 def fail(where: str, msg: str) -> UserError:
+    """The one-line error of a study file's mistake: `where` (the file) and what is wrong."""
     return UserError(f"{where}: {msg}")
 
 
 def check_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str, what: str) -> None:
+    """Refuse a key of `data` (`what`: the block, in words) that is not in `allowed`, naming
+    the closest allowed key."""
     for key in data:
         if key not in allowed:
             close = difflib.get_close_matches(str(key), allowed, n=1)
@@ -57,17 +60,19 @@ def parse_sets(value: Any, where: str) -> tuple[str, ...]:
 
 
 def fs_choice(value: Any, allowed: tuple[str, ...], where: str) -> str | None:
+    """An arm's `fs`, one of `allowed` (YAML's `off`, read as false, is "off"); None if unset."""
     if value is None:
         return None
     if value is False:  # YAML reads `off` as false
         value = "off"
     if value not in allowed:
         raise fail(where, f"fs {value!r} is unknown; use one of "
-                    f"{listing(allowed, 'none (this stage takes no fs): drop it')}")
+                   f"{listing(allowed, 'none (this stage takes no fs): drop it')}")
     return str(value)
 
 
 def fs_ratio(value: Any, where: str) -> float | None:
+    """An arm's `ratio`, checked as the CLIs check --ratio; None if unset."""
     if value is None:
         return None
     try:
@@ -76,7 +81,8 @@ def fs_ratio(value: Any, where: str) -> float | None:
         raise fail(where, str(e)) from None
 
 
-def text(value: Any, key: str, where: str) -> str | None:
+def opt_text(value: Any, key: str, where: str) -> str | None:
+    """An optional text value (a number is taken as its text); None if unset."""
     if value is None:
         return None
     if not isinstance(value, str | int | float) or isinstance(value, bool):
@@ -84,13 +90,15 @@ def text(value: Any, key: str, where: str) -> str | None:
     return str(value)
 
 
-def mapping(value: Any, where: str, what: str) -> dict[str, Any]:
+def as_mapping(value: Any, where: str, what: str) -> dict[str, Any]:
+    """`value` if it is a mapping, else one line naming `what` it should have been."""
     if not isinstance(value, dict):
         raise fail(where, f"{what} must be a mapping (key: value lines)")
     return value
 
 
 def seed_list(value: Any, where: str) -> list[int]:
+    """`seeds`: a non-empty list of distinct integers >= 0."""
     if not isinstance(value, list) or not value:
         raise fail(where, "`seeds` must be a non-empty list of integers, e.g. [0, 1, 2]")
     if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):

@@ -24,7 +24,6 @@ SEARCH_GENOTYPE = "<search run>/genotype.json"
 DRAWN_GENOTYPE = "<run>-genotype.json"
 
 
-
 def preflight(study: Study) -> dict[str, dict[str, Any]]:
     """Resolve every arm's configs (unknown keys, bad values) and genotypes, as the commands
     will, so that a mistake is one line before anything runs; returns each arm's resolved

@@ -76,7 +76,7 @@ from search.algorithms.base import algorithm_choices
 from search.settings import CHOICES
 from study import cluster, reuse, sources
 from study.cluster import SlurmOptions
-from study.fields import check_keys, fail, fs_choice, fs_ratio, mapping, parse_sets, seed_list, text
+from study.fields import as_mapping, check_keys, fail, fs_choice, fs_ratio, opt_text, parse_sets, seed_list
 from study.layout import WQ_PREFIX
 from study.reuse import Reused
 from study.sources import Source
@@ -149,14 +149,14 @@ def _stage(data: dict[str, Any], where: str, search: bool) -> Stage:
         algo = data.get("algo")
         if algo is not None and algo not in ALGORITHMS:
             raise fail(where, f"algo {algo!r} is unknown; use one of "
-                        f"{algorithm_choices()}")
+                       f"{algorithm_choices()}")
     fs = fs_choice(data.get("fs"), SEARCH_FS if search else RETRAIN_FS, where)
     ratio = fs_ratio(data.get("ratio"), where)
     if fs == "off" and ratio is not None:
         raise fail(where, "ratio has no effect with fs off; drop it")
-    return Stage(preset=text(data.get("preset"), "preset", where), fs=fs, ratio=ratio,
-                 order=order, algo=algo, genotype=text(data.get("genotype"), "genotype", where),
-                 model=None if search else text(data.get("model"), "model", where),
+    return Stage(preset=opt_text(data.get("preset"), "preset", where), fs=fs, ratio=ratio,
+                 order=order, algo=algo, genotype=opt_text(data.get("genotype"), "genotype", where),
+                 model=None if search else opt_text(data.get("model"), "model", where),
                  sets=parse_sets(data.get("set"), where))
 
 
@@ -172,25 +172,25 @@ def _merge(defaults: dict[str, Any], arm: dict[str, Any], where: str) -> dict[st
 
 
 def _arm(raw: Any, defaults: dict[str, Any], where: str, index: int) -> Arm:
-    raw = mapping(raw, where, f"arm {index + 1}")
+    raw = as_mapping(raw, where, f"arm {index + 1}")
     check_keys(raw, ARM_KEYS, where, f"arm {raw.get('name', index + 1)!r}")
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         quote = "; quote it (YAML reads off/on/yes/no as booleans)" if isinstance(name, bool) else ""
         raise fail(where, f"arm {index + 1} needs a `name` of letters, digits, '-', '_' or '.' "
-                    f"(it names a folder), got {name!r}{quote}")
+                   f"(it names a folder), got {name!r}{quote}")
     at = f"{where}: arm {name!r}"
     if "reuse" in raw:  # its figures are read when the study runs (study.reuse.load_arms)
         reuse.check_keys(raw, at)
-        block = mapping(raw["reuse"], at, "reuse")
+        block = as_mapping(raw["reuse"], at, "reuse")
         check_keys(block, reuse.KEYS, at, "reuse")
         if any(block.get(k) in (None, "") for k in reuse.KEYS):
             raise fail(at, "reuse needs `study` (a committed study.json) and `arm` (one of its "
-                        "arms), e.g. {study: studies/x/study.json, arm: a}")
+                       "arms), e.g. {study: studies/x/study.json, arm: a}")
         return Arm(name=name, retrain=Stage(), reuse=Reused(str(block["study"]), str(block["arm"])),
-                   group=text(raw.get("group"), "group", at))
+                   group=opt_text(raw.get("group"), "group", at))
     seeds = tuple(seed_list(raw["seeds"], at)) if raw.get("seeds") is not None else None
-    own = {"seeds": seeds, "group": text(raw.get("group"), "group", at)}
+    own = {"seeds": seeds, "group": opt_text(raw.get("group"), "group", at)}
     raw = {k: v for k, v in raw.items() if k not in ("seeds", "group")}
     return dataclasses.replace(_arm_body(name, _merge(defaults, raw, where), raw, at), **own)
 
@@ -203,7 +203,7 @@ def _arm_body(name: str, data: dict[str, Any], raw: dict[str, Any], at: str) -> 
     if source is not None and source.kind == "random":
         data.pop("genotype", None)
     elif data.get("search") is not None:
-        block = mapping(data["search"], at, "search")
+        block = as_mapping(data["search"], at, "search")
         check_keys(block, SEARCH_KEYS, at, "search")
         search = _stage(block, f"{at} search", search=True)
         if raw.get("genotype") is not None:
@@ -248,7 +248,7 @@ def _compare(value: Any, names: list[str], where: str) -> list[tuple[str, str]]:
 
 def from_dict(data: Any, where: str = "study", source: Path | None = None) -> Study:
     """Validate a parsed study file."""
-    data = mapping(data, where, "a study file")
+    data = as_mapping(data, where, "a study file")
     check_keys(data, TOP_KEYS, where, "the study file")
     for key in ("name", "dataset", "arms"):
         if data.get(key) in (None, "", []):
@@ -257,7 +257,7 @@ def from_dict(data: Any, where: str = "study", source: Path | None = None) -> St
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                 or threads < 1):
         raise fail(where, f"threads must be a positive integer, got {threads!r}")
-    defaults = mapping(data.get("defaults") or {}, where, "defaults")
+    defaults = as_mapping(data.get("defaults") or {}, where, "defaults")
     check_keys(defaults, tuple(k for k in ARM_KEYS if k not in OWN_KEYS), where, "defaults")
     if not isinstance(data["arms"], list):
         raise fail(where, "`arms` must be a list of arms (each `- name: ...`)")

@@ -75,7 +75,7 @@ def test_the_retrain_narrows_with_the_cap_and_keeps_the_width_without(capsys):
     assert text.startswith("network: resnet20 (width 11, narrowed from 16 for fs.max_ratio 2)")
     ratio = 269_722 / t["effective"]
     assert (f"against resnet20 at width 16 (the width before fs.max_ratio narrowed it; 269,722 "
-            f"parameters): {ratio:.2f}x smaller") in text
+            f"parameters): compression {ratio:.2f}x") in text
 
 
 def test_a_shared_filter_network_narrows_from_the_narrowest_width_it_builds(capsys):
@@ -127,4 +127,5 @@ def test_a_narrowed_run_reports_its_size_against_the_width_asked_for(tmp_path, c
     counts, classes = metrics["counts"], metrics["network"]["num_classes"]
     full = param_report(get_model("resnet8", classes))["total"]
     assert counts["unnarrowed"] == full and counts["effective"] <= 20_000
+    assert metrics["network"]["extra"]["width_from"] == 16  # narrowed from resnet8's own width
     assert f"({full / counts['effective']:.2f}x against resnet8 at width 16)" in capsys.readouterr().out
