@@ -196,11 +196,21 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, old)
         lock.release()
-    counts = {k: sum(o.status == k for o in outcomes) for k in ("skipped", "done", "failed")}
+    if launcher is None and any(o.status == "interrupted" for o in outcomes):
+        # A run was stopped from outside (its status said so): the study stops with it.
+        print(f"study stopped: a run was stopped by a signal; the runs keep their checkpoints: "
+              f"run `python -m study run {args.study}` (same options) again to continue",
+              file=sys.stderr, flush=True)
+        return 130
+    counts = {k: sum(o.status == k for o in outcomes)
+              for k in ("skipped", "done", "failed", "interrupted")}
+    stopped = counts["interrupted"]  # under SLURM: a job's run stopped by a signal
     print(f"study {study.name}: {counts['done']} run(s) now, {counts['skipped']} finished "
-          f"earlier, {counts['failed']} failed", flush=True)
+          f"earlier, {counts['failed']} failed"
+          + (f", {stopped} stopped (they keep their checkpoints: run the study again to "
+             "continue them)" if stopped else ""), flush=True)
     _report(out)
-    return 1 if counts["failed"] else 0
+    return 1 if counts["failed"] or stopped else 0
 
 
 def _report(out: Path) -> None:

@@ -65,6 +65,11 @@ class Settings:
     modules: dict[str, str] = field(default_factory=lambda: dict(MODULES))
 
 
+#: Exit statuses of a run that was told to stop: killed by SIGINT or SIGTERM, or exiting
+#: 130 after a KeyboardInterrupt (common.errors.cli_entry).
+STOPPED = (-signal.SIGINT, -signal.SIGTERM, 130)
+
+
 class Control:
     """What the tasks running in one process share: where their lines go, a stop flag, and
     their live subprocesses (so that an interrupt reaches them)."""
@@ -223,6 +228,10 @@ class Task:
                                          layout.failed_log(out, arm.name, seed, search))
             took = _took(time.perf_counter() - t0)
             if rc != 0:
+                # A run stopped by Ctrl-C or SIGTERM (a kill, a scheduler's notice) keeps its
+                # checkpoint: it was told to stop, it did not fail, and nothing more starts.
+                if rc in STOPPED:
+                    ctl.stop.set()
                 status = "interrupted" if ctl.stop.is_set() else "failed"
                 ctl.say(f"{what}: {status.upper()} (exit {rc}) after {took}: {last}; log {log}")
                 return Outcome(arm.name, seed, status, message=last)

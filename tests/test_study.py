@@ -260,6 +260,9 @@ print("fake run", arm, seed, flush=True)
 if arm == "bad":
     print("error: boom", flush=True)
     sys.exit(1)
+if arm == "term":  # stopped from outside (a kill, a scheduler's notice)
+    import signal
+    os.kill(os.getpid(), signal.SIGTERM)
 time.sleep(0.6)
 m = {"test_acc": 50.0 + seed, "test_acc_wq": 49.0 + seed, "counts": {"effective": 100 * (1 + seed)},
      "file_bytes": {"model.pt": 10, "model-wq.pt": 5}, "network": {"fs": {"ratio": 2.0}}}
@@ -296,6 +299,25 @@ def test_parallel_jobs_and_a_failed_run(capsys, tmp_path, monkeypatch):
     assert [(m["arm"], m["seed"]) for m in rep["missing"]] == [("bad", 0), ("bad", 1), ("bad", 2)]
     assert "bad seed 2: unfinished" in (tmp_path / "out" / "study.md").read_text()
     assert "error: boom" in (tmp_path / "out" / "runs" / "bad" / "seed-0" / "stdout.log").read_text()
+
+
+def test_a_run_stopped_by_sigterm_stops_the_study(capsys, tmp_path, monkeypatch):
+    """A run killed by SIGTERM was told to stop: it is not counted failed, nothing more
+    starts, and the study exits 130 saying how to continue."""
+    (tmp_path / "fake_retrain.py").write_text(FAKE)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("FAKE_LOG", str(tmp_path / "log.jsonl"))
+    monkeypatch.setitem(runner.MODULES, "retrain", "fake_retrain")
+    data = make_folder(tmp_path / "data", per_class=2, test_per_class=1)
+    study = _study(data, tmp_path / "out", seeds=[0, 1])
+    study["arms"], study["compare"] = [study["arms"][0], {"name": "term", "fs": "fs"}], []
+    assert main(["run", str(_write(tmp_path / "s.yaml", study))]) == 130
+    captured = capsys.readouterr()
+    assert f"term seed 0: INTERRUPTED (exit -{int(signal.SIGTERM)})" in captured.out
+    assert "FAILED" not in captured.out
+    assert captured.err.strip().startswith("study stopped: a run was stopped by a signal")
+    log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [(r["arm"], r["seed"]) for r in log] == [(study["arms"][0]["name"], 0)]
 
 
 def _children_of(pid: int) -> list[int]:
