@@ -144,6 +144,17 @@ def test_slurm_launcher_gives_the_local_runners_outcome(fakes, capsys):
     assert said.count(": finished earlier:") == 4 and "submitted" not in said
 
 
+def test_a_jobs_run_stopped_by_a_signal_counts_as_stopped(fakes, capsys):
+    """Under SLURM a run killed by SIGTERM (a scheduler's notice) is neither done nor failed:
+    the study counts it stopped, says how to continue, and exits 1."""
+    arms = [{"name": "fs-off", "fs": False}, {"name": "term", "fs": "fs"}]
+    study = _write(fakes / "s.yaml", _study(fakes, "jobs", arms, seeds=[0]))
+    assert main(["run", str(study), "--launcher", "slurm"]) == 1
+    said = capsys.readouterr().out
+    assert "1 run(s) now, 0 finished earlier, 0 failed, 1 stopped (they keep their checkpoints" in said
+    assert _runs(fakes / "log.jsonl") == [("fs-off", 0)]
+
+
 @pytest.mark.slow  # starts submitit jobs: several processes
 def test_stopped_study_waits_for_live_jobs_and_resubmits_only_unfinished(fakes, capsys,
                                                                           monkeypatch):
