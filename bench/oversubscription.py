@@ -67,7 +67,7 @@ def child(args: argparse.Namespace) -> None:
     from common.distributed import DistInfo
     from genotypes import load_genotype
     from retrain import data as rdata
-    from retrain import setup
+    from retrain import netspec, setup
     from retrain.model import build_network
     from retrain.trainer import Trainer
 
@@ -77,7 +77,7 @@ def child(args: argparse.Namespace) -> None:
                  f"data.max_images={BATCH * (args.steps + 1)}", "data.max_test_images=64"]
     cfg = setup.resolve("smoke", overrides, lambda c: False)
     train, test, info = setup.open_data(str(args.data), cfg)
-    spec = setup.make_spec(cfg, load_genotype("DARTS_V2"), info.num_classes, info.input_size)
+    spec = netspec.make_spec(cfg, load_genotype("DARTS_V2"), info.num_classes, info.input_size)
     train_ds = rdata.train_set(train, test, info, cfg.data.max_images, cfg.cutout)
     test_ds = rdata.test_set(train, test, info, 64)
     t = Trainer(cfg, spec, build_network(spec), DistInfo(), torch.device("cpu"), train_ds, test_ds)

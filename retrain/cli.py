@@ -43,7 +43,7 @@ from common.runlog import check_run_dir, command_line, remove_temp_files
 from common.runtime import resolve_device, set_threads
 from common.schema import as_dict, leaf_keys
 from genotypes import Genotype, to_dict
-from retrain import setup
+from retrain import netspec, setup
 from retrain.model import NetSpec, build_network
 from retrain.run import run_training
 from retrain.summary import summarize
@@ -202,9 +202,9 @@ def _spec(cfg: RetrainConfig, genotype: Genotype | None, classes: int,
     """The summary's NetSpec and network, built here so that geometry errors (e.g. a ratio
     above a layer's filter count) are one clear line."""
     try:
-        spec = setup.make_spec(cfg, genotype, classes, size)
+        spec = netspec.make_spec(cfg, genotype, classes, size)
         network = build_network(spec)
-        setup.check_pruning(cfg, spec, network)
+        netspec.check_pruning(cfg, spec, network)
         return spec, network
     except ValueError as e:
         raise UserError(f"cannot build the network: {e}") from None

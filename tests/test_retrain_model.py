@@ -26,7 +26,7 @@ from common.errors import UserError
 from common.fs_settings import fs_spec
 from genotypes import FSSpec, Genotype
 from genotypes.zoo import ZOO
-from retrain import setup
+from retrain import netspec
 from retrain.export import load_exported, pack_state_dict, save_exported, unpack_state_dict
 from retrain.model import NetSpec, build_network
 from retrain.summary import count_macs, summarize
@@ -434,12 +434,12 @@ def test_retrain_fs_settings_carry_or_override_per_op_ratios():
     assert fs == FSSpec(4.0, True, 4) and not fs.per_op
     assert fs_spec(_fs_cfg("off"), g.fs) is None
     cfg = RetrainConfig(init_channels=8, layers=5, auxiliary=False, fs=_fs_cfg("dfs", 4))
-    m = build_network(setup.make_spec(cfg, g, 10, (32, 32)))
+    m = build_network(netspec.make_spec(cfg, g, 10, (32, 32)))
     assert {c.ratio for _, c in fs_layers(m)} == {4.0}
-    spec = setup.make_spec(dataclasses.replace(cfg, fs=_fs_cfg()), g, 10, (32, 32))
+    spec = netspec.make_spec(dataclasses.replace(cfg, fs=_fs_cfg()), g, 10, (32, 32))
     assert spec.fs == g.fs
     # FS off: the DARTS network, whatever the genotype's FS spec says.
-    off = build_network(setup.make_spec(dataclasses.replace(cfg, fs=_fs_cfg("off")), g, 10, (32, 32)))
+    off = build_network(netspec.make_spec(dataclasses.replace(cfg, fs=_fs_cfg("off")), g, 10, (32, 32)))
     assert fs_layers(off) == []
     plain = NetworkCIFAR(8, 10, 5, False, dataclasses.replace(g, fs=None), None)
     assert [(k, v.shape) for k, v in off.state_dict().items()] == \

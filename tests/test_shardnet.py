@@ -311,7 +311,8 @@ def test_the_shardnet_study_file_names_the_networks(tmp_path):
     builds its network."""
     from pathlib import Path
 
-    from retrain.setup import model_settings, resolve
+    from retrain.netspec import model_settings
+    from retrain.setup import resolve
     from study.commands import retrain_argv
     from study.spec import load_study
 

@@ -58,7 +58,7 @@ def test_a_budget_met_at_full_width_keeps_it():
 
 def test_the_width_travels_in_the_genotype_file_and_scales_the_retrain():
     from common.config import build_section
-    from retrain.setup import make_spec
+    from retrain.netspec import make_spec
 
     g = dataclasses.replace(G, fs=FSSpec(ratio=2.0, dfs=True, width=0.5))
     assert to_dict(g)["fs"]["width"] == 0.5 and from_dict(to_dict(g)) == g
