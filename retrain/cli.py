@@ -181,7 +181,7 @@ def _summary(args: argparse.Namespace) -> int:
     report = summarize(spec, network, data=record, meta=meta, train_steps=steps)
     print(format_json(report) if args.json else format_table(report))
     if cfg.prune.params is not None and not args.json:
-        from retrain.trainer import prune_epoch
+        from retrain.schedule import prune_epoch
 
         print(f"pruned to at most {cfg.prune.params:,} parameters at the start of epoch "
               f"{prune_epoch(cfg) + 1} of {cfg.epochs} (Torch-Pruning; which channels go depends "

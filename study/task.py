@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +31,7 @@ from common.runlog import clear_run_dir, is_run_dir
 from study import layout, sources
 from study.child import PARENT_ENV
 from study.commands import retrain_argv, search_argv
+from study.sink import Sink
 from study.spec import Arm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,39 +95,6 @@ class Control:
                 p.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.send_signal(signal.SIGINT)
-
-
-class _Sink:
-    """Appends a child's output to RUN_DIR/stdout.log once the child has made that folder
-    (its config.yaml exists); until then the lines wait in memory."""
-
-    def __init__(self, run_dir: Path, ready: bool, pending: str) -> None:
-        self.path = run_dir / layout.STDOUT
-        self.run_dir, self.ready, self.pending = run_dir, ready, pending
-        self.tail: deque[str] = deque(maxlen=20)
-
-    def write(self, line: str) -> None:
-        if line.strip():
-            self.tail.append(line.rstrip())
-        self.ready = self.ready or (self.run_dir / "config.yaml").is_file()
-        self.pending += line
-        if self.ready:
-            with open(self.path, "a") as f:
-                f.write(self.pending)
-            self.pending = ""
-
-    def close(self, fallback: Path) -> Path:
-        """Write what is left; returns the log's path (`fallback` if the folder never came)."""
-        path = self.path if self.run_dir.is_dir() else fallback
-        if self.pending:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a") as f:
-                f.write(self.pending)
-        return path
-
-    @property
-    def last(self) -> str:
-        return self.tail[-1] if self.tail else "(no output)"
 
 
 @dataclass
@@ -269,7 +236,7 @@ class Task:
         module = self.settings.modules[stage]
         shown = shlex.join(["python", "-m", stage, *argv])
         pending += f"=== {datetime.now():%Y-%m-%d %H:%M:%S} study {self.study}: {shown}\n"
-        sink = _Sink(path, ready=state == layout.RESUME, pending=pending)
+        sink = Sink(path, ready=state == layout.RESUME, pending=pending)
         cmd = [*self.settings.python, "-m", "study.child", module, *argv]
         with ctl.lock:
             if ctl.stop.is_set():

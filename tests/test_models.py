@@ -211,7 +211,7 @@ def test_registering_a_network_makes_it_buildable_by_name():
 
 
 def test_cyclic_multistep_schedule():
-    from retrain.trainer import CyclicMultiStep
+    from retrain.schedule import CyclicMultiStep
 
     one = CyclicMultiStep(8, [0.5, 0.75], 0.1, 1)
     assert [one(e) for e in range(8)] == pytest.approx([1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01])
