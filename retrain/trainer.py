@@ -1,7 +1,8 @@
 """One retrain epoch and the state it carries: SGD with the DARTS recipe (auxiliary loss, drop
 path, gradient clipping, cosine, step, multistep or plateau schedule), DFS temperature and
 hardening, structural pruning once (`prune.params`), AMP on CUDA and DDP. The epoch loop is
-retrain.run's, the files retrain.outputs'.
+retrain.run's, the files retrain.outputs', the per-epoch schedule (seed,
+temperature, hardening and pruning epochs, cyclic lr) retrain.schedule's.
 
 Determinism: every epoch reseeds the RNGs from (seed, epoch, rank) (drop path); the data
 order depends only on (seed, epoch) and each image's augmentation only on (seed, epoch, its
