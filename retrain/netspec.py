@@ -32,17 +32,14 @@ def check_pruning(cfg: RetrainConfig, spec: NetSpec, network: nn.Module) -> None
                  int(p.norm), bool(p.global_ranking))
 
 
-
 def stem_for(cfg: RetrainConfig, input_size: tuple[int, int]) -> str:
     return pick_stem(input_size) if cfg.stem == "auto" else cfg.stem
-
 
 
 def model_settings(cfg: RetrainConfig) -> dict[str, Any]:
     """The `model.*` settings that are set (a registered network's keyword arguments)."""
     return {f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(cfg.model)
             if f.name != "name" and getattr(cfg.model, f.name) is not None}
-
 
 
 def conversion(cfg: RetrainConfig) -> dict[str, Any] | None:
@@ -72,9 +69,7 @@ def conversion(cfg: RetrainConfig) -> dict[str, Any] | None:
         raise UserError(f"bad FS settings: {e}") from None
 
 
-
 RGB = 3  # NetSpec.in_channels: the datasets here are read as RGB
-
 
 
 def narrowed_settings(cfg: RetrainConfig, num_classes: int, input_size: tuple[int, int]
@@ -94,7 +89,6 @@ def narrowed_settings(cfg: RetrainConfig, num_classes: int, input_size: tuple[in
         return settings, {}
     return ({**settings, "width": width},
             {"width_from": start_width(name, settings), "max_ratio": float(f.max_ratio)})
-
 
 
 def make_spec(cfg: RetrainConfig, genotype: Genotype | None, num_classes: int,
@@ -129,7 +123,6 @@ def make_spec(cfg: RetrainConfig, genotype: Genotype | None, num_classes: int,
                    num_classes=int(num_classes), input_size=input_size,
                    auxiliary=bool(cfg.auxiliary), fs=fs, stem=stem_for(cfg, input_size),
                    extra=note)
-
 
 
 def width_note(cfg: RetrainConfig, genotype: Genotype, fs: FSSpec | None) -> dict[str, Any]:
